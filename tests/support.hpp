@@ -1,6 +1,8 @@
 #pragma once
 // Shared test helpers: skipping, fixture paths, files and temporary directories.
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -8,7 +10,6 @@
 #include <iterator>
 #include <optional>
 #include <string>
-#include <unistd.h>
 
 namespace sockrewind::test {
 
@@ -30,7 +31,8 @@ inline std::filesystem::path fixture_dir() {
   const std::filesystem::path dir =
       std::filesystem::path(SOCKREWIND_SHARED_DIR) / "fixtures" / "proc-net";
   if (!std::filesystem::is_directory(dir)) {
-    skip_test("fixture corpus not found at " + dir.string() + " (expected ../shared beside the repo)");
+    skip_test("fixture corpus not found at " + dir.string()
+              + " (expected ../shared beside the repo)");
   }
   return dir;
 }
@@ -53,14 +55,17 @@ public:
     }
     m_path = tmpl;
   }
+
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   TempDir(TempDir&&) = delete;
   TempDir& operator=(TempDir&&) = delete;
+
   ~TempDir() {
     std::error_code ec;
     std::filesystem::remove_all(m_path, ec);
   }
+
   const std::filesystem::path& path() const { return m_path; }
 
 private:

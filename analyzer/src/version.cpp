@@ -2,6 +2,8 @@
 
 namespace sockrewind::analyze {
 
-const char* version() { return SOCKREWIND_VERSION; }
+const char* version() {
+  return SOCKREWIND_VERSION;
+}
 
 } // namespace sockrewind::analyze

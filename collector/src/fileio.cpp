@@ -1,9 +1,10 @@
 #include <sockrewind/collect/fileio.hpp>
 
-#include <cerrno>
-#include <charconv>
 #include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
 
 namespace sockrewind::collect {
 
@@ -14,7 +15,7 @@ ReadResult read_whole_file(const char* path, int dirfd) {
     r.error = errno;
     return r;
   }
-  constexpr size_t k_chunk = 64 * 1024;
+  constexpr size_t k_chunk = size_t{64} * 1024;
   size_t used = 0;
   for (;;) {
     if (r.data.size() < used + k_chunk) {

@@ -197,7 +197,8 @@ CREATE TABLE limits (
   PRIMARY KEY (snapshot_id, netns_id, name)
 ) WITHOUT ROWID, STRICT;
 
--- Convenience views for the sqlite3 shell. Not used by sockrewind-analyze.
+-- Convenience views for the sqlite3 shell (ss-style names and endpoints; port 0 shows as *).
+-- Not used by sockrewind-analyze.
 CREATE VIEW socket_owners AS
   SELECT sock_id, pid, fd FROM sockets WHERE pid IS NOT NULL
   UNION ALL
@@ -220,11 +221,11 @@ CREATE VIEW sockets_v AS
                       WHEN 10 THEN 'LISTEN' WHEN 11 THEN 'CLOSING' ELSE s.state END AS state,
          s.rx_queue, s.tx_queue,
          CASE WHEN s.family = 1 THEN coalesce(s.path, '*')
-              WHEN s.family = 10 THEN '[' || la.text || ']:' || s.local_port
-              ELSE la.text || ':' || s.local_port END AS local,
+              ELSE iif(s.family = 10, '[' || la.text || ']', la.text) || ':'
+                   || iif(s.local_port = 0, '*', s.local_port) END AS local,
          CASE WHEN s.family = 1 THEN coalesce(s.peer_inode, '*')
-              WHEN s.family = 10 THEN '[' || ra.text || ']:' || s.remote_port
-              ELSE ra.text || ':' || s.remote_port END AS remote,
+              ELSE iif(s.family = 10, '[' || ra.text || ']', ra.text) || ':'
+                   || iif(s.remote_port = 0, '*', s.remote_port) END AS remote,
          s.inode, s.cookie, s.uid, s.pid, s.fd, p.comm, p.cmdline
   FROM sockets s
   JOIN snapshots sn USING (snapshot_id)

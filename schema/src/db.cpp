@@ -31,7 +31,9 @@ Db open_with(const std::string& path, int flags, const char* what) {
 } // namespace
 
 DbError::DbError(const std::string& what, int rc, int extended_rc)
-    : std::runtime_error(what), m_rc(rc), m_extended_rc(extended_rc) {}
+    : std::runtime_error(what),
+      m_rc(rc),
+      m_extended_rc(extended_rc) {}
 
 void Db::Closer::operator()(sqlite3* db) const noexcept {
   const int rc = sqlite3_close(db);
@@ -40,7 +42,9 @@ void Db::Closer::operator()(sqlite3* db) const noexcept {
   (void)rc;
 }
 
-Db Db::from_handle(sqlite3* db) { return Db(db); }
+Db Db::from_handle(sqlite3* db) {
+  return Db{db};
+}
 
 Db Db::create(const std::string& path) {
   Db db = open_with(path,
@@ -104,10 +108,12 @@ Stmt Db::prepare(std::string_view sql, bool persistent) {
     sqlite3_finalize(raw);
     fail(m_db.get(), rc, "prepare");
   }
-  return Stmt(m_db.get(), raw);
+  return Stmt{m_db.get(), raw};
 }
 
-int64_t Db::last_insert_rowid() const { return sqlite3_last_insert_rowid(m_db.get()); }
+int64_t Db::last_insert_rowid() const {
+  return sqlite3_last_insert_rowid(m_db.get());
+}
 
 int64_t Db::query_int(std::string_view sql) {
   Stmt st = prepare(sql);
@@ -117,7 +123,9 @@ int64_t Db::query_int(std::string_view sql) {
   return st.get_int(0);
 }
 
-void Stmt::Finalizer::operator()(sqlite3_stmt* stmt) const noexcept { sqlite3_finalize(stmt); }
+void Stmt::Finalizer::operator()(sqlite3_stmt* stmt) const noexcept {
+  sqlite3_finalize(stmt);
+}
 
 void Stmt::check(int rc, const char* what) const {
   if (rc != SQLITE_OK) {
@@ -140,12 +148,8 @@ Stmt& Stmt::bind(int index, double value) {
 }
 
 Stmt& Stmt::bind(int index, std::string_view value) {
-  check(sqlite3_bind_text64(m_stmt.get(),
-                            index,
-                            value.data(),
-                            value.size(),
-                            SQLITE_TRANSIENT,
-                            SQLITE_UTF8),
+  check(sqlite3_bind_text64(
+            m_stmt.get(), index, value.data(), value.size(), SQLITE_TRANSIENT, SQLITE_UTF8),
         "bind");
   return *this;
 }
@@ -184,15 +188,21 @@ void Stmt::reset() {
   sqlite3_clear_bindings(m_stmt.get());
 }
 
-int Stmt::column_count() const { return sqlite3_column_count(m_stmt.get()); }
+int Stmt::column_count() const {
+  return sqlite3_column_count(m_stmt.get());
+}
 
 bool Stmt::is_null(int col) const {
   return sqlite3_column_type(m_stmt.get(), col) == SQLITE_NULL;
 }
 
-int64_t Stmt::get_int(int col) const { return sqlite3_column_int64(m_stmt.get(), col); }
+int64_t Stmt::get_int(int col) const {
+  return sqlite3_column_int64(m_stmt.get(), col);
+}
 
-double Stmt::get_double(int col) const { return sqlite3_column_double(m_stmt.get(), col); }
+double Stmt::get_double(int col) const {
+  return sqlite3_column_double(m_stmt.get(), col);
+}
 
 std::string Stmt::get_text(int col) const {
   const auto* p = sqlite3_column_text(m_stmt.get(), col);
@@ -226,7 +236,9 @@ std::optional<std::string> Stmt::get_opt_text(int col) const {
   return get_text(col);
 }
 
-Txn::Txn(Db& db) : m_db(db) { m_db.exec("BEGIN IMMEDIATE"); }
+Txn::Txn(Db& db) : m_db(db) {
+  m_db.exec("BEGIN IMMEDIATE");
+}
 
 Txn::~Txn() {
   if (!m_done) {

@@ -22,8 +22,19 @@ const std::vector<Required>& required() {
       {"netns", {"netns_id", "inode"}},
       {"addrs", {"addr_id", "family", "addr", "text"}},
       {"sockets",
-       {"sock_id", "snapshot_id", "netns_id", "family", "type", "proto", "state", "rx_queue",
-        "tx_queue", "inode", "cookie", "pid", "fd"}},
+       {"sock_id",
+        "snapshot_id",
+        "netns_id",
+        "family",
+        "type",
+        "proto",
+        "state",
+        "rx_queue",
+        "tx_queue",
+        "inode",
+        "cookie",
+        "pid",
+        "fd"}},
       {"processes", {"snapshot_id", "pid", "start_ticks", "comm", "cmdline"}},
       {"counters", {"snapshot_id", "netns_id", "file", "name", "value"}},
       {"limits", {"snapshot_id", "netns_id", "name", "value"}},
@@ -85,7 +96,7 @@ int validate(Db& db) {
       throw SchemaError(std::string("missing table ") + r.table);
     }
     for (const char* c : r.columns) {
-      if (have.count(c) == 0) {
+      if (!have.contains(c)) {
         throw SchemaError(std::string("table ") + r.table + " lacks column " + c);
       }
     }
@@ -99,7 +110,7 @@ int validate(Db& db) {
     }
   }
   for (const Required& r : required()) {
-    if (strict_tables.count(r.table) == 0) {
+    if (!strict_tables.contains(r.table)) {
       throw SchemaError(std::string("table ") + r.table + " is not STRICT");
     }
   }

@@ -3,17 +3,18 @@
 // loopback up, deleted at scope exit. run_in() runs code on a thread that has joined it, so
 // sockets created there live in the namespace while this process holds them.
 
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
-#include <fcntl.h>
 #include <functional>
-#include <sched.h>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
-#include <unistd.h>
 
 namespace sockrewind::test {
 
@@ -25,16 +26,19 @@ public:
     run_cmd("ip netns add " + m_name);
     run_cmd("ip -n " + m_name + " link set lo up");
   }
+
   TestNetns(const TestNetns&) = delete;
   TestNetns& operator=(const TestNetns&) = delete;
   TestNetns(TestNetns&&) = delete;
   TestNetns& operator=(TestNetns&&) = delete;
+
   ~TestNetns() {
     const std::string cmd = "ip netns del " + m_name + " 2>/dev/null";
     (void)std::system(cmd.c_str()); // NOLINT(concurrency-mt-unsafe)
   }
 
   const std::string& name() const { return m_name; }
+
   std::string path() const { return "/run/netns/" + m_name; }
 
   // Runs `f` on a new thread inside the namespace and waits for it. Exceptions propagate.

@@ -10,6 +10,7 @@ namespace sockrewind::collect {
 struct ReadResult {
   std::string data;
   int error = 0; // 0 on success, else errno
+
   bool ok() const { return error == 0; }
 };
 

@@ -88,8 +88,7 @@ struct Issue {
 };
 
 // What a parser returns: the rows it could read and the problems it met.
-template <typename T>
-struct Parsed {
+template <typename T> struct Parsed {
   std::vector<T> rows;
   std::vector<Issue> issues;
 };

@@ -5,7 +5,9 @@
 
 #include <sockrewind/collect/model.hpp>
 
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace sockrewind::collect {
 
@@ -21,5 +23,20 @@ Parsed<SocketRow> parse_proc_net_inet(std::string_view text,
 
 // /proc/net/unix. Embryo connections (St 02, inode 0) are kept: unix_diag omits them.
 Parsed<SocketRow> parse_proc_net_unix(std::string_view text);
+
+// Small text helpers shared by the /proc parsers (proc_net.cpp, counters.cpp).
+namespace text {
+
+// Removes the first line from `rest` and returns it without its '\n' (the last line may lack one).
+std::string_view next_line(std::string_view& rest);
+
+// The fields of `line` separated by runs of blanks (space, tab, CR, LF, VT, FF).
+std::vector<std::string_view> split_fields(std::string_view line);
+
+// `raw` made fit for Issue::example: control bytes (incl. NUL) escaped as \xNN, cut to about
+// 200 bytes with "..." appended when longer.
+std::string issue_example(std::string_view raw);
+
+} // namespace text
 
 } // namespace sockrewind::collect

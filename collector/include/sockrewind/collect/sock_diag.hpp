@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+// libmnl's socket handle, declared at global scope so the member below names libmnl's type.
+struct mnl_socket;
+
 namespace sockrewind::collect {
 
 // inet_diag extension bits we ask for: MEMINFO, INFO, CONG, TOS, TCLASS, SKMEMINFO, SHUTDOWN
@@ -22,11 +25,8 @@ inline constexpr uint32_t k_all_states = 0x1fff;
 inline constexpr uint32_t k_unix_show_default = 0x1 | 0x2 | 0x4 | 0x10 | 0x20 | 0x40;
 
 // A SOCK_DIAG_BY_FAMILY dump request for an inet family/protocol (nlmsghdr + inet_diag_req_v2).
-std::vector<uint8_t> build_inet_diag_request(uint8_t family,
-                                             uint16_t protocol,
-                                             uint32_t states,
-                                             uint8_t ext,
-                                             uint32_t seq);
+std::vector<uint8_t> build_inet_diag_request(
+    uint8_t family, uint16_t protocol, uint32_t states, uint8_t ext, uint32_t seq);
 
 // A SOCK_DIAG_BY_FAMILY dump request for AF_UNIX (nlmsghdr + unix_diag_req).
 std::vector<uint8_t> build_unix_diag_request(uint32_t states, uint32_t show, uint32_t seq);
@@ -58,8 +58,8 @@ public:
   DiagSocket();
   DiagSocket(const DiagSocket&) = delete;
   DiagSocket& operator=(const DiagSocket&) = delete;
-  DiagSocket(DiagSocket&&) noexcept;
-  DiagSocket& operator=(DiagSocket&&) noexcept;
+  DiagSocket(DiagSocket&& other) noexcept;
+  DiagSocket& operator=(DiagSocket&& other) noexcept;
   ~DiagSocket();
 
   // Dumps one inet family/protocol. Rows are appended to `rows`; the returned state says
@@ -69,11 +69,16 @@ public:
   DiagDumpState dump_unix(std::vector<SocketRow>& rows);
 
 private:
-  DiagDumpState run_dump(const std::vector<uint8_t>& request,
-                         const std::function<void(std::span<const uint8_t>, DiagDumpState&)>& parse);
+  DiagDumpState
+  run_dump(const std::vector<uint8_t>& request,
+           const std::function<void(std::span<const uint8_t> buf, DiagDumpState& state)>& parse);
+  // After a dump that stopped before its NLMSG_DONE: reads and drops what the kernel still
+  // has for it, so that the next request on this socket is not refused with EBUSY.
+  void drain();
 
-  struct mnl_socket* m_sock = nullptr;
+  ::mnl_socket* m_sock = nullptr;
   uint32_t m_seq = 1;
+  std::vector<uint8_t> m_buf; // receive buffer, allocated once (64 KiB)
 };
 
 } // namespace sockrewind::collect

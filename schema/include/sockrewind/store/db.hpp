@@ -19,7 +19,9 @@ namespace sockrewind::store {
 class DbError : public std::runtime_error {
 public:
   DbError(const std::string& what, int rc, int extended_rc);
+
   int code() const { return m_rc; }
+
   int extended_code() const { return m_extended_rc; }
 
 private:
@@ -46,6 +48,7 @@ public:
   int64_t last_insert_rowid() const;
   // Runs a query returning one integer (e.g. PRAGMA user_version).
   int64_t query_int(std::string_view sql);
+
   sqlite3* handle() const { return m_db.get(); }
 
 private:
@@ -63,16 +66,20 @@ public:
   // Binds are 1-based like SQLite. Text and blobs are copied (SQLITE_TRANSIENT).
   Stmt& bind(int index, int64_t value);
   Stmt& bind(int index, uint64_t value); // stored as the same 64 bits, two's complement
+
   Stmt& bind(int index, int value) { return bind(index, static_cast<int64_t>(value)); }
+
   Stmt& bind(int index, uint32_t value) { return bind(index, static_cast<int64_t>(value)); }
+
   Stmt& bind(int index, double value);
   Stmt& bind(int index, std::string_view value);
+
   Stmt& bind(int index, const char* value) { return bind(index, std::string_view(value)); }
+
   Stmt& bind_blob(int index, std::span<const uint8_t> value);
   Stmt& bind_null(int index);
 
-  template <typename T>
-  Stmt& bind(int index, const std::optional<T>& value) {
+  template <typename T> Stmt& bind(int index, const std::optional<T>& value) {
     if (value) {
       return bind(index, *value);
     }
@@ -97,11 +104,13 @@ public:
 
 private:
   friend class Db;
+
   struct Finalizer {
     void operator()(sqlite3_stmt* stmt) const noexcept;
   };
 
   Stmt(sqlite3* db, sqlite3_stmt* stmt) : m_db(db), m_stmt(stmt) {}
+
   void check(int rc, const char* what) const;
 
   sqlite3* m_db;

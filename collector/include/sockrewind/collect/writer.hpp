@@ -1,0 +1,56 @@
+#pragma once
+// Writing snapshots into a new file that appears under its final name only when complete.
+
+#include <sockrewind/collect/snapshot.hpp>
+#include <sockrewind/store/db.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sockrewind::collect {
+
+enum class TcpInfoMode { basic, full };
+
+// One output file. Created under a temporary name (".NAME.tmp-PID") with O_EXCL|O_NOFOLLOW and
+// mode 0600; each write() is one transaction; commit() fsyncs and renames it to its final name
+// without replacing anything. Destroyed without commit(), it removes the temporary file.
+class SnapshotFile {
+public:
+  // `dir` must exist. `base_name` is the final name without ".sqlite" (e.g. host-20260101T000000Z).
+  SnapshotFile(std::string dir, std::string base_name, TcpInfoMode mode);
+  SnapshotFile(const SnapshotFile&) = delete;
+  SnapshotFile& operator=(const SnapshotFile&) = delete;
+  SnapshotFile(SnapshotFile&&) = delete;
+  SnapshotFile& operator=(SnapshotFile&&) = delete;
+  ~SnapshotFile();
+
+  // Appends one snapshot. Throws store::DbError or std::system_error on failure.
+  void write(const Snapshot& snap);
+
+  // Makes the file durable and visible under DIR/BASE.sqlite (or BASE-2.sqlite, ... when that
+  // name is taken). Returns the final path.
+  std::string commit();
+
+  const std::string& temp_path() const { return m_temp_path; }
+
+private:
+  int64_t netns_id(uint64_t inode);
+  int64_t addr_id(uint8_t family, const uint8_t* addr, uint8_t len);
+
+  std::string m_dir;
+  std::string m_base;
+  std::string m_temp_path;
+  TcpInfoMode m_mode;
+  int m_fd = -1;
+  std::unique_ptr<store::Db> m_db;
+  std::map<uint64_t, int64_t> m_netns;
+  std::map<std::string, int64_t> m_addrs;
+  bool m_committed = false;
+};
+
+// "host-yyyymmddTHHMMSSZ" for a CLOCK_REALTIME value.
+std::string snapshot_base_name(const std::string& hostname, int64_t realtime_ns);
+
+} // namespace sockrewind::collect

@@ -1,0 +1,400 @@
+#include <sockrewind/collect/tcp_info.hpp>
+#include <sockrewind/collect/writer.hpp>
+#include <sockrewind/store/schema.hpp>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <ctime>
+#include <set>
+#include <system_error>
+#include <tuple>
+#include <unordered_map>
+
+namespace sockrewind::collect {
+
+namespace {
+
+[[noreturn]] void throw_errno(const std::string& what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
+
+std::string addr_text(uint8_t family, const uint8_t* addr) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (inet_ntop(family == k_af_inet ? AF_INET : AF_INET6, addr, buf, sizeof buf) == nullptr) {
+    return "?";
+  }
+  return buf;
+}
+
+constexpr const char* k_socket_columns =
+    "snapshot_id, netns_id, family, type, proto, state, local_addr_id, local_port, "
+    "remote_addr_id, remote_port, rx_queue, tx_queue, inode, cookie, uid, timer, expires_ms, "
+    "retrans, shutdown, tos, skm_rmem_alloc, skm_rcvbuf, skm_wmem_alloc, skm_sndbuf, "
+    "skm_fwd_alloc, skm_wmem_queued, skm_optmem, skm_backlog, skm_drops, path, peer_inode, "
+    "ti_rto_us, ti_rtt_us, ti_rttvar_us, ti_snd_cwnd, ti_unacked, ti_backoff, ti_probes, "
+    "ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, ti_bytes_acked, "
+    "ti_bytes_received, ti_segs_out, ti_notsent_bytes, ti_snd_wnd, pid, fd";
+constexpr int k_socket_column_count = 48;
+
+std::string placeholders(int n) {
+  std::string s;
+  for (int i = 1; i <= n; ++i) {
+    s += (i == 1 ? "?" : ",?") + std::to_string(i);
+  }
+  return s;
+}
+
+} // namespace
+
+std::string snapshot_base_name(const std::string& hostname, int64_t realtime_ns) {
+  const auto secs = static_cast<time_t>(realtime_ns / 1'000'000'000);
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  char ts[32];
+  (void)strftime(ts, sizeof ts, "%Y%m%dT%H%M%SZ", &utc);
+  std::string host = hostname.empty() ? "localhost" : hostname;
+  for (char& c : host) {
+    if (c == '/' || c == '\0') {
+      c = '_';
+    }
+  }
+  return host + "-" + ts;
+}
+
+SnapshotFile::SnapshotFile(std::string dir, std::string base_name, TcpInfoMode mode)
+    : m_dir(std::move(dir)),
+      m_base(std::move(base_name)),
+      m_temp_path(m_dir + "/." + m_base + ".sqlite.tmp-" + std::to_string(getpid())),
+      m_mode(mode),
+      // O_EXCL|O_NOFOLLOW: never follow or reuse something planted at this path.
+      m_fd(::open(m_temp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) {
+  if (m_fd < 0) {
+    throw_errno("cannot create " + m_temp_path);
+  }
+  try {
+    m_db = std::make_unique<store::Db>(store::Db::create(m_temp_path));
+    // The file is private until renamed, so no rollback journal on disk and no syncs per
+    // transaction: commit() fsyncs once. A failed run deletes the file.
+    m_db->exec("PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = MEMORY; "
+               "PRAGMA synchronous = OFF; PRAGMA foreign_keys = OFF");
+    store::migrate(*m_db);
+    store::Txn txn(*m_db);
+    store::Stmt meta = m_db->prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)");
+    const std::pair<const char*, std::string> rows[] = {
+        {"writer", "sockrewind-collect"},
+        {"writer_version", SOCKREWIND_VERSION},
+        {"schema_version", std::to_string(store::k_schema_version)},
+        {"tcp_info", mode == TcpInfoMode::full ? "full" : "basic"},
+        {"byte_order", std::endian::native == std::endian::little ? "little" : "big"},
+    };
+    for (const auto& [k, v] : rows) {
+      meta.bind(1, k).bind(2, v).run();
+    }
+    txn.commit();
+  } catch (...) {
+    m_db.reset();
+    ::close(m_fd);
+    ::unlink(m_temp_path.c_str());
+    throw;
+  }
+}
+
+SnapshotFile::~SnapshotFile() {
+  m_db.reset();
+  if (m_fd >= 0) {
+    ::close(m_fd);
+  }
+  if (!m_committed) {
+    ::unlink(m_temp_path.c_str());
+  }
+}
+
+int64_t SnapshotFile::netns_id(uint64_t inode) {
+  const auto it = m_netns.find(inode);
+  if (it != m_netns.end()) {
+    return it->second;
+  }
+  store::Stmt st = m_db->prepare("INSERT INTO netns (inode) VALUES (?1)");
+  st.bind(1, inode).run();
+  const int64_t id = m_db->last_insert_rowid();
+  m_netns.emplace(inode, id);
+  return id;
+}
+
+int64_t SnapshotFile::addr_id(uint8_t family, const uint8_t* addr, uint8_t len) {
+  std::string key(reinterpret_cast<const char*>(addr), len);
+  const auto it = m_addrs.find(key);
+  if (it != m_addrs.end()) {
+    return it->second;
+  }
+  store::Stmt st = m_db->prepare("INSERT INTO addrs (family, addr, text) VALUES (?1, ?2, ?3)");
+  st.bind(1, static_cast<int64_t>(family))
+      .bind_blob(2, std::span<const uint8_t>(addr, len))
+      .bind(3, addr_text(family, addr))
+      .run();
+  const int64_t id = m_db->last_insert_rowid();
+  m_addrs.emplace(std::move(key), id);
+  return id;
+}
+
+void SnapshotFile::write(const Snapshot& snap) {
+  store::Txn txn(*m_db);
+
+  // Sources summary: table -> methods used across namespaces.
+  std::map<std::string, std::set<std::string>> methods;
+  uint64_t socket_count = 0;
+  for (const NetnsCapture& ns : snap.namespaces) {
+    socket_count += ns.sockets.size();
+    for (const SourceStatus& s : ns.sources) {
+      if (s.status != "unavailable") {
+        methods[s.source].insert(s.method);
+      }
+    }
+  }
+  std::string sources;
+  for (const auto& [name, ms] : methods) {
+    sources += (sources.empty() ? "" : ",") + name + ":";
+    bool first = true;
+    for (const std::string& m : ms) {
+      sources += (first ? "" : "|") + m;
+      first = false;
+    }
+  }
+
+  // Issues, aggregated per (netns, source, kind) with the first example.
+  struct Agg {
+    int64_t count = 0;
+    std::string example;
+  };
+
+  std::map<std::tuple<int64_t, std::string, std::string>, Agg> issues;
+  uint64_t issue_total = 0;
+  const auto add_issues = [&](int64_t ns_id, const std::vector<Issue>& list) {
+    for (const Issue& i : list) {
+      Agg& a = issues[{ns_id, i.source, i.kind}];
+      if (a.count++ == 0) {
+        a.example = i.example;
+      }
+      ++issue_total;
+    }
+  };
+  add_issues(0, snap.issues);
+  add_issues(0, snap.owners.issues);
+  for (const NetnsCapture& ns : snap.namespaces) {
+    add_issues(netns_id(ns.ref.inode), ns.issues);
+  }
+
+  store::Stmt ins_snap = m_db->prepare(
+      "INSERT INTO snapshots (host, boot_id, kernel, realtime_ns, boottime_ns, realtime_end_ns, "
+      "boottime_end_ns, self_netns, euid, netns_mode, sources, sockets, issues, cpu_user_us, "
+      "cpu_sys_us) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)");
+  ins_snap.bind(1, snap.host.hostname)
+      .bind(2, snap.host.boot_id)
+      .bind(3, snap.host.kernel)
+      .bind(4, snap.start.realtime_ns)
+      .bind(5, snap.start.boottime_ns)
+      .bind(6, snap.end.realtime_ns)
+      .bind(7, snap.end.boottime_ns)
+      .bind(8, snap.host.self_netns)
+      .bind(9, snap.host.euid)
+      .bind(10, snap.netns_mode)
+      .bind(11, sources)
+      .bind(12, socket_count)
+      .bind(13, issue_total)
+      .bind(14, snap.cpu_user_us)
+      .bind(15, snap.cpu_sys_us)
+      .run();
+  const int64_t sid = m_db->last_insert_rowid();
+
+  store::Stmt ins_issue = m_db->prepare(
+      "INSERT INTO capture_issues (snapshot_id, netns_id, source, kind, count, example) "
+      "VALUES (?1,?2,?3,?4,?5,?6)");
+  for (const auto& [key, agg] : issues) {
+    ins_issue.bind(1, sid);
+    if (std::get<0>(key) != 0) {
+      ins_issue.bind(2, std::get<0>(key));
+    }
+    ins_issue.bind(3, std::get<1>(key))
+        .bind(4, std::get<2>(key))
+        .bind(5, agg.count)
+        .bind(6, agg.example)
+        .run();
+  }
+
+  store::Stmt ins_ns = m_db->prepare(
+      "INSERT OR IGNORE INTO snapshot_netns (snapshot_id, netns_id, found_via, name, pid, status) "
+      "VALUES (?1,?2,?3,?4,?5,?6)");
+  store::Stmt ins_src = m_db->prepare(
+      "INSERT INTO sources (snapshot_id, netns_id, source, method, status, rows, duration_us, "
+      "error) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
+  store::Stmt ins_counter =
+      m_db->prepare("INSERT OR REPLACE INTO counters (snapshot_id, netns_id, file, name, value) "
+                    "VALUES (?1,?2,?3,?4,?5)",
+                    true);
+  store::Stmt ins_limit = m_db->prepare(
+      "INSERT OR REPLACE INTO limits (snapshot_id, netns_id, name, value) VALUES (?1,?2,?3,?4)");
+  store::Stmt ins_sock =
+      m_db->prepare(std::string("INSERT INTO sockets (") + k_socket_columns + ") VALUES ("
+                        + placeholders(k_socket_column_count) + ")",
+                    true);
+  store::Stmt ins_extra = m_db->prepare(
+      "INSERT OR IGNORE INTO extra_owners (sock_id, pid, fd) VALUES (?1,?2,?3)", true);
+
+  std::string ti_sql = "INSERT INTO tcp_info (sock_id, cong, info_len";
+  std::string ti_vals = "?1,?2,?3";
+  int n = 3;
+  for (const TcpInfoField& f : tcp_info_fields()) {
+    ti_sql += ", " + std::string(f.column);
+    ti_vals += ",?" + std::to_string(++n);
+  }
+  store::Stmt ins_ti = m_db->prepare(ti_sql + ") VALUES (" + ti_vals + ")", true);
+
+  std::unordered_map<uint64_t, std::vector<Owner>> extra;
+  for (const auto& [inode, owner] : snap.owners.extra) {
+    extra[inode].push_back(owner);
+  }
+
+  for (const NetnsCapture& ns : snap.namespaces) {
+    const int64_t nid = netns_id(ns.ref.inode);
+    ins_ns.bind(1, sid).bind(2, nid).bind(3, ns.ref.via).bind(4, ns.ref.name);
+    if (ns.ref.pid) {
+      ins_ns.bind(5, static_cast<int64_t>(*ns.ref.pid));
+    }
+    ins_ns.bind(6, ns.status).run();
+
+    for (const SourceStatus& s : ns.sources) {
+      ins_src.bind(1, sid).bind(2, nid).bind(3, s.source).bind(4, s.method).bind(5, s.status);
+      ins_src.bind(6, s.rows).bind(7, s.duration_us);
+      if (!s.error.empty()) {
+        ins_src.bind(8, s.error);
+      }
+      ins_src.run();
+    }
+    for (const CounterRow& c : ns.counters) {
+      ins_counter.bind(1, sid).bind(2, nid).bind(3, c.file).bind(4, c.name).bind(5, c.value).run();
+    }
+    for (const auto& [name, value] : ns.limits) {
+      ins_limit.bind(1, sid).bind(2, nid).bind(3, name).bind(4, value).run();
+    }
+
+    for (const SocketRow& r : ns.sockets) {
+      ins_sock.bind(1, sid).bind(2, nid).bind(3, static_cast<int64_t>(r.family));
+      ins_sock.bind(4, static_cast<int64_t>(r.type)).bind(5, static_cast<int64_t>(r.proto));
+      ins_sock.bind(6, static_cast<int64_t>(r.state));
+      if (r.addr_len != 0) {
+        ins_sock.bind(7, addr_id(r.family, r.local_addr.data(), r.addr_len));
+        ins_sock.bind(8, static_cast<int64_t>(r.local_port));
+        ins_sock.bind(9, addr_id(r.family, r.remote_addr.data(), r.addr_len));
+        ins_sock.bind(10, static_cast<int64_t>(r.remote_port));
+      }
+      ins_sock.bind(11, r.rx_queue).bind(12, r.tx_queue).bind(13, r.inode).bind(14, r.cookie);
+      ins_sock.bind(15, r.uid);
+      if (r.timer) {
+        ins_sock.bind(16, static_cast<int64_t>(*r.timer));
+      }
+      ins_sock.bind(17, r.expires_ms).bind(18, r.retrans);
+      if (r.shutdown) {
+        ins_sock.bind(19, static_cast<int64_t>(*r.shutdown));
+      }
+      if (r.tos) {
+        ins_sock.bind(20, static_cast<int64_t>(*r.tos));
+      }
+      for (size_t i = 0; i < k_skmem_fields; ++i) {
+        if (i < r.skmem_count) {
+          ins_sock.bind(21 + static_cast<int>(i), r.skmem[i]);
+        }
+      }
+      if (r.skmem_count <= 8 && r.drops) {
+        ins_sock.bind(29, *r.drops); // /proc/net/udp drops when no SK_MEMINFO_DROPS
+      }
+      ins_sock.bind(30, r.path).bind(31, r.peer_inode);
+      int col = 32;
+      for (const TcpInfoField& f : tcp_info_inline_fields()) {
+        ins_sock.bind(col++, read_tcp_info_field(r.tcp_info, f));
+      }
+      const auto owner = r.inode != 0 ? snap.owners.first.find(r.inode) : snap.owners.first.end();
+      if (owner != snap.owners.first.end()) {
+        ins_sock.bind(47, static_cast<int64_t>(owner->second.pid));
+        ins_sock.bind(48, static_cast<int64_t>(owner->second.fd));
+      }
+      ins_sock.run();
+      const int64_t sock_id = m_db->last_insert_rowid();
+
+      if (r.inode != 0 && !extra.empty()) {
+        const auto more = extra.find(r.inode);
+        if (more != extra.end()) {
+          for (const Owner& o : more->second) {
+            ins_extra.bind(1, sock_id).bind(2, static_cast<int64_t>(o.pid));
+            ins_extra.bind(3, static_cast<int64_t>(o.fd)).run();
+          }
+        }
+      }
+      if (m_mode == TcpInfoMode::full && !r.tcp_info.empty()) {
+        ins_ti.bind(1, sock_id);
+        if (!r.cong.empty()) {
+          ins_ti.bind(2, r.cong);
+        }
+        ins_ti.bind(3, static_cast<int64_t>(r.tcp_info.size()));
+        int tcol = 4;
+        for (const TcpInfoField& f : tcp_info_fields()) {
+          ins_ti.bind(tcol++, read_tcp_info_field(r.tcp_info, f));
+        }
+        ins_ti.run();
+      }
+    }
+  }
+
+  store::Stmt ins_proc = m_db->prepare(
+      "INSERT OR REPLACE INTO processes (snapshot_id, pid, start_ticks, ppid, uid, netns_id, comm, "
+      "cmdline, fd_count, socket_fds, nofile_soft, nofile_hard) "
+      "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)");
+  for (const ProcessRow& p : snap.owners.processes) {
+    ins_proc.bind(1, sid).bind(2, static_cast<int64_t>(p.pid)).bind(3, p.start_ticks);
+    if (p.ppid) {
+      ins_proc.bind(4, static_cast<int64_t>(*p.ppid));
+    }
+    ins_proc.bind(5, p.uid);
+    if (p.netns_inode) {
+      ins_proc.bind(6, netns_id(*p.netns_inode));
+    }
+    ins_proc.bind(7, p.comm).bind(8, p.cmdline).bind(9, p.fd_count).bind(10, p.socket_fds);
+    ins_proc.bind(11, p.nofile_soft).bind(12, p.nofile_hard).run();
+  }
+  txn.commit();
+}
+
+std::string SnapshotFile::commit() {
+  m_db.reset(); // closes the connection: everything is in the file now
+  if (::fsync(m_fd) != 0) {
+    throw_errno("fsync " + m_temp_path);
+  }
+  ::close(m_fd);
+  m_fd = -1;
+  for (int attempt = 1; attempt < 1000; ++attempt) {
+    const std::string name =
+        m_base + (attempt == 1 ? "" : "-" + std::to_string(attempt)) + ".sqlite";
+    std::string final_path = m_dir + "/" + name;
+    // RENAME_NOREPLACE: two runs in the same second never overwrite each other.
+    if (::renameat2(AT_FDCWD, m_temp_path.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE)
+        == 0) {
+      m_committed = true;
+      const int dfd = ::open(m_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+      }
+      return final_path;
+    }
+    if (errno != EEXIST) {
+      throw_errno("rename " + m_temp_path + " to " + final_path);
+    }
+  }
+  throw std::runtime_error("no free file name for " + m_base + " in " + m_dir);
+}
+
+} // namespace sockrewind::collect
