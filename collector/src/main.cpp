@@ -68,7 +68,8 @@ int run(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; every usage error is exit 2 (CLI11 has its own codes).
+    return app.exit(e) == 0 ? 0 : 2;
   }
 
   try {

@@ -1,0 +1,51 @@
+#pragma once
+// Finding and opening snapshot files: read-only, validated, never trusting what a file defines.
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sockrewind::analyze {
+
+// A file that cannot be used; what() is "PATH: reason" on one line.
+class LoadError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+// One snapshot's header row, with the file it came from.
+struct SnapshotInfo {
+  std::string file;
+  int64_t snapshot_id = 0;
+  std::string host;
+  std::string boot_id;
+  std::string kernel;
+  int64_t realtime_ns = 0;
+  int64_t boottime_ns = 0;
+  int64_t duration_ns = 0;
+  int64_t sockets = 0;
+  int64_t issues = 0;
+  std::string sources;
+  std::string netns_mode;
+};
+
+// Expands PATH arguments: files as given, directories recursively to their *.sqlite files
+// (sorted). Throws LoadError for a path that does not exist.
+std::vector<std::string> expand_paths(const std::vector<std::string>& args);
+
+// Opens `file` read-only (defensive, no triggers or views), validates it and returns its
+// snapshots in capture order. Throws LoadError naming the file and the reason.
+std::vector<SnapshotInfo> load_snapshot_index(const std::string& file);
+
+// Capture issues of a file summed per (source, kind).
+struct IssueSum {
+  std::string source;
+  std::string kind;
+  int64_t count = 0;
+  std::string example;
+};
+
+std::vector<IssueSum> load_issue_summary(const std::string& file);
+
+} // namespace sockrewind::analyze

@@ -1,0 +1,156 @@
+#include <sockrewind/analyze/info.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <set>
+#include <tuple>
+
+namespace sockrewind::analyze {
+
+std::string escape_text(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      static constexpr char k_hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += k_hex[u >> 4];
+      out += k_hex[u & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string iso8601(int64_t realtime_ns) {
+  const auto secs = static_cast<time_t>(realtime_ns / 1'000'000'000);
+  const auto ms = static_cast<int>((realtime_ns / 1'000'000) % 1000);
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  char buf[40];
+  const size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
+  char frac[8];
+  (void)std::snprintf(frac, sizeof frac, ".%03dZ", ms < 0 ? 0 : ms);
+  return std::string(buf, n) + frac;
+}
+
+std::vector<SnapshotInfo> merge_snapshots(std::vector<SnapshotInfo> all) {
+  std::sort(all.begin(), all.end(), [](const SnapshotInfo& a, const SnapshotInfo& b) {
+    return std::tie(a.host, a.boot_id, a.boottime_ns) < std::tie(b.host, b.boot_id, b.boottime_ns);
+  });
+  const auto same = [](const SnapshotInfo& a, const SnapshotInfo& b) {
+    return a.host == b.host && a.boot_id == b.boot_id && a.boottime_ns == b.boottime_ns;
+  };
+  all.erase(std::unique(all.begin(), all.end(), same), all.end());
+  return all;
+}
+
+namespace {
+
+double median(std::vector<double> v) {
+  if (v.empty()) {
+    return 0.0;
+  }
+  std::sort(v.begin(), v.end());
+  const size_t mid = v.size() / 2;
+  return v.size() % 2 == 1 ? v[mid] : (v[mid - 1] + v[mid]) / 2.0;
+}
+
+std::string seconds(double s) {
+  char buf[32];
+  (void)std::snprintf(buf, sizeof buf, "%.1f s", s);
+  return buf;
+}
+
+} // namespace
+
+void write_info(const std::vector<std::string>& files, std::ostream& out) {
+  std::vector<SnapshotInfo> all;
+  std::map<std::string, std::pair<int64_t, std::string>> issues; // "source kind" -> count, ex
+  for (const std::string& f : files) {
+    std::vector<SnapshotInfo> s = load_snapshot_index(f);
+    all.insert(all.end(), s.begin(), s.end());
+    for (const IssueSum& i : load_issue_summary(f)) {
+      auto& slot = issues[i.source + " " + i.kind];
+      slot.first += i.count;
+      if (slot.second.empty()) {
+        slot.second = i.example;
+      }
+    }
+  }
+  const size_t loaded = all.size();
+  all = merge_snapshots(std::move(all));
+  out << "files: " << files.size() << ", snapshots: " << all.size();
+  if (loaded != all.size()) {
+    out << " (" << loaded - all.size() << " seen twice, counted once)";
+  }
+  out << "\n";
+  if (all.empty()) {
+    out << "no snapshots\n";
+    return;
+  }
+  size_t begin = 0;
+  while (begin < all.size()) {
+    size_t end = begin;
+    while (end < all.size() && all[end].host == all[begin].host
+           && all[end].boot_id == all[begin].boot_id) {
+      ++end;
+    }
+    const SnapshotInfo& first = all[begin];
+    const SnapshotInfo& last = all[end - 1];
+    out << "\nhost " << escape_text(first.host) << "  boot " << escape_text(first.boot_id)
+        << "  kernel " << escape_text(first.kernel) << "\n";
+    out << "  snapshots: " << end - begin << "  from " << iso8601(first.realtime_ns) << "  to "
+        << iso8601(last.realtime_ns) << "\n";
+    std::vector<double> intervals;
+    for (size_t i = begin + 1; i < end; ++i) {
+      intervals.push_back(static_cast<double>(all[i].boottime_ns - all[i - 1].boottime_ns) / 1e9);
+    }
+    if (!intervals.empty()) {
+      const double m = median(intervals);
+      out << "  interval: median " << seconds(m) << ", min "
+          << seconds(*std::min_element(intervals.begin(), intervals.end())) << ", max "
+          << seconds(*std::max_element(intervals.begin(), intervals.end())) << "\n";
+      for (size_t i = 0; i < intervals.size(); ++i) {
+        if (m > 0 && intervals[i] > k_gap_factor * m) {
+          out << "  gap: " << seconds(intervals[i]) << " before "
+              << iso8601(all[begin + i + 1].realtime_ns) << "\n";
+        }
+      }
+    }
+    int64_t min_sockets = first.sockets;
+    int64_t max_sockets = first.sockets;
+    int64_t issue_total = 0;
+    double max_duration = 0;
+    std::set<std::string> sources;
+    std::set<std::string> file_set;
+    for (size_t i = begin; i < end; ++i) {
+      min_sockets = std::min(min_sockets, all[i].sockets);
+      max_sockets = std::max(max_sockets, all[i].sockets);
+      issue_total += all[i].issues;
+      max_duration = std::max(max_duration, static_cast<double>(all[i].duration_ns) / 1e9);
+      sources.insert(all[i].sources);
+      file_set.insert(all[i].file);
+    }
+    out << "  sockets per snapshot: " << min_sockets << ".." << max_sockets
+        << "  capture issues: " << issue_total << "  longest snapshot: " << seconds(max_duration)
+        << "\n";
+    for (const std::string& s : sources) {
+      out << "  sources: " << escape_text(s) << "\n";
+    }
+    out << "  files: " << file_set.size() << "\n";
+    begin = end;
+  }
+  if (!issues.empty()) {
+    out << "\ncapture issues (source kind: count, example):\n";
+    for (const auto& [key, v] : issues) {
+      out << "  " << escape_text(key) << ": " << v.first << ", " << escape_text(v.second) << "\n";
+    }
+  }
+}
+
+} // namespace sockrewind::analyze
