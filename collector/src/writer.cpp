@@ -376,9 +376,15 @@ std::string SnapshotFile::commit() {
   ::close(m_fd);
   m_fd = -1;
   for (int attempt = 1; attempt < 1000; ++attempt) {
-    const std::string name =
-        m_base + (attempt == 1 ? "" : "-" + std::to_string(attempt)) + ".sqlite";
-    std::string final_path = m_dir + "/" + name;
+    // Built by appending: g++ 12 -O3 warns (-Wrestrict, falsely) on "-" + std::string.
+    std::string final_path = m_dir;
+    final_path += '/';
+    final_path += m_base;
+    if (attempt > 1) {
+      final_path += '-';
+      final_path += std::to_string(attempt);
+    }
+    final_path += ".sqlite";
     // RENAME_NOREPLACE: two runs in the same second never overwrite each other.
     if (::renameat2(AT_FDCWD, m_temp_path.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE)
         == 0) {

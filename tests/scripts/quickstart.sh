@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tests/scripts/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DWARNINGS_AS_ERRORS=OFF >/dev/null
+cmake --build build -j"$(nproc)" --target sockrewind-collect sockrewind-analyze >/dev/null
 out=${SOCKREWIND_OUT:-/var/lib/sockrewind}
 file=$(build/collector/sockrewind-collect --out "$out" --count 5 --interval 1)
 echo "== $file"
@@ -21,3 +21,4 @@ sqlite3 -readonly -box "$file" "
     AND state = 'LISTEN' AND proto = 'tcp' ORDER BY rx_queue DESC LIMIT 10;
   SELECT source, kind, sum(count) AS count, min(example) AS example
   FROM capture_issues GROUP BY source, kind;"
+echo; build/analyzer/sockrewind-analyze info "$file"
