@@ -12,7 +12,7 @@
 #   RUN_TIMEOUT [120]   seconds allowed to one timed command
 #   TOTAL_TIMEOUT [1800] seconds allowed to the whole script
 #   NO_BUILD [0]        1: do not (re)build; use the binaries already in build-bench
-#   QUIET_WAIT [120]    seconds to wait, before each scenario, for other processes to leave the
+#   QUIET_WAIT [60]     seconds to wait, before each scenario, for other processes to leave the
 #                       CPUs idle (< 0.2 core busy); the figures note how busy the host was
 #   RESULTS [tests/bench/last-results.md]
 set -euo pipefail
@@ -30,7 +30,7 @@ PAIRS_B=${PAIRS_B:-500}
 RUN_TIMEOUT=${RUN_TIMEOUT:-120}
 TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-1800}
 NO_BUILD=${NO_BUILD:-0}
-QUIET_WAIT=${QUIET_WAIT:-120}
+QUIET_WAIT=${QUIET_WAIT:-60}
 RESULTS=${RESULTS:-$SCRIPT_DIR/last-results.md}
 BASE_PORT=7000
 READY_TIMEOUT=180
@@ -220,17 +220,28 @@ wait_quiet() {
   done
 }
 
-# interference LABEL...: cores used by other processes during the timed runs of LABEL...:
-# (host CPU during the runs - the runs' own CPU) / (the runs' wall time).
-interference() {
-  cat "${@/#/$WORK/}" | awk '{w += $1; own += $2 + $3; host += $5} END {
-    printf "%.2f", (w > 0 ? (host - own) / w : 0) }'
+# loop_begin / loop_end LABEL...: cores used by other processes during a loop of timed runs:
+# (host CPU during the loop - CPU of the runs LABEL... measured in it) / (the loop's wall time).
+# Over a whole loop the 10 ms resolution of /proc/stat does not matter; the script's own
+# helpers (sqlite3, awk) count as "other" and add a few hundredths.
+loop_begin() {
+  LOOP_T0=$(date +%s%N)
+  LOOP_B0=$(host_busy_s)
+}
+loop_end() {
+  local t1 b1 own
+  t1=$(date +%s%N)
+  b1=$(host_busy_s)
+  own=$(cat "${@/#/$WORK/}" | awk '{own += $2 + $3} END {print own + 0}')
+  awk -v b="$(awk -v a="$LOOP_B0" -v c="$b1" 'BEGIN {print c - a}')" -v own="$own" \
+    -v w="$(((t1 - LOOP_T0) / 1000000))" 'BEGIN {x = (b - own) / (w / 1000); if (x < 0) x = 0
+    printf "%.2f", x}'
 }
 
 # ---------------------------------------------------------------------------------------------
 # Measurement. measure LABEL CMD...: one run of CMD inside $NS, stdout kept in $WORK/out,
 # stderr in $WORK/err; appends "wall_s user_s sys_s maxrss_kib host_busy_s" to $WORK/LABEL.dat,
-# where host_busy_s is the CPU the whole host used meanwhile (see interference).
+# where host_busy_s is the CPU the whole host used meanwhile (10 ms resolution).
 # Wall and CPU come from bash's `time` (ms resolution; includes the tiny /usr/bin/time wrapper),
 # the peak RSS from GNU time's %M.
 measure() {
@@ -272,15 +283,18 @@ file_stats() {
   local label=$1 f
   f=$(tail -1 "$WORK/out")
   [[ -f $f ]] || die "collector printed '$f', which is not a file"
-  local bytes sockets snaps
+  local bytes
   bytes=$(stat -c %s "$f")
-  sockets=$(sqlite3 "$f" "select count(*) from sockets")
-  snaps=$(sqlite3 "$f" "select count(*) from snapshots")
-  local snap_cpu snap_wall
-  snap_cpu=$(sqlite3 "$f" "select (cpu_user_us + cpu_sys_us) / 1000.0 from snapshots" \
-    | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')
-  snap_wall=$(sqlite3 "$f" "select (realtime_end_ns - realtime_ns) / 1e6 from snapshots" \
-    | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')
+  # One sqlite3 run: "n SOCKETS SNAPSHOTS", then "s CPU_MS WALL_MS" per snapshot.
+  sqlite3 -separator ' ' "$f" \
+    "select 'n', (select count(*) from sockets), (select count(*) from snapshots);
+     select 's', (cpu_user_us + cpu_sys_us) / 1000.0, (realtime_end_ns - realtime_ns) / 1e6
+       from snapshots;" >"$WORK/q" || die "sqlite3 $f failed"
+  local sockets snaps snap_cpu snap_wall
+  read -r _ sockets snaps < <(grep '^n ' "$WORK/q")
+  grep '^s ' "$WORK/q" >"$WORK/q.s"
+  snap_cpu=$(median "$WORK/q.s" 2)
+  snap_wall=$(median "$WORK/q.s" 3)
   echo "$bytes $sockets $snaps $snap_cpu $snap_wall" >>"$WORK/$label.files"
   rm -f "$f"
 }
@@ -307,6 +321,7 @@ if ((HAVE_NETSTAT)); then
 fi
 collect warm
 log "scenario A: $RUNS interleaved runs"
+loop_begin
 for ((r = 1; r <= RUNS; r++)); do
   measure a_ss ss -tanpie
   if ((HAVE_NETSTAT)); then
@@ -316,6 +331,11 @@ for ((r = 1; r <= RUNS; r++)); do
   log "  run $r/$RUNS: ss $(tail -1 "$WORK/a_ss.dat" | cut -d' ' -f1)s," \
     "collect $(tail -1 "$WORK/a_collect.dat" | cut -d' ' -f1)s"
 done
+a_labels=(a_ss.dat a_collect.dat)
+if ((HAVE_NETSTAT)); then
+  a_labels+=(a_netstat.dat)
+fi
+a_busy=$(loop_end "${a_labels[@]}")
 log "scenario A: --tcp-info full (3 runs)"
 for ((r = 1; r <= 3; r++)); do
   collect a_full --tcp-info full
@@ -339,6 +359,7 @@ wait_quiet
 measure warm ss -tanpie
 collect warm
 log "scenario B: $RUNS interleaved runs"
+loop_begin
 for ((r = 1; r <= RUNS; r++)); do
   measure b_ss ss -tanpie
   if ((HAVE_NETSTAT)); then
@@ -347,6 +368,11 @@ for ((r = 1; r <= RUNS; r++)); do
   collect b_collect
   collect b_c10 --count 10 --interval 0
 done
+b_labels=(b_ss.dat b_collect.dat b_c10.dat)
+if ((HAVE_NETSTAT)); then
+  b_labels+=(b_netstat.dat)
+fi
+b_busy=$(loop_end "${b_labels[@]}")
 stop_loads
 delete_netns "$NS"
 
@@ -372,7 +398,6 @@ a_ratio=$(div "$a_col_wall" "$a_ss_wall")
 a_ss_best=$(min_col "$WORK/a_ss.dat" 1)
 a_col_best=$(min_col "$WORK/a_collect.dat" 1)
 a_ratio_best=$(div "$a_col_best" "$a_ss_best")
-a_busy=$(interference a_ss.dat a_collect.dat)
 a_sockets=$(median "$WORK/a_collect.files" 2)
 a_bytes=$(median "$WORK/a_collect.files" 1)
 a_bps=$(div "$a_bytes" "$a_sockets" "%.1f")
@@ -405,7 +430,6 @@ b_snap_cpu=$(median "$WORK/b_collect.files" 4)
 b_c10_cpu=$(median "$WORK/b_c10.dat" 6)
 b_c10_per=$(div "$b_c10_cpu" 10 "%.4f")
 b_c10_snap_cpu=$(median "$WORK/b_c10.files" 4)
-b_busy=$(interference b_ss.dat b_collect.dat)
 # Marginal cost of a socket on disk, and the fixed part of a file, from A and B together.
 b_bytes=$(median "$WORK/b_collect.files" 1)
 marg_bps=$(div "$((${a_bytes%.*} - ${b_bytes%.*}))" "$((${a_sockets%.*} - ${b_sockets%.*}))" "%.1f")
@@ -458,7 +482,7 @@ fi
   echo "| \`--count 10 --interval 0\`: CPU per snapshot (process / capture) |" \
     "$(ms "$(div "$a_c10_cpu" 10 %.4f)") / $(printf '%.0f' "$a_c10_snap_cpu") ms | – | – |"
   echo "| \`--count 10\` peak RSS | $(mib "$a_c10_rss") MiB | ≤ 64 MiB | $(ok "$(mib "$a_c10_rss")" 64) |"
-  echo "| other processes' CPU during the runs | ≈ $a_busy cores | 0 | – |"
+  echo "| other processes' CPU during the runs (incl. this script's helpers) | ≈ $a_busy cores | 0 | – |"
   echo
   echo "### B: $PAIRS_B idle loopback TCP pairs ($b_sockets sockets in the file)"
   echo
@@ -479,7 +503,7 @@ fi
   echo "| bytes per socket on disk (file size / sockets) | $b_bps |" \
     "– (≈ $fixed_kib KiB fixed per file) | – |"
   echo "| peak RSS, collect | $(mib "$b_col_rss") MiB | ≤ 64 MiB | $(ok "$(mib "$b_col_rss")" 64) |"
-  echo "| other processes' CPU during the runs | ≈ $b_busy cores | 0 | – |"
+  echo "| other processes' CPU during the runs (incl. this script's helpers) | ≈ $b_busy cores | 0 | – |"
 } >"$WORK/table.md"
 
 echo
