@@ -8,11 +8,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <string_view>
+#include <thread>
 #include <unordered_set>
 
 namespace sockrewind::collect {
@@ -87,15 +92,84 @@ std::string describe(const std::string& what, int err) {
   return what + ": " + std::strerror(err); // NOLINT(concurrency-mt-unsafe)
 }
 
-// Reads the socket fds of one fd directory (opened relative to `base`), adding them to `scan`.
-// Returns the number of entries seen, or -errno.
-int64_t read_fd_dir(int base,
-                    const char* rel,
-                    int32_t pid,
-                    OwnerScan& scan,
-                    std::unordered_set<uint64_t>& seen_here,
-                    uint32_t& socket_fds) {
-  const int dfd = ::openat(base, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+constexpr int k_dir_flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+// fds per unit of pass 2: small enough to share one big process between threads.
+constexpr size_t k_slice = 1024;
+
+// One /proc/[pid], filled by whichever scan thread takes it; merged in /proc order.
+struct PidJob {
+  int32_t pid = 0;
+  int64_t entries = 0;          // entries of fd/ (the process's fd count)
+  std::vector<int32_t> fds;     // fd/ in directory order (pass 1)
+  std::vector<uint64_t> inodes; // socket inode of fds[i], 0 when not a socket (pass 2)
+  std::vector<std::pair<uint64_t, int32_t>> task_sockets; // zombie leader: from task/*/fd
+  uint32_t socket_fds = 0;
+  std::vector<Issue> issues;
+};
+
+struct FdSlice {
+  size_t job;
+  size_t begin;
+  size_t end;
+};
+
+void append_issues(std::vector<Issue>& to, std::vector<Issue>& from) {
+  to.insert(to.end(), std::make_move_iterator(from.begin()), std::make_move_iterator(from.end()));
+}
+
+// Threads for the fd walk: readlink on /proc is CPU in the kernel and scales with cores.
+unsigned scan_threads() {
+  return std::clamp(std::thread::hardware_concurrency(), 1U, 4U);
+}
+
+// Runs body(i) for every i in [0, n) on up to `threads` threads (the caller is one of them),
+// each taking the next index. The first exception is rethrown once all threads are done.
+template <typename Body> void parallel_for(size_t n, unsigned threads, const Body& body) {
+  std::atomic<size_t> next{0};
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  const auto worker = [&] {
+    for (size_t i = next++; i < n; i = next++) {
+      try {
+        body(i);
+      } catch (...) {
+        const std::lock_guard<std::mutex> lock(failure_mutex);
+        if (!failure) {
+          failure = std::current_exception();
+        }
+        next = n;
+      }
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (unsigned t = 1; t < threads && t < n; ++t) {
+    helpers.emplace_back(worker);
+  }
+  worker();
+  for (std::thread& h : helpers) {
+    h.join();
+  }
+  if (failure) {
+    std::rethrow_exception(failure);
+  }
+}
+
+// The socket inode `fd` (a name in the directory `dfd`) refers to, or 0.
+uint64_t socket_inode(int dfd, const char* fd) {
+  char buf[64];
+  const ssize_t n = ::readlinkat(dfd, fd, buf, sizeof(buf));
+  uint64_t inode = 0;
+  if (n <= 0 // fd closed between readdir and readlink: a normal race
+      || !parse_socket_link(std::string_view(buf, static_cast<size_t>(n)), inode)) {
+    return 0;
+  }
+  return inode;
+}
+
+// Lists the fd numbers of one fd directory (relative to `base`). Returns the number of
+// entries, or -errno.
+int64_t list_fd_dir(int base, const char* rel, std::vector<int32_t>& fds) {
+  const int dfd = ::openat(base, rel, k_dir_flags);
   if (dfd < 0) {
     return -errno;
   }
@@ -106,36 +180,96 @@ int64_t read_fd_dir(int base,
     return -err;
   }
   int64_t entries = 0;
-  char buf[64];
-  errno = 0;
   while (const dirent* de = readdir(dir.get())) { // NOLINT(concurrency-mt-unsafe)
     if (de->d_name[0] == '.') {
       continue;
     }
     ++entries;
-    const ssize_t n = ::readlinkat(dirfd(dir.get()), de->d_name, buf, sizeof(buf));
-    if (n <= 0) {
-      continue; // fd closed between readdir and readlink: a normal race
-    }
-    uint64_t inode = 0;
-    if (!parse_socket_link(std::string_view(buf, static_cast<size_t>(n)), inode)) {
-      continue;
-    }
     int32_t fd = 0;
-    if (!parse_pid(de->d_name, fd)
-        || !seen_here.insert(inode * 1000003U + static_cast<uint64_t>(fd)).second) {
-      continue;
-    }
-    ++socket_fds;
-    const auto [it, inserted] = scan.first.try_emplace(inode, Owner{pid, fd});
-    if (!inserted) {
-      scan.extra.emplace_back(inode, Owner{pid, fd});
+    if (parse_pid(de->d_name, fd)) {
+      fds.push_back(fd);
     }
   }
   return entries;
 }
 
-void fill_process(int piddir, ProcessRow& row, OwnerScan& scan) {
+// A zombie thread-group leader has an empty fd table while its threads still hold the
+// sockets: look at task/*/fd then (ss -p misses these). Threads may share one fd table.
+void scan_zombie_tasks(int piddir, PidJob& job) {
+  const ReadResult stat = read_whole_file("stat", piddir);
+  const auto ps = stat.ok() ? parse_proc_pid_stat(stat.data) : std::nullopt;
+  if (!ps || ps->state != 'Z' || ps->num_threads <= 1) {
+    return;
+  }
+  DirPtr tasks(fdopendir(::openat(piddir, "task", k_dir_flags)));
+  std::unordered_set<uint64_t> seen;
+  std::vector<int32_t> fds;
+  char name[16];
+  while (tasks) {
+    const dirent* te = readdir(tasks.get()); // NOLINT(concurrency-mt-unsafe)
+    if (te == nullptr) {
+      break;
+    }
+    int32_t tid = 0;
+    if (!parse_pid(te->d_name, tid) || tid == job.pid) {
+      continue;
+    }
+    const Fd taskdir(::openat(dirfd(tasks.get()), te->d_name, k_dir_flags));
+    const Fd fddir(taskdir.get() >= 0 ? ::openat(taskdir.get(), "fd", k_dir_flags) : -1);
+    fds.clear();
+    if (fddir.get() < 0 || list_fd_dir(taskdir.get(), "fd", fds) < 0) {
+      continue;
+    }
+    for (const int32_t fd : fds) {
+      const auto [end, ec] = std::to_chars(name, name + sizeof name - 1, fd);
+      *end = '\0';
+      const uint64_t inode = socket_inode(fddir.get(), name);
+      if (inode != 0 && seen.insert(inode * 1000003U + static_cast<uint64_t>(fd)).second) {
+        job.task_sockets.emplace_back(inode, fd);
+      }
+    }
+  }
+}
+
+// Pass 1: the fd numbers of one process.
+void list_fds(int proc_fd, const std::string& proc_root, PidJob& job) {
+  const std::string name = std::to_string(job.pid);
+  const Fd piddir(::openat(proc_fd, name.c_str(), k_dir_flags));
+  if (piddir.get() < 0) {
+    const int err = errno;
+    job.issues.push_back({"proc_fd", errno_kind(err), describe(proc_root + "/" + name, err)});
+    return;
+  }
+  job.entries = list_fd_dir(piddir.get(), "fd", job.fds);
+  if (job.entries < 0) {
+    const int err = static_cast<int>(-job.entries);
+    job.issues.push_back({"proc_fd", errno_kind(err), describe("/proc/" + name + "/fd", err)});
+    job.fds.clear();
+    return;
+  }
+  job.inodes.assign(job.fds.size(), 0);
+  if (job.entries == 0) {
+    scan_zombie_tasks(piddir.get(), job);
+  }
+}
+
+// Pass 2: readlink fds [begin, end) of one process. The directory is opened again by pid:
+// a process that exited in between simply yields no links.
+void read_fd_links(int proc_fd, PidJob& job, size_t begin, size_t end) {
+  const std::string rel = std::to_string(job.pid) + "/fd";
+  const Fd fddir(::openat(proc_fd, rel.c_str(), k_dir_flags));
+  if (fddir.get() < 0) {
+    return;
+  }
+  char name[16];
+  for (size_t i = begin; i < end; ++i) {
+    const auto [last, ec] = std::to_chars(name, name + sizeof name - 1, job.fds[i]);
+    *last = '\0';
+    job.inodes[i] = socket_inode(fddir.get(), name);
+  }
+}
+
+void fill_process(int piddir, ProcessRow& row, std::vector<Issue>& issues) {
   const ReadResult stat = read_whole_file("stat", piddir);
   if (stat.ok()) {
     if (const auto ps = parse_proc_pid_stat(stat.data)) {
@@ -144,9 +278,9 @@ void fill_process(int piddir, ProcessRow& row, OwnerScan& scan) {
       row.comm = ps->comm;
     }
   } else {
-    scan.issues.push_back({"proc_fd",
-                           errno_kind(stat.error),
-                           describe("/proc/" + std::to_string(row.pid) + "/stat", stat.error)});
+    issues.push_back({"proc_fd",
+                      errno_kind(stat.error),
+                      describe("/proc/" + std::to_string(row.pid) + "/stat", stat.error)});
   }
   ReadResult cmd = read_whole_file("cmdline", piddir);
   if (cmd.ok()) {
@@ -192,62 +326,86 @@ OwnerScan scan_owners(const std::string& proc_root) {
     scan.issues.push_back({"proc_fd", "error", describe(proc_root, errno)});
     return scan;
   }
-  scan.first.reserve(4096);
-  std::unordered_set<uint64_t> seen_here;
+  std::vector<PidJob> jobs;
   while (const dirent* de = readdir(proc.get())) { // NOLINT(concurrency-mt-unsafe)
     int32_t pid = 0;
-    if (!parse_pid(de->d_name, pid)) {
-      continue;
+    if (parse_pid(de->d_name, pid)) {
+      jobs.emplace_back().pid = pid;
     }
-    ++scan.pids_scanned;
-    const Fd piddir(::openat(dirfd(proc.get()), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  }
+  scan.pids_scanned = static_cast<uint32_t>(jobs.size());
+  const int proc_fd = dirfd(proc.get());
+  const unsigned threads = scan_threads();
+
+  // Pass 1, per process: list fd/ (and task/*/fd of a zombie leader).
+  parallel_for(jobs.size(), threads, [&](size_t i) { list_fds(proc_fd, proc_root, jobs[i]); });
+
+  // Pass 2, per slice of up to k_slice fds of one process: readlink each fd.
+  std::vector<FdSlice> slices;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    for (size_t b = 0; b < jobs[j].fds.size(); b += k_slice) {
+      slices.push_back({j, b, std::min(b + k_slice, jobs[j].fds.size())});
+    }
+  }
+  parallel_for(slices.size(), threads, [&](size_t i) {
+    const FdSlice& sl = slices[i];
+    read_fd_links(proc_fd, jobs[sl.job], sl.begin, sl.end);
+  });
+
+  // Pass 3, per process holding socket fds: its identity.
+  std::vector<size_t> owners;
+  size_t socket_fds = 0;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    PidJob& job = jobs[j];
+    for (const uint64_t inode : job.inodes) {
+      job.socket_fds += inode != 0 ? 1U : 0U;
+    }
+    job.socket_fds += static_cast<uint32_t>(job.task_sockets.size());
+    if (job.socket_fds != 0) {
+      owners.push_back(j);
+      socket_fds += job.socket_fds;
+    }
+  }
+  std::vector<ProcessRow> rows(owners.size());
+  parallel_for(owners.size(), threads, [&](size_t i) {
+    PidJob& job = jobs[owners[i]];
+    ProcessRow& row = rows[i];
+    row.pid = job.pid;
+    row.fd_count = static_cast<uint32_t>(job.entries);
+    row.socket_fds = job.socket_fds;
+    const Fd piddir(::openat(proc_fd, std::to_string(job.pid).c_str(), k_dir_flags));
     if (piddir.get() < 0) {
-      scan.issues.push_back(
-          {"proc_fd", errno_kind(errno), describe(proc_root + "/" + de->d_name, errno)});
-      continue;
+      const int err = errno;
+      job.issues.push_back({"proc_fd",
+                            errno_kind(err),
+                            describe("/proc/" + std::to_string(job.pid) + "/stat", err)});
+      return;
     }
-    seen_here.clear();
-    uint32_t socket_fds = 0;
-    const int64_t entries = read_fd_dir(piddir.get(), "fd", pid, scan, seen_here, socket_fds);
-    if (entries < 0) {
-      const int err = static_cast<int>(-entries);
-      scan.issues.push_back(
-          {"proc_fd", errno_kind(err), describe("/proc/" + std::to_string(pid) + "/fd", err)});
-      continue;
-    }
-    if (entries == 0) {
-      // A zombie thread-group leader has an empty fd table while its threads still hold
-      // the sockets: look at task/*/fd then (ss -p misses these).
-      const ReadResult stat = read_whole_file("stat", piddir.get());
-      const auto ps = stat.ok() ? parse_proc_pid_stat(stat.data) : std::nullopt;
-      if (ps && ps->state == 'Z' && ps->num_threads > 1) {
-        DirPtr tasks(fdopendir(::openat(piddir.get(), "task", O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
-        while (tasks) {
-          const dirent* te = readdir(tasks.get()); // NOLINT(concurrency-mt-unsafe)
-          if (te == nullptr) {
-            break;
-          }
-          int32_t tid = 0;
-          if (parse_pid(te->d_name, tid) && tid != pid) {
-            const std::string rel = std::string(te->d_name) + "/fd";
-            const Fd taskdir(
-                ::openat(dirfd(tasks.get()), te->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-            if (taskdir.get() >= 0) {
-              (void)read_fd_dir(taskdir.get(), "fd", pid, scan, seen_here, socket_fds);
-            }
-          }
-        }
+    fill_process(piddir.get(), row, job.issues);
+  });
+
+  // Merge in /proc order, as one sequential walk would have found them.
+  scan.first.reserve(socket_fds);
+  size_t next_row = 0;
+  for (PidJob& job : jobs) {
+    const auto add = [&](uint64_t inode, int32_t fd) {
+      const auto [it, inserted] = scan.first.try_emplace(inode, Owner{job.pid, fd});
+      if (!inserted) {
+        scan.extra.emplace_back(inode, Owner{job.pid, fd});
+      }
+    };
+    for (size_t i = 0; i < job.inodes.size(); ++i) {
+      if (job.inodes[i] != 0) {
+        add(job.inodes[i], job.fds[i]);
       }
     }
-    if (socket_fds == 0) {
-      continue;
+    for (const auto& [inode, fd] : job.task_sockets) {
+      add(inode, fd);
     }
-    ProcessRow row;
-    row.pid = pid;
-    row.fd_count = static_cast<uint32_t>(entries);
-    row.socket_fds = socket_fds;
-    fill_process(piddir.get(), row, scan);
-    scan.processes.push_back(std::move(row));
+    append_issues(scan.issues, job.issues);
+    if (job.socket_fds != 0) {
+      scan.processes.push_back(std::move(rows[next_row++]));
+    }
   }
   return scan;
 }
