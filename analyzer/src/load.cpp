@@ -38,8 +38,6 @@ std::vector<std::string> expand_paths(const std::vector<std::string>& args) {
   return out;
 }
 
-namespace {
-
 store::Db open_validated(const std::string& file) {
   try {
     store::Db db = store::Db::open_readonly(file, false);
@@ -51,8 +49,6 @@ store::Db open_validated(const std::string& file) {
     throw LoadError(file + ": " + e.what());
   }
 }
-
-} // namespace
 
 std::vector<SnapshotInfo> load_snapshot_index(const std::string& file) {
   store::Db db = open_validated(file);

@@ -1,6 +1,8 @@
 #pragma once
 // Finding and opening snapshot files: read-only, validated, never trusting what a file defines.
 
+#include <sockrewind/store/db.hpp>
+
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -29,6 +31,10 @@ struct SnapshotInfo {
   std::string sources;
   std::string netns_mode;
 };
+
+// Opens `file` read-only (defensive: no triggers, views or extensions) and validates its
+// application_id, schema version and tables. Throws LoadError "FILE: reason".
+store::Db open_validated(const std::string& file);
 
 // Expands PATH arguments: files as given, directories recursively to their *.sqlite files
 // (sorted). Throws LoadError for a path that does not exist.

@@ -1,0 +1,79 @@
+#pragma once
+// The sockrewind-analyze subcommands as library functions (main.cpp only parses arguments).
+// Each throws LoadError for bad input files (exit 3) and UsageError for bad option values
+// (exit 2).
+
+#include <sockrewind/analyze/detector.hpp>
+#include <sockrewind/analyze/series.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sockrewind::analyze {
+
+// An option value that parses but makes no sense (unknown detector, no such snapshot...).
+class UsageError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Format { text, json, html };
+
+struct ReportOptions {
+  std::vector<std::string> paths;
+  Format format = Format::text;
+  std::vector<std::string> only;           // detector ids to run (empty: all)
+  std::vector<std::string> skip;           // detector ids not to run
+  std::vector<std::string> set;            // "ID.KEY=VALUE" threshold overrides
+  std::optional<std::string> min_severity; // hide findings below this ("info" shows all)
+  std::optional<std::string> fail_on;      // info|warning|critical
+};
+
+// Runs the selected detectors over every timeline; findings escalated and ordered, most severe
+// first. Throws UsageError for unknown detector ids or bad --set values.
+std::vector<Finding> run_detectors(const Series& series, const ReportOptions& opts);
+// Writes the report; returns the exit code (1 when --fail-on is met, else 0).
+int write_report(const ReportOptions& opts, std::ostream& out);
+// Every detector with its thresholds and defaults (for --help and --list-detectors).
+std::string describe_detectors();
+
+struct ShowOptions {
+  std::string path;
+  std::optional<std::string> at;   // ISO 8601 time: the last snapshot at or before it
+  std::optional<int64_t> snapshot; // snapshot_id in the file
+  std::optional<std::string> host; // when the files hold several hosts
+  Format format = Format::text;
+  std::optional<std::string> state; // ss state name, e.g. ESTAB, LISTEN, CLOSE-WAIT
+  std::optional<int> port;          // local or remote port
+  std::optional<int> pid;
+};
+
+void write_show(const ShowOptions& opts, std::ostream& out);
+
+struct TimelineOptions {
+  std::vector<std::string> paths;
+  std::optional<std::string> socket; // the socket cookie (decimal, or hex with 0x as ss -e)
+  std::optional<int> port;
+  std::optional<int> pid;
+  std::optional<std::string> host;
+  Format format = Format::text;
+};
+
+void write_timeline(const TimelineOptions& opts, std::ostream& out);
+
+struct DiffOptions {
+  std::vector<std::string> paths;
+  std::string from; // snapshot: 1-based position in the merged series, or an ISO 8601 time
+  std::string to;
+  std::optional<std::string> host;
+  Format format = Format::text;
+};
+
+void write_diff(const DiffOptions& opts, std::ostream& out);
+
+} // namespace sockrewind::analyze

@@ -1,0 +1,98 @@
+#pragma once
+// Findings, detector thresholds and the detector registry. A detector is a pure function from a
+// timeline (plus its thresholds) to findings; one file per detector under src/detectors/.
+
+#include <sockrewind/analyze/series.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sockrewind::analyze {
+
+// JSON objects keep their insertion order (subject and evidence read in a deliberate order).
+using Json = nlohmann::ordered_json;
+
+enum class Severity : uint8_t { info = 0, warning = 1, critical = 2 };
+
+std::string_view severity_name(Severity s);
+std::optional<Severity> parse_severity(std::string_view s);
+
+struct Finding {
+  std::string detector;
+  Severity severity = Severity::info;
+  std::string summary; // one line
+  // host, proto, state, local, remote, pid, comm, cmdline, ... (DESIGN.md report JSON)
+  Json subject = Json::object();
+  int64_t first_seen_ns = 0; // CLOCK_REALTIME of the first and last snapshot showing it
+  int64_t last_seen_ns = 0;
+  // {"series": [{"t": ISO8601, ...}, ...], ...}
+  Json evidence = Json::object();
+  // The owning process, for escalation ("two detectors on the same owner"); pid -1 = none.
+  int32_t pid = -1;
+  uint64_t start_ticks = 0;
+  bool escalated = false;
+  // Larger = more severe within the same severity (e.g. queue bytes, count); for ordering.
+  double weight = 0;
+};
+
+// One tunable threshold with its default and meaning (shown by --help and --list-detectors).
+struct Threshold {
+  std::string key;
+  double value = 0;
+  std::string help;
+};
+
+// The thresholds of one detector, defaults overridden by `--set ID.KEY=VALUE`.
+class Params {
+public:
+  Params() = default;
+
+  explicit Params(std::map<std::string, double> values) : m_values(std::move(values)) {}
+
+  // Throws std::out_of_range for a key the detector did not declare (a programming error).
+  double get(const std::string& key) const { return m_values.at(key); }
+
+private:
+  std::map<std::string, double> m_values;
+};
+
+using DetectorFn = void (*)(const Series& series,
+                            const Timeline& tl,
+                            const Params& params,
+                            std::vector<Finding>& out);
+
+struct Detector {
+  std::string id;    // one of DESIGN.md's detector ids
+  std::string title; // one line
+  std::vector<Threshold> thresholds;
+  DetectorFn run = nullptr;
+};
+
+// All detectors in report order (DESIGN.md table order).
+const std::vector<Detector>& detectors();
+const Detector* find_detector(std::string_view id);
+
+// Each detector file defines one of these.
+Detector rx_queue_growth_detector();
+Detector tx_queue_stall_detector();
+Detector accept_queue_backlog_detector();
+Detector listen_overflow_detector();
+Detector unaccepted_connection_detector();
+Detector syn_flood_detector();
+Detector close_wait_leak_detector();
+Detector orphan_pressure_detector();
+Detector port_exhaustion_detector();
+Detector syn_sent_stuck_detector();
+Detector udp_drops_detector();
+Detector unix_backlog_detector();
+Detector socket_leak_detector();
+Detector retransmissions_detector();
+Detector tcp_memory_pressure_detector();
+
+} // namespace sockrewind::analyze

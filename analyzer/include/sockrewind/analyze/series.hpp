@@ -1,0 +1,185 @@
+#pragma once
+// The replayed series: every snapshot of every file, merged per (host, boot) in time order, with
+// each socket followed across snapshots as a Track and each process as a Process.
+//
+// Memory matters (a day of one-minute snapshots of 1,000 sockets is 1.44M samples), so a Sample
+// is a compact fixed-size record: numbers the file left NULL are k_na, strings are interned.
+
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace sockrewind::analyze {
+
+// "Not available": the file had NULL (the source does not provide it) or no such row.
+inline constexpr uint32_t k_na = std::numeric_limits<uint32_t>::max();
+inline constexpr uint64_t k_na64 = std::numeric_limits<uint64_t>::max();
+inline constexpr uint8_t k_na8 = std::numeric_limits<uint8_t>::max();
+// A counter absent from a snapshot.
+inline constexpr int64_t k_no_counter = std::numeric_limits<int64_t>::min();
+
+// Kernel numbering, as the file stores it (schema/README.md).
+inline constexpr uint8_t k_af_unix = 1;
+inline constexpr uint8_t k_af_inet = 2;
+inline constexpr uint8_t k_af_inet6 = 10;
+inline constexpr uint16_t k_proto_tcp = 6;
+inline constexpr uint16_t k_proto_udp = 17;
+inline constexpr uint16_t k_proto_udplite = 136;
+inline constexpr uint16_t k_proto_raw = 255;
+inline constexpr uint8_t k_unix_stream = 1;
+inline constexpr uint8_t k_unix_dgram = 2;
+inline constexpr uint8_t k_unix_seqpacket = 5;
+
+enum TcpState : uint8_t {
+  k_established = 1,
+  k_syn_sent = 2,
+  k_syn_recv = 3,
+  k_fin_wait1 = 4,
+  k_fin_wait2 = 5,
+  k_time_wait = 6,
+  k_close = 7, // also UNCONN (udp, raw, unbound unix)
+  k_close_wait = 8,
+  k_last_ack = 9,
+  k_listen = 10,
+  k_closing = 11,
+};
+
+// Interned strings (addresses, paths, comm, cmdline, counter names), shared by all timelines.
+class Strings {
+public:
+  uint32_t intern(std::string_view s);
+  // k_na for a string never interned.
+  uint32_t find(std::string_view s) const;
+
+  const std::string& at(uint32_t id) const { return m_all[id]; }
+
+  // "" for k_na.
+  std::string_view get(uint32_t id) const {
+    return id == k_na ? std::string_view() : std::string_view(m_all[id]);
+  }
+
+private:
+  std::vector<std::string> m_all;
+  std::unordered_map<std::string, uint32_t> m_index;
+};
+
+// One socket in one snapshot. Fields are k_na (k_na64, k_na8) where the file had NULL. Only the
+// fields the detectors use are kept (80 bytes); `show` reads everything else from the file.
+struct Sample {
+  uint32_t snap = 0;           // index into Timeline::snaps
+  uint32_t inode = 0;          // 0: no fd (accept queue, TIME_WAIT, SYN_RECV, orphan, embryo)
+  uint32_t owner = k_na;       // index into Timeline::procs of the first owner; k_na: no owner seen
+  uint32_t rx_queue = k_na;    // LISTEN: accept queue length; UDP: truesize bytes; else bytes
+  uint32_t tx_queue = k_na;    // LISTEN: max backlog (sock_diag only)
+  uint32_t rmem_alloc = k_na;  // skmeminfo r
+  uint32_t rcvbuf = k_na;      // rb
+  uint32_t wmem_queued = k_na; // w
+  uint32_t sndbuf = k_na;      // tb
+  uint32_t drops = k_na;       // d (cumulative per socket), or /proc/net/udp's drops
+  uint32_t total_retrans = k_na;
+  uint32_t segs_out = k_na;
+  uint32_t last_data_recv_ms = k_na;
+  uint32_t last_ack_recv_ms = k_na;
+  uint32_t snd_wnd = k_na;
+  uint64_t bytes_acked = k_na64;
+  uint64_t bytes_received = k_na64;
+  uint8_t state = 0;
+  uint8_t timer = k_na8;   // 0 none, 1 retransmit, 2 keepalive, 3 timewait, 4 zero-window probe
+  uint8_t retrans = k_na8; // consecutive unrecovered RTOs (capped at 254)
+  uint8_t probes = k_na8;
+  uint8_t backoff = k_na8;
+};
+
+// One socket identity over time (DESIGN.md "Socket identity across snapshots").
+struct Track {
+  uint32_t netns = 0; // index into Timeline::netns
+  uint8_t family = 0;
+  uint8_t type = 0;
+  uint16_t proto = 0;         // 0 for unix
+  uint32_t local_addr = k_na; // Strings id of the address text (no brackets)
+  uint32_t remote_addr = k_na;
+  uint16_t local_port = 0;
+  uint16_t remote_port = 0;
+  uint64_t cookie = 0;         // 0: no cookie (the /proc fallback)
+  uint32_t path = k_na;        // unix path (Strings id)
+  uint64_t peer_inode = 0;     // unix peer, 0 = none
+  std::vector<Sample> samples; // in snapshot order, at most one per snapshot
+};
+
+struct ProcSample {
+  uint32_t snap = 0;
+  uint32_t socket_fds = 0;
+  uint32_t fd_count = k_na;
+  uint32_t nofile_soft = k_na; // k_na also for "unlimited" beyond 32 bits
+};
+
+// One process identity: (pid, start time), since pids are reused.
+struct Process {
+  int32_t pid = 0;
+  uint64_t start_ticks = 0;
+  uint32_t comm = k_na;    // Strings id
+  uint32_t cmdline = k_na; // Strings id
+  uint32_t uid = k_na;
+  std::vector<ProcSample> samples;
+};
+
+struct Netns {
+  uint64_t inode = 0;
+  // counter name (Strings id of "Group.Field") -> value per snapshot (k_no_counter if absent)
+  std::unordered_map<uint32_t, std::vector<int64_t>> counters;
+  // sysctl name ("net.core.somaxconn") -> value per snapshot ("" if absent)
+  std::map<std::string, std::vector<std::string>> limits;
+};
+
+struct Snap {
+  uint32_t file = 0; // index into Series::files
+  int64_t snapshot_id = 0;
+  int64_t realtime_ns = 0;
+  int64_t boottime_ns = 0;
+  uint32_t run = 0; // gap-free run number; a new run starts after a gap
+  uint32_t sockets = 0;
+};
+
+// All snapshots of one host within one boot, in time order.
+struct Timeline {
+  std::string host;
+  std::string boot_id;
+  std::string kernel;
+  std::vector<Snap> snaps;
+  std::vector<Netns> netns;
+  std::vector<Track> tracks;
+  std::vector<Process> procs;
+  double median_interval_s = 0;
+
+  // Seconds between two snapshots, from CLOCK_BOOTTIME (immune to wall-clock jumps).
+  double dt(uint32_t from, uint32_t to) const {
+    return static_cast<double>(snaps[to].boottime_ns - snaps[from].boottime_ns) / 1e9;
+  }
+
+  // Counter values per snapshot, or nullptr when this netns never had it.
+  const std::vector<int64_t>* counter(uint32_t netns_index, uint32_t name_id) const;
+  // The sysctl's value in `snap` ("" when not captured).
+  std::string_view limit(uint32_t netns_index, const std::string& name, uint32_t snap) const;
+  // The sample of `pid` in `snap`, or nullptr.
+  static const ProcSample* proc_at(const Process& p, uint32_t snap);
+};
+
+struct Series {
+  std::vector<std::string> files;
+  std::vector<Timeline> timelines; // sorted by host, then first snapshot time
+  Strings strings;
+  size_t snapshot_count() const;
+  size_t duplicate_snapshots = 0; // snapshots seen in more than one file, counted once
+};
+
+// Loads and merges `files` (already expanded). Throws LoadError naming the file on bad input.
+Series load_series(const std::vector<std::string>& files);
+
+// Assigns Snap::run and median_interval_s (an interval > k_gap_factor x median is a gap).
+void split_runs(Timeline& tl);
+
+} // namespace sockrewind::analyze

@@ -1,0 +1,416 @@
+// `sockrewind-analyze report`: runs the detectors over the merged series, escalates, orders and
+// renders the findings as text or JSON.
+#include <sockrewind/analyze/commands.hpp>
+#include <sockrewind/analyze/detector.hpp>
+#include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/series.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <future>
+#include <iterator>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace sockrewind::analyze {
+
+std::string_view severity_name(Severity s) {
+  switch (s) {
+  case Severity::info:
+    return "info";
+  case Severity::warning:
+    return "warning";
+  case Severity::critical:
+    return "critical";
+  }
+  return "info";
+}
+
+std::optional<Severity> parse_severity(std::string_view s) {
+  for (const Severity v : {Severity::info, Severity::warning, Severity::critical}) {
+    if (severity_name(v) == s) {
+      return v;
+    }
+  }
+  return std::nullopt;
+}
+
+const std::vector<Detector>& detectors() {
+  static const std::vector<Detector> k_all = {
+      rx_queue_growth_detector(),
+      tx_queue_stall_detector(),
+      accept_queue_backlog_detector(),
+      listen_overflow_detector(),
+      unaccepted_connection_detector(),
+      syn_flood_detector(),
+      close_wait_leak_detector(),
+      orphan_pressure_detector(),
+      port_exhaustion_detector(),
+      syn_sent_stuck_detector(),
+      udp_drops_detector(),
+      unix_backlog_detector(),
+      socket_leak_detector(),
+      retransmissions_detector(),
+      tcp_memory_pressure_detector(),
+  };
+  return k_all;
+}
+
+const Detector* find_detector(std::string_view id) {
+  for (const Detector& d : detectors()) {
+    if (d.id == id) {
+      return &d;
+    }
+  }
+  return nullptr;
+}
+
+std::string describe_detectors() {
+  std::ostringstream out;
+  for (const Detector& d : detectors()) {
+    out << "  " << d.id << ": " << d.title << "\n";
+    for (const Threshold& t : d.thresholds) {
+      char value[32];
+      (void)std::snprintf(value, sizeof value, "%g", t.value);
+      out << "      " << d.id << "." << t.key << " = " << value << "  (" << t.help << ")\n";
+    }
+  }
+  return out.str();
+}
+
+namespace {
+
+// The thresholds of every selected detector, defaults overridden by --set.
+std::map<std::string, Params> build_params(const ReportOptions& opts) {
+  for (const auto* list : {&opts.only, &opts.skip}) {
+    for (const std::string& id : *list) {
+      if (find_detector(id) == nullptr) {
+        throw UsageError("unknown detector id '" + id + "' (see report --list-detectors)");
+      }
+    }
+  }
+  std::map<std::string, std::map<std::string, double>> values;
+  for (const Detector& d : detectors()) {
+    for (const Threshold& t : d.thresholds) {
+      values[d.id][t.key] = t.value;
+    }
+  }
+  for (const std::string& s : opts.set) {
+    const size_t dot = s.find('.');
+    const size_t eq = s.find('=');
+    if (dot == std::string::npos || eq == std::string::npos || eq < dot) {
+      throw UsageError("--set " + s + ": expected ID.KEY=VALUE");
+    }
+    const std::string id = s.substr(0, dot);
+    const std::string key = s.substr(dot + 1, eq - dot - 1);
+    const std::string val = s.substr(eq + 1);
+    const Detector* d = find_detector(id);
+    if (d == nullptr) {
+      throw UsageError("--set " + s + ": unknown detector id '" + id + "'");
+    }
+    if (!values[id].contains(key)) {
+      throw UsageError("--set " + s + ": detector " + id + " has no threshold '" + key + "'");
+    }
+    double v = 0;
+    const auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), v);
+    if (ec != std::errc{} || p != val.data() + val.size() || !std::isfinite(v)) {
+      throw UsageError("--set " + s + ": '" + val + "' is not a number");
+    }
+    values[id][key] = v;
+  }
+  std::map<std::string, Params> out;
+  for (const Detector& d : detectors()) {
+    const bool selected =
+        (opts.only.empty()
+         || std::find(opts.only.begin(), opts.only.end(), d.id) != opts.only.end())
+        && std::find(opts.skip.begin(), opts.skip.end(), d.id) == opts.skip.end();
+    if (selected) {
+      out.emplace(d.id, Params(values[d.id]));
+    }
+  }
+  return out;
+}
+
+size_t detector_rank(const std::string& id) {
+  const auto& all = detectors();
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (all[i].id == id) {
+      return i;
+    }
+  }
+  return all.size();
+}
+
+// A warning becomes critical when another detector's warning-or-worse finding names the same
+// process (research/detectors.md §0.4: "escalate one level when two detectors fire on the same
+// owner"). Info findings are context and neither escalate nor cause escalation.
+void escalate(std::vector<Finding>& findings) {
+  std::map<std::tuple<std::string, int32_t, uint64_t>, std::set<std::string>> by_owner;
+  const auto key = [](const Finding& f) {
+    return std::make_tuple(f.subject.value("host", std::string()), f.pid, f.start_ticks);
+  };
+  for (const Finding& f : findings) {
+    if (f.pid >= 0 && f.severity >= Severity::warning) {
+      by_owner[key(f)].insert(f.detector);
+    }
+  }
+  for (Finding& f : findings) {
+    if (f.pid < 0 || f.severity != Severity::warning) {
+      continue;
+    }
+    const auto& ids = by_owner[key(f)];
+    if (ids.size() >= 2) {
+      f.severity = Severity::critical;
+      f.escalated = true;
+    }
+  }
+}
+
+Json finding_json(const Finding& f) {
+  Json j;
+  j["detector"] = f.detector;
+  j["severity"] = severity_name(f.severity);
+  j["summary"] = f.summary;
+  j["subject"] = f.subject;
+  j["first_seen"] = iso8601(f.first_seen_ns);
+  j["last_seen"] = iso8601(f.last_seen_ns);
+  j["evidence"] = f.evidence;
+  j["escalated"] = f.escalated;
+  return j;
+}
+
+std::string scalar_text(const Json& v) {
+  if (v.is_string()) {
+    return escape_text(v.get<std::string>());
+  }
+  if (v.is_null()) {
+    return "-";
+  }
+  if (v.is_number_float()) {
+    char buf[32];
+    (void)std::snprintf(buf, sizeof buf, "%.4g", v.get<double>());
+    return buf;
+  }
+  return escape_text(v.dump());
+}
+
+void write_series_table(const Json& series, std::ostream& out) {
+  std::vector<std::string> cols{"t"};
+  for (const auto& p : series) {
+    for (const auto& [k, v] : p.items()) {
+      if (std::find(cols.begin(), cols.end(), k) == cols.end()) {
+        cols.push_back(k);
+      }
+    }
+  }
+  std::vector<std::vector<std::string>> rows;
+  constexpr size_t k_head = 6;
+  constexpr size_t k_tail = 6;
+  const size_t n = series.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (n > k_head + k_tail && i == k_head) {
+      rows.push_back({"... " + std::to_string(n - k_head - k_tail) + " more"});
+      i = n - k_tail - 1;
+      continue;
+    }
+    std::vector<std::string> r;
+    for (const std::string& c : cols) {
+      r.push_back(series[i].contains(c) ? scalar_text(series[i][c]) : "");
+    }
+    rows.push_back(std::move(r));
+  }
+  std::vector<size_t> width(cols.size());
+  for (size_t c = 0; c < cols.size(); ++c) {
+    width[c] = cols[c].size();
+    for (const auto& r : rows) {
+      if (r.size() == cols.size()) {
+        width[c] = std::max(width[c], r[c].size());
+      }
+    }
+  }
+  const auto line = [&](const std::vector<std::string>& r) {
+    out << "    ";
+    for (size_t c = 0; c < r.size(); ++c) {
+      out << r[c];
+      if (c + 1 < r.size()) {
+        out << std::string(width[c] - r[c].size() + 2, ' ');
+      }
+    }
+    out << "\n";
+  };
+  line(cols);
+  for (const auto& r : rows) {
+    line(r);
+  }
+}
+
+void write_text(const Series& series, const std::vector<Finding>& findings, std::ostream& out) {
+  std::set<std::string> hosts;
+  int64_t from = 0;
+  int64_t to = 0;
+  for (const Timeline& tl : series.timelines) {
+    hosts.insert(tl.host);
+    if (!tl.snaps.empty()) {
+      from =
+          from == 0 ? tl.snaps.front().realtime_ns : std::min(from, tl.snaps.front().realtime_ns);
+      to = std::max(to, tl.snaps.back().realtime_ns);
+    }
+  }
+  out << "sockrewind report: " << series.files.size() << " file(s), " << series.snapshot_count()
+      << " snapshot(s), " << hosts.size() << " host(s)";
+  if (from != 0) {
+    out << ", " << iso8601(from) << " .. " << iso8601(to);
+  }
+  out << "\n";
+  std::map<Severity, size_t> counts;
+  for (const Finding& f : findings) {
+    counts[f.severity]++;
+  }
+  out << "findings: " << counts[Severity::critical] << " critical, " << counts[Severity::warning]
+      << " warning, " << counts[Severity::info] << " info\n";
+  for (const Finding& f : findings) {
+    std::string sev(severity_name(f.severity));
+    std::transform(sev.begin(), sev.end(), sev.begin(), [](char c) {
+      return static_cast<char>(std::toupper(c));
+    });
+    out << "\n[" << sev << "] " << f.detector << ": " << escape_text(f.summary)
+        << (f.escalated ? " (escalated: another detector fired on this process)" : "") << "\n";
+    out << "  subject:";
+    for (const auto& [k, v] : f.subject.items()) {
+      if (!v.is_null()) {
+        out << " " << k << "=" << scalar_text(v);
+      }
+    }
+    out << "\n  seen: " << iso8601(f.first_seen_ns) << " .. " << iso8601(f.last_seen_ns) << "\n";
+    for (const auto& [k, v] : f.evidence.items()) {
+      if (k == "series") {
+        continue;
+      }
+      std::string s = v.is_primitive() ? scalar_text(v) : escape_text(v.dump());
+      if (s.size() > 300) {
+        s = s.substr(0, 297) + "...";
+      }
+      out << "  " << k << ": " << s << "\n";
+    }
+    if (f.evidence.contains("series") && f.evidence["series"].is_array()
+        && !f.evidence["series"].empty()) {
+      out << "  evidence:\n";
+      write_series_table(f.evidence["series"], out);
+    }
+  }
+}
+
+Json report_json(const Series& series, const std::vector<Finding>& findings) {
+  Json j;
+  j["version"] = SOCKREWIND_VERSION;
+  std::set<std::string> hosts;
+  int64_t from = 0;
+  int64_t to = 0;
+  for (const Timeline& tl : series.timelines) {
+    hosts.insert(tl.host);
+    if (!tl.snaps.empty()) {
+      from =
+          from == 0 ? tl.snaps.front().realtime_ns : std::min(from, tl.snaps.front().realtime_ns);
+      to = std::max(to, tl.snaps.back().realtime_ns);
+    }
+  }
+  j["hosts"] = hosts;
+  j["files"] = series.files.size();
+  j["snapshots"] = series.snapshot_count();
+  j["duplicate_snapshots"] = series.duplicate_snapshots;
+  j["from"] = from == 0 ? Json(nullptr) : Json(iso8601(from));
+  j["to"] = from == 0 ? Json(nullptr) : Json(iso8601(to));
+  j["findings"] = Json::array();
+  for (const Finding& f : findings) {
+    j["findings"].push_back(finding_json(f));
+  }
+  return j;
+}
+
+} // namespace
+
+std::vector<Finding> run_detectors(const Series& series, const ReportOptions& opts) {
+  const std::map<std::string, Params> params = build_params(opts);
+  // Detectors are pure functions of the (read-only) series: run them on all cores, each into
+  // its own list, then merge in registry order so the output does not depend on scheduling.
+  const std::vector<Detector>& all = detectors();
+  std::vector<std::vector<Finding>> per(all.size());
+  const unsigned workers = std::max(1U, std::min(4U, std::thread::hardware_concurrency()));
+  std::atomic<size_t> next{0};
+  const auto work = [&] {
+    for (size_t i = next++; i < all.size(); i = next++) {
+      const auto p = params.find(all[i].id);
+      if (p == params.end()) {
+        continue;
+      }
+      for (const Timeline& tl : series.timelines) {
+        all[i].run(series, tl, p->second, per[i]);
+      }
+    }
+  };
+  std::vector<std::future<void>> running;
+  for (unsigned w = 1; w < workers; ++w) {
+    running.push_back(std::async(std::launch::async, work));
+  }
+  work();
+  for (auto& r : running) {
+    r.get(); // rethrows a detector's exception
+  }
+  std::vector<Finding> findings;
+  for (auto& v : per) {
+    std::move(v.begin(), v.end(), std::back_inserter(findings));
+  }
+  escalate(findings);
+  std::stable_sort(findings.begin(), findings.end(), [](const Finding& a, const Finding& b) {
+    if (a.severity != b.severity) {
+      return a.severity > b.severity;
+    }
+    const size_t ra = detector_rank(a.detector);
+    const size_t rb = detector_rank(b.detector);
+    if (ra != rb) {
+      return ra < rb;
+    }
+    if (a.weight != b.weight) {
+      return a.weight > b.weight;
+    }
+    return a.first_seen_ns < b.first_seen_ns;
+  });
+  return findings;
+}
+
+int write_report(const ReportOptions& opts, std::ostream& out) {
+  if (opts.format == Format::html) {
+    throw UsageError("--format html is not available yet; use text or json");
+  }
+  // Validate the options before the (possibly long) load.
+  (void)build_params(opts);
+  const Series series = load_series(opts.paths);
+  std::vector<Finding> findings = run_detectors(series, opts);
+
+  int rc = 0;
+  if (opts.fail_on) {
+    const Severity bar = parse_severity(*opts.fail_on).value_or(Severity::critical);
+    for (const Finding& f : findings) {
+      if (f.severity >= bar) {
+        rc = 1;
+      }
+    }
+  }
+  if (opts.min_severity) {
+    const Severity bar = parse_severity(*opts.min_severity).value_or(Severity::info);
+    std::erase_if(findings, [bar](const Finding& f) { return f.severity < bar; });
+  }
+  if (opts.format == Format::json) {
+    out << report_json(series, findings).dump(2) << "\n";
+  } else {
+    write_text(series, findings, out);
+  }
+  return rc;
+}
+
+} // namespace sockrewind::analyze

@@ -1,0 +1,626 @@
+// Loading and merging snapshot files into timelines of socket tracks and processes.
+#include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/series.hpp>
+#include <sockrewind/store/db.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <functional>
+#include <future>
+#include <optional>
+#include <tuple>
+#include <utility>
+
+namespace sockrewind::analyze {
+
+uint32_t Strings::intern(std::string_view s) {
+  const auto it = m_index.find(std::string(s));
+  if (it != m_index.end()) {
+    return it->second;
+  }
+  const auto id = static_cast<uint32_t>(m_all.size());
+  m_all.emplace_back(s);
+  m_index.emplace(m_all.back(), id);
+  return id;
+}
+
+uint32_t Strings::find(std::string_view s) const {
+  const auto it = m_index.find(std::string(s));
+  return it == m_index.end() ? k_na : it->second;
+}
+
+const std::vector<int64_t>* Timeline::counter(uint32_t netns_index, uint32_t name_id) const {
+  if (netns_index >= netns.size()) {
+    return nullptr;
+  }
+  const auto& c = netns[netns_index].counters;
+  const auto it = c.find(name_id);
+  return it == c.end() ? nullptr : &it->second;
+}
+
+std::string_view
+Timeline::limit(uint32_t netns_index, const std::string& name, uint32_t snap) const {
+  if (netns_index >= netns.size()) {
+    return {};
+  }
+  const auto& l = netns[netns_index].limits;
+  const auto it = l.find(name);
+  if (it == l.end() || snap >= it->second.size()) {
+    return {};
+  }
+  return it->second[snap];
+}
+
+const ProcSample* Timeline::proc_at(const Process& p, uint32_t snap) {
+  const auto it = std::lower_bound(p.samples.begin(),
+                                   p.samples.end(),
+                                   snap,
+                                   [](const ProcSample& s, uint32_t v) { return s.snap < v; });
+  return it != p.samples.end() && it->snap == snap ? &*it : nullptr;
+}
+
+size_t Series::snapshot_count() const {
+  size_t n = 0;
+  for (const Timeline& tl : timelines) {
+    n += tl.snaps.size();
+  }
+  return n;
+}
+
+void split_runs(Timeline& tl) {
+  std::vector<double> intervals;
+  for (size_t i = 1; i < tl.snaps.size(); ++i) {
+    intervals.push_back(tl.dt(static_cast<uint32_t>(i - 1), static_cast<uint32_t>(i)));
+  }
+  double median = 0;
+  if (!intervals.empty()) {
+    std::vector<double> sorted = intervals;
+    std::sort(sorted.begin(), sorted.end());
+    const size_t mid = sorted.size() / 2;
+    median = sorted.size() % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2.0;
+  }
+  tl.median_interval_s = median;
+  uint32_t run = 0;
+  for (size_t i = 0; i < tl.snaps.size(); ++i) {
+    if (i > 0 && median > 0 && intervals[i - 1] > k_gap_factor * median) {
+      ++run;
+    }
+    tl.snaps[i].run = run;
+  }
+}
+
+namespace {
+
+// A socket's identity key within one timeline: with a cookie (netns, kind, cookie); without
+// one, the fallback (netns, kind, addresses, ports, path, and the inode for sockets that may
+// share a 4-tuple: listeners, unconnected sockets, unix).
+struct SockKey {
+  uint32_t netns = 0;
+  uint32_t kind = 0; // family | type << 8 | proto << 16
+  uint64_t cookie = 0;
+  uint32_t local_addr = k_na;
+  uint32_t remote_addr = k_na;
+  uint32_t ports = 0;
+  uint32_t path = k_na;
+  uint64_t inode = 0;
+
+  bool operator==(const SockKey& o) const {
+    return std::tie(netns, kind, cookie, local_addr, remote_addr, ports, path, inode)
+           == std::tie(
+               o.netns, o.kind, o.cookie, o.local_addr, o.remote_addr, o.ports, o.path, o.inode);
+  }
+};
+
+struct SockKeyHash {
+  size_t operator()(const SockKey& k) const noexcept {
+    uint64_t h = 1469598103934665603ULL;
+    const auto mix = [&h](uint64_t v) { h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6U) + (h >> 2U); };
+    mix(k.netns);
+    mix(k.kind);
+    mix(k.cookie);
+    mix(k.local_addr);
+    mix(k.remote_addr);
+    mix(k.ports);
+    mix(k.path);
+    mix(k.inode);
+    return static_cast<size_t>(h);
+  }
+};
+
+// Loader state of one timeline. Socket keys map to the first track of that key; further tracks
+// of the same key (a reused 4-tuple, identical unix embryos) are chained through `next`.
+struct TimelineState {
+  std::unordered_map<uint64_t, uint32_t> netns_index; // inode -> Timeline::netns index
+  std::unordered_map<SockKey, uint32_t, SockKeyHash> tracks;
+  std::vector<uint32_t> next; // per track: the next track with the same key, or k_na
+  std::map<std::pair<int32_t, uint64_t>, uint32_t> procs; // (pid, start) -> index
+};
+
+// Where a (file, snapshot_id) landed: timeline and snapshot index, or dropped as a duplicate.
+struct Slot {
+  uint32_t timeline = k_na;
+  uint32_t snap = 0;
+};
+
+uint32_t clamp32(int64_t v) {
+  if (v < 0) {
+    return 0;
+  }
+  return v >= static_cast<int64_t>(k_na) ? k_na - 1 : static_cast<uint32_t>(v);
+}
+
+uint8_t clamp8(int64_t v) {
+  if (v < 0) {
+    return 0;
+  }
+  return v >= static_cast<int64_t>(k_na8) ? k_na8 - 1 : static_cast<uint8_t>(v);
+}
+
+uint16_t clamp16(int64_t v) {
+  return static_cast<uint16_t>(std::clamp<int64_t>(v, 0, 0xffff));
+}
+
+uint32_t opt32(const store::Stmt& st, int col) {
+  return st.is_null(col) ? k_na : clamp32(st.get_int(col));
+}
+
+uint64_t opt64(const store::Stmt& st, int col) {
+  return st.is_null(col) ? k_na64 : static_cast<uint64_t>(st.get_int(col));
+}
+
+uint8_t opt8(const store::Stmt& st, int col) {
+  return st.is_null(col) ? k_na8 : clamp8(st.get_int(col));
+}
+
+// One file's rows as plain data, decoded on a reader thread. Ids are the file's own.
+struct RawSock {
+  int64_t snapshot_id = 0;
+  int64_t netns_id = 0;
+  int64_t local_addr_id = -1; // -1: NULL
+  int64_t remote_addr_id = -1;
+  int64_t pid = -1; // -1: no owner
+  uint64_t cookie = 0;
+  uint64_t peer_inode = 0;
+  std::string path; // unix only; empty with has_path false
+  bool has_path = false;
+  uint8_t family = 0;
+  uint8_t type = 0;
+  uint16_t proto = 0;
+  uint16_t local_port = 0;
+  uint16_t remote_port = 0;
+  Sample sample; // sample.snap and sample.owner are set when placed
+};
+
+struct RawProc {
+  int64_t snapshot_id = 0;
+  int32_t pid = 0;
+  uint64_t start_ticks = 0;
+  std::string comm;
+  std::optional<std::string> cmdline;
+  uint32_t uid = k_na;
+  ProcSample sample;
+};
+
+struct RawValue {
+  int64_t snapshot_id = 0;
+  int64_t netns_id = 0;
+  std::string name;
+  int64_t number = 0; // counters
+  std::string text;   // limits
+};
+
+struct FileData {
+  std::vector<std::pair<int64_t, uint64_t>> netns; // netns_id -> inode
+  std::vector<std::pair<int64_t, std::string>> addrs;
+  std::vector<RawProc> procs;
+  std::vector<RawValue> counters;
+  std::vector<RawValue> limits;
+  std::vector<RawSock> sockets;
+};
+
+// Reads every row the analysis needs from one file. Only snapshots in `wanted` (the others are
+// duplicates of snapshots seen in another file).
+FileData read_file_data(const std::string& file, const std::unordered_map<int64_t, Slot>& wanted) {
+  FileData d;
+  const auto keep = [&wanted](int64_t snapshot_id) {
+    const auto it = wanted.find(snapshot_id);
+    return it != wanted.end() && it->second.timeline != k_na;
+  };
+  store::Db db = open_validated(file);
+  try {
+    store::Stmt ns = db.prepare("SELECT netns_id, inode FROM netns");
+    while (ns.step()) {
+      d.netns.emplace_back(ns.get_int(0), static_cast<uint64_t>(ns.get_int(1)));
+    }
+    store::Stmt ad = db.prepare("SELECT addr_id, text FROM addrs");
+    while (ad.step()) {
+      d.addrs.emplace_back(ad.get_int(0), ad.get_text(1));
+    }
+    store::Stmt pr = db.prepare("SELECT snapshot_id, pid, start_ticks, comm, cmdline, uid, "
+                                "fd_count, socket_fds, nofile_soft FROM processes");
+    while (pr.step()) {
+      if (!keep(pr.get_int(0))) {
+        continue;
+      }
+      RawProc p;
+      p.snapshot_id = pr.get_int(0);
+      p.pid = static_cast<int32_t>(pr.get_int(1));
+      p.start_ticks = static_cast<uint64_t>(pr.get_int(2));
+      p.comm = pr.get_text(3);
+      p.cmdline = pr.get_opt_text(4);
+      p.uid = opt32(pr, 5);
+      p.sample.fd_count = opt32(pr, 6);
+      p.sample.socket_fds = clamp32(pr.get_int(7));
+      p.sample.nofile_soft = opt32(pr, 8);
+      d.procs.push_back(std::move(p));
+    }
+    store::Stmt co = db.prepare("SELECT snapshot_id, netns_id, name, value FROM counters");
+    while (co.step()) {
+      if (keep(co.get_int(0))) {
+        d.counters.push_back({co.get_int(0), co.get_int(1), co.get_text(2), co.get_int(3), {}});
+      }
+    }
+    store::Stmt li = db.prepare("SELECT snapshot_id, netns_id, name, value FROM limits");
+    while (li.step()) {
+      if (keep(li.get_int(0))) {
+        d.limits.push_back({li.get_int(0), li.get_int(1), li.get_text(2), 0, li.get_text(3)});
+      }
+    }
+    store::Stmt st = db.prepare(
+        "SELECT snapshot_id, netns_id, family, type, proto, state, local_addr_id, local_port, "
+        "remote_addr_id, remote_port, rx_queue, tx_queue, inode, cookie, timer, retrans, "
+        "skm_rmem_alloc, skm_rcvbuf, skm_wmem_queued, skm_sndbuf, skm_drops, path, peer_inode, "
+        "ti_backoff, ti_probes, ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, "
+        "ti_bytes_acked, ti_bytes_received, ti_segs_out, ti_snd_wnd, pid FROM sockets");
+    while (st.step()) {
+      if (!keep(st.get_int(0))) {
+        continue;
+      }
+      RawSock r;
+      r.snapshot_id = st.get_int(0);
+      r.netns_id = st.get_int(1);
+      r.family = clamp8(st.get_int(2));
+      r.type = clamp8(st.get_int(3));
+      r.proto = clamp16(st.get_int(4));
+      r.local_addr_id = st.is_null(6) ? -1 : st.get_int(6);
+      r.local_port = st.is_null(7) ? 0 : clamp16(st.get_int(7));
+      r.remote_addr_id = st.is_null(8) ? -1 : st.get_int(8);
+      r.remote_port = st.is_null(9) ? 0 : clamp16(st.get_int(9));
+      r.cookie = st.is_null(13) ? 0 : static_cast<uint64_t>(st.get_int(13));
+      if (!st.is_null(21)) {
+        r.path = st.get_text(21);
+        r.has_path = true;
+      }
+      r.peer_inode = st.is_null(22) ? 0 : static_cast<uint64_t>(st.get_int(22));
+      r.pid = st.is_null(32) ? -1 : st.get_int(32);
+      Sample& x = r.sample;
+      x.state = clamp8(st.get_int(5));
+      x.rx_queue = opt32(st, 10);
+      x.tx_queue = opt32(st, 11);
+      x.inode = clamp32(st.get_int(12));
+      x.timer = opt8(st, 14);
+      x.retrans = opt8(st, 15);
+      x.rmem_alloc = opt32(st, 16);
+      x.rcvbuf = opt32(st, 17);
+      x.wmem_queued = opt32(st, 18);
+      x.sndbuf = opt32(st, 19);
+      x.drops = opt32(st, 20);
+      x.backoff = opt8(st, 23);
+      x.probes = opt8(st, 24);
+      x.total_retrans = opt32(st, 25);
+      x.last_data_recv_ms = opt32(st, 26);
+      x.last_ack_recv_ms = opt32(st, 27);
+      x.bytes_acked = opt64(st, 28);
+      x.bytes_received = opt64(st, 29);
+      x.segs_out = opt32(st, 30);
+      x.snd_wnd = opt32(st, 31);
+      d.sockets.push_back(std::move(r));
+    }
+  } catch (const store::DbError& e) {
+    throw LoadError(file + ": " + e.what());
+  }
+  return d;
+}
+
+// Places one file's rows into the series (single-threaded: interning and track identity).
+class Placer {
+public:
+  Placer(Series& series,
+         std::vector<TimelineState>& states,
+         const std::unordered_map<int64_t, Slot>& slots)
+      : m_series(series),
+        m_states(states),
+        m_slots(slots) {}
+
+  void place(FileData& d) {
+    for (const auto& [id, inode] : d.netns) {
+      m_netns_inode[id] = inode;
+    }
+    for (const auto& [id, text] : d.addrs) {
+      m_addrs[id] = m_series.strings.intern(text);
+    }
+    place_processes(d.procs);
+    place_counters(d.counters);
+    place_limits(d.limits);
+    place_sockets(d.sockets);
+  }
+
+private:
+  const Slot* slot(int64_t snapshot_id) const {
+    const auto it = m_slots.find(snapshot_id);
+    return it == m_slots.end() || it->second.timeline == k_na ? nullptr : &it->second;
+  }
+
+  // Timeline::netns index of this file's netns_id in timeline `tl`.
+  uint32_t netns_of(uint32_t tl, int64_t netns_id) {
+    const auto it = m_netns_inode.find(netns_id);
+    const uint64_t inode = it == m_netns_inode.end() ? 0 : it->second;
+    TimelineState& st = m_states[tl];
+    const auto found = st.netns_index.find(inode);
+    if (found != st.netns_index.end()) {
+      return found->second;
+    }
+    Timeline& t = m_series.timelines[tl];
+    const auto idx = static_cast<uint32_t>(t.netns.size());
+    t.netns.push_back(Netns{inode, {}, {}});
+    st.netns_index.emplace(inode, idx);
+    return idx;
+  }
+
+  void place_processes(std::vector<RawProc>& procs) {
+    for (RawProc& r : procs) {
+      const Slot* s = slot(r.snapshot_id);
+      if (s == nullptr) {
+        continue;
+      }
+      Timeline& tl = m_series.timelines[s->timeline];
+      auto [it, fresh] = m_states[s->timeline].procs.try_emplace(
+          {r.pid, r.start_ticks}, static_cast<uint32_t>(tl.procs.size()));
+      if (fresh) {
+        Process p;
+        p.pid = r.pid;
+        p.start_ticks = r.start_ticks;
+        p.comm = m_series.strings.intern(r.comm);
+        p.cmdline = r.cmdline ? m_series.strings.intern(*r.cmdline) : k_na;
+        p.uid = r.uid;
+        tl.procs.push_back(std::move(p));
+      }
+      r.sample.snap = s->snap;
+      tl.procs[it->second].samples.push_back(r.sample);
+      m_owner[(static_cast<uint64_t>(r.snapshot_id) << 32U) | static_cast<uint32_t>(r.pid)] =
+          it->second;
+    }
+  }
+
+  void place_counters(const std::vector<RawValue>& rows) {
+    std::unordered_map<std::string, uint32_t> names; // local cache of interned names
+    for (const RawValue& r : rows) {
+      const Slot* s = slot(r.snapshot_id);
+      if (s == nullptr) {
+        continue;
+      }
+      const uint32_t ns = netns_of(s->timeline, r.netns_id);
+      auto found = names.find(r.name);
+      if (found == names.end()) {
+        found = names.emplace(r.name, m_series.strings.intern(r.name)).first;
+      }
+      Timeline& tl = m_series.timelines[s->timeline];
+      std::vector<int64_t>& v = tl.netns[ns].counters[found->second];
+      if (v.empty()) {
+        v.assign(tl.snaps.size(), k_no_counter);
+      }
+      v[s->snap] = r.number;
+    }
+  }
+
+  void place_limits(std::vector<RawValue>& rows) {
+    for (RawValue& r : rows) {
+      const Slot* s = slot(r.snapshot_id);
+      if (s == nullptr) {
+        continue;
+      }
+      const uint32_t ns = netns_of(s->timeline, r.netns_id);
+      Timeline& tl = m_series.timelines[s->timeline];
+      std::vector<std::string>& v = tl.netns[ns].limits[r.name];
+      if (v.empty()) {
+        v.resize(tl.snaps.size());
+      }
+      v[s->snap] = std::move(r.text);
+    }
+  }
+
+  uint32_t addr(int64_t id) const {
+    if (id < 0) {
+      return k_na;
+    }
+    const auto it = m_addrs.find(id);
+    return it == m_addrs.end() ? k_na : it->second;
+  }
+
+  void place_sockets(const std::vector<RawSock>& rows) {
+    for (const RawSock& r : rows) {
+      const Slot* s = slot(r.snapshot_id);
+      if (s == nullptr) {
+        continue;
+      }
+      Timeline& tl = m_series.timelines[s->timeline];
+      tl.snaps[s->snap].sockets++;
+      Track t;
+      t.netns = netns_of(s->timeline, r.netns_id);
+      t.family = r.family;
+      t.type = r.type;
+      t.proto = r.proto;
+      t.local_addr = addr(r.local_addr_id);
+      t.local_port = r.local_port;
+      t.remote_addr = addr(r.remote_addr_id);
+      t.remote_port = r.remote_port;
+      t.cookie = r.cookie;
+      t.path = r.has_path ? m_series.strings.intern(r.path) : k_na;
+      t.peer_inode = r.peer_inode;
+      Sample x = r.sample;
+      x.snap = s->snap;
+      if (r.pid >= 0) {
+        const auto it = m_owner.find((static_cast<uint64_t>(r.snapshot_id) << 32U)
+                                     | static_cast<uint32_t>(r.pid));
+        if (it != m_owner.end()) {
+          x.owner = it->second;
+        }
+      }
+      place_one(tl, m_states[s->timeline], std::move(t), x);
+    }
+  }
+
+  // Appends `x` to the track of its identity, creating the track when it is new.
+  static void place_one(Timeline& tl, TimelineState& st, Track&& t, const Sample& x) {
+    SockKey k;
+    k.netns = t.netns;
+    k.kind = static_cast<uint32_t>(t.family) | static_cast<uint32_t>(t.type) << 8U
+             | static_cast<uint32_t>(t.proto) << 16U;
+    const bool shared_tuple = t.family == k_af_unix || x.state == k_listen || x.state == k_close;
+    if (t.cookie != 0) {
+      k.cookie = t.cookie;
+    } else {
+      k.local_addr = t.local_addr;
+      k.remote_addr = t.remote_addr;
+      k.ports = static_cast<uint32_t>(t.local_port) << 16U | t.remote_port;
+      k.path = t.path;
+      k.inode = shared_tuple ? x.inode : 0;
+    }
+    const auto new_index = static_cast<uint32_t>(tl.tracks.size());
+    auto [head, fresh] = st.tracks.try_emplace(k, new_index);
+    uint32_t* link = &head->second;
+    for (uint32_t idx = fresh ? k_na : head->second; idx != k_na; idx = st.next[idx]) {
+      Track& existing = tl.tracks[idx];
+      const Sample& last = existing.samples.back();
+      link = &st.next[idx];
+      if (last.snap == x.snap) {
+        continue; // this one is taken in this snapshot (e.g. identical unix embryos)
+      }
+      // Without a cookie, an inode N -> M (both non-zero) is a new socket on a reused 4-tuple;
+      // 0 -> N is accept() and N -> 0 is close into TIME_WAIT.
+      if (t.cookie == 0 && last.inode != 0 && x.inode != 0 && last.inode != x.inode) {
+        continue;
+      }
+      append(existing.samples, x);
+      return;
+    }
+    *link = new_index; // no-op for a fresh key (already new_index)
+    st.next.push_back(k_na);
+    t.samples.push_back(x);
+    tl.tracks.push_back(std::move(t));
+  }
+
+  // Grows by half rather than doubling: long tracks hold most of the memory.
+  static void append(std::vector<Sample>& v, const Sample& x) {
+    if (v.size() == v.capacity()) {
+      v.reserve(v.size() + v.size() / 2 + 4);
+    }
+    v.push_back(x);
+  }
+
+  Series& m_series;
+  std::vector<TimelineState>& m_states;
+  const std::unordered_map<int64_t, Slot>& m_slots;
+  std::unordered_map<int64_t, uint64_t> m_netns_inode;
+  std::unordered_map<int64_t, uint32_t> m_addrs;
+  std::unordered_map<uint64_t, uint32_t> m_owner; // (snapshot_id << 32 | pid) -> proc index
+};
+
+} // namespace
+
+Series load_series(const std::vector<std::string>& files) {
+  Series series;
+  series.files = files;
+  std::vector<SnapshotInfo> all;
+  std::unordered_map<std::string, uint32_t> file_index;
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (!file_index.emplace(files[i], static_cast<uint32_t>(i)).second) {
+      continue; // the same path twice: its snapshots are the same
+    }
+    std::vector<SnapshotInfo> idx = load_snapshot_index(files[i]);
+    all.insert(all.end(), std::make_move_iterator(idx.begin()), std::make_move_iterator(idx.end()));
+  }
+  std::stable_sort(all.begin(), all.end(), [](const SnapshotInfo& a, const SnapshotInfo& b) {
+    return std::tie(a.host, a.boot_id, a.boottime_ns) < std::tie(b.host, b.boot_id, b.boottime_ns);
+  });
+
+  std::vector<std::unordered_map<int64_t, Slot>> slots(files.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    const SnapshotInfo& s = all[i];
+    const uint32_t fi = file_index.at(s.file);
+    if (i > 0 && all[i - 1].host == s.host && all[i - 1].boot_id == s.boot_id
+        && all[i - 1].boottime_ns == s.boottime_ns) {
+      ++series.duplicate_snapshots;
+      slots[fi][s.snapshot_id] = Slot{};
+      continue;
+    }
+    if (series.timelines.empty() || series.timelines.back().host != s.host
+        || series.timelines.back().boot_id != s.boot_id) {
+      Timeline tl;
+      tl.host = s.host;
+      tl.boot_id = s.boot_id;
+      tl.kernel = s.kernel;
+      series.timelines.push_back(std::move(tl));
+    }
+    Timeline& tl = series.timelines.back();
+    Snap snap;
+    snap.file = fi;
+    snap.snapshot_id = s.snapshot_id;
+    snap.realtime_ns = s.realtime_ns;
+    snap.boottime_ns = s.boottime_ns;
+    slots[fi][s.snapshot_id] = Slot{static_cast<uint32_t>(series.timelines.size() - 1),
+                                    static_cast<uint32_t>(tl.snaps.size())};
+    tl.snaps.push_back(snap);
+  }
+  for (Timeline& tl : series.timelines) {
+    split_runs(tl);
+  }
+
+  // A reader thread decodes the next file while this thread places the current one: SQLite
+  // decoding and track placement take about the same time.
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (file_index.at(files[i]) == i && !slots[i].empty()) {
+      todo.push_back(i);
+    }
+  }
+  std::vector<TimelineState> states(series.timelines.size());
+  std::future<FileData> next;
+  const auto start = [&](size_t k) {
+    const size_t fi = todo[k];
+    return std::async(std::launch::async,
+                      [&files, &slots, fi] { return read_file_data(files[fi], slots[fi]); });
+  };
+  if (!todo.empty()) {
+    next = start(0);
+  }
+  for (size_t k = 0; k < todo.size(); ++k) {
+    FileData d = next.get(); // rethrows the reader's LoadError
+    if (k + 1 < todo.size()) {
+      next = start(k + 1);
+    }
+    Placer(series, states, slots[todo[k]]).place(d);
+  }
+
+  for (Timeline& tl : series.timelines) {
+    for (Track& t : tl.tracks) {
+      if (!std::is_sorted(t.samples.begin(), t.samples.end(), [](const Sample& a, const Sample& b) {
+            return a.snap < b.snap;
+          })) {
+        std::sort(t.samples.begin(), t.samples.end(), [](const Sample& a, const Sample& b) {
+          return a.snap < b.snap;
+        });
+      }
+      t.samples.shrink_to_fit();
+    }
+    for (Process& p : tl.procs) {
+      std::sort(p.samples.begin(), p.samples.end(), [](const ProcSample& a, const ProcSample& b) {
+        return a.snap < b.snap;
+      });
+    }
+  }
+  return series;
+}
+
+} // namespace sockrewind::analyze

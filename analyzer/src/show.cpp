@@ -1,0 +1,780 @@
+// `sockrewind-analyze show`: one snapshot like `ss -tuwxanp`, read straight from the file's
+// tables (the defensive read-only open trusts no views). Also the helpers shared with `timeline`
+// and `diff` (show.hpp).
+#include <sockrewind/analyze/commands.hpp>
+#include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/primitives.hpp>
+#include <sockrewind/analyze/show.hpp>
+#include <sockrewind/store/db.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <tuple>
+#include <utility>
+
+namespace sockrewind::analyze {
+
+namespace {
+
+using nlohmann::json;
+
+// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
+  y -= m <= 2 ? 1 : 0;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const int64_t yoe = y - era * 400;
+  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+bool leap(int64_t y) {
+  return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+int64_t days_in_month(int64_t y, int64_t m) {
+  static constexpr std::array<int64_t, 12> k_days{31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return m == 2 && leap(y) ? 29 : k_days[static_cast<size_t>(m - 1)];
+}
+
+// A cursor over the time text.
+class TimeParser {
+public:
+  explicit TimeParser(std::string_view s) : m_s(s) {}
+
+  bool done() const { return m_pos == m_s.size(); }
+
+  char peek() const { return done() ? '\0' : m_s[m_pos]; }
+
+  bool accept(char c) {
+    if (peek() != c) {
+      return false;
+    }
+    ++m_pos;
+    return true;
+  }
+
+  // Exactly `n` digits.
+  std::optional<int64_t> digits(size_t n) {
+    if (m_pos + n > m_s.size()) {
+      return std::nullopt;
+    }
+    int64_t v = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const char c = m_s[m_pos + i];
+      if (c < '0' || c > '9') {
+        return std::nullopt;
+      }
+      v = v * 10 + (c - '0');
+    }
+    m_pos += n;
+    return v;
+  }
+
+  // A fraction after the '.', as ns (digits beyond 9 are ignored).
+  std::optional<int64_t> fraction() {
+    int64_t ns = 0;
+    int64_t scale = 100'000'000;
+    size_t n = 0;
+    while (!done() && peek() >= '0' && peek() <= '9') {
+      ns += (peek() - '0') * scale;
+      scale /= 10;
+      ++m_pos;
+      ++n;
+    }
+    return n == 0 ? std::nullopt : std::optional<int64_t>(ns);
+  }
+
+private:
+  std::string_view m_s;
+  size_t m_pos = 0;
+};
+
+std::string upper(std::string_view s) {
+  std::string out;
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    out += c == '_' ? '-' : static_cast<char>(std::toupper(u));
+  }
+  return out;
+}
+
+// ss's order of socket kinds.
+int proto_rank(const std::string& name) {
+  static const std::array<std::string, 7> k_order{
+      "tcp", "udp", "udplite", "raw", "u_str", "u_dgr", "u_seq"};
+  const auto* it = std::find(k_order.begin(), k_order.end(), name);
+  return static_cast<int>(it - k_order.begin());
+}
+
+std::string family_name(int64_t family) {
+  switch (family) {
+  case k_af_unix:
+    return "unix";
+  case k_af_inet:
+    return "inet";
+  case k_af_inet6:
+    return "inet6";
+  default:
+    return std::to_string(family);
+  }
+}
+
+std::string opt_text(const std::optional<int64_t>& v) {
+  return v ? std::to_string(*v) : std::string("-");
+}
+
+json opt_json(const std::optional<int64_t>& v) {
+  return v ? json(*v) : json(nullptr);
+}
+
+struct Owner {
+  int64_t pid = 0;
+  std::optional<int64_t> fd;
+};
+
+// One socket row of the snapshot.
+struct Row {
+  int64_t sock_id = 0;
+  uint64_t netns = 0;
+  int64_t family = 0;
+  int64_t type = 0;
+  int64_t proto = 0;
+  int64_t state = 0;
+  std::string proto_name;
+  int rank = 0; // proto_rank(proto_name)
+  std::string local;
+  std::string remote;
+  std::optional<int64_t> local_port;
+  std::optional<int64_t> remote_port;
+  std::optional<int64_t> rx_queue;
+  std::optional<int64_t> tx_queue;
+  int64_t inode = 0;
+  std::optional<int64_t> cookie;
+  std::optional<int64_t> uid;
+  std::optional<int64_t> timer;
+  std::optional<int64_t> expires_ms;
+  std::optional<int64_t> retrans;
+  std::optional<int64_t> shutdown;
+  std::optional<int64_t> rmem_alloc;
+  std::optional<int64_t> rcvbuf;
+  std::optional<int64_t> drops;
+  std::optional<std::string> path;
+  std::optional<int64_t> peer_inode;
+  std::vector<Owner> owners;
+};
+
+std::string inet_endpoint(int64_t family,
+                          const std::optional<std::string>& addr,
+                          const std::optional<int64_t>& port) {
+  std::string a = addr ? *addr : std::string("*");
+  if (family == k_af_inet6 && addr) {
+    a = "[" + a + "]";
+  }
+  return a + ":" + (!port || *port == 0 ? std::string("*") : std::to_string(*port));
+}
+
+struct Snapshot {
+  SnapshotInfo info;
+  int64_t self_netns = 0;
+  int64_t euid = 0;
+  json netns = json::array();
+  std::vector<Row> rows;
+  std::map<int64_t, std::string> comm; // pid -> comm
+};
+
+Snapshot read_snapshot(const SnapshotInfo& info) {
+  store::Db db = open_validated(info.file);
+  Snapshot snap;
+  snap.info = info;
+  try {
+    store::Stmt head = db.prepare("SELECT self_netns, euid FROM snapshots WHERE snapshot_id = ?1");
+    head.bind(1, info.snapshot_id);
+    if (head.step()) {
+      snap.self_netns = head.get_int(0);
+      snap.euid = head.get_int(1);
+    }
+    store::Stmt ns = db.prepare("SELECT n.inode, sn.found_via, sn.name, sn.pid, sn.status "
+                                "FROM snapshot_netns sn JOIN netns n ON n.netns_id = sn.netns_id "
+                                "WHERE sn.snapshot_id = ?1 ORDER BY n.inode");
+    ns.bind(1, info.snapshot_id);
+    while (ns.step()) {
+      json j;
+      j["inode"] = ns.get_int(0);
+      j["found_via"] = ns.get_text(1);
+      j["name"] = ns.is_null(2) ? json(nullptr) : json(ns.get_text(2));
+      j["pid"] = opt_json(ns.get_opt_int(3));
+      j["status"] = ns.get_text(4);
+      snap.netns.push_back(std::move(j));
+    }
+    store::Stmt procs = db.prepare("SELECT pid, comm FROM processes WHERE snapshot_id = ?1");
+    procs.bind(1, info.snapshot_id);
+    while (procs.step()) {
+      snap.comm[procs.get_int(0)] = procs.get_text(1);
+    }
+    store::Stmt st = db.prepare(
+        "SELECT s.sock_id, n.inode, s.family, s.type, s.proto, s.state, la.text, s.local_port, "
+        "ra.text, s.remote_port, s.rx_queue, s.tx_queue, s.inode, s.cookie, s.uid, s.timer, "
+        "s.expires_ms, s.retrans, s.shutdown, s.skm_rmem_alloc, s.skm_rcvbuf, s.skm_drops, "
+        "s.path, s.peer_inode, s.pid, s.fd "
+        "FROM sockets s JOIN netns n ON n.netns_id = s.netns_id "
+        "LEFT JOIN addrs la ON la.addr_id = s.local_addr_id "
+        "LEFT JOIN addrs ra ON ra.addr_id = s.remote_addr_id "
+        "WHERE s.snapshot_id = ?1 ORDER BY s.sock_id");
+    st.bind(1, info.snapshot_id);
+    std::map<int64_t, size_t> by_id;
+    while (st.step()) {
+      Row r;
+      r.sock_id = st.get_int(0);
+      r.netns = static_cast<uint64_t>(st.get_int(1));
+      r.family = st.get_int(2);
+      r.type = st.get_int(3);
+      r.proto = st.get_int(4);
+      r.state = st.get_int(5);
+      Track t;
+      t.family = static_cast<uint8_t>(std::clamp<int64_t>(r.family, 0, 255));
+      t.type = static_cast<uint8_t>(std::clamp<int64_t>(r.type, 0, 255));
+      t.proto = static_cast<uint16_t>(std::clamp<int64_t>(r.proto, 0, 0xffff));
+      r.proto_name = proto_name(t);
+      r.rank = proto_rank(r.proto_name);
+      r.local_port = st.get_opt_int(7);
+      r.remote_port = st.get_opt_int(9);
+      r.rx_queue = st.get_opt_int(10);
+      r.tx_queue = st.get_opt_int(11);
+      r.inode = st.get_int(12);
+      r.cookie = st.get_opt_int(13);
+      r.uid = st.get_opt_int(14);
+      r.timer = st.get_opt_int(15);
+      r.expires_ms = st.get_opt_int(16);
+      r.retrans = st.get_opt_int(17);
+      r.shutdown = st.get_opt_int(18);
+      r.rmem_alloc = st.get_opt_int(19);
+      r.rcvbuf = st.get_opt_int(20);
+      r.drops = st.get_opt_int(21);
+      r.path = st.get_opt_text(22);
+      r.peer_inode = st.get_opt_int(23);
+      if (r.family == k_af_unix) {
+        r.local = r.path ? *r.path : std::string("*");
+        r.remote = r.peer_inode && *r.peer_inode != 0 ? std::to_string(*r.peer_inode) : "*";
+      } else {
+        r.local = inet_endpoint(r.family, st.get_opt_text(6), r.local_port);
+        r.remote = inet_endpoint(r.family, st.get_opt_text(8), r.remote_port);
+      }
+      if (!st.is_null(24)) {
+        r.owners.push_back({st.get_int(24), st.get_opt_int(25)});
+      }
+      by_id[r.sock_id] = snap.rows.size();
+      snap.rows.push_back(std::move(r));
+    }
+    store::Stmt extra = db.prepare("SELECT e.sock_id, e.pid, e.fd FROM extra_owners e "
+                                   "JOIN sockets s ON s.sock_id = e.sock_id "
+                                   "WHERE s.snapshot_id = ?1 ORDER BY e.sock_id, e.pid, e.fd");
+    extra.bind(1, info.snapshot_id);
+    while (extra.step()) {
+      const auto it = by_id.find(extra.get_int(0));
+      if (it != by_id.end()) {
+        snap.rows[it->second].owners.push_back({extra.get_int(1), extra.get_int(2)});
+      }
+    }
+  } catch (const store::DbError& e) {
+    throw LoadError(info.file + ": " + e.what());
+  }
+  std::sort(snap.rows.begin(), snap.rows.end(), [](const Row& a, const Row& b) {
+    const int64_t pa = a.local_port.value_or(0);
+    const int64_t pb = b.local_port.value_or(0);
+    return std::tie(a.netns, a.rank, a.proto_name, a.family, pa, a.local, a.remote, a.sock_id)
+           < std::tie(b.netns, b.rank, b.proto_name, b.family, pb, b.local, b.remote, b.sock_id);
+  });
+  return snap;
+}
+
+bool keep(const Row& r, const ShowOptions& opts, std::optional<uint8_t> state) {
+  if (state && r.state != *state) {
+    return false;
+  }
+  if (opts.port) {
+    if (r.family == k_af_unix) {
+      return false;
+    }
+    if (r.local_port != *opts.port && r.remote_port != *opts.port) {
+      return false;
+    }
+  }
+  if (opts.pid) {
+    return std::any_of(
+        r.owners.begin(), r.owners.end(), [&](const Owner& o) { return o.pid == *opts.pid; });
+  }
+  return true;
+}
+
+std::string users_text(const Row& r, const std::map<int64_t, std::string>& comm) {
+  if (r.owners.empty()) {
+    return "";
+  }
+  std::string s = "users:(";
+  for (size_t i = 0; i < r.owners.size(); ++i) {
+    const Owner& o = r.owners[i];
+    const auto it = comm.find(o.pid);
+    s += i == 0 ? "(" : ",(";
+    s += "\"" + (it == comm.end() ? std::string("?") : escape_text(it->second)) + "\"";
+    s += ",pid=" + std::to_string(o.pid);
+    if (o.fd) {
+      s += ",fd=" + std::to_string(*o.fd);
+    }
+    s += ")";
+  }
+  return s + ")";
+}
+
+std::string timer_text(const Row& r) {
+  if (!r.timer || *r.timer == 0) {
+    return "";
+  }
+  return "timer:(" + timer_name(*r.timer) + ","
+         + (r.expires_ms ? format_ms(*r.expires_ms) : std::string("-")) + ","
+         + (r.retrans ? std::to_string(*r.retrans) : std::string("-")) + ")";
+}
+
+json socket_json(const Row& r, const std::map<int64_t, std::string>& comm) {
+  json j;
+  j["netns"] = r.netns;
+  j["proto"] = r.proto_name;
+  j["family"] = family_name(r.family);
+  j["state"] = state_name(static_cast<uint8_t>(std::clamp<int64_t>(r.state, 0, 255)));
+  j["local"] = r.local;
+  j["remote"] = r.remote;
+  j["rx_queue"] = opt_json(r.rx_queue);
+  j["tx_queue"] = opt_json(r.tx_queue);
+  j["inode"] = r.inode;
+  j["cookie"] = r.cookie ? json(static_cast<uint64_t>(*r.cookie)) : json(nullptr);
+  j["uid"] = opt_json(r.uid);
+  if (r.timer && *r.timer != 0) {
+    j["timer"] = {{"name", timer_name(*r.timer)},
+                  {"expires_ms", opt_json(r.expires_ms)},
+                  {"retrans", opt_json(r.retrans)}};
+  } else {
+    j["timer"] = nullptr;
+  }
+  j["shutdown"] = opt_json(r.shutdown);
+  j["rmem_alloc"] = opt_json(r.rmem_alloc);
+  j["rcvbuf"] = opt_json(r.rcvbuf);
+  j["drops"] = opt_json(r.drops);
+  if (r.family == k_af_unix) {
+    j["path"] = r.path ? json(*r.path) : json(nullptr);
+    j["peer_inode"] = opt_json(r.peer_inode);
+  }
+  json owners = json::array();
+  for (const Owner& o : r.owners) {
+    const auto it = comm.find(o.pid);
+    owners.push_back({{"pid", o.pid},
+                      {"fd", opt_json(o.fd)},
+                      {"comm", it == comm.end() ? json(nullptr) : json(it->second)}});
+  }
+  j["owners"] = std::move(owners);
+  return j;
+}
+
+// The snapshot that the options select among `all` (one host's snapshots).
+const SnapshotInfo& select_snapshot(const std::vector<SnapshotInfo>& all, const ShowOptions& opts) {
+  if (opts.snapshot) {
+    for (const SnapshotInfo& s : all) {
+      if (s.snapshot_id == *opts.snapshot) {
+        return s;
+      }
+    }
+    int64_t lo = all.front().snapshot_id;
+    int64_t hi = lo;
+    for (const SnapshotInfo& s : all) {
+      lo = std::min(lo, s.snapshot_id);
+      hi = std::max(hi, s.snapshot_id);
+    }
+    throw UsageError("no snapshot " + std::to_string(*opts.snapshot) + " in " + all.front().file
+                     + " (it holds " + std::to_string(lo) + ".." + std::to_string(hi) + ")");
+  }
+  const SnapshotInfo* best = nullptr;
+  const int64_t limit = opts.at ? parse_time(*opts.at) : INT64_MAX;
+  const SnapshotInfo* first = &all.front();
+  for (const SnapshotInfo& s : all) {
+    if (s.realtime_ns < first->realtime_ns) {
+      first = &s;
+    }
+    if (s.realtime_ns <= limit && (best == nullptr || s.realtime_ns >= best->realtime_ns)) {
+      best = &s;
+    }
+  }
+  if (best == nullptr) {
+    throw UsageError("no snapshot at or before " + *opts.at + ": the first is at "
+                     + iso8601(first->realtime_ns));
+  }
+  return *best;
+}
+
+} // namespace
+
+int64_t parse_time(std::string_view s) {
+  const auto bad = [&]() {
+    return UsageError("bad time '" + escape_text(std::string(s))
+                      + "': expected ISO 8601 like 2026-11-22T10:00:00Z");
+  };
+  TimeParser p(s);
+  const auto y = p.digits(4);
+  if (!y || !p.accept('-')) {
+    throw bad();
+  }
+  const auto mo = p.digits(2);
+  if (!mo || !p.accept('-')) {
+    throw bad();
+  }
+  const auto d = p.digits(2);
+  if (!d || *mo < 1 || *mo > 12 || *d < 1 || *d > days_in_month(*y, *mo)) {
+    throw bad();
+  }
+  int64_t h = 0;
+  int64_t mi = 0;
+  int64_t sec = 0;
+  int64_t frac = 0;
+  int64_t offset_s = 0;
+  if (p.accept('T') || p.accept('t') || p.accept(' ')) {
+    const auto hh = p.digits(2);
+    if (!hh || !p.accept(':')) {
+      throw bad();
+    }
+    const auto mm = p.digits(2);
+    if (!mm) {
+      throw bad();
+    }
+    h = *hh;
+    mi = *mm;
+    if (p.accept(':')) {
+      const auto ss = p.digits(2);
+      if (!ss) {
+        throw bad();
+      }
+      sec = *ss;
+      if (p.accept('.') || p.accept(',')) {
+        const auto f = p.fraction();
+        if (!f) {
+          throw bad();
+        }
+        frac = *f;
+      }
+    }
+    if (h > 23 || mi > 59 || sec > 60) {
+      throw bad();
+    }
+    if (p.accept('Z') || p.accept('z')) {
+      // UTC
+    } else if (p.peek() == '+' || p.peek() == '-') {
+      const int64_t sign = p.peek() == '-' ? -1 : 1;
+      (void)p.accept(p.peek());
+      const auto oh = p.digits(2);
+      if (!oh) {
+        throw bad();
+      }
+      (void)p.accept(':');
+      const auto om = p.digits(2);
+      if (!om || *oh > 23 || *om > 59) {
+        throw bad();
+      }
+      offset_s = sign * (*oh * 3600 + *om * 60);
+    }
+  }
+  if (!p.done()) {
+    throw bad();
+  }
+  const int64_t secs = days_from_civil(*y, *mo, *d) * 86400 + h * 3600 + mi * 60 + sec - offset_s;
+  return secs * 1'000'000'000 + frac;
+}
+
+uint8_t parse_state(std::string_view name) {
+  static const std::map<std::string, uint8_t> k_states{
+      {"ESTAB", k_established},
+      {"ESTABLISHED", k_established},
+      {"SYN-SENT", k_syn_sent},
+      {"SYN-RECV", k_syn_recv},
+      {"FIN-WAIT-1", k_fin_wait1},
+      {"FIN-WAIT-2", k_fin_wait2},
+      {"TIME-WAIT", k_time_wait},
+      {"UNCONN", k_close},
+      {"CLOSE", k_close},
+      {"CLOSED", k_close},
+      {"CLOSE-WAIT", k_close_wait},
+      {"LAST-ACK", k_last_ack},
+      {"LISTEN", k_listen},
+      {"LISTENING", k_listen},
+      {"CLOSING", k_closing},
+  };
+  const auto it = k_states.find(upper(name));
+  if (it == k_states.end()) {
+    throw UsageError("unknown state '" + escape_text(std::string(name))
+                     + "': use ESTAB, SYN-SENT, SYN-RECV, FIN-WAIT-1, FIN-WAIT-2, TIME-WAIT, "
+                       "UNCONN, CLOSE-WAIT, LAST-ACK, LISTEN or CLOSING");
+  }
+  return it->second;
+}
+
+std::string timer_name(int64_t timer) {
+  switch (timer) {
+  case 0:
+    return "off";
+  case 1:
+    return "on";
+  case 2:
+    return "keepalive";
+  case 3:
+    return "timewait";
+  case 4:
+    return "persist";
+  default:
+    return "timer" + std::to_string(timer);
+  }
+}
+
+std::string format_ms(int64_t ms) {
+  if (ms < 0) {
+    return "-" + format_ms(-ms);
+  }
+  if (ms < 1000) {
+    return std::to_string(ms) + "ms";
+  }
+  if (ms < 60'000) {
+    char buf[32];
+    (void)std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000.0);
+    return buf;
+  }
+  return std::to_string(ms / 60'000) + "min" + std::to_string((ms % 60'000) / 1000) + "s";
+}
+
+std::string pick_host(const std::vector<std::string>& hosts,
+                      const std::optional<std::string>& wanted) {
+  const std::set<std::string> unique(hosts.begin(), hosts.end());
+  std::string list;
+  for (const std::string& h : unique) {
+    list += (list.empty() ? "" : ", ") + escape_text(h);
+  }
+  if (wanted) {
+    if (!unique.contains(*wanted)) {
+      throw UsageError("no host '" + escape_text(*wanted) + "' in the files (hosts: " + list + ")");
+    }
+    return *wanted;
+  }
+  if (unique.empty()) {
+    throw UsageError("the files hold no snapshots");
+  }
+  if (unique.size() > 1) {
+    throw UsageError("the files hold several hosts: " + list + "; choose one with --host");
+  }
+  return *unique.begin();
+}
+
+HostSeries host_series(const Series& s, const std::string& host) {
+  std::vector<uint32_t> tls;
+  for (size_t i = 0; i < s.timelines.size(); ++i) {
+    if (s.timelines[i].host == host && !s.timelines[i].snaps.empty()) {
+      tls.push_back(static_cast<uint32_t>(i));
+    }
+  }
+  std::stable_sort(tls.begin(), tls.end(), [&](uint32_t a, uint32_t b) {
+    return s.timelines[a].snaps.front().realtime_ns < s.timelines[b].snaps.front().realtime_ns;
+  });
+  HostSeries out;
+  out.host = host;
+  for (const uint32_t t : tls) {
+    out.offset[t] = out.snaps.size();
+    for (size_t i = 0; i < s.timelines[t].snaps.size(); ++i) {
+      out.snaps.push_back({t, static_cast<uint32_t>(i)});
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> series_hosts(const Series& s) {
+  std::vector<std::string> hosts;
+  for (const Timeline& tl : s.timelines) {
+    hosts.push_back(tl.host);
+  }
+  return hosts;
+}
+
+std::string boundary(const Series& s, const HostSnap& prev, const HostSnap& next) {
+  const Timeline& b = s.timelines[next.timeline];
+  if (prev.timeline != next.timeline) {
+    return "reboot: boot " + escape_text(b.boot_id) + " (counters and cookies start over)";
+  }
+  if (b.snaps[prev.snap].run != b.snaps[next.snap].run) {
+    char buf[64];
+    (void)std::snprintf(
+        buf, sizeof buf, "gap: %.1f s without snapshots", b.dt(prev.snap, next.snap));
+    return buf;
+  }
+  return "";
+}
+
+void write_table(const std::vector<std::vector<std::string>>& rows,
+                 std::ostream& out,
+                 const std::string& indent) {
+  std::vector<size_t> width;
+  for (const auto& r : rows) {
+    if (r.size() == 1) {
+      continue;
+    }
+    width.resize(std::max(width.size(), r.size()));
+    for (size_t i = 0; i < r.size(); ++i) {
+      width[i] = std::max(width[i], r[i].size());
+    }
+  }
+  for (const auto& r : rows) {
+    std::string line = indent;
+    if (r.size() == 1) {
+      out << line << r[0] << "\n";
+      continue;
+    }
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) {
+        line.append(width[i] - r[i].size() + 2, ' ');
+      }
+    }
+    while (!line.empty() && line.back() == ' ') {
+      line.pop_back();
+    }
+    out << line << "\n";
+  }
+}
+
+std::string na_text(uint32_t v) {
+  return v == k_na ? std::string("-") : std::to_string(v);
+}
+
+nlohmann::json na_json(uint32_t v) {
+  return v == k_na ? json(nullptr) : json(v);
+}
+
+nlohmann::json na_json(uint8_t v) {
+  return v == k_na8 ? json(nullptr) : json(v);
+}
+
+nlohmann::json na_json(uint64_t v) {
+  return v == k_na64 ? json(nullptr) : json(v);
+}
+
+std::string owner_text(const Series& s, const Timeline& tl, uint32_t proc) {
+  if (proc == k_na || proc >= tl.procs.size()) {
+    return "-";
+  }
+  const Process& p = tl.procs[proc];
+  return escape_text(std::string(s.strings.get(p.comm))) + "/" + std::to_string(p.pid);
+}
+
+void write_show(const ShowOptions& opts, std::ostream& out) {
+  const std::vector<std::string> files = expand_paths({opts.path});
+  if (files.empty()) {
+    throw UsageError(opts.path + ": no *.sqlite files in this directory");
+  }
+  if (opts.snapshot && files.size() > 1) {
+    throw UsageError("--snapshot needs a single file, but " + escape_text(opts.path) + " holds "
+                     + std::to_string(files.size()) + " files: name one file, or use --at");
+  }
+  const std::optional<uint8_t> state =
+      opts.state ? std::optional<uint8_t>(parse_state(*opts.state)) : std::nullopt;
+  std::vector<SnapshotInfo> all;
+  std::vector<std::string> hosts;
+  for (const std::string& f : files) {
+    for (SnapshotInfo& s : load_snapshot_index(f)) {
+      hosts.push_back(s.host);
+      all.push_back(std::move(s));
+    }
+  }
+  if (all.empty()) {
+    throw UsageError(escape_text(opts.path) + ": no snapshots");
+  }
+  const std::string host = pick_host(hosts, opts.host);
+  std::erase_if(all, [&](const SnapshotInfo& s) { return s.host != host; });
+  const Snapshot snap = read_snapshot(select_snapshot(all, opts));
+
+  std::vector<const Row*> shown;
+  std::set<uint64_t> netns_shown;
+  for (const Row& r : snap.rows) {
+    if (keep(r, opts, state)) {
+      shown.push_back(&r);
+      netns_shown.insert(r.netns);
+    }
+  }
+
+  if (opts.format == Format::json) {
+    json head;
+    head["file"] = snap.info.file;
+    head["snapshot_id"] = snap.info.snapshot_id;
+    head["host"] = snap.info.host;
+    head["boot_id"] = snap.info.boot_id;
+    head["kernel"] = snap.info.kernel;
+    head["time"] = iso8601(snap.info.realtime_ns);
+    head["realtime_ns"] = snap.info.realtime_ns;
+    head["netns_mode"] = snap.info.netns_mode;
+    head["self_netns"] = snap.self_netns;
+    head["euid"] = snap.euid;
+    head["netns"] = snap.netns;
+    head["sources"] = snap.info.sources;
+    head["issues"] = snap.info.issues;
+    head["sockets"] = snap.rows.size();
+    json socks = json::array();
+    for (const Row* r : shown) {
+      socks.push_back(socket_json(*r, snap.comm));
+    }
+    json doc;
+    doc["snapshot"] = std::move(head);
+    doc["sockets"] = std::move(socks);
+    out << doc.dump(2) << "\n";
+    return;
+  }
+
+  out << "host " << escape_text(snap.info.host) << "  time " << iso8601(snap.info.realtime_ns)
+      << "  snapshot " << snap.info.snapshot_id << "  sockets " << snap.rows.size();
+  if (shown.size() != snap.rows.size()) {
+    out << " (shown " << shown.size() << ")";
+  }
+  out << "  file " << escape_text(snap.info.file) << "\n";
+  const bool netns_column = netns_shown.size() > 1;
+  std::vector<std::vector<std::string>> table;
+  std::vector<std::string> header{
+      "Netid", "State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port", "Details"};
+  if (netns_column) {
+    header.insert(header.begin(), "Netns");
+  }
+  table.push_back(std::move(header));
+  for (const Row* r : shown) {
+    std::string details;
+    const auto add = [&details](const std::string& part) {
+      if (!part.empty()) {
+        details += (details.empty() ? "" : " ") + part;
+      }
+    };
+    add(timer_text(*r));
+    add(r->uid ? "uid:" + std::to_string(*r->uid) : "");
+    add("ino:" + std::to_string(r->inode));
+    add(r->cookie ? "cookie:" + std::to_string(static_cast<uint64_t>(*r->cookie)) : "");
+    add(users_text(*r, snap.comm));
+    std::vector<std::string> row{
+        escape_text(r->proto_name),
+        state_name(static_cast<uint8_t>(std::clamp<int64_t>(r->state, 0, 255))),
+        opt_text(r->rx_queue),
+        opt_text(r->tx_queue),
+        escape_text(r->local),
+        escape_text(r->remote),
+        details};
+    if (netns_column) {
+      row.insert(row.begin(), std::to_string(r->netns));
+    }
+    table.push_back(std::move(row));
+  }
+  write_table(table, out);
+}
+
+} // namespace sockrewind::analyze

@@ -1,0 +1,74 @@
+#pragma once
+// Shared by the detector tests: clocks of synthetic series and running detectors on them.
+
+#include "support.hpp"
+#include "synth/synth.hpp"
+
+#include <sockrewind/analyze/commands.hpp>
+#include <sockrewind/analyze/load.hpp>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace sockrewind::test {
+
+inline constexpr int64_t k_t0 = 1'795'341'600'000'000'000; // 2026-11-22T10:00:00Z
+inline constexpr int64_t k_second = 1'000'000'000;
+inline constexpr int64_t k_minute = 60 * k_second;
+
+// Writes `snaps` to a temporary file and runs the detector `id` (with `set` overrides).
+inline std::vector<analyze::Finding> run_detector(const std::vector<synth::Snap>& snaps,
+                                                  const std::string& id,
+                                                  std::vector<std::string> set = {}) {
+  TempDir dir;
+  synth::write_series(dir.path().string(), synth::Host{}, snaps);
+  const analyze::Series s = analyze::load_series(analyze::expand_paths({dir.path().string()}));
+  analyze::ReportOptions o;
+  o.only = {id};
+  o.set = std::move(set);
+  return analyze::run_detectors(s, o);
+}
+
+// How many findings are `sev` or worse.
+inline size_t at_least(const std::vector<analyze::Finding>& fs, analyze::Severity sev) {
+  return static_cast<size_t>(std::count_if(
+      fs.begin(), fs.end(), [sev](const analyze::Finding& f) { return f.severity >= sev; }));
+}
+
+// Snapshot i of a series `step` apart, with a server (pid 100) and a client (pid 200) process.
+inline synth::Snap snap_at(int i, int64_t step = k_minute) {
+  synth::Snap s;
+  s.realtime_ns = k_t0 + i * step;
+  s.boottime_ns = 1000 * k_minute + i * step;
+  s.procs.push_back({.pid = 100,
+                     .start_ticks = 7,
+                     .comm = "server",
+                     .cmdline = "server -p",
+                     .fd_count = 20,
+                     .socket_fds = 5,
+                     .nofile_soft = 1024});
+  s.procs.push_back({.pid = 200,
+                     .start_ticks = 8,
+                     .comm = "client",
+                     .cmdline = "client",
+                     .fd_count = 20,
+                     .socket_fds = 5,
+                     .nofile_soft = 1024});
+  return s;
+}
+
+// A TCP listener on 0.0.0.0:port owned by pid 100: accept queue q of max backlog max.
+inline synth::Sock listener(uint16_t port, uint32_t q, uint32_t max, uint64_t cookie = 1) {
+  return {.state = 10,
+          .local = "0.0.0.0",
+          .lport = port,
+          .remote = "0.0.0.0",
+          .rx = q,
+          .tx = max,
+          .inode = 5000 + cookie,
+          .cookie = cookie,
+          .owners = {{100, 3}}};
+}
+
+} // namespace sockrewind::test

@@ -1,0 +1,155 @@
+// rx_queue_growth and accept_queue_backlog on one-minute synthetic series.
+#include "analyze/det_support.hpp"
+
+#include <sockrewind/analyze/commands.hpp>
+#include <sockrewind/analyze/load.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+using namespace sockrewind;
+using namespace sockrewind::analyze;
+using namespace sockrewind::test;
+
+namespace {
+
+synth::Snap minute(int i) {
+  synth::Snap s;
+  s.realtime_ns = k_t0 + i * k_minute;
+  s.boottime_ns = 1000 * k_minute + i * k_minute;
+  s.procs.push_back({.pid = 42,
+                     .start_ticks = 7,
+                     .comm = "app",
+                     .cmdline = "app --serve",
+                     .fd_count = 10,
+                     .socket_fds = 3,
+                     .nofile_soft = 1024});
+  return s;
+}
+
+synth::Sock conn(uint32_t rx, uint32_t rmem, uint64_t received) {
+  return {.lport = 8080,
+          .rport = 40000,
+          .rx = rx,
+          .tx = 0,
+          .inode = 900,
+          .cookie = 31,
+          .rmem_alloc = rmem,
+          .rcvbuf = 1048576,
+          .drops = 0,
+          .tcp_info = {{"bytes_received", received}},
+          .owners = {{42, 5}}};
+}
+
+} // namespace
+
+TEST_CASE("rx_queue_growth: a Recv-Q rising every minute names the owner",
+          "[det][rx_queue_growth]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 12; ++i) {
+    synth::Snap s = minute(i);
+    const auto rx = static_cast<uint32_t>(20000 * i);
+    s.sockets.push_back(conn(rx, rx + 1000, 1'000'000 + rx));
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "rx_queue_growth");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::warning);
+  CHECK(f[0].subject["local"] == "127.0.0.1:8080");
+  CHECK(f[0].subject["pid"] == 42);
+  CHECK(f[0].subject["comm"] == "app");
+  CHECK(f[0].evidence["shape"] == "growing");
+  CHECK(f[0].evidence["slope_bytes_per_s"].get<double>() == Approx(20000.0 / 60).epsilon(0.05));
+  CHECK(f[0].evidence["series"].size() == 12);
+  CHECK(f[0].first_seen_ns == k_t0);
+}
+
+TEST_CASE("rx_queue_growth: a full buffer with nothing received is a stall",
+          "[det][rx_queue_growth]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 8; ++i) {
+    synth::Snap s = minute(i);
+    s.sockets.push_back(conn(1'000'000, 1'040'000, 5'000'000));
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "rx_queue_growth");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].evidence["shape"] == "stalled_full");
+  CHECK(f[0].severity == Severity::critical); // 7 minutes >= critical_seconds (300)
+  // With a longer bar for critical it is a warning.
+  const auto g = run_detector(snaps, "rx_queue_growth", {"rx_queue_growth.critical_seconds=3600"});
+  REQUIRE(g.size() == 1);
+  CHECK(g[0].severity == Severity::warning);
+}
+
+TEST_CASE("rx_queue_growth: a batch reader's sawtooth and an inode-0 child stay quiet",
+          "[det][rx_queue_growth]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 12; ++i) {
+    synth::Snap s = minute(i);
+    const auto rx = static_cast<uint32_t>((i % 3) * 200000);
+    s.sockets.push_back(conn(rx, rx, 1'000'000 + static_cast<uint64_t>(i) * 300000));
+    synth::Sock child = conn(static_cast<uint32_t>(20000 * i), 0, 0);
+    child.inode = 0;
+    child.cookie = 32;
+    child.rport = 40001;
+    child.owners.clear();
+    s.sockets.push_back(child);
+    snaps.push_back(s);
+  }
+  CHECK(run_detector(snaps, "rx_queue_growth").empty());
+}
+
+TEST_CASE("accept_queue_backlog: backlogged is a warning, full is critical",
+          "[det][accept_queue_backlog]") {
+  const auto series = [](uint32_t queue) {
+    std::vector<synth::Snap> snaps;
+    for (int i = 0; i < 10; ++i) {
+      synth::Snap s = minute(i);
+      s.sockets.push_back({.state = 10,
+                           .local = "0.0.0.0",
+                           .lport = 443,
+                           .remote = "0.0.0.0",
+                           .rx = i == 4 ? 0 : queue,
+                           .tx = 128,
+                           .inode = 800,
+                           .cookie = 1,
+                           .owners = {{42, 3}}});
+      s.counters["TcpExt.ListenOverflows"] = queue >= 128 ? 10 * i : 0;
+      s.limits["net.core.somaxconn"] = "4096";
+      snaps.push_back(s);
+    }
+    return snaps;
+  };
+  const auto warn = run_detector(series(20), "accept_queue_backlog");
+  REQUIRE(warn.size() == 1);
+  CHECK(warn[0].severity == Severity::warning);
+  CHECK(warn[0].subject["local"] == "0.0.0.0:443");
+  CHECK(warn[0].subject["pid"] == 42);
+  CHECK(warn[0].evidence["snapshots_backlogged"] == 9);
+  CHECK(warn[0].evidence["somaxconn"] == 4096);
+
+  const auto crit = run_detector(series(129), "accept_queue_backlog");
+  REQUIRE(crit.size() == 1);
+  CHECK(crit[0].severity == Severity::critical);
+  CHECK(crit[0].evidence["listen_overflows"] == 90);
+  CHECK(crit[0].evidence["series"][1]["listen_overflows_delta"] == 10);
+
+  // A queue of 1 now and then is not a backlog.
+  CHECK(run_detector(series(1), "accept_queue_backlog").empty());
+}
+
+TEST_CASE("report options: unknown detectors and thresholds are usage errors", "[det]") {
+  const Series empty;
+  ReportOptions o;
+  o.only = {"no_such_detector"};
+  CHECK_THROWS_AS(run_detectors(empty, o), UsageError);
+  o.only.clear();
+  o.set = {"rx_queue_growth.nope=1"};
+  CHECK_THROWS_AS(run_detectors(empty, o), UsageError);
+  o.set = {"rx_queue_growth.min_samples=abc"};
+  CHECK_THROWS_AS(run_detectors(empty, o), UsageError);
+  o.set = {"rx_queue_growth.min_samples=3"};
+  CHECK(run_detectors(empty, o).empty());
+}

@@ -1,0 +1,126 @@
+// port_exhaustion on synthetic series (research/detectors.md): minute and one-second series, near
+// misses, resets.
+#include "analyze/det_support.hpp"
+
+#include <sockrewind/analyze/commands.hpp>
+#include <sockrewind/analyze/load.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+using namespace sockrewind;
+using namespace sockrewind::analyze;
+using namespace sockrewind::test;
+
+namespace {
+
+// `n_tw` client-side TIME-WAIT sockets 127.0.0.1:40000+k -> 127.0.0.1:9000 and `n_est`
+// ESTAB ones owned by pid 200, range 40000-40049, with a listener on 9000.
+std::vector<synth::Snap> churn(const std::vector<uint32_t>& n_tw,
+                               uint32_t n_est,
+                               const std::string& tw_reuse,
+                               int64_t step = k_minute) {
+  std::vector<synth::Snap> out;
+  for (size_t i = 0; i < n_tw.size(); ++i) {
+    synth::Snap s = snap_at(static_cast<int>(i), step);
+    s.sockets.push_back(listener(9000, 0, 128));
+    for (uint32_t k = 0; k < n_tw[i]; ++k) {
+      s.sockets.push_back({.state = 6,
+                           .local = "127.0.0.1",
+                           .lport = static_cast<uint16_t>(40000 + k),
+                           .remote = "127.0.0.1",
+                           .rport = 9000,
+                           .inode = 0,
+                           .cookie = 1000 + k + 100 * i,
+                           .timer = 3});
+    }
+    for (uint32_t k = 0; k < n_est; ++k) {
+      const auto port = static_cast<uint16_t>(40049 - k);
+      s.sockets.push_back({.local = "127.0.0.1",
+                           .lport = port,
+                           .remote = "127.0.0.1",
+                           .rport = 9000,
+                           .rx = 0,
+                           .tx = 0,
+                           .inode = 6000 + k,
+                           .cookie = 500 + k,
+                           .owners = {{200, 10 + static_cast<int32_t>(k)}}});
+      // The server side of it: local port 9000 is a listener, not an ephemeral port.
+      s.sockets.push_back({.local = "127.0.0.1",
+                           .lport = 9000,
+                           .remote = "127.0.0.1",
+                           .rport = port,
+                           .rx = 0,
+                           .tx = 0,
+                           .inode = 7000 + k,
+                           .cookie = 700 + k,
+                           .owners = {{100, 10 + static_cast<int32_t>(k)}}});
+    }
+    s.limits["net.ipv4.ip_local_port_range"] = "40000\t40049";
+    s.limits["net.ipv4.ip_local_reserved_ports"] = "";
+    s.limits["net.ipv4.tcp_tw_reuse"] = tw_reuse;
+    s.limits["net.ipv4.tcp_timestamps"] = "1";
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("port_exhaustion: 45 TIME-WAIT + 1 ESTAB of 50 ports toward one destination is "
+          "critical",
+          "[det][port_exhaustion]") {
+  const auto fs = run_detector(churn({45, 45, 45}, 1, "0"), "port_exhaustion");
+  REQUIRE(fs.size() == 1);
+  const Finding& f = fs[0];
+  CHECK(f.severity == Severity::critical);
+  CHECK(f.subject["remote"] == "127.0.0.1:9000");
+  CHECK(f.subject["local"] == "127.0.0.1:*");
+  CHECK(f.subject["state"] == "TIME-WAIT");
+  CHECK(f.subject["pid"] == 200);
+  CHECK(f.pid == 200);
+  CHECK(f.evidence["utilisation"].get<double>() == Approx(46.0 / 50));
+  CHECK(f.evidence["capacity"] == 50);
+  CHECK(f.evidence["used_ports"] == 46);
+  CHECK(f.evidence["tw_reuse_applies"] == false);
+  REQUIRE(f.evidence["series"].size() == 3);
+  CHECK(f.evidence["series"][0]["time_wait"] == 45);
+  CHECK(f.evidence["series"][0]["established"] == 1);
+  CHECK(f.summary.find("EADDRNOTAVAIL") != std::string::npos);
+}
+
+TEST_CASE("port_exhaustion: reserved ports shrink the range", "[det][port_exhaustion]") {
+  auto snaps = churn({28, 28}, 0, "0", k_second);
+  const auto plain = run_detector(snaps, "port_exhaustion"); // 28 of 50
+  REQUIRE(plain.size() == 1);
+  CHECK(plain[0].severity == Severity::warning);
+  for (auto& s : snaps) {
+    s.limits["net.ipv4.ip_local_reserved_ports"] = "8080,40030-40049,60000-61000";
+  }
+  const auto fs = run_detector(snaps, "port_exhaustion"); // 28 of 30
+  REQUIRE(fs.size() == 1);
+  CHECK(fs[0].severity == Severity::critical);
+  CHECK(fs[0].evidence["capacity"] == 30);
+  CHECK(fs[0].evidence["reserved_ports_in_range"] == 20);
+}
+
+TEST_CASE("port_exhaustion: half the range is a warning, tw_reuse on loopback makes it info",
+          "[det][port_exhaustion]") {
+  const auto fs = run_detector(churn({30, 30, 31}, 0, "0", k_second), "port_exhaustion");
+  REQUIRE(fs.size() == 1);
+  CHECK(fs[0].severity == Severity::warning);
+  CHECK(fs[0].subject["pid"].is_null()); // TIME-WAIT has no owner
+  const auto fs2 = run_detector(churn({45, 45, 45}, 0, "2"), "port_exhaustion");
+  REQUIRE(fs2.size() == 1);
+  CHECK(fs2[0].severity == Severity::info);
+  CHECK(fs2[0].evidence["tw_reuse_applies"] == true);
+}
+
+TEST_CASE("port_exhaustion: below half, or in one snapshot only, stays quiet",
+          "[det][port_exhaustion]") {
+  CHECK(run_detector(churn({20, 24, 20}, 0, "0"), "port_exhaustion").empty());
+  CHECK(run_detector(churn({0, 45, 0}, 0, "0"), "port_exhaustion").empty());
+}

@@ -1,0 +1,171 @@
+// retransmissions on one-minute synthetic series: namespace ratio, per-peer, resets.
+#include "analyze/det_support.hpp"
+
+#include <sockrewind/analyze/commands.hpp>
+#include <sockrewind/analyze/load.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+using namespace sockrewind;
+using namespace sockrewind::analyze;
+using namespace sockrewind::test;
+
+namespace {
+
+// Snapshot i of a one-minute cron series (a gap of `gap_minutes` before it when given).
+synth::Snap minute(int i, int gap_minutes = 0) {
+  synth::Snap s;
+  s.realtime_ns = k_t0 + (i + gap_minutes) * k_minute;
+  s.boottime_ns = 1000 * k_minute + (i + gap_minutes) * k_minute;
+  s.procs.push_back({.pid = 42,
+                     .start_ticks = 7,
+                     .comm = "app",
+                     .cmdline = "app --serve",
+                     .fd_count = 50,
+                     .socket_fds = 20,
+                     .nofile_soft = 1024});
+  return s;
+}
+
+// Cumulative counters after i minutes of `out` segments and `retrans` retransmits per minute.
+void counters(synth::Snap& s, int i, int64_t out, int64_t retrans, int64_t timeouts = 0) {
+  s.counters["Tcp.OutSegs"] = 1'000'000 + out * i;
+  s.counters["Tcp.RetransSegs"] = 5000 + retrans * i;
+  s.counters["TcpExt.TCPFastRetrans"] = 4000 + (retrans - timeouts) * i;
+  s.counters["TcpExt.TCPTimeouts"] = 100 + timeouts * i;
+}
+
+// A bulk sender of pid 42 toward 10.1.2.3:443 with cumulative retrans/segs.
+synth::Sock bulk(uint64_t cookie,
+                 uint16_t lport,
+                 uint64_t retrans,
+                 uint64_t segs,
+                 const std::string& remote = "10.1.2.3") {
+  return {.lport = lport,
+          .remote = remote,
+          .rport = 443,
+          .rx = 0,
+          .tx = 100'000,
+          .inode = 2000 + cookie,
+          .cookie = cookie,
+          .timer = 1,
+          .retrans = 0,
+          .tcp_info = {{"total_retrans", retrans}, {"segs_out", segs}},
+          .owners = {{42, static_cast<int32_t>(cookie)}}};
+}
+
+} // namespace
+
+TEST_CASE("retransmissions: a sustained retransmit ratio with attribution",
+          "[det][retransmissions]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = minute(i);
+    counters(s, i, 60'000, 1200, 100); // 2%, 20/s
+    const auto u = static_cast<uint64_t>(i);
+    s.sockets.push_back(bulk(1, 40001, 1000 * u, 50'000 * u));
+    s.sockets.push_back(bulk(2, 40002, 10 * u, 5000 * u, "10.9.9.9"));
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "retransmissions");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::warning);
+  CHECK(f[0].subject["netns"] == 4026531840ULL);
+  CHECK(f[0].evidence["ratio"].get<double>() == Approx(0.02));
+  CHECK(f[0].evidence["intervals_over_warn"] == 5);
+  CHECK(f[0].evidence["intervals_over_crit"] == 0);
+  CHECK(f[0].evidence["dominant"] == "TCPFastRetrans");
+  CHECK(f[0].evidence["kinds"]["TCPTimeouts"] == 500);
+  REQUIRE(f[0].evidence["series"].size() == 5);
+  CHECK(f[0].evidence["series"][0]["retrans_segs_delta"] == 1200);
+  CHECK(f[0].evidence["series"][0]["out_segs_delta"] == 60'000);
+  CHECK(f[0].evidence["series"][0]["retrans_per_s"].get<double>() == Approx(20));
+  REQUIRE(f[0].evidence["top_sockets"].size() == 2);
+  CHECK(f[0].evidence["top_sockets"][0]["local"] == "127.0.0.1:40001");
+  CHECK(f[0].evidence["top_sockets"][0]["remote"] == "10.1.2.3:443");
+  CHECK(f[0].evidence["top_sockets"][0]["pid"] == 42);
+  CHECK(f[0].evidence["top_sockets"][0]["retrans_delta"] == 5000);
+  CHECK(f[0].evidence["top_peers"][0]["remote"] == "10.1.2.3");
+
+  // 6% in every interval is critical.
+  for (int i = 0; i < 6; ++i) {
+    counters(snaps[static_cast<size_t>(i)], i, 60'000, 3600, 3000);
+  }
+  const auto g = run_detector(snaps, "retransmissions");
+  REQUIRE(g.size() == 1);
+  CHECK(g[0].severity == Severity::critical);
+  CHECK(g[0].evidence["dominant"] == "TCPTimeouts");
+}
+
+TEST_CASE("retransmissions: low rates, low ratios and short bursts are fine",
+          "[det][retransmissions]") {
+  SECTION("2% but only 5 retransmits per second") {
+    std::vector<synth::Snap> snaps;
+    for (int i = 0; i < 6; ++i) {
+      synth::Snap s = minute(i);
+      counters(s, i, 15'000, 300);
+      snaps.push_back(s);
+    }
+    CHECK(run_detector(snaps, "retransmissions").empty());
+  }
+  SECTION("0.5% at a high rate") {
+    std::vector<synth::Snap> snaps;
+    for (int i = 0; i < 6; ++i) {
+      synth::Snap s = minute(i);
+      counters(s, i, 600'000, 3000);
+      snaps.push_back(s);
+    }
+    CHECK(run_detector(snaps, "retransmissions").empty());
+  }
+  SECTION("a burst in two intervals only") {
+    std::vector<synth::Snap> snaps;
+    int64_t out = 1'000'000;
+    int64_t re = 5000;
+    for (int i = 0; i < 8; ++i) {
+      synth::Snap s = minute(i);
+      out += 60'000;
+      re += (i == 3 || i == 4) ? 6000 : 10;
+      s.counters["Tcp.OutSegs"] = out;
+      s.counters["Tcp.RetransSegs"] = re;
+      snaps.push_back(s);
+    }
+    CHECK(run_detector(snaps, "retransmissions").empty());
+  }
+}
+
+TEST_CASE("retransmissions: a counter reset is dropped, not a spike", "[det][retransmissions]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 8; ++i) {
+    synth::Snap s = minute(i);
+    // Healthy (0.1%), but the namespace is re-created after snapshot 3: counters restart low,
+    // OutSegs restarts lower than RetransSegs was.
+    const int base = i < 4 ? i : i - 4;
+    s.counters["Tcp.OutSegs"] = (i < 4 ? 10'000'000 : 1000) + 60'000 * base;
+    s.counters["Tcp.RetransSegs"] = (i < 4 ? 9'000'000 : 0) + 60 * base;
+    snaps.push_back(s);
+  }
+  CHECK(run_detector(snaps, "retransmissions").empty());
+}
+
+TEST_CASE("retransmissions: one lossy peer diluted by healthy traffic", "[det][retransmissions]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = minute(i);
+    counters(s, i, 6'000'000, 1500); // 0.025% host-wide
+    const auto u = static_cast<uint64_t>(i);
+    s.sockets.push_back(bulk(1, 40001, 300 * u, 6000 * u, "192.0.2.7")); // 5%
+    s.sockets.push_back(bulk(2, 40002, 0, 1'000'000 * u, "10.9.9.9"));
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "retransmissions");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::warning);
+  CHECK(f[0].subject["remote"] == "192.0.2.7");
+  CHECK(f[0].subject["pid"] == 42);
+  CHECK(f[0].evidence["ratio"].get<double>() == Approx(0.05));
+  CHECK(f[0].evidence["segs_out"] == 30'000);
+  CHECK(f[0].evidence["intervals_over"] == 5);
+}

@@ -1,0 +1,127 @@
+// syn_sent_stuck on synthetic series (research/detectors.md): minute and one-second series, near
+// misses, resets.
+#include "analyze/det_support.hpp"
+
+#include <sockrewind/analyze/commands.hpp>
+#include <sockrewind/analyze/load.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+using namespace sockrewind;
+using namespace sockrewind::analyze;
+using namespace sockrewind::test;
+
+namespace {
+
+synth::Sock syn_sent(uint16_t lport,
+                     uint64_t cookie,
+                     uint32_t retrans,
+                     const std::string& remote = "10.0.0.5",
+                     uint16_t rport = 5432) {
+  return {.state = 2,
+          .local = "10.0.0.1",
+          .lport = lport,
+          .remote = remote,
+          .rport = rport,
+          .rx = 0,
+          .tx = 1,
+          .inode = 8000 + cookie,
+          .cookie = cookie,
+          .timer = 1,
+          .retrans = retrans,
+          .owners = {{200, static_cast<int32_t>(cookie)}}};
+}
+
+synth::Sock estab(uint16_t lport, uint64_t cookie) {
+  return {.local = "10.0.0.1",
+          .lport = lport,
+          .remote = "10.0.0.5",
+          .rport = 5432,
+          .rx = 0,
+          .tx = 0,
+          .inode = 8000 + cookie,
+          .cookie = cookie,
+          .owners = {{200, static_cast<int32_t>(cookie)}}};
+}
+
+} // namespace
+
+TEST_CASE("syn_sent_stuck: every connect to a dead database stays SYN-SENT: critical",
+          "[det][syn_sent_stuck]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 4; ++i) {
+    synth::Snap s = snap_at(i);
+    // A pool retrying: a new connect each minute plus the long-stuck first one.
+    s.sockets.push_back(syn_sent(50000, 11, static_cast<uint32_t>(2 + i)));
+    s.sockets.push_back(
+        syn_sent(static_cast<uint16_t>(50001 + i), 20 + static_cast<uint64_t>(i), 1));
+    s.limits["net.ipv4.tcp_syn_retries"] = "6";
+    snaps.push_back(std::move(s));
+  }
+  const auto fs = run_detector(snaps, "syn_sent_stuck");
+  REQUIRE(fs.size() == 1);
+  const Finding& f = fs[0];
+  CHECK(f.severity == Severity::critical);
+  CHECK(f.subject["remote"] == "10.0.0.5:5432");
+  CHECK(f.subject["state"] == "SYN-SENT");
+  CHECK(f.subject["pid"] == 200);
+  CHECK(f.pid == 200);
+  CHECK(f.evidence["identities"] == 5);
+  CHECK(f.evidence["max_retrans"] == 5);
+  CHECK(f.evidence["longest_run"] == 4);
+  CHECK(f.evidence["connects"][0]["local"] == "10.0.0.1:50000");
+  CHECK(f.evidence["connects"][0]["stuck_s"].get<double>() == Approx(180));
+  REQUIRE(f.evidence["series"].size() == 4);
+  CHECK(f.evidence["series"][0]["syn_sent"] == 2);
+  CHECK(f.evidence["series"][0]["syn_sent_ratio"].get<double>() == Approx(1.0));
+}
+
+TEST_CASE("syn_sent_stuck: 3 of 8 connects stuck for 6 seconds is a warning",
+          "[det][syn_sent_stuck]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = snap_at(i, k_second);
+    for (uint16_t k = 0; k < 5; ++k) {
+      s.sockets.push_back(estab(static_cast<uint16_t>(50100 + k), 300U + k));
+    }
+    for (uint16_t k = 0; k < 3; ++k) {
+      s.sockets.push_back(
+          syn_sent(static_cast<uint16_t>(50200 + k), 400U + k, static_cast<uint32_t>(i)));
+    }
+    snaps.push_back(std::move(s));
+  }
+  const auto fs = run_detector(snaps, "syn_sent_stuck");
+  REQUIRE(fs.size() == 1);
+  CHECK(fs[0].severity == Severity::warning);
+  CHECK(fs[0].evidence["series"][0]["attempts"] == 8);
+  CHECK(fs[0].evidence["series"][0]["syn_sent"] == 3);
+  CHECK(fs[0].evidence["identities"] == 3);
+}
+
+TEST_CASE("syn_sent_stuck: a slow handshake seen in one or two snapshots stays quiet",
+          "[det][syn_sent_stuck]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = snap_at(i);
+    s.sockets.push_back(estab(50100, 300));
+    if (i == 1 || i == 2) {
+      s.sockets.push_back(
+          syn_sent(static_cast<uint16_t>(50300 + i), 500U + static_cast<uint64_t>(i), 1));
+    }
+    if (i == 4) {
+      s.sockets.push_back(syn_sent(50310, 510, 2, "10.0.0.9", 80));
+    }
+    snaps.push_back(std::move(s));
+  }
+  CHECK(run_detector(snaps, "syn_sent_stuck").empty());
+  // But one connect with 3 SYN retries is enough.
+  snaps[4].sockets.back().retrans = 3;
+  const auto fs = run_detector(snaps, "syn_sent_stuck");
+  REQUIRE(fs.size() == 1);
+  CHECK(fs[0].subject["remote"] == "10.0.0.9:80");
+  CHECK(fs[0].severity == Severity::warning);
+}

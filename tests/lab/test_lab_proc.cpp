@@ -1,0 +1,311 @@
+// Lab scenarios for udp_drops (E6), unix_backlog (E7, plus an unread unix stream) and
+// socket_leak (a leaking thread, and E12: a forked server at its fd limit whose listener fills).
+#include "lab/lab.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <ctime>
+#include <mutex>
+#include <thread>
+
+using namespace sockrewind::test;
+
+namespace {
+
+// A non-blocking unix stream connect; keeps the socket in `out`, returns whether it connected.
+bool unix_connect_nonblocking(const std::string& path, std::vector<Sock>& out) {
+  out.emplace_back(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  socklen_t len = 0;
+  const sockaddr_un a = unix_addr(path, len);
+  return ::connect(out.back().fd(), reinterpret_cast<const sockaddr*>(&a), len) == 0;
+}
+
+Sock unix_dgram_bound(const std::string& path) {
+  ::unlink(path.c_str());
+  Sock s(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  socklen_t len = 0;
+  const sockaddr_un a = unix_addr(path, len);
+  if (::bind(s.fd(), reinterpret_cast<const sockaddr*>(&a), len) != 0) {
+    sys_fail("bind unix dgram");
+  }
+  return s;
+}
+
+// The finding of `detector` whose subject has this local endpoint text and pid.
+std::vector<nlohmann::json> findings_at(const nlohmann::json& report,
+                                        const std::string& detector,
+                                        const std::string& local,
+                                        int pid) {
+  std::vector<nlohmann::json> out;
+  for (const auto& f : findings_of(report, detector, std::nullopt, pid)) {
+    if (f["subject"].value("local", std::string()) == local) {
+      out.push_back(f);
+    }
+  }
+  return out;
+}
+
+// Kills and reaps a forked child at scope exit (even when an assertion fails).
+struct ChildGuard {
+  pid_t pid = -1;
+  ChildGuard() = default;
+  ChildGuard(const ChildGuard&) = delete;
+  ChildGuard& operator=(const ChildGuard&) = delete;
+  ChildGuard(ChildGuard&&) = delete;
+  ChildGuard& operator=(ChildGuard&&) = delete;
+
+  ~ChildGuard() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+} // namespace
+
+TEST_CASE("lab: a UDP receiver that never reads is udp_drops, critical, naming its process",
+          "[lab]") {
+  Lab lab;
+  Sock receiver;
+  lab.ns().run_in([&] {
+    receiver = udp_bound(7201);
+    const int small = 4096; // the kernel doubles it: 8192
+    ::setsockopt(receiver.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  });
+  lab.collect(6, 1.0, [] {
+    udp_send(7201, 100, 20); // ~1000 datagrams/s, far more than 8 KiB holds
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  });
+  lab.keep_sample("udp-drops");
+  const auto report = lab.report();
+  INFO(summarize(report));
+  const auto found = findings_of(report, "udp_drops", 7201, getpid());
+  REQUIRE(found.size() == 1);
+  CHECK(found[0]["severity"] == "critical");
+  CHECK(found[0]["subject"]["proto"] == "udp");
+  CHECK(found[0]["evidence"]["drops_total"].get<int64_t>() > 100);
+  CHECK(found[0]["evidence"]["drop_intervals"].get<int>() >= 4);
+  CHECK(found[0]["evidence"]["series"].size() >= 5);
+  // The namespace's Udp RcvbufErrors rate, attributed to the same socket and process.
+  bool attributed = false;
+  for (const auto& f : report.at("findings")) {
+    if (f["detector"] == "udp_drops" && f["subject"].value("counter", "") == "Udp.RcvbufErrors") {
+      const auto& top = f["evidence"]["top_sockets"];
+      attributed = !top.empty() && endpoint_port(top[0]["local"].get<std::string>()) == 7201
+                   && top[0]["owner"]["pid"] == getpid();
+    }
+  }
+  CHECK(attributed);
+}
+
+TEST_CASE("lab: a unix listener that never accepts is unix_backlog, critical when full", "[lab]") {
+  Lab lab;
+  const std::string path = lab.dir() + "/app.sock";
+  Sock listener;
+  std::vector<Sock> clients;
+  int connected = 0;
+  lab.ns().run_in([&] {
+    listener = unix_listener(path, 2);
+    for (int i = 0; i < 6; ++i) {
+      connected += unix_connect_nonblocking(path, clients) ? 1 : 0; // later ones: EAGAIN
+    }
+  });
+  CHECK(connected == 3); // backlog 2 holds 2 + 1
+  lab.collect(6, 1.0);
+  lab.keep_sample("unix-listener-backlog");
+  const auto report = lab.report();
+  INFO(summarize(report));
+  const auto found = findings_at(report, "unix_backlog", path, getpid());
+  REQUIRE(found.size() == 1);
+  CHECK(found[0]["severity"] == "critical");
+  CHECK(found[0]["subject"]["state"] == "LISTEN");
+  CHECK(found[0]["subject"]["proto"] == "u_str");
+  const auto& series = found[0]["evidence"]["series"];
+  REQUIRE(series.size() == 6);
+  for (const auto& p : series) {
+    CHECK(p["queue"] == 3);
+    CHECK(p["max_backlog"] == 2);
+  }
+}
+
+TEST_CASE("lab: a unix datagram receiver that never reads shows at the sender, unix_backlog",
+          "[lab]") {
+  Lab lab;
+  lab.sysctl("net.unix.max_dgram_qlen=10"); // per netns; read when the receiver is created
+  const std::string path = lab.dir() + "/log.sock";
+  Sock receiver;
+  Sock sender;
+  int sent = 0;
+  lab.ns().run_in([&] {
+    receiver = unix_dgram_bound(path);
+    sender = Sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    socklen_t len = 0;
+    const sockaddr_un a = unix_addr(path, len);
+    if (::connect(sender.fd(), reinterpret_cast<const sockaddr*>(&a), len) != 0) {
+      sys_fail("connect unix dgram");
+    }
+    const std::vector<char> msg(200, 'l');
+    while (sent < 100 && ::send(sender.fd(), msg.data(), msg.size(), MSG_DONTWAIT) > 0) {
+      ++sent;
+    }
+  });
+  CHECK(sent == 11); // qlen 10 admits 11, then EAGAIN
+  lab.collect(6, 1.0);
+  lab.keep_sample("unix-dgram-backlog");
+  const auto report = lab.report();
+  INFO(summarize(report));
+  std::vector<nlohmann::json> found;
+  for (const auto& f : findings_of(report, "unix_backlog", std::nullopt, getpid())) {
+    if (f["subject"].value("kind", "") == "dgram_sender") {
+      found.push_back(f);
+    }
+  }
+  REQUIRE(found.size() == 1);
+  CHECK(found[0]["severity"] == "warning");
+  CHECK(found[0]["subject"]["proto"] == "u_dgr");
+  CHECK(found[0]["subject"]["peer_path"] == path);
+  CHECK(found[0]["subject"]["peer_pid"] == getpid());
+  CHECK(found[0]["evidence"]["max_dgram_qlen"] == 10);
+  const auto& series = found[0]["evidence"]["series"];
+  REQUIRE(series.size() == 6);
+  for (const auto& p : series) {
+    CHECK(p["tx_queue"].get<int>() > 11 * 200);
+  }
+}
+
+TEST_CASE("lab: an unread unix stream connection is unix_backlog", "[lab]") {
+  Lab lab;
+  Sock reader;
+  Sock writer;
+  lab.ns().run_in([&] {
+    std::array<int, 2> sv{};
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv.data()) != 0) {
+      sys_fail("socketpair");
+    }
+    reader = Sock(sv[0]);
+    writer = Sock(sv[1]);
+    send_all(writer, 1000); // never read
+  });
+  lab.collect(6, 1.0);
+  lab.keep_sample("unix-stream-unread");
+  const auto report = lab.report();
+  INFO(summarize(report));
+  std::vector<nlohmann::json> found;
+  for (const auto& f : findings_of(report, "unix_backlog", std::nullopt, getpid())) {
+    if (f["subject"].value("kind", "") == "stream") {
+      found.push_back(f);
+    }
+  }
+  REQUIRE(found.size() == 1);
+  CHECK(found[0]["severity"] == "warning");
+  CHECK(found[0]["evidence"]["shape"] == "stream_stalled");
+  CHECK(found[0]["evidence"]["series"][0]["rx_queue"] == 1000);
+}
+
+TEST_CASE("lab: a thread that leaks socketpairs is socket_leak, naming the process", "[lab]") {
+  Lab lab;
+  std::mutex mu;
+  std::vector<Sock> leaked;
+  lab.collect(6, 1.0, [&] {
+    std::array<int, 2> sv{};
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv.data()) == 0) {
+      const std::lock_guard<std::mutex> lock(mu);
+      leaked.emplace_back(sv[0]);
+      leaked.emplace_back(sv[1]);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(33)); // ~30 pairs per second
+  });
+  lab.keep_sample("socket-leak");
+  const auto report = lab.report();
+  INFO(summarize(report));
+  INFO("leaked " << leaked.size() << " sockets");
+  const auto found = findings_of(report, "socket_leak", std::nullopt, getpid());
+  REQUIRE(found.size() == 1);
+  CHECK(severity_rank(found[0]["severity"]) >= 1);
+  CHECK(found[0]["evidence"]["shape"] == "growing");
+  CHECK(found[0]["evidence"]["growth"].get<double>() >= 100);
+  CHECK(found[0]["evidence"]["breakdown"]["u_str ESTAB"].get<int>() >= 100);
+  CHECK(found[0]["evidence"]["hint"].get<std::string>().find("unix") != std::string::npos);
+  CHECK(found[0]["evidence"]["series"].size() >= 5);
+}
+
+TEST_CASE("lab: a server at its fd limit with a full listener is socket_leak EMFILE (E12)",
+          "[lab]") {
+  Lab lab;
+  constexpr uint16_t k_port = 7203;
+  // Everything the child needs is prepared before fork(): it only makes system calls.
+  const std::string ns_path = lab.ns().path();
+  const sockaddr_in addr = loopback4(k_port);
+  ChildGuard child;
+  child.pid = ::fork();
+  REQUIRE(child.pid >= 0);
+  if (child.pid == 0) {
+    // The child: a server in the lab namespace with RLIMIT_NOFILE 32 that accepts and never
+    // closes, so it hits EMFILE and its listener's accept queue fills.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const int nsfd = ::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (nsfd < 0 || ::setns(nsfd, CLONE_NEWNET) != 0) {
+      ::_exit(2);
+    }
+    ::close(nsfd);
+    ::close_range(3, ~0U, 0); // none of the test's sockets; keeps 0-2
+    const rlimit lim{32, 32};
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+    const int l = ::socket(AF_INET, SOCK_STREAM, 0);
+    const int one = 1;
+    ::setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(l, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0
+        || ::listen(l, 8) != 0) {
+      ::_exit(3);
+    }
+    for (;;) {
+      if (::accept(l, nullptr, nullptr) < 0) {
+        const timespec ts{0, 20'000'000};
+        ::nanosleep(&ts, nullptr);
+      }
+    }
+  }
+  // Wait until the child listens, then connect more clients than it can take.
+  std::vector<Sock> clients;
+  bool listening = false;
+  for (int i = 0; i < 100 && !listening; ++i) {
+    listening =
+        lab.ns().exec("ss -Hltn 'sport = :" + std::to_string(k_port) + "' | grep -q LISTEN") == 0;
+    if (!listening) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  REQUIRE(listening);
+  lab.ns().run_in([&] {
+    for (int i = 0; i < 40; ++i) {
+      Sock s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+      (void)::connect(s.fd(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+      clients.push_back(std::move(s));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  lab.collect(6, 1.0);
+  lab.keep_sample("socket-leak-emfile");
+  const auto report = lab.report();
+  INFO(summarize(report));
+  const auto found = findings_of(report, "socket_leak", std::nullopt, child.pid);
+  REQUIRE(found.size() == 1);
+  CHECK(found[0]["severity"] == "critical");
+  CHECK(found[0]["evidence"]["shape"] == "at_fd_limit");
+  CHECK(found[0]["evidence"]["nofile_soft"] == 32);
+  REQUIRE(found[0]["evidence"].contains("emfile_listener"));
+  CHECK(endpoint_port(found[0]["evidence"]["emfile_listener"]["local"].get<std::string>())
+        == k_port);
+  CHECK(found[0]["summary"].get<std::string>().find("EMFILE") != std::string::npos);
+}
