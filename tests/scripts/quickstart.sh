@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: install what is missing, build, collect a short series on this host and show
-# what was captured. Run as root from the repository root.
+# The main job: install what is missing, build, collect a short series on this host, show what
+# was captured and print the analysis (`sockrewind-analyze report`). Run as root from the
+# repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tests/scripts/install-deps.sh
@@ -22,3 +23,4 @@ sqlite3 -readonly -box "$file" "
   SELECT source, kind, sum(count) AS count, min(example) AS example
   FROM capture_issues GROUP BY source, kind;"
 echo; build/analyzer/sockrewind-analyze info "$file"
+echo; build/analyzer/sockrewind-analyze report "$file"
