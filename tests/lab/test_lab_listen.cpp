@@ -15,7 +15,6 @@
 
 using namespace sockrewind::test;
 
-
 TEST_CASE("lab: a listener that never accepts: listen_overflow, unaccepted_connection and "
           "syn_sent_stuck name it and its process",
           "[lab]") {

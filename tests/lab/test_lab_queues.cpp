@@ -14,7 +14,6 @@
 
 using namespace sockrewind::test;
 
-
 TEST_CASE("lab: a receiver that never reads is rx_queue_growth, naming its process", "[lab]") {
   Lab lab;
   Sock listener;
