@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
   // A long series keeps one growing vector of samples per socket. Served from mmap above 64 KiB,
   // their reallocations go back to the system instead of fragmenting the heap (-10% peak RSS
   // on a day of one-minute snapshots, see tests/bench/bench_report.sh).
-  (void)mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+  (void)mallopt(M_MMAP_THRESHOLD, 64 * 1024); // NOLINT(concurrency-mt-unsafe): before any thread
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

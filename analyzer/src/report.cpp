@@ -111,15 +111,22 @@ std::map<std::string, Params> build_params(const ReportOptions& opts) {
     const std::string val = s.substr(eq + 1);
     const Detector* d = find_detector(id);
     if (d == nullptr) {
-      throw UsageError("--set " + s + ": unknown detector id '" + id + "'");
+      std::string msg = "--set " + s;
+      msg += ": unknown detector id '" + id + "'";
+      throw UsageError(msg);
     }
     if (!values[id].contains(key)) {
-      throw UsageError("--set " + s + ": detector " + id + " has no threshold '" + key + "'");
+      std::string msg = "--set " + s;
+      msg += ": detector " + id;
+      msg += " has no threshold '" + key + "'";
+      throw UsageError(msg);
     }
     double v = 0;
     const auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), v);
     if (ec != std::errc{} || p != val.data() + val.size() || !std::isfinite(v)) {
-      throw UsageError("--set " + s + ": '" + val + "' is not a number");
+      std::string msg = "--set " + s;
+      msg += ": '" + val + "' is not a number";
+      throw UsageError(msg);
     }
     values[id][key] = v;
   }
@@ -219,6 +226,7 @@ void write_series_table(const Json& series, std::ostream& out) {
       continue;
     }
     std::vector<std::string> r;
+    r.reserve(cols.size());
     for (const std::string& c : cols) {
       r.push_back(series[i].contains(c) ? scalar_text(series[i][c]) : "");
     }

@@ -295,8 +295,10 @@ Snapshot read_snapshot(const SnapshotInfo& info) {
   return snap;
 }
 
-bool keep(const Row& r, const ShowOptions& opts, std::optional<uint8_t> state) {
-  if (state && r.state != *state) {
+// `state` < 0: any state. (An int, not std::optional<uint8_t>: g++ 12 -O2 warns
+// -Wmaybe-uninitialized on the optional's payload.)
+bool keep(const Row& r, const ShowOptions& opts, int state) {
+  if (state >= 0 && r.state != state) {
     return false;
   }
   if (opts.port) {
@@ -682,8 +684,7 @@ void write_show(const ShowOptions& opts, std::ostream& out) {
     throw UsageError("--snapshot needs a single file, but " + escape_text(opts.path) + " holds "
                      + std::to_string(files.size()) + " files: name one file, or use --at");
   }
-  const std::optional<uint8_t> state =
-      opts.state ? std::optional<uint8_t>(parse_state(*opts.state)) : std::nullopt;
+  const int state = opts.state ? static_cast<int>(parse_state(*opts.state)) : -1;
   std::vector<SnapshotInfo> all;
   std::vector<std::string> hosts;
   for (const std::string& f : files) {

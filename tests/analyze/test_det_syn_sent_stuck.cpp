@@ -59,7 +59,7 @@ TEST_CASE("syn_sent_stuck: every connect to a dead database stays SYN-SENT: crit
     s.sockets.push_back(syn_sent(50000, 11, static_cast<uint32_t>(2 + i)));
     s.sockets.push_back(
         syn_sent(static_cast<uint16_t>(50001 + i), 20 + static_cast<uint64_t>(i), 1));
-    s.limits["net.ipv4.tcp_syn_retries"] = "6";
+    s.limits.emplace("net.ipv4.tcp_syn_retries", "6");
     snaps.push_back(std::move(s));
   }
   const auto fs = run_detector(snaps, "syn_sent_stuck");

@@ -51,7 +51,7 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
       full_run = is_full ? full_run + 1 : 0;
       best_full_run = std::max(best_full_run, full_run);
     }
-    const double n = static_cast<double>(xs.size());
+    const auto n = static_cast<double>(xs.size());
     const bool saturated = best_full_run >= static_cast<size_t>(p.get("full_consecutive"))
                            || static_cast<double>(full) >= p.get("full_ratio") * n;
     const bool is_backlogged = static_cast<double>(backlogged) >= p.get("persist_ratio") * n;
@@ -110,15 +110,16 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
       }
     }
     if (saturated) {
-      f.summary = "listener " + endpoint(series, t, true) + " accept queue full ("
-                  + std::to_string(last.rx_queue) + "/" + max_text + ") in " + std::to_string(full)
-                  + " of " + std::to_string(xs.size()) + " snapshots; " + who;
+      f.summary = "listener " + endpoint(series, t, true) + " accept queue full (up to "
+                  + std::to_string(max_q) + "/" + max_text + ") in " + std::to_string(full) + " of "
+                  + std::to_string(xs.size()) + " snapshots; ";
     } else {
       f.summary = "listener " + endpoint(series, t, true)
                   + " accept queue never drains: non-empty in " + std::to_string(backlogged)
                   + " of " + std::to_string(xs.size()) + " snapshots (up to "
-                  + std::to_string(max_q) + "/" + max_text + "); " + who;
+                  + std::to_string(max_q) + "/" + max_text + "); ";
     }
+    f.summary += who;
     int64_t overflow_sum = 0;
     for (const CounterStep& c : overflows) {
       if (c.to >= xs.front()->snap && c.to <= last.snap) {

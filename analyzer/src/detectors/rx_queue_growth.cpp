@@ -179,13 +179,13 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
       f.severity = best.drops_grew || long_enough ? Severity::critical : Severity::warning;
       f.summary = "Recv-Q of " + sock + " sits at its buffer limit (" + human_bytes(last.rmem_alloc)
                   + " of " + human_bytes(last.rcvbuf) + ") in " + std::to_string(n)
-                  + " snapshots over " + num(span) + " s, nothing received (zero window); " + who;
+                  + " snapshots over " + num(span) + " s, nothing received (zero window); ";
       break;
     case Shape::growing:
       f.severity = best.drops_grew ? Severity::critical : Severity::warning;
       f.summary = "Recv-Q of " + sock + " grows from " + human_bytes(first.rx_queue) + " to "
                   + human_bytes(last.rx_queue) + " over " + std::to_string(n) + " snapshots ("
-                  + human_bytes(best.trend.slope) + "/s); " + who;
+                  + human_bytes(best.trend.slope) + "/s); ";
       f.evidence["slope_bytes_per_s"] = best.trend.slope;
       f.evidence["kendall_tau"] = best.trend.tau;
       if (last.rcvbuf != k_na && best.trend.slope > 0 && last.rcvbuf > last.rmem_alloc) {
@@ -198,9 +198,10 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
       f.severity = best.drops_grew ? Severity::critical : Severity::warning;
       f.summary = "Recv-Q of " + sock + " holds " + human_bytes(last.rx_queue)
                   + " unread, unchanged for " + std::to_string(n) + " snapshots over " + num(span)
-                  + " s; " + who;
+                  + " s; ";
       break;
     }
+    f.summary += who;
     f.evidence["shape"] = best.shape == Shape::full      ? "stalled_full"
                           : best.shape == Shape::growing ? "growing"
                                                          : "stalled_partial";
