@@ -15,7 +15,9 @@
 #include <chrono>
 #include <csignal>
 #include <ctime>
+#include <filesystem>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 using namespace sockrewind::test;
@@ -287,14 +289,60 @@ TEST_CASE("lab: a server at its fd limit with a full listener is socket_leak EMF
     }
   }
   REQUIRE(listening);
+  // Connect one client at a time and let the child take it (or, once it is at its fd limit,
+  // let it land in the accept queue) before the next: a burst of connects overruns the small
+  // queue before the child accepts anything, the kernel drops those handshakes' final ACKs, and
+  // the clients sit ESTABLISHED with nothing on the server side. Paced, the child reaches 32 fds
+  // and the queue fills to max backlog + 1 = 9; the last clients overflow it.
+  const std::string fds_dir = "/proc/" + std::to_string(child.pid) + "/fd";
+  const auto child_fds = [&] {
+    std::size_t n = 0;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator(fds_dir, ec);
+         !ec && it != std::filesystem::directory_iterator();
+         it.increment(ec)) {
+      ++n;
+    }
+    return n;
+  };
+  const auto listen_queue = [&] {
+    // "LISTEN 9 8 127.0.0.1:7203 ...": state, accept queue, max backlog.
+    const CmdResult ss = run_cmd_output("ip netns exec " + lab.ns().name()
+                                        + " ss -Hltn 'sport = :" + std::to_string(k_port) + "'");
+    std::istringstream line(ss.out);
+    std::string st;
+    int queue = -1;
+    line >> st >> queue;
+    return st == "LISTEN" ? queue : -1;
+  };
   lab.ns().run_in([&] {
     for (int i = 0; i < 40; ++i) {
+      const std::size_t before = child_fds();
       Sock s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
       (void)::connect(s.fd(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
       clients.push_back(std::move(s));
+      // Until the child is at its limit, wait (up to 2 s) for it to accept this one.
+      for (int w = 0; w < 200 && before < 32 && child_fds() == before; ++w) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      if (child_fds() >= 32) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
     }
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::string state;
+  bool ready = false;
+  for (int i = 0; i < 50 && !ready; ++i) {
+    const std::size_t fds = child_fds();
+    const int queue = listen_queue();
+    state = "child fds " + std::to_string(fds) + ", accept queue " + std::to_string(queue);
+    ready = fds == 32 && queue == 9;
+    if (!ready) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  INFO(state);
+  REQUIRE(ready);
   lab.collect(6, 1.0);
   lab.keep_sample("socket-leak-emfile");
   const auto report = lab.report();
