@@ -204,8 +204,8 @@ collect::Snapshot to_snapshot(const Host& host, const Snap& snap) {
   out.cpu_user_us = snap.cpu_user_us;
   out.cpu_sys_us = snap.cpu_sys_us;
 
-  collect::NetnsCapture& self = out.namespaces.emplace_back();
-  self.ref = {host.netns_inode, "self", "/proc/self/ns/net", std::nullopt, std::nullopt};
+  out.namespaces.emplace_back().ref = {
+      host.netns_inode, "self", "/proc/self/ns/net", std::nullopt, std::nullopt};
 
   // Rows per (namespace, table), for the sources table.
   std::map<uint64_t, std::map<std::string, uint64_t>> rows;
@@ -237,6 +237,8 @@ collect::Snapshot to_snapshot(const Host& host, const Snap& snap) {
     }
   }
 
+  // Only now: capture_for() may have grown the vector (a reference taken earlier would dangle).
+  collect::NetnsCapture& self = out.namespaces.front();
   std::map<std::string, uint64_t> per_file;
   for (const auto& [name, value] : snap.counters) {
     std::string file = counter_file(name);
