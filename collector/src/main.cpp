@@ -3,15 +3,19 @@
 #include <sockrewind/collect/outdir.hpp>
 #include <sockrewind/collect/snapshot.hpp>
 #include <sockrewind/collect/writer.hpp>
+#include <sockrewind/store/db.hpp>
 
 #include <CLI/CLI.hpp>
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <system_error>
 #include <thread>
 
 namespace {
@@ -21,7 +25,24 @@ constexpr const char* k_description =
     "their owning processes, kernel counters and limits, and writes them to ONE new SQLite file\n"
     "DIR/<hostname>-<UTC yyyymmddTHHMMSSZ>.sqlite (mode 0600). The file appears under that name\n"
     "only when complete; its path is printed on stdout. Exit 0 when the file was written (failed\n"
-    "sources are recorded inside it), 1 with one error line on stderr when it was not.";
+    "sources are recorded inside it), 1 with one error line on stderr when it was not, 3 when\n"
+    "another run kept the directory locked for longer than --lock-wait (nothing written).";
+
+// SQLITE_FULL: a write failed for lack of space (sqlite3.h is the store's, not ours).
+constexpr int k_sqlite_full = 13;
+// Exit code of a run that declined because another run held the directory's lock.
+constexpr int k_exit_locked = 3;
+
+// The error as one line: SQLite messages may quote multi-line SQL.
+std::string one_line(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  std::replace(text.begin(), text.end(), '\r', ' ');
+  return text;
+}
+
+void print_error(const std::string& text) {
+  (void)std::fprintf(stderr, "sockrewind-collect: error: %s\n", one_line(text).c_str());
+}
 
 int run(int argc, char** argv) {
   using namespace sockrewind::collect;
@@ -35,6 +56,7 @@ int run(int argc, char** argv) {
   std::string netns = root ? "all" : "self";
   std::string source = "auto";
   std::string tcp_info = "basic";
+  double lock_wait = 30.0;
   bool quiet = false;
 
   app.add_option("--out", out_dir, "Directory for the new file; created (mode 0700) if missing")
@@ -63,6 +85,12 @@ int run(int argc, char** argv) {
                  "of struct tcp_info in the tcp_info table (about 2x the file size)")
       ->check(CLI::IsMember({"basic", "full"}))
       ->capture_default_str();
+  app.add_option("--lock-wait",
+                 lock_wait,
+                 "Seconds to wait while another run writes to the same --out (cron overlap); "
+                 "then give up with exit 3. 0: do not wait")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
   app.add_flag("--quiet", quiet, "No summary line on stderr (the path is still printed)");
 
   try {
@@ -81,6 +109,9 @@ int run(int argc, char** argv) {
     }
 
     prepare_out_dir(out_dir, root);
+    // One run at a time per directory; released after the file got its final name (or was
+    // removed). Holding it, every temporary file there is a dead run's leftover.
+    const OutDirLock lock(out_dir, lock_wait);
     remove_stale_temp_files(out_dir);
 
     const HostInfo host = read_host_info();
@@ -127,8 +158,29 @@ int run(int argc, char** argv) {
           secs);
     }
     return 0;
+  } catch (const LockBusy& e) {
+    print_error(e.what());
+    return k_exit_locked;
+  } catch (const sockrewind::store::DbError& e) {
+    // The temporary file is gone (SnapshotFile's destructor): nothing partial is left.
+    if (e.code() == k_sqlite_full) {
+      // Not e.what(): it quotes the statement that failed, which says nothing here.
+      print_error("no space left on the device of " + out_dir
+                  + " (SQLite: database or disk is full); no file written");
+    } else {
+      print_error(e.what());
+    }
+    return 1;
+  } catch (const std::system_error& e) {
+    if (e.code() == std::errc::no_space_on_device || e.code().value() == EDQUOT) {
+      print_error("no space left on the device of " + out_dir + " (" + e.what()
+                  + "); no file written");
+    } else {
+      print_error(e.what());
+    }
+    return 1;
   } catch (const std::exception& e) {
-    (void)std::fprintf(stderr, "sockrewind-collect: error: %s\n", e.what());
+    print_error(e.what());
     return 1;
   }
 }

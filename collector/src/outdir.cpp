@@ -1,16 +1,23 @@
 #include <sockrewind/collect/outdir.hpp>
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
-#include <csignal>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string_view>
+#include <thread>
 
 namespace sockrewind::collect {
 
@@ -95,20 +102,98 @@ int remove_stale_temp_files(const std::string& dir) {
     if (name.empty() || name[0] != '.' || pos == std::string_view::npos) {
       continue;
     }
-    const std::string pid_text(name.substr(pos + k_marker.size()));
-    char* end = nullptr;
-    const long pid = std::strtol(pid_text.c_str(), &end, 10);
-    if (end == pid_text.c_str() || *end != '\0' || pid <= 0) {
+    const std::string_view pid = name.substr(pos + k_marker.size());
+    if (pid.empty()
+        || !std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; })) {
       continue;
     }
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) {
-      continue; // that run is still going
-    }
+    // unlinkat never follows: a symlink planted under such a name is removed, not its target.
     if (::unlinkat(dirfd(d.get()), de->d_name, 0) == 0) {
       ++removed;
     }
   }
   return removed;
+}
+
+namespace {
+
+// The PID written by the lock's holder, or 0 when unknown.
+long lock_holder(int fd) {
+  std::array<char, 32> buf{};
+  const ssize_t n = ::pread(fd, buf.data(), buf.size() - 1, 0);
+  long pid = 0;
+  if (n > 0) {
+    (void)std::from_chars(buf.data(), buf.data() + n, pid);
+  }
+  return pid;
+}
+
+} // namespace
+
+OutDirLock::OutDirLock(const std::string& dir, double wait_seconds)
+    : m_path(dir + "/.sockrewind.lock") {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now()
+                        + std::chrono::duration_cast<Clock::duration>(
+                            std::chrono::duration<double>(std::max(0.0, wait_seconds)));
+  for (;;) {
+    // O_NOFOLLOW: a symlink planted here is refused, never followed; O_NONBLOCK: a FIFO planted
+    // here does not hang the open (it is then refused as not a regular file).
+    const int fd =
+        ::open(m_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
+    if (fd < 0) {
+      throw std::runtime_error("cannot open lock file " + m_path + ": " + errno_text(errno));
+    }
+
+    struct stat own {};
+
+    if (::fstat(fd, &own) != 0 || !S_ISREG(own.st_mode)) {
+      ::close(fd);
+      throw std::runtime_error("cannot use lock file " + m_path + ": not a regular file");
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      // A holder unlinks the file before releasing it: make sure the path still names the
+      // inode we locked, else take the new one.
+
+      struct stat now {};
+
+      if (::fstatat(AT_FDCWD, m_path.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0
+          && now.st_dev == own.st_dev && now.st_ino == own.st_ino) {
+        m_fd = fd;
+        break;
+      }
+      ::close(fd);
+      continue;
+    }
+    const int err = errno;
+    if (err != EWOULDBLOCK && err != EINTR) {
+      ::close(fd);
+      throw std::runtime_error("cannot lock " + m_path + ": " + errno_text(err));
+    }
+    const long holder = lock_holder(fd);
+    ::close(fd);
+    const auto left = deadline - Clock::now();
+    if (left <= Clock::duration::zero()) {
+      char waited[32];
+      (void)std::snprintf(waited, sizeof waited, "%g", wait_seconds);
+      throw LockBusy("another sockrewind-collect"
+                     + (holder > 0 ? " (pid " + std::to_string(holder) + ")" : std::string())
+                     + " is writing to " + dir + "; gave up after " + waited + " s (--lock-wait)");
+    }
+    std::this_thread::sleep_for(std::min<Clock::duration>(left, std::chrono::milliseconds(50)));
+  }
+  // Best effort (a full disk may refuse even these few bytes): only used in messages.
+  const std::string pid = std::to_string(getpid()) + "\n";
+  if (::ftruncate(m_fd, 0) == 0) {
+    (void)::pwrite(m_fd, pid.data(), pid.size(), 0);
+  }
+}
+
+OutDirLock::~OutDirLock() {
+  if (m_fd >= 0) {
+    (void)::unlink(m_path.c_str());
+    ::close(m_fd);
+  }
 }
 
 } // namespace sockrewind::collect
