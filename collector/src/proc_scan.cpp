@@ -19,6 +19,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_set>
+#include <utility>
 
 namespace sockrewind::collect {
 
@@ -100,8 +101,10 @@ constexpr size_t k_slice = 1024;
 struct PidJob {
   int32_t pid = 0;
   int64_t entries = 0;          // entries of fd/ (the process's fd count)
-  std::vector<int32_t> fds;     // fd/ in directory order (pass 1)
+  std::vector<int32_t> fds;     // fd/ in directory order, or 0..entries-1 to probe (pass 1)
   std::vector<uint64_t> inodes; // socket inode of fds[i], 0 when not a socket (pass 2)
+  // Probing: fds holds 0..entries-1 because stat() gave the count without a listing.
+  bool probing = false;
   std::vector<std::pair<uint64_t, int32_t>> task_sockets; // zombie leader: from task/*/fd
   uint32_t socket_fds = 0;
   std::vector<Issue> issues;
@@ -111,6 +114,8 @@ struct FdSlice {
   size_t job;
   size_t begin;
   size_t end;
+  size_t present = 0; // fds of the slice that existed (probing)
+  int error = 0;      // errno that stopped the slice (EACCES: not ours to read)
 };
 
 void append_issues(std::vector<Issue>& to, std::vector<Issue>& from) {
@@ -154,16 +159,35 @@ template <typename Body> void parallel_for(size_t n, unsigned threads, const Bod
   }
 }
 
-// The socket inode `fd` (a name in the directory `dfd`) refers to, or 0.
-uint64_t socket_inode(int dfd, const char* fd) {
+// Reads the link of `fd` (a name in the directory `dfd`): 0 when it exists (`inode` is its
+// socket inode, or 0 for anything else), else the errno (ENOENT: closed, or never open).
+int read_fd_link(int dfd, const char* fd, uint64_t& inode) {
   char buf[64];
+  inode = 0;
   const ssize_t n = ::readlinkat(dfd, fd, buf, sizeof(buf));
-  uint64_t inode = 0;
-  if (n <= 0 // fd closed between readdir and readlink: a normal race
-      || !parse_socket_link(std::string_view(buf, static_cast<size_t>(n)), inode)) {
-    return 0;
+  if (n < 0) {
+    return errno;
   }
+  if (!parse_socket_link(std::string_view(buf, static_cast<size_t>(n)), inode)) {
+    inode = 0;
+  }
+  return 0;
+}
+
+// The socket inode `fd` refers to, or 0 (not a socket, or closed since the listing: a race).
+uint64_t socket_inode(int dfd, const char* fd) {
+  uint64_t inode = 0;
+  (void)read_fd_link(dfd, fd, inode);
   return inode;
+}
+
+// Since Linux 6.2 stat() of /proc/[pid]/fd gives the number of open fds as its size. Then
+// the fds of a process with no holes in its table are 0..n-1 and can be read without listing
+// the directory (the listing costs a quarter of the walk: it instantiates a dentry per fd).
+bool fd_counts_from_stat(int proc_fd) {
+  struct stat st {};
+
+  return ::fstatat(proc_fd, "self/fd", &st, 0) == 0 && st.st_size > 0;
 }
 
 // Lists the fd numbers of one fd directory (relative to `base`). Returns the number of
@@ -231,9 +255,24 @@ void scan_zombie_tasks(int piddir, PidJob& job) {
   }
 }
 
-// Pass 1: the fd numbers of one process.
-void list_fds(int proc_fd, const std::string& proc_root, PidJob& job) {
+// Pass 1: the fd numbers of one process: its fd count from stat() when `probe`, else a listing.
+void list_fds(int proc_fd, const std::string& proc_root, PidJob& job, bool probe) {
   const std::string name = std::to_string(job.pid);
+  if (probe) {
+    struct stat st {};
+
+    if (::fstatat(proc_fd, (name + "/fd").c_str(), &st, 0) == 0 && st.st_size > 0) {
+      job.entries = st.st_size;
+      job.probing = true;
+      job.fds.resize(static_cast<size_t>(st.st_size));
+      for (size_t i = 0; i < job.fds.size(); ++i) {
+        job.fds[i] = static_cast<int32_t>(i);
+      }
+      job.inodes.assign(job.fds.size(), 0);
+      return;
+    }
+    // No fds (or an error): the listing below says which, and handles zombie leaders.
+  }
   const Fd piddir(::openat(proc_fd, name.c_str(), k_dir_flags));
   if (piddir.get() < 0) {
     const int err = errno;
@@ -255,17 +294,53 @@ void list_fds(int proc_fd, const std::string& proc_root, PidJob& job) {
 
 // Pass 2: readlink fds [begin, end) of one process. The directory is opened again by pid:
 // a process that exited in between simply yields no links.
-void read_fd_links(int proc_fd, PidJob& job, size_t begin, size_t end) {
+void read_fd_links(int proc_fd, PidJob& job, FdSlice& slice) {
   const std::string rel = std::to_string(job.pid) + "/fd";
   const Fd fddir(::openat(proc_fd, rel.c_str(), k_dir_flags));
   if (fddir.get() < 0) {
+    slice.error = errno;
     return;
   }
   char name[16];
-  for (size_t i = begin; i < end; ++i) {
+  for (size_t i = slice.begin; i < slice.end; ++i) {
     const auto [last, ec] = std::to_chars(name, name + sizeof name - 1, job.fds[i]);
     *last = '\0';
-    job.inodes[i] = socket_inode(fddir.get(), name);
+    const int err = read_fd_link(fddir.get(), name, job.inodes[i]);
+    if (err == 0) {
+      ++slice.present;
+    } else if (err != ENOENT) {
+      slice.error = err; // EACCES and the like hold for every fd of the process
+      return;
+    }
+  }
+}
+
+// After probing 0..entries-1 found fewer fds than the count: the table has holes, so the
+// missing ones are above entries-1. List the directory and read those.
+void read_high_fds(int proc_fd, PidJob& job) {
+  const std::string name = std::to_string(job.pid);
+  const Fd piddir(::openat(proc_fd, name.c_str(), k_dir_flags));
+  std::vector<int32_t> listed;
+  if (piddir.get() < 0 || list_fd_dir(piddir.get(), "fd", listed) < 0) {
+    return; // exited meanwhile
+  }
+  const Fd fddir(::openat(piddir.get(), "fd", k_dir_flags));
+  if (fddir.get() < 0) {
+    return;
+  }
+  const auto probed = static_cast<int32_t>(job.fds.size());
+  char buf[16];
+  for (const int32_t fd : listed) {
+    if (fd < probed) {
+      continue;
+    }
+    const auto [last, ec] = std::to_chars(buf, buf + sizeof buf - 1, fd);
+    *last = '\0';
+    uint64_t inode = 0;
+    if (read_fd_link(fddir.get(), buf, inode) == 0) {
+      job.fds.push_back(fd);
+      job.inodes.push_back(inode);
+    }
   }
 }
 
@@ -337,8 +412,10 @@ OwnerScan scan_owners(const std::string& proc_root) {
   const int proc_fd = dirfd(proc.get());
   const unsigned threads = scan_threads();
 
-  // Pass 1, per process: list fd/ (and task/*/fd of a zombie leader).
-  parallel_for(jobs.size(), threads, [&](size_t i) { list_fds(proc_fd, proc_root, jobs[i]); });
+  // Pass 1, per process: its fd count (or a listing of fd/, and task/*/fd of a zombie leader).
+  const bool probe = fd_counts_from_stat(proc_fd);
+  parallel_for(
+      jobs.size(), threads, [&](size_t i) { list_fds(proc_fd, proc_root, jobs[i], probe); });
 
   // Pass 2, per slice of up to k_slice fds of one process: readlink each fd.
   std::vector<FdSlice> slices;
@@ -348,9 +425,38 @@ OwnerScan scan_owners(const std::string& proc_root) {
     }
   }
   parallel_for(slices.size(), threads, [&](size_t i) {
-    const FdSlice& sl = slices[i];
-    read_fd_links(proc_fd, jobs[sl.job], sl.begin, sl.end);
+    FdSlice& sl = slices[i];
+    read_fd_links(proc_fd, jobs[sl.job], sl);
   });
+
+  // Probed processes: a denial is an issue; fewer fds than the count means holes in the table
+  // (fds above entries-1), read from a listing.
+  std::vector<size_t> holes;
+  {
+    std::vector<size_t> present(jobs.size(), 0);
+    std::vector<int> error(jobs.size(), 0);
+    for (const FdSlice& sl : slices) {
+      present[sl.job] += sl.present;
+      if (sl.error != 0 && error[sl.job] == 0) {
+        error[sl.job] = sl.error;
+      }
+    }
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      PidJob& job = jobs[j];
+      if (!job.probing) {
+        continue;
+      }
+      if (error[j] != 0 && error[j] != ENOENT) {
+        job.issues.push_back({"proc_fd",
+                              errno_kind(error[j]),
+                              describe("/proc/" + std::to_string(job.pid) + "/fd", error[j])});
+        std::fill(job.inodes.begin(), job.inodes.end(), 0);
+      } else if (error[j] == 0 && std::cmp_less(present[j], job.entries)) {
+        holes.push_back(j);
+      }
+    }
+  }
+  parallel_for(holes.size(), threads, [&](size_t i) { read_high_fds(proc_fd, jobs[holes[i]]); });
 
   // Pass 3, per process holding socket fds: its identity.
   std::vector<size_t> owners;

@@ -59,8 +59,83 @@ void append_issues(std::vector<Issue>& to, std::vector<Issue>& from) {
   to.insert(to.end(), std::make_move_iterator(from.begin()), std::make_move_iterator(from.end()));
 }
 
+// The rows of one table of one namespace, on their way to NetnsCapture::sockets or to a
+// SocketSink. Drops rows a non-atomic dump returned twice (same cookie), counting them; and
+// can drop the whole table when its dump fails.
+class TableOut {
+public:
+  TableOut(NetnsCapture& cap, SocketSink* sink, uint64_t ns_inode, std::string source)
+      : m_cap(cap),
+        m_sink(sink),
+        m_source(std::move(source)),
+        m_before(cap.sockets.size()) {
+    if (m_sink != nullptr) {
+      m_sink->begin_table(ns_inode);
+    }
+  }
+
+  TableOut(const TableOut&) = delete;
+  TableOut& operator=(const TableOut&) = delete;
+  TableOut(TableOut&&) = delete;
+  TableOut& operator=(TableOut&&) = delete;
+
+  ~TableOut() { finish(true); }
+
+  void add(std::vector<SocketRow>& batch) {
+    size_t out = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].cookie && !m_seen.insert(*batch[i].cookie).second) {
+        m_cap.issues.push_back(
+            {"sock_diag:" + m_source, "duplicate", "cookie " + std::to_string(*batch[i].cookie)});
+        continue;
+      }
+      if (out != i) {
+        batch[out] = std::move(batch[i]);
+      }
+      ++out;
+    }
+    batch.resize(out);
+    m_rows += out;
+    if (m_sink != nullptr) {
+      m_sink->rows(batch);
+    } else {
+      m_cap.sockets.insert(m_cap.sockets.end(),
+                           std::make_move_iterator(batch.begin()),
+                           std::make_move_iterator(batch.end()));
+    }
+    batch.clear();
+  }
+
+  uint64_t rows() const { return m_rows; }
+
+  // keep = false: the table's rows are dropped (a failed dump; /proc is read instead).
+  void finish(bool keep) {
+    if (m_done) {
+      return;
+    }
+    m_done = true;
+    if (!keep) {
+      m_rows = 0;
+      m_cap.sockets.resize(m_before);
+    }
+    m_cap.socket_rows += m_rows;
+    if (m_sink != nullptr) {
+      m_sink->end_table(keep);
+    }
+  }
+
+private:
+  NetnsCapture& m_cap;
+  SocketSink* m_sink;
+  std::string m_source;
+  size_t m_before;
+  uint64_t m_rows = 0;
+  std::unordered_set<uint64_t> m_seen;
+  bool m_done = false;
+};
+
 // Reads one /proc/net socket table. A missing file means the protocol is not there.
-void read_proc_table(const Table& t, NetnsCapture& cap, SourceStatus& st) {
+void read_proc_table(const Table& t, NetnsCapture& cap, SourceStatus& st, TableOut& out) {
   const auto t0 = std::chrono::steady_clock::now();
   const ReadResult r = read_whole_file(net_path(t.name).c_str());
   st.method = "proc";
@@ -75,38 +150,16 @@ void read_proc_table(const Table& t, NetnsCapture& cap, SourceStatus& st) {
                                               std::endian::native == std::endian::little);
     st.status = "ok";
     st.rows = p.rows.size();
-    cap.sockets.insert(cap.sockets.end(),
-                       std::make_move_iterator(p.rows.begin()),
-                       std::make_move_iterator(p.rows.end()));
+    out.add(p.rows);
     append_issues(cap.issues, p.issues);
   }
   st.duration_us = micros_since(t0);
 }
 
-// Drops rows a non-atomic dump returned twice (same cookie), counting them.
-void dedupe_by_cookie(std::vector<SocketRow>& rows,
-                      size_t from,
-                      const char* source,
-                      NetnsCapture& cap) {
-  std::unordered_set<uint64_t> seen;
-  seen.reserve(rows.size() - from);
-  size_t out = from;
-  for (size_t i = from; i < rows.size(); ++i) {
-    if (rows[i].cookie && !seen.insert(*rows[i].cookie).second) {
-      cap.issues.push_back({std::string("sock_diag:") + source,
-                            "duplicate",
-                            "cookie " + std::to_string(*rows[i].cookie)});
-      continue;
-    }
-    if (out != i) {
-      rows[out] = std::move(rows[i]);
-    }
-    ++out;
-  }
-  rows.resize(out);
-}
-
-void capture_sockets(const CaptureOptions& opts, NetnsCapture& cap) {
+void capture_sockets(const CaptureOptions& opts,
+                     NetnsCapture& cap,
+                     SocketSink* sink,
+                     uint64_t ns_inode) {
   std::optional<DiagSocket> diag;
   std::string diag_error;
   if (opts.source == SocketSource::automatic) {
@@ -122,17 +175,18 @@ void capture_sockets(const CaptureOptions& opts, NetnsCapture& cap) {
     bool fallback = !diag.has_value();
     if (diag) {
       const auto t0 = std::chrono::steady_clock::now();
-      const size_t before = cap.sockets.size();
-      DiagDumpState ds = diag->dump_inet(t.family, t.proto, cap.sockets);
+      TableOut out(cap, sink, ns_inode, t.name);
+      DiagDumpState ds = diag->dump_inet(
+          t.family, t.proto, [&](std::vector<SocketRow>& batch) { out.add(batch); });
       append_issues(cap.issues, ds.issues);
       if (ds.error != 0) {
         // No handler for this protocol (ENOENT: e.g. raw_diag not built), or refused: drop
         // what the failed dump returned and read /proc/net instead.
-        cap.sockets.resize(before);
+        out.finish(false);
         diag_error = std::string("sock_diag ") + t.name + ": " + errno_text(-ds.error);
         fallback = true;
       } else {
-        dedupe_by_cookie(cap.sockets, before, t.name, cap);
+        out.finish(true);
         st.method = "sock_diag";
         st.status = ds.interrupted || !ds.done ? "partial" : "ok";
         if (ds.interrupted) {
@@ -140,12 +194,13 @@ void capture_sockets(const CaptureOptions& opts, NetnsCapture& cap) {
                                 "dump_interrupted",
                                 "NLM_F_DUMP_INTR: the table changed during the dump"});
         }
-        st.rows = cap.sockets.size() - before;
+        st.rows = out.rows();
         st.duration_us = micros_since(t0);
       }
     }
     if (fallback) {
-      read_proc_table(t, cap, st);
+      TableOut out(cap, sink, ns_inode, t.name);
+      read_proc_table(t, cap, st, out);
       if (!diag_error.empty()) {
         st.error = st.error.empty() ? diag_error : diag_error + "; " + st.error;
       }
@@ -158,17 +213,19 @@ void capture_sockets(const CaptureOptions& opts, NetnsCapture& cap) {
   SourceStatus st;
   st.source = "unix";
   const auto t0 = std::chrono::steady_clock::now();
-  const size_t before = cap.sockets.size();
+  uint64_t unix_rows = 0;
   bool have_diag = false;
   if (diag) {
-    DiagDumpState ds = diag->dump_unix(cap.sockets);
+    TableOut out(cap, sink, ns_inode, "unix");
+    DiagDumpState ds = diag->dump_unix([&](std::vector<SocketRow>& batch) { out.add(batch); });
     append_issues(cap.issues, ds.issues);
     if (ds.error == 0) {
       have_diag = true;
-      dedupe_by_cookie(cap.sockets, before, "unix", cap);
+      out.finish(true);
+      unix_rows += out.rows();
       st.status = ds.interrupted || !ds.done ? "partial" : "ok";
     } else {
-      cap.sockets.resize(before);
+      out.finish(false);
       st.error = std::string("sock_diag unix: ") + errno_text(-ds.error);
     }
   }
@@ -176,11 +233,13 @@ void capture_sockets(const CaptureOptions& opts, NetnsCapture& cap) {
   if (r.ok()) {
     Parsed<SocketRow> p = parse_proc_net_unix(r.data);
     append_issues(cap.issues, p.issues);
-    for (SocketRow& row : p.rows) {
-      if (!have_diag || row.inode == 0) {
-        cap.sockets.push_back(std::move(row));
-      }
+    if (have_diag) {
+      std::erase_if(p.rows, [](const SocketRow& row) { return row.inode != 0; });
     }
+    TableOut out(cap, sink, ns_inode, "proc:unix");
+    out.add(p.rows);
+    out.finish(true);
+    unix_rows += out.rows();
     st.method = have_diag ? "sock_diag+proc" : "proc";
     if (!have_diag) {
       st.status = "ok";
@@ -197,7 +256,7 @@ void capture_sockets(const CaptureOptions& opts, NetnsCapture& cap) {
     st.error +=
         (st.error.empty() ? "" : "; ") + std::string("/proc/net/unix: ") + errno_text(r.error);
   }
-  st.rows = cap.sockets.size() - before;
+  st.rows = unix_rows;
   st.duration_us = micros_since(t0);
   cap.sources.push_back(std::move(st));
 }
@@ -242,9 +301,10 @@ void capture_counters(NetnsCapture& cap) {
 
 // Runs capture_current_netns on a thread that joined `ref`'s namespace, so that the calling
 // thread never changes namespace.
-NetnsCapture capture_netns(const NetnsRef& ref, const CaptureOptions& opts, bool is_self) {
+NetnsCapture
+capture_netns(const NetnsRef& ref, const CaptureOptions& opts, bool is_self, SocketSink* sink) {
   if (is_self) {
-    NetnsCapture cap = capture_current_netns(opts);
+    NetnsCapture cap = capture_current_netns(opts, sink, ref.inode);
     cap.ref = ref;
     return cap;
   }
@@ -261,7 +321,7 @@ NetnsCapture capture_netns(const NetnsRef& ref, const CaptureOptions& opts, bool
       return;
     }
     ::close(fd);
-    cap = capture_current_netns(opts);
+    cap = capture_current_netns(opts, sink, ref.inode);
   });
   worker.join();
   cap.ref = ref;
@@ -270,22 +330,31 @@ NetnsCapture capture_netns(const NetnsRef& ref, const CaptureOptions& opts, bool
 
 } // namespace
 
-NetnsCapture capture_current_netns(const CaptureOptions& opts) {
+NetnsCapture
+capture_current_netns(const CaptureOptions& opts, SocketSink* sink, uint64_t ns_inode) {
   NetnsCapture cap;
-  capture_sockets(opts, cap);
+  capture_sockets(opts, cap, sink, ns_inode);
   capture_counters(cap);
   return cap;
 }
 
-Snapshot take_snapshot(const CaptureOptions& opts, const HostInfo& host) {
+Snapshot take_snapshot(const CaptureOptions& opts, const HostInfo& host, SocketSink* sink) {
   Snapshot snap;
   const auto [u0, s0] = process_cpu_us();
   snap.host = host;
   snap.start = read_clocks();
   snap.netns_mode = opts.netns == NetnsMode::all ? "all" : "self";
 
-  // The fd walk dominates the cost (one readlink per fd); run it beside the socket dumps.
-  std::future<OwnerScan> owners = std::async(std::launch::async, [] { return scan_owners(); });
+  // The fd walk dominates the cost (one readlink per fd). Without a sink it runs beside the
+  // socket dumps. With one, it runs first, on every core, so that the sink can insert each
+  // chunk of rows, owners included, while the kernel builds the next one.
+  std::future<OwnerScan> owners;
+  if (sink != nullptr) {
+    snap.owners = scan_owners();
+    sink->owners(snap.owners);
+  } else {
+    owners = std::async(std::launch::async, [] { return scan_owners(); });
+  }
 
   std::vector<NetnsRef> refs;
   if (opts.netns == NetnsMode::all) {
@@ -295,9 +364,13 @@ Snapshot take_snapshot(const CaptureOptions& opts, const HostInfo& host) {
     refs.push_back({host.self_netns, "self", "/proc/self/ns/net", std::nullopt, std::nullopt});
   }
   for (const NetnsRef& ref : refs) {
-    snap.namespaces.push_back(capture_netns(ref, opts, ref.inode == host.self_netns));
+    snap.namespaces.push_back(capture_netns(ref, opts, ref.inode == host.self_netns, sink));
   }
-  snap.owners = owners.get();
+  if (sink != nullptr) {
+    sink->flush();
+  } else {
+    snap.owners = owners.get();
+  }
   snap.end = read_clocks();
   const auto [u1, s1] = process_cpu_us();
   snap.cpu_user_us = u1 - u0;

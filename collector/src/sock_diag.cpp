@@ -625,6 +625,33 @@ DiagDumpState DiagSocket::dump_unix(std::vector<SocketRow>& rows) {
   });
 }
 
+DiagDumpState DiagSocket::dump_inet(uint8_t family, uint16_t protocol, const RowsFn& on_rows) {
+  const uint32_t seq = m_seq++;
+  const std::vector<uint8_t> req =
+      build_inet_diag_request(family, protocol, k_all_states, k_inet_diag_ext_default, seq);
+  std::vector<SocketRow> batch;
+  return run_dump(req, [&](std::span<const uint8_t> buf, DiagDumpState& state) {
+    batch.clear();
+    parse_inet_impl(buf, protocol, batch, state, seq);
+    if (!batch.empty()) {
+      on_rows(batch);
+    }
+  });
+}
+
+DiagDumpState DiagSocket::dump_unix(const RowsFn& on_rows) {
+  const uint32_t seq = m_seq++;
+  const std::vector<uint8_t> req = build_unix_diag_request(k_all_states, k_unix_show_default, seq);
+  std::vector<SocketRow> batch;
+  return run_dump(req, [&](std::span<const uint8_t> buf, DiagDumpState& state) {
+    batch.clear();
+    parse_unix_impl(buf, batch, state, seq);
+    if (!batch.empty()) {
+      on_rows(batch);
+    }
+  });
+}
+
 DiagDumpState
 DiagSocket::run_dump(const std::vector<uint8_t>& request,
                      const std::function<void(std::span<const uint8_t>, DiagDumpState&)>& parse) {

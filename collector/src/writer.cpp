@@ -8,10 +8,16 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <ctime>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <system_error>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 
@@ -142,14 +148,292 @@ int64_t SnapshotFile::addr_id(uint8_t family, const uint8_t* addr, uint8_t len) 
   return id;
 }
 
+// The prepared statements for socket rows, kept for one snapshot's transaction.
+struct SnapshotFile::SocketStmts {
+  store::Stmt sock;
+  store::Stmt extra;
+  store::Stmt ti;
+};
+
+SnapshotFile::SocketStmts SnapshotFile::prepare_socket_stmts() {
+  std::string ti_sql = "INSERT INTO tcp_info (sock_id, cong, info_len";
+  std::string ti_vals = "?1,?2,?3";
+  int n = 3;
+  for (const TcpInfoField& f : tcp_info_fields()) {
+    ti_sql += ", " + std::string(f.column);
+    ti_vals += ",?" + std::to_string(++n);
+  }
+  return SocketStmts{
+      m_db->prepare(std::string("INSERT INTO sockets (") + k_socket_columns + ") VALUES ("
+                        + placeholders(k_socket_column_count) + ")",
+                    true),
+      m_db->prepare("INSERT OR IGNORE INTO extra_owners (sock_id, pid, fd) VALUES (?1,?2,?3)",
+                    true),
+      m_db->prepare(ti_sql + ") VALUES (" + ti_vals + ")", true)};
+}
+
+SnapshotFile::ExtraOwners SnapshotFile::extra_owners(const OwnerScan& owners) {
+  ExtraOwners extra;
+  for (const auto& [inode, owner] : owners.extra) {
+    extra[inode].push_back(owner);
+  }
+  return extra;
+}
+
+int64_t SnapshotFile::next_snapshot_id() {
+  return m_db->query_int("SELECT coalesce(max(snapshot_id), 0) + 1 FROM snapshots");
+}
+
+void SnapshotFile::insert_sockets(SocketStmts& st,
+                                  int64_t sid,
+                                  int64_t nid,
+                                  std::span<const SocketRow> rows,
+                                  const OwnerScan& owners,
+                                  const ExtraOwners& extra) {
+  // Owners first, in one tight loop: the lookups miss the cache, and a loop without SQLite
+  // in between overlaps those misses (this took 15% of the insert time inline).
+  std::vector<const Owner*> owner_of(rows.size(), nullptr);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const uint64_t inode = rows[i].inode;
+    const auto it = inode != 0 ? owners.first.find(inode) : owners.first.end();
+    if (it != owners.first.end()) {
+      owner_of[i] = &it->second;
+    }
+  }
+  store::Stmt& ins_sock = st.sock;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const SocketRow& r = rows[i];
+    ins_sock.bind(1, sid).bind(2, nid).bind(3, static_cast<int64_t>(r.family));
+    ins_sock.bind(4, static_cast<int64_t>(r.type)).bind(5, static_cast<int64_t>(r.proto));
+    ins_sock.bind(6, static_cast<int64_t>(r.state));
+    if (r.addr_len != 0) {
+      ins_sock.bind(7, addr_id(r.family, r.local_addr.data(), r.addr_len));
+      ins_sock.bind(8, static_cast<int64_t>(r.local_port));
+      ins_sock.bind(9, addr_id(r.family, r.remote_addr.data(), r.addr_len));
+      ins_sock.bind(10, static_cast<int64_t>(r.remote_port));
+    }
+    ins_sock.bind(11, r.rx_queue).bind(12, r.tx_queue).bind(13, r.inode).bind(14, r.cookie);
+    ins_sock.bind(15, r.uid);
+    if (r.timer) {
+      ins_sock.bind(16, static_cast<int64_t>(*r.timer));
+    }
+    ins_sock.bind(17, r.expires_ms).bind(18, r.retrans);
+    if (r.shutdown) {
+      ins_sock.bind(19, static_cast<int64_t>(*r.shutdown));
+    }
+    if (r.tos) {
+      ins_sock.bind(20, static_cast<int64_t>(*r.tos));
+    }
+    for (size_t m = 0; m < k_skmem_fields; ++m) {
+      if (m < r.skmem_count) {
+        ins_sock.bind(21 + static_cast<int>(m), r.skmem[m]);
+      }
+    }
+    if (r.skmem_count <= 8 && r.drops) {
+      ins_sock.bind(29, *r.drops); // /proc/net/udp drops when no SK_MEMINFO_DROPS
+    }
+    ins_sock.bind(30, r.path).bind(31, r.peer_inode);
+    int col = 32;
+    for (const TcpInfoField& f : tcp_info_inline_fields()) {
+      ins_sock.bind(col++, read_tcp_info_field(r.tcp_info, f));
+    }
+    if (const Owner* owner = owner_of[i]) {
+      ins_sock.bind(47, static_cast<int64_t>(owner->pid));
+      ins_sock.bind(48, static_cast<int64_t>(owner->fd));
+    }
+    ins_sock.run();
+    const int64_t sock_id = m_db->last_insert_rowid();
+
+    if (r.inode != 0 && !extra.empty()) {
+      const auto more = extra.find(r.inode);
+      if (more != extra.end()) {
+        for (const Owner& o : more->second) {
+          st.extra.bind(1, sock_id).bind(2, static_cast<int64_t>(o.pid));
+          st.extra.bind(3, static_cast<int64_t>(o.fd)).run();
+        }
+      }
+    }
+    if (m_mode == TcpInfoMode::full && !r.tcp_info.empty()) {
+      st.ti.bind(1, sock_id);
+      if (!r.cong.empty()) {
+        st.ti.bind(2, r.cong);
+      }
+      st.ti.bind(3, static_cast<int64_t>(r.tcp_info.size()));
+      int tcol = 4;
+      for (const TcpInfoField& f : tcp_info_fields()) {
+        st.ti.bind(tcol++, read_tcp_info_field(r.tcp_info, f));
+      }
+      st.ti.run();
+    }
+  }
+}
+
 void SnapshotFile::write(const Snapshot& snap) {
   store::Txn txn(*m_db);
-
-  // Sources summary: table -> methods used across namespaces.
-  std::map<std::string, std::set<std::string>> methods;
+  const int64_t sid = next_snapshot_id();
+  SocketStmts st = prepare_socket_stmts();
+  const ExtraOwners extra = extra_owners(snap.owners);
   uint64_t socket_count = 0;
   for (const NetnsCapture& ns : snap.namespaces) {
+    insert_sockets(st, sid, netns_id(ns.ref.inode), ns.sockets, snap.owners, extra);
     socket_count += ns.sockets.size();
+  }
+  write_rest(sid, snap, socket_count);
+  txn.commit();
+}
+
+// Streams socket rows into the open transaction on a writer thread while the capture goes on
+// (SocketSink calls come from the capturing thread). Each table is a savepoint, so that a
+// failed dump's rows can be dropped.
+class SnapshotFile::Stream final : public SocketSink {
+public:
+  Stream(SnapshotFile& file, int64_t sid)
+      : m_file(file),
+        m_sid(sid),
+        m_worker([this] { work(); }) {}
+
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  Stream(Stream&&) = delete;
+  Stream& operator=(Stream&&) = delete;
+
+  ~Stream() override { flush(); }
+
+  void owners(const OwnerScan& scan) override { push({Kind::owners, 0, false, {}, &scan}); }
+
+  void begin_table(uint64_t netns_inode) override {
+    push({Kind::begin, netns_inode, false, {}, nullptr});
+  }
+
+  void rows(std::vector<SocketRow>& batch) override {
+    push({Kind::rows, 0, false, std::move(batch), nullptr});
+    batch.clear();
+  }
+
+  void end_table(bool keep) override { push({Kind::end, 0, keep, {}, nullptr}); }
+
+  void flush() override {
+    if (m_worker.joinable()) {
+      push({Kind::stop, 0, false, {}, nullptr});
+      m_worker.join();
+    }
+  }
+
+  // After flush(): the rows written, or the error that stopped the writer.
+  uint64_t rows_written() const { return m_rows; }
+
+  void rethrow_if_failed() const {
+    if (m_error) {
+      std::rethrow_exception(m_error);
+    }
+  }
+
+private:
+  enum class Kind { owners, begin, rows, end, stop };
+
+  struct Msg {
+    Kind kind;
+    uint64_t netns_inode;
+    bool keep;
+    std::vector<SocketRow> rows;
+    const OwnerScan* scan;
+  };
+
+  void push(Msg&& m) {
+    {
+      const std::lock_guard<std::mutex> lock(m_mutex);
+      m_queue.push_back(std::move(m));
+    }
+    m_ready.notify_one();
+  }
+
+  void work() {
+    std::optional<SocketStmts> st;
+    const OwnerScan* scan = nullptr;
+    const OwnerScan none;
+    ExtraOwners extra;
+    int64_t nid = 0;
+    uint64_t table_rows = 0;
+    for (;;) {
+      Msg m;
+      {
+        std::unique_lock<std::mutex> lock(m_mutex);
+        m_ready.wait(lock, [this] { return !m_queue.empty(); });
+        m = std::move(m_queue.front());
+        m_queue.pop_front();
+      }
+      if (m.kind == Kind::stop) {
+        return;
+      }
+      if (m_error) {
+        continue; // failed: drain until stop
+      }
+      try {
+        switch (m.kind) {
+        case Kind::owners:
+          scan = m.scan;
+          extra = extra_owners(*scan);
+          break;
+        case Kind::begin:
+          if (!st) {
+            st.emplace(m_file.prepare_socket_stmts());
+          }
+          nid = m_file.netns_id(m.netns_inode);
+          table_rows = 0;
+          m_file.m_db->exec("SAVEPOINT socket_table");
+          break;
+        case Kind::rows:
+          m_file.insert_sockets(*st, m_sid, nid, m.rows, scan != nullptr ? *scan : none, extra);
+          table_rows += m.rows.size();
+          break;
+        case Kind::end:
+          if (m.keep) {
+            m_file.m_db->exec("RELEASE socket_table");
+            m_rows += table_rows;
+          } else {
+            m_file.m_db->exec("ROLLBACK TO socket_table; RELEASE socket_table");
+          }
+          break;
+        case Kind::stop:
+          break;
+        }
+      } catch (...) {
+        m_error = std::current_exception();
+      }
+    }
+  }
+
+  SnapshotFile& m_file;
+  int64_t m_sid;
+  std::mutex m_mutex;
+  std::condition_variable m_ready;
+  std::deque<Msg> m_queue;
+  uint64_t m_rows = 0;
+  std::exception_ptr m_error;
+  std::thread m_worker; // last: starts once everything above is constructed
+};
+
+Snapshot SnapshotFile::capture(const CaptureOptions& opts, const HostInfo& host) {
+  store::Txn txn(*m_db);
+  const int64_t sid = next_snapshot_id();
+  Snapshot snap;
+  uint64_t socket_count = 0;
+  {
+    Stream stream(*this, sid);
+    snap = take_snapshot(opts, host, &stream);
+    stream.flush();
+    stream.rethrow_if_failed();
+    socket_count = stream.rows_written();
+  }
+  write_rest(sid, snap, socket_count);
+  txn.commit();
+  return snap;
+}
+
+void SnapshotFile::write_rest(int64_t sid, const Snapshot& snap, uint64_t socket_count) {
+  // Sources summary: table -> methods used across namespaces.
+  std::map<std::string, std::set<std::string>> methods;
+  for (const NetnsCapture& ns : snap.namespaces) {
     for (const SourceStatus& s : ns.sources) {
       if (s.status != "unavailable") {
         methods[s.source].insert(s.method);
@@ -190,26 +474,26 @@ void SnapshotFile::write(const Snapshot& snap) {
   }
 
   store::Stmt ins_snap = m_db->prepare(
-      "INSERT INTO snapshots (host, boot_id, kernel, realtime_ns, boottime_ns, realtime_end_ns, "
-      "boottime_end_ns, self_netns, euid, netns_mode, sources, sockets, issues, cpu_user_us, "
-      "cpu_sys_us) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)");
-  ins_snap.bind(1, snap.host.hostname)
-      .bind(2, snap.host.boot_id)
-      .bind(3, snap.host.kernel)
-      .bind(4, snap.start.realtime_ns)
-      .bind(5, snap.start.boottime_ns)
-      .bind(6, snap.end.realtime_ns)
-      .bind(7, snap.end.boottime_ns)
-      .bind(8, snap.host.self_netns)
-      .bind(9, snap.host.euid)
-      .bind(10, snap.netns_mode)
-      .bind(11, sources)
-      .bind(12, socket_count)
-      .bind(13, issue_total)
-      .bind(14, snap.cpu_user_us)
-      .bind(15, snap.cpu_sys_us)
+      "INSERT INTO snapshots (snapshot_id, host, boot_id, kernel, realtime_ns, boottime_ns, "
+      "realtime_end_ns, boottime_end_ns, self_netns, euid, netns_mode, sources, sockets, issues, "
+      "cpu_user_us, cpu_sys_us) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)");
+  ins_snap.bind(1, sid)
+      .bind(2, snap.host.hostname)
+      .bind(3, snap.host.boot_id)
+      .bind(4, snap.host.kernel)
+      .bind(5, snap.start.realtime_ns)
+      .bind(6, snap.start.boottime_ns)
+      .bind(7, snap.end.realtime_ns)
+      .bind(8, snap.end.boottime_ns)
+      .bind(9, snap.host.self_netns)
+      .bind(10, snap.host.euid)
+      .bind(11, snap.netns_mode)
+      .bind(12, sources)
+      .bind(13, socket_count)
+      .bind(14, issue_total)
+      .bind(15, snap.cpu_user_us)
+      .bind(16, snap.cpu_sys_us)
       .run();
-  const int64_t sid = m_db->last_insert_rowid();
 
   store::Stmt ins_issue = m_db->prepare(
       "INSERT INTO capture_issues (snapshot_id, netns_id, source, kind, count, example) "
@@ -238,27 +522,6 @@ void SnapshotFile::write(const Snapshot& snap) {
                     true);
   store::Stmt ins_limit = m_db->prepare(
       "INSERT OR REPLACE INTO limits (snapshot_id, netns_id, name, value) VALUES (?1,?2,?3,?4)");
-  store::Stmt ins_sock =
-      m_db->prepare(std::string("INSERT INTO sockets (") + k_socket_columns + ") VALUES ("
-                        + placeholders(k_socket_column_count) + ")",
-                    true);
-  store::Stmt ins_extra = m_db->prepare(
-      "INSERT OR IGNORE INTO extra_owners (sock_id, pid, fd) VALUES (?1,?2,?3)", true);
-
-  std::string ti_sql = "INSERT INTO tcp_info (sock_id, cong, info_len";
-  std::string ti_vals = "?1,?2,?3";
-  int n = 3;
-  for (const TcpInfoField& f : tcp_info_fields()) {
-    ti_sql += ", " + std::string(f.column);
-    ti_vals += ",?" + std::to_string(++n);
-  }
-  store::Stmt ins_ti = m_db->prepare(ti_sql + ") VALUES (" + ti_vals + ")", true);
-
-  std::unordered_map<uint64_t, std::vector<Owner>> extra;
-  for (const auto& [inode, owner] : snap.owners.extra) {
-    extra[inode].push_back(owner);
-  }
-
   for (const NetnsCapture& ns : snap.namespaces) {
     const int64_t nid = netns_id(ns.ref.inode);
     ins_ns.bind(1, sid).bind(2, nid).bind(3, ns.ref.via).bind(4, ns.ref.name);
@@ -281,82 +544,6 @@ void SnapshotFile::write(const Snapshot& snap) {
     for (const auto& [name, value] : ns.limits) {
       ins_limit.bind(1, sid).bind(2, nid).bind(3, name).bind(4, value).run();
     }
-
-    // Owners first, in one tight loop: the lookups miss the cache, and a loop without SQLite
-    // in between overlaps those misses (this took 15% of the insert time inline).
-    std::vector<const Owner*> owners(ns.sockets.size(), nullptr);
-    for (size_t i = 0; i < ns.sockets.size(); ++i) {
-      const uint64_t inode = ns.sockets[i].inode;
-      const auto it = inode != 0 ? snap.owners.first.find(inode) : snap.owners.first.end();
-      if (it != snap.owners.first.end()) {
-        owners[i] = &it->second;
-      }
-    }
-    for (size_t i = 0; i < ns.sockets.size(); ++i) {
-      const SocketRow& r = ns.sockets[i];
-      ins_sock.bind(1, sid).bind(2, nid).bind(3, static_cast<int64_t>(r.family));
-      ins_sock.bind(4, static_cast<int64_t>(r.type)).bind(5, static_cast<int64_t>(r.proto));
-      ins_sock.bind(6, static_cast<int64_t>(r.state));
-      if (r.addr_len != 0) {
-        ins_sock.bind(7, addr_id(r.family, r.local_addr.data(), r.addr_len));
-        ins_sock.bind(8, static_cast<int64_t>(r.local_port));
-        ins_sock.bind(9, addr_id(r.family, r.remote_addr.data(), r.addr_len));
-        ins_sock.bind(10, static_cast<int64_t>(r.remote_port));
-      }
-      ins_sock.bind(11, r.rx_queue).bind(12, r.tx_queue).bind(13, r.inode).bind(14, r.cookie);
-      ins_sock.bind(15, r.uid);
-      if (r.timer) {
-        ins_sock.bind(16, static_cast<int64_t>(*r.timer));
-      }
-      ins_sock.bind(17, r.expires_ms).bind(18, r.retrans);
-      if (r.shutdown) {
-        ins_sock.bind(19, static_cast<int64_t>(*r.shutdown));
-      }
-      if (r.tos) {
-        ins_sock.bind(20, static_cast<int64_t>(*r.tos));
-      }
-      for (size_t m = 0; m < k_skmem_fields; ++m) {
-        if (m < r.skmem_count) {
-          ins_sock.bind(21 + static_cast<int>(m), r.skmem[m]);
-        }
-      }
-      if (r.skmem_count <= 8 && r.drops) {
-        ins_sock.bind(29, *r.drops); // /proc/net/udp drops when no SK_MEMINFO_DROPS
-      }
-      ins_sock.bind(30, r.path).bind(31, r.peer_inode);
-      int col = 32;
-      for (const TcpInfoField& f : tcp_info_inline_fields()) {
-        ins_sock.bind(col++, read_tcp_info_field(r.tcp_info, f));
-      }
-      if (const Owner* owner = owners[i]) {
-        ins_sock.bind(47, static_cast<int64_t>(owner->pid));
-        ins_sock.bind(48, static_cast<int64_t>(owner->fd));
-      }
-      ins_sock.run();
-      const int64_t sock_id = m_db->last_insert_rowid();
-
-      if (r.inode != 0 && !extra.empty()) {
-        const auto more = extra.find(r.inode);
-        if (more != extra.end()) {
-          for (const Owner& o : more->second) {
-            ins_extra.bind(1, sock_id).bind(2, static_cast<int64_t>(o.pid));
-            ins_extra.bind(3, static_cast<int64_t>(o.fd)).run();
-          }
-        }
-      }
-      if (m_mode == TcpInfoMode::full && !r.tcp_info.empty()) {
-        ins_ti.bind(1, sock_id);
-        if (!r.cong.empty()) {
-          ins_ti.bind(2, r.cong);
-        }
-        ins_ti.bind(3, static_cast<int64_t>(r.tcp_info.size()));
-        int tcol = 4;
-        for (const TcpInfoField& f : tcp_info_fields()) {
-          ins_ti.bind(tcol++, read_tcp_info_field(r.tcp_info, f));
-        }
-        ins_ti.run();
-      }
-    }
   }
 
   store::Stmt ins_proc = m_db->prepare(
@@ -375,7 +562,6 @@ void SnapshotFile::write(const Snapshot& snap) {
     ins_proc.bind(7, p.comm).bind(8, p.cmdline).bind(9, p.fd_count).bind(10, p.socket_fds);
     ins_proc.bind(11, p.nofile_soft).bind(12, p.nofile_hard).run();
   }
-  txn.commit();
 }
 
 std::string SnapshotFile::commit() {

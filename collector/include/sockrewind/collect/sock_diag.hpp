@@ -68,6 +68,12 @@ public:
   DiagDumpState dump_inet(uint8_t family, uint16_t protocol, std::vector<SocketRow>& rows);
   DiagDumpState dump_unix(std::vector<SocketRow>& rows);
 
+  // The same, handing the rows of each received datagram to `on_rows` as they arrive (it may
+  // move them out), so that a consumer can work while the kernel builds the next chunk.
+  using RowsFn = std::function<void(std::vector<SocketRow>& batch)>;
+  DiagDumpState dump_inet(uint8_t family, uint16_t protocol, const RowsFn& on_rows);
+  DiagDumpState dump_unix(const RowsFn& on_rows);
+
 private:
   DiagDumpState
   run_dump(const std::vector<uint8_t>& request,

@@ -4,9 +4,12 @@
 #include <sockrewind/collect/snapshot.hpp>
 #include <sockrewind/store/db.hpp>
 
+#include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace sockrewind::collect {
@@ -26,8 +29,13 @@ public:
   SnapshotFile& operator=(SnapshotFile&&) = delete;
   ~SnapshotFile();
 
-  // Appends one snapshot. Throws store::DbError or std::system_error on failure.
+  // Appends one snapshot taken before. Throws store::DbError or std::system_error on failure.
   void write(const Snapshot& snap);
+
+  // Takes one snapshot and appends it, inserting socket rows on a writer thread while the
+  // capture goes on (take_snapshot with a sink). The returned snapshot has no socket rows
+  // (NetnsCapture::socket_rows counts them). Throws like write().
+  Snapshot capture(const CaptureOptions& opts, const HostInfo& host);
 
   // Makes the file durable and visible under DIR/BASE.sqlite (or BASE-2.sqlite, ... when that
   // name is taken). Returns the final path.
@@ -36,6 +44,22 @@ public:
   const std::string& temp_path() const { return m_temp_path; }
 
 private:
+  struct SocketStmts;
+  class Stream;
+  using ExtraOwners = std::unordered_map<uint64_t, std::vector<Owner>>;
+
+  SocketStmts prepare_socket_stmts();
+  static ExtraOwners extra_owners(const OwnerScan& owners);
+  int64_t next_snapshot_id();
+  void insert_sockets(SocketStmts& st,
+                      int64_t sid,
+                      int64_t nid,
+                      std::span<const SocketRow> rows,
+                      const OwnerScan& owners,
+                      const ExtraOwners& extra);
+  // Everything of a snapshot but its socket rows: the snapshot row, issues, namespaces,
+  // sources, counters, limits, processes.
+  void write_rest(int64_t sid, const Snapshot& snap, uint64_t socket_count);
   int64_t netns_id(uint64_t inode);
   int64_t addr_id(uint8_t family, const uint8_t* addr, uint8_t len);
 
