@@ -131,12 +131,11 @@ int run(int argc, char** argv) {
             + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                 std::chrono::duration<double>(interval * i)));
       }
-      // One snapshot in memory at a time: written, then dropped.
-      const Snapshot snap = take_snapshot(opts, host);
-      file.write(snap);
+      // One snapshot at a time, its socket rows streamed into the file as they are dumped.
+      const Snapshot snap = file.capture(opts, host);
       namespaces = snap.namespaces.size();
       for (const NetnsCapture& ns : snap.namespaces) {
-        sockets += ns.sockets.size();
+        sockets += ns.socket_rows;
         issues += ns.issues.size();
       }
       issues += snap.owners.issues.size() + snap.issues.size();
