@@ -16,13 +16,13 @@ struct mnl_socket;
 
 namespace sockrewind::collect {
 
-// inet_diag extension bits we ask for: MEMINFO, INFO, CONG, TOS, TCLASS, SKMEMINFO, SHUTDOWN
-// come with these; VEGASINFO is not requested.
-inline constexpr uint8_t k_inet_diag_ext_default = 0xfb; // all of 1..8 except VEGASINFO(3)
+// inet_diag extension bits we ask for: INFO, CONG, TOS, TCLASS, SKMEMINFO, SHUTDOWN (1..8
+// without VEGASINFO(3) and MEMINFO(1), whose four values SKMEMINFO, 3.3+, carries too).
+inline constexpr uint8_t k_inet_diag_ext_default = 0xfa;
 // All TCP states including NEW_SYN_RECV (bit 12); not bound-inactive (13).
 inline constexpr uint32_t k_all_states = 0x1fff;
-// unix_diag show flags: NAME|VFS|PEER|RQLEN|MEMINFO|UID (not ICONS).
-inline constexpr uint32_t k_unix_show_default = 0x1 | 0x2 | 0x4 | 0x10 | 0x20 | 0x40;
+// unix_diag show flags: NAME|PEER|RQLEN|MEMINFO|UID (not VFS, ICONS: unused).
+inline constexpr uint32_t k_unix_show_default = 0x1 | 0x4 | 0x10 | 0x20 | 0x40;
 
 // A SOCK_DIAG_BY_FAMILY dump request for an inet family/protocol (nlmsghdr + inet_diag_req_v2).
 std::vector<uint8_t> build_inet_diag_request(
