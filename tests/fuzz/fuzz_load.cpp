@@ -1,0 +1,207 @@
+// libFuzzer target: the analyzer's file loading on arbitrary bytes. Each input is written to a
+// temporary file (in /dev/shm when it can be used) and put through what sockrewind-analyze
+// does with a PATH: open read-only and validate, index, load and merge the series, run every
+// detector, and render report (json and text), info, show and diff. The only exceptions
+// allowed out are the documented ones: LoadError (bad file, exit 3) and UsageError (exit 2,
+// e.g. a file with no snapshots). Anything else, or a broken invariant, aborts.
+
+#include "fuzz_check.hpp"
+
+#include <sockrewind/analyze/commands.hpp>
+#include <sockrewind/analyze/detector.hpp>
+#include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/series.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace sa = sockrewind::analyze;
+namespace fs = std::filesystem;
+
+// A private directory holding the one input file; removed at exit.
+class Scratch {
+public:
+  Scratch() {
+    std::string base = "/tmp";
+    if (const char* t = std::getenv("TMPDIR"); t != nullptr && *t != '\0') { // NOLINT
+      base = t;
+    } else if (access("/dev/shm", W_OK) == 0) {
+      base = "/dev/shm";
+    }
+    std::string tmpl = base + "/sockrewind-fuzz-load-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      std::perror("mkdtemp");
+      std::abort();
+    }
+    m_dir = tmpl;
+    m_file = m_dir + "/input.sqlite";
+  }
+
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+
+  ~Scratch() {
+    std::error_code ec;
+    fs::remove_all(m_dir, ec);
+  }
+
+  const std::string& write(const uint8_t* data, size_t size) {
+    // Anything SQLite left beside the file (a -wal or -shm of a WAL-mode header) goes too.
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(m_dir, ec)) {
+      fs::remove(e.path(), ec);
+    }
+    std::ofstream out(m_file, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+    out.close();
+    FUZZ_CHECK(out.good());
+    return m_file;
+  }
+
+private:
+  std::string m_dir;
+  std::string m_file;
+};
+
+// Text meant for a terminal: no control bytes but newlines (escape_text() guards the rest).
+bool terminal_safe(const std::string& s) {
+  for (const char c : s) {
+    const auto b = static_cast<unsigned char>(c);
+    if ((b < 0x20 && c != '\n') || b == 0x7f) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void check_series(const sa::Series& s, size_t indexed) {
+  FUZZ_CHECK(s.snapshot_count() + s.duplicate_snapshots == indexed);
+  for (const sa::Timeline& tl : s.timelines) {
+    FUZZ_CHECK(!tl.snaps.empty());
+    std::vector<uint64_t> samples_per_snap(tl.snaps.size(), 0);
+    for (size_t i = 0; i < tl.snaps.size(); ++i) {
+      FUZZ_CHECK(tl.snaps[i].file < s.files.size());
+      if (i > 0) {
+        // Same host and boot, in boottime order; equal boottimes were merged as duplicates.
+        FUZZ_CHECK(tl.snaps[i - 1].boottime_ns < tl.snaps[i].boottime_ns);
+        FUZZ_CHECK(tl.snaps[i - 1].run <= tl.snaps[i].run);
+      }
+    }
+    for (const sa::Track& t : tl.tracks) {
+      FUZZ_CHECK(!t.samples.empty());
+      FUZZ_CHECK(t.netns < tl.netns.size());
+      for (size_t i = 0; i < t.samples.size(); ++i) {
+        const sa::Sample& x = t.samples[i];
+        FUZZ_CHECK(x.snap < tl.snaps.size());
+        FUZZ_CHECK(i == 0 || t.samples[i - 1].snap < x.snap); // at most one per snapshot
+        FUZZ_CHECK(x.owner == sa::k_na || x.owner < tl.procs.size());
+        ++samples_per_snap[x.snap];
+      }
+    }
+    for (size_t i = 0; i < tl.snaps.size(); ++i) {
+      FUZZ_CHECK(samples_per_snap[i] == tl.snaps[i].sockets); // every row placed exactly once
+    }
+    for (const sa::Process& p : tl.procs) {
+      for (size_t i = 0; i < p.samples.size(); ++i) {
+        FUZZ_CHECK(p.samples[i].snap < tl.snaps.size());
+        FUZZ_CHECK(i == 0 || p.samples[i - 1].snap <= p.samples[i].snap);
+      }
+    }
+    for (const sa::Netns& n : tl.netns) {
+      for (const auto& [name, v] : n.counters) {
+        FUZZ_CHECK(v.size() == tl.snaps.size());
+        (void)s.strings.at(name);
+      }
+      for (const auto& [name, v] : n.limits) {
+        FUZZ_CHECK(v.size() == tl.snaps.size());
+      }
+    }
+  }
+}
+
+void check_findings(const std::vector<sa::Finding>& findings) {
+  for (size_t i = 0; i < findings.size(); ++i) {
+    const sa::Finding& f = findings[i];
+    FUZZ_CHECK(sa::find_detector(f.detector) != nullptr);
+    FUZZ_CHECK(f.severity <= sa::Severity::critical);
+    FUZZ_CHECK(!f.summary.empty());
+    // (first_seen_ns > last_seen_ns is possible: CLOCK_REALTIME may step back between
+    // snapshots, which are ordered by CLOCK_BOOTTIME.)
+    FUZZ_CHECK(i == 0 || findings[i - 1].severity >= f.severity); // most severe first
+  }
+}
+
+void run(const std::string& file) {
+  const std::vector<sa::SnapshotInfo> index = sa::load_snapshot_index(file);
+  const sa::Series series = sa::load_series({file});
+  check_series(series, index.size());
+
+  sa::ReportOptions opts;
+  opts.paths = {file};
+  const std::vector<sa::Finding> findings = sa::run_detectors(series, opts);
+  check_findings(findings);
+
+  opts.format = sa::Format::json;
+  std::ostringstream json_out;
+  FUZZ_CHECK(sa::write_report(opts, json_out) == 0);      // no --fail-on
+  const auto doc = nlohmann::json::parse(json_out.str()); // must be valid JSON
+  FUZZ_CHECK(doc.at("findings").size() == findings.size());
+  FUZZ_CHECK(doc.at("snapshots").get<size_t>() == series.snapshot_count());
+
+  opts.format = sa::Format::text;
+  std::ostringstream text_out;
+  (void)sa::write_report(opts, text_out);
+  FUZZ_CHECK(terminal_safe(text_out.str()));
+
+  std::ostringstream info_out;
+  sa::write_info({file}, info_out);
+  FUZZ_CHECK(terminal_safe(info_out.str()));
+
+  sa::ShowOptions show;
+  show.path = file;
+  std::ostringstream show_out;
+  try {
+    sa::write_show(show, show_out);
+    FUZZ_CHECK(terminal_safe(show_out.str()));
+  } catch (const sa::UsageError&) {
+    // e.g. several hosts in one file: show needs --host
+  }
+
+  if (series.snapshot_count() >= 2) {
+    sa::DiffOptions diff;
+    diff.paths = {file};
+    diff.from = "1";
+    diff.to = "2";
+    std::ostringstream diff_out;
+    sa::write_diff(diff, diff_out);
+    FUZZ_CHECK(terminal_safe(diff_out.str()));
+  }
+}
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static Scratch scratch;
+  const std::string& file = scratch.write(data, size);
+  try {
+    run(file);
+  } catch (const sa::LoadError& e) {
+    // The one documented failure of a bad file: "PATH: reason" on one line.
+    const std::string what = e.what();
+    FUZZ_CHECK(what.starts_with(file + ": "));
+  } catch (const sa::UsageError&) {
+    // Documented for files that load but hold nothing to show (no snapshots, several hosts).
+  }
+  return 0;
+}
