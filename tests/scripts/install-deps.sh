@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages sockrewind needs to build, test and demo (idempotent).
 set -euo pipefail
 pkgs=(g++ cmake make pkg-config libsqlite3-dev sqlite3 nlohmann-json3-dev libcli11-dev catch2
-      libmnl-dev iproute2 net-tools nftables clang-format-14 clang-tidy-14 procps)
+      libmnl-dev iproute2 net-tools nftables clang-format-14 clang-tidy-14 procps
+      clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
