@@ -40,6 +40,12 @@ namespace {
 
 constexpr int k_exit_locked = 3;
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool k_sanitized = true; // the collector is built the same way: slower, more memory
+#else
+constexpr bool k_sanitized = false;
+#endif
+
 std::string str(const fs::path& p) {
   return p.string();
 }
@@ -237,7 +243,9 @@ TEST_CASE("hardening::SIGKILL at random points never leaves a broken *.sqlite", 
               files.size(),
               first.seconds,
               seed);
-  CHECK(files.size() == static_cast<size_t>(finished) + 2);
+  // A run killed after its rename (before exiting) leaves a complete file too.
+  CHECK(files.size() >= static_cast<size_t>(finished) + 2);
+  CHECK(files.size() <= static_cast<size_t>(kills) + 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -681,7 +689,7 @@ TEST_CASE("hardening::snapshots under connection and process churn", "[hardening
   const fs::path out = dir.path() / "out";
   const fs::path logs = dir.path() / "logs";
   fs::create_directories(logs);
-  const int snapshots = env_int("SOCKREWIND_HARDENING_CHURN_SNAPSHOTS", 15);
+  const int snapshots = env_int("SOCKREWIND_HARDENING_CHURN_SNAPSHOTS", k_sanitized ? 6 : 15);
   const int single_runs = env_int("SOCKREWIND_HARDENING_CHURN_RUNS", 3);
   const TestNetns ns;
   const Churn churn(ns, 1000);
@@ -717,7 +725,7 @@ TEST_CASE("hardening::snapshots under connection and process churn", "[hardening
   }
   // The churn was real: connections at a high rate, processes coming and going.
   CHECK(conn_rate >= 500);
-  CHECK(fork_rate >= 50);
+  CHECK(fork_rate >= (k_sanitized ? 20 : 50)); // fork is slow under ASan (its shadow mappings)
 
   Db db = Db::open_readonly(series.path(), false);
   const int64_t nid = netns_id_of(db, ns);
@@ -943,6 +951,9 @@ TEST_CASE("hardening::a series is written snapshot by snapshot, named when compl
 }
 
 TEST_CASE("hardening::peak memory does not grow with the length of a series", "[hardening]") {
+  if (k_sanitized) {
+    skip_test("peak RSS says nothing under ASan (freed memory stays in its quarantine)");
+  }
   TempDir dir;
   const fs::path out = dir.path() / "out";
   const fs::path logs = dir.path() / "logs";
