@@ -3,10 +3,15 @@
 #include <sqlite3.h>
 
 #include <cassert>
+#include <string>
+#include <utility>
 
 namespace sockrewind::store {
 
 namespace {
+
+// The longest string or blob a read-only (untrusted) connection reads: see open_readonly().
+constexpr int k_max_value_bytes = 64 * 1024;
 
 [[noreturn]] void fail(sqlite3* db, int rc, const std::string& what) {
   std::string msg = what + ": ";
@@ -22,7 +27,7 @@ Db open_with(const std::string& path, int flags, const char* what) {
     std::string msg = std::string(what) + " " + path + ": "
                       + (raw != nullptr ? sqlite3_errmsg(raw) : sqlite3_errstr(rc));
     sqlite3_close(raw);
-    throw DbError(msg, rc, rc);
+    throw DbError(msg, rc & 0xff, rc);
   }
   sqlite3_extended_result_codes(raw, 1);
   return Db::from_handle(raw);
@@ -74,12 +79,28 @@ Db Db::open_readonly(const std::string& path, bool immutable) {
                         | SQLITE_OPEN_PRIVATECACHE | SQLITE_OPEN_EXRESCODE,
                     "cannot open");
   sqlite3* h = db.handle();
-  // Files from strangers: nothing in them may run code or corrupt memory.
-  sqlite3_db_config(h, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
-  sqlite3_db_config(h, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
-  sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
-  sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, nullptr);
-  sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_VIEW, 0, nullptr);
+  // Files from strangers: nothing in them may run code or corrupt memory. Each setting is read
+  // back; a library that cannot apply one is refused rather than trusted.
+  const std::pair<int, int> settings[] = {
+      {SQLITE_DBCONFIG_DEFENSIVE, 1},
+      {SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0},
+      {SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0},
+      {SQLITE_DBCONFIG_ENABLE_TRIGGER, 0},
+      {SQLITE_DBCONFIG_ENABLE_VIEW, 0},
+  };
+  for (const auto& [op, want] : settings) {
+    int now = -1;
+    if (sqlite3_db_config(h, op, want, &now) != SQLITE_OK || now != want) {
+      throw DbError("cannot open " + path + ": SQLite refused a defensive setting ("
+                        + std::to_string(op) + ")",
+                    SQLITE_MISUSE,
+                    SQLITE_MISUSE);
+    }
+  }
+  // No string or blob the collector writes comes near 64 KiB (cmdline is cut at 4096 bytes);
+  // a larger value makes the read fail with SQLITE_TOOBIG instead of allocating it.
+  sqlite3_limit(h, SQLITE_LIMIT_LENGTH, k_max_value_bytes);
+  sqlite3_limit(h, SQLITE_LIMIT_ATTACHED, 0);
   sqlite3_busy_timeout(h, 2000);
   return db;
 }

@@ -2,47 +2,64 @@
 
 #include <sqlite3.h>
 
-#include <set>
+#include <map>
+#include <utility>
 
 namespace sockrewind::store {
 
 namespace {
 
-// The columns the analyzer relies on, per table. Extra columns and tables are ignored.
-struct Required {
-  const char* table;
-  std::vector<const char*> columns;
+// One column of the reference schema: its declared type.
+struct Column {
+  std::string name;
+  std::string type;
 };
 
-const std::vector<Required>& required() {
-  static const std::vector<Required> k_required = {
-      {"meta", {"key", "value"}},
-      {"snapshots",
-       {"snapshot_id", "host", "boot_id", "kernel", "realtime_ns", "boottime_ns", "self_netns"}},
-      {"netns", {"netns_id", "inode"}},
-      {"addrs", {"addr_id", "family", "addr", "text"}},
-      {"sockets",
-       {"sock_id",
-        "snapshot_id",
-        "netns_id",
-        "family",
-        "type",
-        "proto",
-        "state",
-        "rx_queue",
-        "tx_queue",
-        "inode",
-        "cookie",
-        "pid",
-        "fd"}},
-      {"processes", {"snapshot_id", "pid", "start_ticks", "comm", "cmdline"}},
-      {"counters", {"snapshot_id", "netns_id", "file", "name", "value"}},
-      {"limits", {"snapshot_id", "netns_id", "name", "value"}},
-      {"sources", {"snapshot_id", "source", "method", "status"}},
-      {"capture_issues", {"snapshot_id", "source", "kind", "count"}},
-  };
-  return k_required;
+struct Table {
+  std::string name;
+  std::vector<Column> columns;
+};
+
+// The tables and columns of schema version `version`, as the migrations create them, read
+// back from an in-memory database (so they can never drift from schema/sql).
+std::vector<Table> reference_tables(int version) {
+  Db mem = Db::memory();
+  for (const Migration& m : migrations()) {
+    if (m.version <= version) {
+      mem.exec(m.sql);
+    }
+  }
+  std::vector<Table> out;
+  Stmt tables = mem.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' "
+                            "AND name NOT LIKE 'sqlite_%' ORDER BY rowid");
+  while (tables.step()) {
+    Table t{tables.get_text(0), {}};
+    Stmt cols = mem.prepare("SELECT name, upper(type) FROM pragma_table_xinfo(?1) ORDER BY cid");
+    cols.bind(1, t.name);
+    while (cols.step()) {
+      t.columns.push_back({cols.get_text(0), cols.get_text(1)});
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
 }
+
+// Reference schemas of every version this build reads, built once (thread-safe).
+const std::vector<Table>& reference(int version) {
+  static const std::map<int, std::vector<Table>> k_all = [] {
+    std::map<int, std::vector<Table>> all;
+    for (int v = k_min_schema_version; v <= k_schema_version; ++v) {
+      all.emplace(v, reference_tables(v));
+    }
+    return all;
+  }();
+  return k_all.at(version);
+}
+
+struct FileColumn {
+  std::string type;
+  int hidden = 0; // table_xinfo: 0 plain, 1 hidden (virtual tables), 2/3 generated
+};
 
 } // namespace
 
@@ -71,6 +88,10 @@ int validate(Db& db) {
     app_id = db.query_int("PRAGMA application_id");
     version = db.query_int("PRAGMA user_version");
   } catch (const DbError& e) {
+    // Garbage or a damaged header; anything else (locks, I/O) is the caller's to handle.
+    if (e.code() != SQLITE_NOTADB && e.code() != SQLITE_CORRUPT) {
+      throw;
+    }
     throw SchemaError(std::string("not a readable SQLite database (") + e.what() + ")");
   }
   if (app_id != k_application_id) {
@@ -84,34 +105,49 @@ int validate(Db& db) {
   if (version < k_min_schema_version) {
     throw SchemaError("schema version " + std::to_string(version) + " is not supported");
   }
-  // table_xinfo reads the schema without running anything the file defines.
-  for (const Required& r : required()) {
-    Stmt st = db.prepare("SELECT name, type FROM pragma_table_xinfo(?1)");
-    st.bind(1, r.table);
-    std::set<std::string> have;
+  // Every table of the schema, with every column and its declared type; anything beyond it
+  // (tables, columns, views, triggers, indexes) is ignored. pragma_table_list and
+  // pragma_table_xinfo read the schema without running anything the file defines.
+  std::map<std::string, std::pair<std::string, bool>> tables; // name -> (type, strict)
+  {
+    Stmt list =
+        db.prepare("SELECT name, type, strict FROM pragma_table_list WHERE schema = 'main'");
+    while (list.step()) {
+      tables[list.get_text(0)] = {list.get_text(1), list.get_int(2) == 1};
+    }
+  }
+  for (const Table& t : reference(static_cast<int>(version))) {
+    const auto found = tables.find(t.name);
+    if (found == tables.end()) {
+      throw SchemaError("missing table " + t.name);
+    }
+    if (found->second.first != "table") {
+      throw SchemaError(t.name + " is a " + found->second.first + ", not a table");
+    }
+    // STRICT, or a hostile file could put text where we expect integers.
+    if (!found->second.second) {
+      throw SchemaError("table " + t.name + " is not STRICT");
+    }
+    Stmt st = db.prepare("SELECT name, upper(type), hidden FROM pragma_table_xinfo(?1)");
+    st.bind(1, t.name);
+    std::map<std::string, FileColumn> have;
     while (st.step()) {
-      have.insert(st.get_text(0));
+      have[st.get_text(0)] = FileColumn{st.get_text(1), static_cast<int>(st.get_int(2))};
     }
-    if (have.empty()) {
-      throw SchemaError(std::string("missing table ") + r.table);
-    }
-    for (const char* c : r.columns) {
-      if (!have.contains(c)) {
-        throw SchemaError(std::string("table ") + r.table + " lacks column " + c);
+    for (const Column& c : t.columns) {
+      const auto col = have.find(c.name);
+      if (col == have.end()) {
+        throw SchemaError("table " + t.name + " lacks column " + c.name);
       }
-    }
-  }
-  // The tables must be STRICT, or a hostile file could put text where we expect integers.
-  Stmt strict = db.prepare("SELECT name, strict FROM pragma_table_list WHERE schema = 'main'");
-  std::set<std::string> strict_tables;
-  while (strict.step()) {
-    if (strict.get_int(1) == 1) {
-      strict_tables.insert(strict.get_text(0));
-    }
-  }
-  for (const Required& r : required()) {
-    if (!strict_tables.contains(r.table)) {
-      throw SchemaError(std::string("table ") + r.table + " is not STRICT");
+      if (col->second.type != c.type) {
+        throw SchemaError("column " + t.name + "." + c.name + " is declared "
+                          + (col->second.type.empty() ? "without a type" : col->second.type)
+                          + ", expected " + c.type);
+      }
+      // A generated column would compute an expression from the file on every read.
+      if (col->second.hidden != 0) {
+        throw SchemaError("column " + t.name + "." + c.name + " is generated or hidden");
+      }
     }
   }
   return static_cast<int>(version);
