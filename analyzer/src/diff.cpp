@@ -193,6 +193,7 @@ void write_diff(const DiffOptions& opts, std::ostream& out) {
     throw UsageError("no snapshot files given");
   }
   const Series s = load_series(opts.paths);
+  require_snapshots(opts.paths, s.snapshot_count());
   const HostSeries hs = host_series(s, pick_host(series_hosts(s), opts.host));
   if (hs.snaps.empty()) {
     throw UsageError("host " + escape_text(hs.host) + " has no snapshots");
@@ -325,7 +326,7 @@ void write_diff(const DiffOptions& opts, std::ostream& out) {
     doc["counters_comparable"] = same_boot;
     doc["counters"] = std::move(cs);
     doc["gauges"] = std::move(gs);
-    out << doc.dump(2) << "\n";
+    out << dump_json(doc) << "\n";
     return;
   }
 

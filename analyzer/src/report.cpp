@@ -203,7 +203,7 @@ std::string scalar_text(const Json& v) {
     (void)std::snprintf(buf, sizeof buf, "%.4g", v.get<double>());
     return buf;
   }
-  return escape_text(v.dump());
+  return escape_text(v.dump(-1, ' ', false, Json::error_handler_t::replace));
 }
 
 void write_series_table(const Json& series, std::ostream& out) {
@@ -299,7 +299,9 @@ void write_text(const Series& series, const std::vector<Finding>& findings, std:
       if (k == "series") {
         continue;
       }
-      std::string s = v.is_primitive() ? scalar_text(v) : escape_text(v.dump());
+      std::string s = v.is_primitive()
+                          ? scalar_text(v)
+                          : escape_text(v.dump(-1, ' ', false, Json::error_handler_t::replace));
       if (s.size() > 300) {
         s = s.substr(0, 297) + "...";
       }
@@ -398,6 +400,7 @@ int write_report(const ReportOptions& opts, std::ostream& out) {
   // Validate the options before the (possibly long) load.
   (void)build_params(opts);
   const Series series = load_series(opts.paths);
+  require_snapshots(opts.paths, series.snapshot_count());
   std::vector<Finding> findings = run_detectors(series, opts);
 
   int rc = 0;
@@ -414,7 +417,7 @@ int write_report(const ReportOptions& opts, std::ostream& out) {
     std::erase_if(findings, [bar](const Finding& f) { return f.severity < bar; });
   }
   if (opts.format == Format::json) {
-    out << report_json(series, findings).dump(2) << "\n";
+    out << dump_json(report_json(series, findings)) << "\n";
   } else {
     write_text(series, findings, out);
   }

@@ -318,7 +318,7 @@ FileData read_file_data(const std::string& file, const std::unordered_map<int64_
       d.sockets.push_back(std::move(r));
     }
   } catch (const store::DbError& e) {
-    throw LoadError(file + ": " + e.what());
+    throw read_error(file, e);
   }
   return d;
 }

@@ -284,7 +284,7 @@ Snapshot read_snapshot(const SnapshotInfo& info) {
       }
     }
   } catch (const store::DbError& e) {
-    throw LoadError(info.file + ": " + e.what());
+    throw read_error(info.file, e);
   }
   std::sort(snap.rows.begin(), snap.rows.end(), [](const Row& a, const Row& b) {
     const int64_t pa = a.local_port.value_or(0);
@@ -677,9 +677,6 @@ std::string owner_text(const Series& s, const Timeline& tl, uint32_t proc) {
 
 void write_show(const ShowOptions& opts, std::ostream& out) {
   const std::vector<std::string> files = expand_paths({opts.path});
-  if (files.empty()) {
-    throw UsageError(opts.path + ": no *.sqlite files in this directory");
-  }
   if (opts.snapshot && files.size() > 1) {
     throw UsageError("--snapshot needs a single file, but " + escape_text(opts.path) + " holds "
                      + std::to_string(files.size()) + " files: name one file, or use --at");
@@ -693,9 +690,7 @@ void write_show(const ShowOptions& opts, std::ostream& out) {
       all.push_back(std::move(s));
     }
   }
-  if (all.empty()) {
-    throw UsageError(escape_text(opts.path) + ": no snapshots");
-  }
+  require_snapshots(files, all.size());
   const std::string host = pick_host(hosts, opts.host);
   std::erase_if(all, [&](const SnapshotInfo& s) { return s.host != host; });
   const Snapshot snap = read_snapshot(select_snapshot(all, opts));
@@ -732,7 +727,7 @@ void write_show(const ShowOptions& opts, std::ostream& out) {
     json doc;
     doc["snapshot"] = std::move(head);
     doc["sockets"] = std::move(socks);
-    out << doc.dump(2) << "\n";
+    out << dump_json(doc) << "\n";
     return;
   }
 

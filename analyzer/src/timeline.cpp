@@ -232,7 +232,7 @@ void write_socket(const Series& s, const TimelineOptions& opts, std::ostream& ou
   subject["absent_before"] = before;
   subject["absent_after"] = after;
   if (opts.format == Format::json) {
-    out << json{{"subject", std::move(subject)}, {"series", std::move(series)}}.dump(2) << "\n";
+    out << dump_json(json{{"subject", std::move(subject)}, {"series", std::move(series)}}) << "\n";
     return;
   }
   out << "socket " << proto_name(t) << " " << escape_text(endpoint(s, t, true)) << " -> "
@@ -304,7 +304,7 @@ void write_port(const Series& s, const TimelineOptions& opts, std::ostream& out)
   }
   if (opts.format == Format::json) {
     const json subject{{"kind", "port"}, {"host", hs.host}, {"port", port}};
-    out << json{{"subject", subject}, {"series", std::move(series)}}.dump(2) << "\n";
+    out << dump_json(json{{"subject", subject}, {"series", std::move(series)}}) << "\n";
     return;
   }
   out << "port " << port << "  host " << escape_text(hs.host) << "  "
@@ -400,7 +400,7 @@ void write_pid(const Series& s, const TimelineOptions& opts, std::ostream& out) 
   if (opts.format == Format::json) {
     const json subject{
         {"kind", "pid"}, {"host", hs.host}, {"pid", pid}, {"processes", std::move(processes)}};
-    out << json{{"subject", subject}, {"series", std::move(series)}}.dump(2) << "\n";
+    out << dump_json(json{{"subject", subject}, {"series", std::move(series)}}) << "\n";
     return;
   }
   out << "pid " << pid << "  host " << escape_text(hs.host) << "  " << processes.size()
@@ -416,9 +416,7 @@ void write_timeline(const TimelineOptions& opts, std::ostream& out) {
     throw UsageError("no snapshot files given");
   }
   const Series s = load_series(opts.paths);
-  if (s.snapshot_count() == 0) {
-    throw UsageError("the files hold no snapshots");
-  }
+  require_snapshots(opts.paths, s.snapshot_count());
   if (opts.socket) {
     write_socket(s, opts, out);
   } else if (opts.port) {

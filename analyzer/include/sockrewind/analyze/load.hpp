@@ -3,6 +3,7 @@
 
 #include <sockrewind/store/db.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -32,13 +33,24 @@ struct SnapshotInfo {
   std::string netns_mode;
 };
 
-// Opens `file` read-only (defensive: no triggers, views or extensions) and validates its
-// application_id, schema version and tables. Throws LoadError "FILE: reason".
+// Opens `file` read-only (defensive: no triggers, views or extensions; values above 64 KiB
+// refused) and validates its application_id, schema version and every table and column type.
+// WAL files, and files a plain read-only open fails on (write-protected media), are opened
+// with immutable=1, so nothing is ever written beside the file. Throws
+// LoadError "FILE: reason".
 store::Db open_validated(const std::string& file);
 
-// Expands PATH arguments: files as given, directories recursively to their *.sqlite files
-// (sorted). Throws LoadError for a path that does not exist.
+// The LoadError "FILE: reason" for an SQLite failure while reading `file`.
+LoadError read_error(const std::string& file, const store::DbError& e);
+
+// Expands PATH arguments: regular files as given, directories recursively to their *.sqlite
+// files (sorted). Throws LoadError for a path that does not exist, is neither a regular file
+// nor a directory (a FIFO would block), or is a directory without *.sqlite files.
 std::vector<std::string> expand_paths(const std::vector<std::string>& args);
+
+// Throws LoadError naming `files` when `snapshots` is 0: valid files without a snapshot are
+// bad input too (exit 3), for every command.
+void require_snapshots(const std::vector<std::string>& files, size_t snapshots);
 
 // Opens `file` read-only (defensive, no triggers or views), validates it and returns its
 // snapshots in capture order. Throws LoadError naming the file and the reason.
