@@ -171,7 +171,9 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
-    (void)std::fprintf(stderr, "sockrewind-analyze: error: %s\n", e.what());
+    (void)std::fprintf(stderr,
+                       "sockrewind-analyze: error: %s\n",
+                       sockrewind::analyze::escape_text(e.what()).c_str());
     return 3;
   } catch (...) {
     (void)std::fputs("sockrewind-analyze: error: unexpected failure\n", stderr);
