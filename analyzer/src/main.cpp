@@ -3,6 +3,7 @@
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/pack.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -113,6 +114,21 @@ int run(int argc, char** argv) {
       ->default_str("text");
   add_host_option(diff, diff_opts.host);
 
+  PackOptions pack_opts;
+  CLI::App* pack = app.add_subcommand(
+      "pack",
+      "Chosen snapshots of many files in ONE new snapshot file (same schema) for a bug report");
+  pack->add_option("PATH", pack_opts.paths, "Snapshot files or directories")->required();
+  pack->add_option("-o,--output", pack_opts.out, "The new file (must not exist)")->required();
+  pack->add_option("--since", pack_opts.since, "Only snapshots at or after this time (ISO 8601)");
+  pack->add_option("--until", pack_opts.until, "Only snapshots at or before this time (ISO 8601)");
+  add_host_option(pack, pack_opts.host);
+  pack->add_flag("--redact",
+                 pack_opts.redact,
+                 "Replace IP addresses (prefix-preserving), hostnames, netns names, unix socket "
+                 "paths and cmdline arguments after argv[0] consistently; keep ports, states, "
+                 "queues, counters and times");
+
   std::vector<std::string> info_paths;
   CLI::App* info = app.add_subcommand(
       "info", "Files, hosts, snapshot times, intervals and gaps, sources used, capture issues");
@@ -147,6 +163,18 @@ int run(int argc, char** argv) {
     } else if (diff->parsed()) {
       diff_opts.paths = expand_paths(diff_opts.paths);
       write_diff(diff_opts, std::cout);
+    } else if (pack->parsed()) {
+      pack_opts.paths = expand_paths(pack_opts.paths);
+      const PackResult r = write_pack(pack_opts);
+      std::cout << r.path << "\n";
+      (void)std::fprintf(stderr,
+                         "sockrewind-analyze: packed %zu snapshot(s), %zu socket rows from %zu "
+                         "file(s)%s%s\n",
+                         r.snapshots,
+                         r.sockets,
+                         r.files,
+                         r.duplicates != 0 ? " (duplicates skipped)" : "",
+                         pack_opts.redact ? ", redacted" : "");
     } else if (info->parsed()) {
       write_info(expand_paths(info_paths), std::cout);
     }

@@ -157,13 +157,19 @@ void run_netns(const Series& series,
       std::string where = cand.empty() ? "no listener was seen full (the overflow happened between "
                                          "snapshots)"
                                        : std::to_string(cand.size()) + " listeners were full: ";
-      size_t k = 0;
+      // By endpoint, so that the words do not depend on the order the files were read in.
+      std::vector<std::string> names;
       for (const auto& [li, c] : cand) {
+        names.push_back(endpoint(series, tl.tracks[li], true));
+      }
+      std::sort(names.begin(), names.end());
+      size_t k = 0;
+      for (const std::string& name : names) {
         if (k++ == 3) {
           where += ", ...";
           break;
         }
-        where += (k > 1 ? ", " : "") + endpoint(series, tl.tracks[li], true);
+        where += (k > 1 ? ", " : "") + name;
       }
       f.summary = what + " in netns " + std::to_string(tl.netns[ns].inode)
                   + ": an accept queue was full; " + where;

@@ -1,0 +1,317 @@
+// pack: chosen snapshots of many files in one new file, and the redaction for bug reports.
+#include "support.hpp"
+#include "synth/synth.hpp"
+
+#include <sockrewind/analyze/commands.hpp>
+#include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/pack.hpp>
+#include <sockrewind/store/db.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+
+#include <bit>
+#include <filesystem>
+#include <random>
+#include <set>
+
+using namespace sockrewind::analyze;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string v4(const char* text) {
+  std::string b(4, '\0');
+  REQUIRE(inet_pton(AF_INET, text, b.data()) == 1);
+  return b;
+}
+
+std::string v6(const char* text) {
+  std::string b(16, '\0');
+  REQUIRE(inet_pton(AF_INET6, text, b.data()) == 1);
+  return b;
+}
+
+std::string text4(const std::string& b) {
+  char buf[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, b.data(), buf, sizeof buf);
+  return buf;
+}
+
+// Number of leading bits two equally long byte strings share.
+size_t common_prefix(const std::string& a, const std::string& b) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    const auto x = static_cast<uint8_t>(a[i] ^ b[i]);
+    if (x != 0) {
+      return i * 8 + static_cast<size_t>(std::countl_zero(x));
+    }
+  }
+  return a.size() * 8;
+}
+
+// What a report says, without the names a redaction changes.
+std::multiset<std::string> finding_keys(const std::vector<Finding>& found) {
+  std::multiset<std::string> keys;
+  for (const Finding& f : found) {
+    const auto port = [&](const char* k) {
+      const std::string ep = f.subject.value(k, std::string());
+      const size_t colon = ep.rfind(':');
+      return colon == std::string::npos ? std::string("-") : ep.substr(colon + 1);
+    };
+    keys.insert(f.detector + " " + std::string(severity_name(f.severity)) + " "
+                + f.subject.value("proto", std::string("-")) + " "
+                + f.subject.value("state", std::string("-")) + " " + port("local") + " "
+                + port("remote") + " " + std::to_string(f.subject.value("pid", int64_t{-1})));
+  }
+  return keys;
+}
+
+std::vector<std::string> files_in(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".sqlite") {
+      out.push_back(e.path().string());
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+const fs::path k_samples = fs::path(SOCKREWIND_SOURCE_DIR) / "samples";
+
+} // namespace
+
+TEST_CASE("pack: redaction is consistent, keyed and prefix-preserving", "[pack]") {
+  const Redactor red({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16});
+  const Redactor other({16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1});
+  CHECK(red.address(v4("203.0.113.7")) == red.address(v4("203.0.113.7")));
+  CHECK(red.address(v4("203.0.113.7")) != v4("203.0.113.7"));
+  CHECK(red.address(v4("203.0.113.7")) != other.address(v4("203.0.113.7")));
+  CHECK(red.hostname("db1.example.com") == red.hostname("db1.example.com"));
+  CHECK(red.hostname("db1.example.com") != red.hostname("db2.example.com"));
+  CHECK(red.hostname("db1.example.com").find("db1") == std::string::npos);
+
+  // Kept as they are: nothing about anyone.
+  for (const char* a : {"0.0.0.0", "255.255.255.255", "224.0.0.251"}) {
+    CHECK(red.address(v4(a)) == v4(a));
+  }
+  for (const char* a : {"::", "::1", "ff02::1"}) {
+    CHECK(red.address(v6(a)) == v6(a));
+  }
+  // Ranges stay recognisable.
+  CHECK(text4(red.address(v4("127.0.0.1"))).rfind("127.", 0) == 0);
+  CHECK(text4(red.address(v4("10.1.2.3"))).rfind("10.", 0) == 0);
+  CHECK(text4(red.address(v4("192.168.7.9"))).rfind("192.168.", 0) == 0);
+  CHECK(text4(red.address(v4("172.17.0.2"))).rfind("172.17.", 0) == 0);
+  CHECK(text4(red.address(v4("8.8.8.8"))).rfind("8.", 0) == 0);
+  CHECK(red.address(v6("fe80::1:2:3:4")).substr(0, 2) == v6("fe80::").substr(0, 2));
+  const std::string mapped = red.address(v6("::ffff:10.9.8.7"));
+  CHECK(mapped.substr(0, 12) == v6("::ffff:10.9.8.7").substr(0, 12));
+  CHECK(mapped.substr(12) == red.address(v4("10.9.8.7")));
+  CHECK(red.address(v6("2001:db8::1")) != v6("2001:db8::1"));
+
+  // Prefix preservation: the shared prefix length is exactly kept, for random pairs.
+  std::mt19937 rng(42);
+  for (int i = 0; i < 2000; ++i) {
+    std::string a(4, '\0');
+    std::string b(4, '\0');
+    for (size_t k = 0; k < 4; ++k) {
+      a[k] = static_cast<char>(rng());
+      b[k] = a[k];
+    }
+    // b shares a random prefix with a, then differs in the next bit.
+    const size_t p = rng() % 32;
+    b[p / 8] = static_cast<char>(b[p / 8] ^ (0x80 >> (p % 8)));
+    for (size_t k = p + 1; k < 32; ++k) {
+      if ((rng() & 1U) != 0) {
+        b[k / 8] = static_cast<char>(b[k / 8] ^ (0x80 >> (k % 8)));
+      }
+    }
+    const auto a0 = static_cast<uint8_t>(a[0]);
+    if (a0 == 0 || a0 >= 224 || static_cast<uint8_t>(b[0]) >= 224 || b[0] == 0) {
+      continue; // kept ranges are not permuted at all
+    }
+    INFO(text4(a) << " vs " << text4(b));
+    CHECK(common_prefix(red.address(a), red.address(b)) == common_prefix(a, b));
+  }
+
+  CHECK(red.unix_path("/run/secret/app.sock").find("secret") == std::string::npos);
+  CHECK(red.unix_path("@hidden-name").front() == '@');
+  CHECK(red.cmdline("/home/alice/bin/server --token s3cr3t --port 80").rfind("server arg-", 0)
+        == 0);
+  CHECK(red.cmdline("/home/alice/bin/server --token s3cr3t").find("alice") == std::string::npos);
+  CHECK(red.cmdline("/home/alice/bin/server --token s3cr3t").find("s3cr3t") == std::string::npos);
+  CHECK(red.cmdline("a b") == red.cmdline("a b"));
+}
+
+TEST_CASE("pack: samples packed into one file report what the samples report", "[pack]") {
+  sockrewind::test::TempDir dir;
+  const std::vector<std::string> inputs = files_in(k_samples);
+  REQUIRE(inputs.size() >= 3);
+  PackOptions opts;
+  opts.paths = inputs;
+  opts.out = (dir.path() / "pack.sqlite").string();
+  const PackResult r = write_pack(opts);
+  CHECK(r.files == inputs.size());
+  CHECK(r.duplicates == 0);
+
+  const Series original = load_series(inputs);
+  const Series packed = load_series({opts.out});
+  CHECK(packed.snapshot_count() == original.snapshot_count());
+  CHECK(r.snapshots == original.snapshot_count());
+  const auto a = run_detectors(original, ReportOptions{});
+  const auto b = run_detectors(packed, ReportOptions{});
+  REQUIRE(!a.empty());
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CHECK(a[i].detector == b[i].detector);
+    CHECK(a[i].summary == b[i].summary); // no redaction: the very same words
+  }
+
+  // The same input twice counts once; an existing output is never replaced.
+  PackOptions twice = opts;
+  twice.paths = {inputs[0], inputs[0]};
+  twice.out = (dir.path() / "twice.sqlite").string();
+  const PackResult t = write_pack(twice);
+  CHECK(t.duplicates == t.snapshots);
+  CHECK_THROWS_AS(write_pack(twice), UsageError);
+  PackOptions window = opts;
+  window.out = (dir.path() / "none.sqlite").string();
+  window.since = "2100-01-01T00:00:00Z";
+  CHECK_THROWS_AS(write_pack(window), UsageError);
+  CHECK(!fs::exists(window.out));
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    CHECK(e.path().filename().string().find(".tmp-") == std::string::npos);
+  }
+}
+
+TEST_CASE("pack --redact leaves no original name in the file's bytes and the same findings",
+          "[pack]") {
+  sockrewind::test::TempDir dir;
+  // A series with names worth hiding, next to the lab's real captures.
+  namespace synth = sockrewind::synth;
+  synth::Host host;
+  host.hostname = "payments-db-7.corp.example.net";
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s{.realtime_ns = 1'800'000'000'000'000'000 + i * 60'000'000'000LL,
+                  .boottime_ns = 1'000'000'000'000 + i * 60'000'000'000LL};
+    s.sockets.push_back({.state = 10,
+                         .local = "198.51.100.23",
+                         .lport = 5432,
+                         .remote = "0.0.0.0",
+                         .rx = 129,
+                         .tx = 128,
+                         .inode = 500,
+                         .cookie = 1,
+                         .owners = {{4242, 7}}});
+    s.sockets.push_back({.family = 10,
+                         .state = 1,
+                         .local = "2001:db8:feed::17",
+                         .lport = 5432,
+                         .remote = "2001:db8:beef::99",
+                         .rport = 40000,
+                         .rx = 0,
+                         .tx = 0,
+                         .inode = 501,
+                         .cookie = 2,
+                         .owners = {{4242, 8}}});
+    s.sockets.push_back({.family = 1,
+                         .proto = 0,
+                         .state = 10,
+                         .rx = 0,
+                         .tx = 64,
+                         .inode = 502,
+                         .path = "/run/payments-secret/admin.sock",
+                         .owners = {{4242, 9}}});
+    s.procs.push_back({.pid = 4242,
+                       .start_ticks = 77,
+                       .comm = "postgres",
+                       .cmdline = "/home/carol-admin/pg/bin/postgres -D /srv/carol-ledger-data "
+                                  "--password=hunter2-swordfish",
+                       .fd_count = 10,
+                       .socket_fds = 3});
+    s.counters["TcpExt.ListenOverflows"] = 10 * i;
+    s.limits["net.core.somaxconn"] = "4096";
+    snaps.push_back(std::move(s));
+  }
+  const fs::path in_dir = dir.path() / "in";
+  fs::create_directories(in_dir);
+  const std::string synth_file = synth::write_series(in_dir.string(), host, snaps);
+  std::vector<std::string> inputs = files_in(k_samples);
+  inputs.push_back(synth_file);
+
+  PackOptions opts;
+  opts.paths = inputs;
+  opts.out = (dir.path() / "redacted.sqlite").string();
+  opts.redact = true;
+  write_pack(opts);
+  const std::string bytes = sockrewind::test::read_file(opts.out);
+
+  // Everything that must be gone, gathered from the inputs themselves.
+  std::set<std::string> secrets = {"payments-db-7",
+                                   "corp.example.net",
+                                   "payments-secret",
+                                   "carol-admin",
+                                   "carol-ledger-data",
+                                   "hunter2-swordfish",
+                                   "198.51.100.23",
+                                   "2001:db8:feed::17"};
+  std::set<std::string> blobs;
+  for (const std::string& f : inputs) {
+    sockrewind::store::Db db = open_validated(f);
+    auto hosts = db.prepare("SELECT DISTINCT host FROM snapshots");
+    while (hosts.step()) {
+      if (hosts.get_text(0).size() >= 6) {
+        secrets.insert(hosts.get_text(0));
+      }
+    }
+    auto addrs = db.prepare("SELECT text, addr FROM addrs");
+    while (addrs.step()) {
+      const std::string text = addrs.get_text(0);
+      if (text != "0.0.0.0" && text != "::" && text != "::1") {
+        secrets.insert(text);
+        blobs.insert(addrs.get_blob(1));
+      }
+    }
+    auto paths = db.prepare("SELECT DISTINCT path FROM sockets WHERE length(path) >= 6");
+    while (paths.step()) {
+      secrets.insert(paths.get_text(0));
+    }
+    auto cmds = db.prepare("SELECT DISTINCT cmdline FROM processes WHERE cmdline IS NOT NULL");
+    while (cmds.step()) {
+      const std::string cmd = cmds.get_text(0);
+      size_t pos = cmd.find(' ');
+      while (pos != std::string::npos) {
+        const size_t end = cmd.find(' ', pos + 1);
+        const std::string arg =
+            cmd.substr(pos + 1, end == std::string::npos ? std::string::npos : end - pos - 1);
+        if (arg.size() >= 8) {
+          secrets.insert(arg);
+        }
+        pos = end;
+      }
+    }
+  }
+  REQUIRE(secrets.size() >= 10);
+  for (const std::string& s : secrets) {
+    INFO("still in the redacted pack: " << s);
+    CHECK(bytes.find(s) == std::string::npos);
+  }
+  for (const std::string& b : blobs) {
+    if (b.size() == 16) { // 4-byte blobs could occur by chance in a large file
+      CHECK(bytes.find(b) == std::string::npos);
+    }
+  }
+
+  // The same findings, modulo the names.
+  std::vector<std::string> originals = inputs;
+  const auto a = finding_keys(run_detectors(load_series(originals), ReportOptions{}));
+  const auto b = finding_keys(run_detectors(load_series({opts.out}), ReportOptions{}));
+  CHECK(a == b);
+  CHECK(a.size() >= 5);
+  sockrewind::store::Db db = open_validated(opts.out);
+  CHECK(db.query_int("SELECT count(*) FROM meta WHERE key = 'redacted' AND value = 'yes'") == 1);
+  CHECK(db.query_int("SELECT count(*) FROM addrs WHERE text LIKE '198.%'") == 1); // first octet
+}
