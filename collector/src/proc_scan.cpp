@@ -429,11 +429,13 @@ OwnerScan scan_owners(const std::string& proc_root) {
     read_fd_links(proc_fd, jobs[sl.job], sl);
   });
 
-  // Probed processes: a denial is an issue; fewer fds than the count means holes in the table
-  // (fds above entries-1), read from a listing.
+  // A denial is an issue. A probed process with fewer fds than its count has holes in its
+  // table (fds above entries-1), read from a listing. Fds that were gone by their readlink
+  // (closed during the scan) are counted.
   std::vector<size_t> holes;
+  std::vector<size_t> present(jobs.size(), 0);
+  std::vector<size_t> probed(jobs.size(), 0);
   {
-    std::vector<size_t> present(jobs.size(), 0);
     std::vector<int> error(jobs.size(), 0);
     for (const FdSlice& sl : slices) {
       present[sl.job] += sl.present;
@@ -443,20 +445,41 @@ OwnerScan scan_owners(const std::string& proc_root) {
     }
     for (size_t j = 0; j < jobs.size(); ++j) {
       PidJob& job = jobs[j];
-      if (!job.probing) {
-        continue;
-      }
+      probed[j] = job.fds.size();
       if (error[j] != 0 && error[j] != ENOENT) {
         job.issues.push_back({"proc_fd",
                               errno_kind(error[j]),
                               describe("/proc/" + std::to_string(job.pid) + "/fd", error[j])});
         std::fill(job.inodes.begin(), job.inodes.end(), 0);
-      } else if (error[j] == 0 && std::cmp_less(present[j], job.entries)) {
+        present[j] = 0;
+        probed[j] = 0;
+        job.entries = 0; // nothing was read: no count, no vanished fds
+      } else if (error[j] != 0) {
+        present[j] = 0; // the process exited between the passes: counted as vanished below
+        probed[j] = 0;
+        job.entries = 0;
+        job.issues.push_back({"proc_fd",
+                              "vanished",
+                              "/proc/" + std::to_string(job.pid) + ": exited during the scan"});
+      } else if (job.probing && std::cmp_less(present[j], job.entries)) {
         holes.push_back(j);
       }
     }
   }
   parallel_for(holes.size(), threads, [&](size_t i) { read_high_fds(proc_fd, jobs[holes[i]]); });
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const PidJob& job = jobs[j];
+    const size_t found = present[j] + (job.fds.size() - probed[j]);
+    const size_t expected =
+        job.probing ? static_cast<size_t>(std::max<int64_t>(job.entries, 0)) : probed[j];
+    if (found < expected) {
+      jobs[j].issues.push_back({"proc_fd",
+                                "fd_vanished",
+                                "/proc/" + std::to_string(job.pid)
+                                    + "/fd: " + std::to_string(expected - found)
+                                    + " fd(s) closed during the scan"});
+    }
+  }
 
   // Pass 3, per process holding socket fds: its identity.
   std::vector<size_t> owners;
@@ -516,6 +539,30 @@ OwnerScan scan_owners(const std::string& proc_root) {
   return scan;
 }
 
+namespace {
+
+// Opens a namespace file and checks it is still the namespace `inode` (the pid may have been
+// reused since the stat); null when it cannot be held.
+std::shared_ptr<const int> hold_netns(const std::string& path, uint64_t inode) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return nullptr;
+  }
+
+  struct stat st {};
+
+  if (::fstat(fd, &st) != 0 || st.st_ino != inode) {
+    ::close(fd);
+    return nullptr;
+  }
+  return {new int(fd), [](const int* p) {
+            ::close(*p);
+            delete p; // NOLINT(cppcoreguidelines-owning-memory)
+          }};
+}
+
+} // namespace
+
 std::vector<NetnsRef> discover_netns(std::vector<Issue>& issues,
                                      const std::string& proc_root,
                                      const std::string& run_netns) {
@@ -526,7 +573,8 @@ std::vector<NetnsRef> discover_netns(std::vector<Issue>& issues,
 
   if (::stat((proc_root + "/self/ns/net").c_str(), &st) == 0) {
     seen.insert(st.st_ino);
-    out.push_back({st.st_ino, "self", proc_root + "/self/ns/net", std::nullopt, std::nullopt});
+    out.push_back(
+        {st.st_ino, "self", proc_root + "/self/ns/net", std::nullopt, std::nullopt, nullptr});
   }
   DirPtr proc(opendir(proc_root.c_str()));
   if (!proc) {
@@ -546,7 +594,8 @@ std::vector<NetnsRef> discover_netns(std::vector<Issue>& issues,
       continue;
     }
     if (seen.insert(st.st_ino).second) {
-      out.push_back({st.st_ino, "pid", base + "/ns/net", std::nullopt, pid});
+      out.push_back({st.st_ino, "pid", base + "/ns/net", std::nullopt, pid, nullptr});
+      out.back().fd = hold_netns(out.back().path, st.st_ino);
     }
     // A thread may have joined another namespace with setns(); its sockets live there.
     DirPtr tasks(opendir((base + "/task").c_str()));
@@ -561,7 +610,7 @@ std::vector<NetnsRef> discover_netns(std::vector<Issue>& issues,
       }
       const std::string tpath = base + "/task/" + te->d_name + "/ns/net";
       if (::stat(tpath.c_str(), &st) == 0 && seen.insert(st.st_ino).second) {
-        out.push_back({st.st_ino, "task", tpath, std::nullopt, tid});
+        out.push_back({st.st_ino, "task", tpath, std::nullopt, tid, hold_netns(tpath, st.st_ino)});
       }
     }
   }
@@ -586,7 +635,12 @@ std::vector<NetnsRef> discover_netns(std::vector<Issue>& issues,
       }
     }
     if (!named && seen.insert(st.st_ino).second) {
-      out.push_back({st.st_ino, "run-netns", path, std::string(de->d_name), std::nullopt});
+      out.push_back({st.st_ino,
+                     "run-netns",
+                     path,
+                     std::string(de->d_name),
+                     std::nullopt,
+                     hold_netns(path, st.st_ino)});
     }
   }
   return out;

@@ -310,17 +310,19 @@ capture_netns(const NetnsRef& ref, const CaptureOptions& opts, bool is_self, Soc
   }
   NetnsCapture cap;
   std::thread worker([&] {
-    const int fd = ::open(ref.path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) {
-      const int err = errno;
-      if (fd >= 0) {
-        ::close(fd);
-      }
+    // Through the fd held since discovery when there is one: the process the namespace was
+    // found through may have exited since, the namespace lives on while anything holds it.
+    const int fd = ref.fd ? *ref.fd : ::open(ref.path.c_str(), O_RDONLY | O_CLOEXEC);
+    const int rc = fd < 0 ? -1 : ::setns(fd, CLONE_NEWNET);
+    const int err = errno;
+    if (fd >= 0 && !ref.fd) {
+      ::close(fd);
+    }
+    if (rc != 0) {
       cap.status = (err == ENOENT || err == ESRCH) ? "vanished" : "denied";
       cap.issues.push_back({"netns", cap.status, ref.path + ": " + errno_text(err)});
       return;
     }
-    ::close(fd);
     cap = capture_current_netns(opts, sink, ref.inode);
   });
   worker.join();
@@ -361,7 +363,8 @@ Snapshot take_snapshot(const CaptureOptions& opts, const HostInfo& host, SocketS
     refs = discover_netns(snap.issues);
   }
   if (refs.empty()) {
-    refs.push_back({host.self_netns, "self", "/proc/self/ns/net", std::nullopt, std::nullopt});
+    refs.push_back(
+        {host.self_netns, "self", "/proc/self/ns/net", std::nullopt, std::nullopt, nullptr});
   }
   for (const NetnsRef& ref : refs) {
     snap.namespaces.push_back(capture_netns(ref, opts, ref.inode == host.self_netns, sink));

@@ -156,8 +156,12 @@ collect::NetnsCapture& capture_for(std::vector<collect::NetnsCapture>& caps, uin
     }
   }
   collect::NetnsCapture& c = caps.emplace_back();
-  c.ref = {
-      inode, "run-netns", "/run/netns/synth-" + std::to_string(inode), std::nullopt, std::nullopt};
+  c.ref = {inode,
+           "run-netns",
+           "/run/netns/synth-" + std::to_string(inode),
+           std::nullopt,
+           std::nullopt,
+           nullptr};
   return c;
 }
 
@@ -205,7 +209,7 @@ collect::Snapshot to_snapshot(const Host& host, const Snap& snap) {
   out.cpu_sys_us = snap.cpu_sys_us;
 
   out.namespaces.emplace_back().ref = {
-      host.netns_inode, "self", "/proc/self/ns/net", std::nullopt, std::nullopt};
+      host.netns_inode, "self", "/proc/self/ns/net", std::nullopt, std::nullopt, nullptr};
 
   // Rows per (namespace, table), for the sources table.
   std::map<uint64_t, std::map<std::string, uint64_t>> rows;

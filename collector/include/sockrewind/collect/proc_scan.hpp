@@ -5,6 +5,7 @@
 #include <sockrewind/collect/model.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -38,6 +39,9 @@ struct NetnsRef {
   std::string path; // e.g. /proc/123/ns/net or /run/netns/NAME
   std::optional<std::string> name;
   std::optional<int32_t> pid;
+  // The namespace held open since discovery (closed with the last copy), so that it can be
+  // entered even when the process it was found through has exited; null: open `path`.
+  std::shared_ptr<const int> fd;
 };
 
 // All namespaces: the collector's own first, then the distinct ones of every process and
