@@ -3,6 +3,7 @@
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/detector.hpp>
 #include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/progress.hpp>
 #include <sockrewind/analyze/series.hpp>
 
 #include <algorithm>
@@ -352,15 +353,16 @@ std::vector<Finding> run_detectors(const Series& series, const ReportOptions& op
   std::vector<std::vector<Finding>> per(all.size());
   const unsigned workers = std::max(1U, std::min(4U, std::thread::hardware_concurrency()));
   std::atomic<size_t> next{0};
+  Progress progress("analyzing", all.size());
   const auto work = [&] {
     for (size_t i = next++; i < all.size(); i = next++) {
       const auto p = params.find(all[i].id);
-      if (p == params.end()) {
-        continue;
+      if (p != params.end()) {
+        for (const Timeline& tl : series.timelines) {
+          all[i].run(series, tl, p->second, per[i]);
+        }
       }
-      for (const Timeline& tl : series.timelines) {
-        all[i].run(series, tl, p->second, per[i]);
-      }
+      progress.add();
     }
   };
   std::vector<std::future<void>> running;

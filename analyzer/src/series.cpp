@@ -1,6 +1,7 @@
 // Loading and merging snapshot files into timelines of socket tracks and processes.
 #include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/progress.hpp>
 #include <sockrewind/analyze/series.hpp>
 #include <sockrewind/store/db.hpp>
 
@@ -595,12 +596,14 @@ Series load_series(const std::vector<std::string>& files) {
   if (!todo.empty()) {
     next = start(0);
   }
+  Progress progress("loading files", todo.size());
   for (size_t k = 0; k < todo.size(); ++k) {
     FileData d = next.get(); // rethrows the reader's LoadError
     if (k + 1 < todo.size()) {
       next = start(k + 1);
     }
     Placer(series, states, slots[todo[k]]).place(d);
+    progress.add();
   }
 
   for (Timeline& tl : series.timelines) {

@@ -420,7 +420,7 @@ TEST_CASE("show: directories, several files and several hosts", "[show]") {
 
   test::TempDir empty;
   p.path = empty.path().string();
-  CHECK_THROWS_AS(show(p), analyze::UsageError);
+  CHECK_THROWS_AS(show(p), analyze::LoadError); // no snapshot files: bad input, exit 3
 }
 
 TEST_CASE("show: an unreadable file is a LoadError naming it", "[show]") {
