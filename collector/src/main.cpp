@@ -1,6 +1,7 @@
 // sockrewind-collect: take N socket snapshots and write them to one new SQLite file.
 #include <sockrewind/collect/host.hpp>
 #include <sockrewind/collect/outdir.hpp>
+#include <sockrewind/collect/retention.hpp>
 #include <sockrewind/collect/snapshot.hpp>
 #include <sockrewind/collect/writer.hpp>
 #include <sockrewind/store/db.hpp>
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -26,7 +28,10 @@ constexpr const char* k_description =
     "DIR/<hostname>-<UTC yyyymmddTHHMMSSZ>.sqlite (mode 0600). The file appears under that name\n"
     "only when complete; its path is printed on stdout. Exit 0 when the file was written (failed\n"
     "sources are recorded inside it), 1 with one error line on stderr when it was not, 3 when\n"
-    "another run kept the directory locked for longer than --lock-wait (nothing written).";
+    "another run kept the directory locked for longer than --lock-wait (nothing written).\n"
+    "With --keep-days or --max-bytes, the oldest of the collector's own files in DIR (named as\n"
+    "above, regular, with the sockrewind application_id; age = the UTC time in the name) are\n"
+    "deleted after the file is written; the new file never is. Pruning never fails the run.";
 
 // SQLITE_FULL: a write failed for lack of space (sqlite3.h is the store's, not ours).
 constexpr int k_sqlite_full = 13;
@@ -44,6 +49,29 @@ void print_error(const std::string& text) {
   (void)std::fprintf(stderr, "sockrewind-collect: error: %s\n", one_line(text).c_str());
 }
 
+void print_warnings(const std::vector<std::string>& warnings) {
+  for (const std::string& w : warnings) {
+    (void)std::fprintf(stderr, "sockrewind-collect: warning: %s\n", one_line(w).c_str());
+  }
+}
+
+int64_t now_utc_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// "3 file(s), 1.5 MiB": what pruning removed.
+std::string pruned_text(const sockrewind::collect::PruneResult& r) {
+  char buf[96];
+  (void)std::snprintf(buf,
+                      sizeof buf,
+                      "pruned %d file(s), %.1f MiB",
+                      r.deleted,
+                      static_cast<double>(r.deleted_bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
 int run(int argc, char** argv) {
   using namespace sockrewind::collect;
   CLI::App app(k_description, "sockrewind-collect");
@@ -58,9 +86,17 @@ int run(int argc, char** argv) {
   std::string tcp_info = "basic";
   double lock_wait = 30.0;
   bool quiet = false;
+  int keep_days = 0; // 0: not given
+  std::string max_bytes;
+  bool nice = false;
 
-  app.add_option("--out", out_dir, "Directory for the new file; created (mode 0700) if missing")
-      ->capture_default_str();
+  // The defaults that depend on the euid are spelled out rather than shown, so that --help (and
+  // the man page made from it) reads the same for everyone.
+  app.add_option("--out",
+                 out_dir,
+                 "Directory for the new file; created (mode 0700) if missing. Default: "
+                 "/var/lib/sockrewind as root, else $XDG_STATE_HOME/sockrewind or "
+                 "~/.local/state/sockrewind");
   app.add_option("--count", count, "Number of snapshots in the file")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
@@ -70,9 +106,8 @@ int run(int argc, char** argv) {
   app.add_option("--netns",
                  netns,
                  "all: every network namespace on the host (needs root; default as root); "
-                 "self: only the collector's own")
-      ->check(CLI::IsMember({"all", "self"}))
-      ->capture_default_str();
+                 "self: only the collector's own (default otherwise)")
+      ->check(CLI::IsMember({"all", "self"}));
   app.add_option("--source",
                  source,
                  "auto: sock_diag, falling back to /proc/net per table; proc: /proc/net only "
@@ -91,7 +126,28 @@ int run(int argc, char** argv) {
                  "then give up with exit 3. 0: do not wait")
       ->check(CLI::Range(0.0, 86400.0))
       ->capture_default_str();
-  app.add_flag("--quiet", quiet, "No summary line on stderr (the path is still printed)");
+  app.add_option("--keep-days",
+                 keep_days,
+                 "After writing, delete the collector's files in --out whose name time is more "
+                 "than N days old")
+      ->check(CLI::Range(1, 36500));
+  app.add_option("--max-bytes",
+                 max_bytes,
+                 "After writing, delete the oldest of the collector's files in --out until they "
+                 "total at most SIZE bytes (suffix K, M, G or T: powers of 1024, e.g. 500M); "
+                 "the new file is kept even when larger")
+      ->check(
+          [](const std::string& v) {
+            return parse_size(v) ? std::string() : "expected a size > 0 such as 1048576, 500M, 2G";
+          },
+          "SIZE");
+  app.add_flag("--nice",
+               nice,
+               "Lower the collector's own CPU priority (nice 19) and IO priority (idle class), "
+               "like nice -n 19 ionice -c3");
+  app.add_flag("--quiet",
+               quiet,
+               "No summary line on stderr (the path is still printed; warnings still are)");
 
   try {
     app.parse(argc, argv);
@@ -99,6 +155,31 @@ int run(int argc, char** argv) {
     // --help and --version exit 0; every usage error is exit 2 (CLI11 has its own codes).
     return app.exit(e) == 0 ? 0 : 2;
   }
+
+  // Before any thread is started: the capture's threads inherit the lowered priorities.
+  if (nice) {
+    print_warnings(lower_own_priority());
+  }
+  RetentionPolicy retention;
+  if (keep_days > 0) {
+    retention.keep_days = keep_days;
+  }
+  if (!max_bytes.empty()) {
+    retention.max_bytes = parse_size(max_bytes);
+  }
+
+  // Outside the try: held while a failed run prunes (see prune_after_failure).
+  std::optional<OutDirLock> lock;
+  // A run that failed for lack of space still applies --keep-days and --max-bytes, so a disk
+  // filled by old snapshots recovers; the error line says what was pruned.
+  const auto prune_after_failure = [&]() -> std::string {
+    if (!lock || !retention.active()) {
+      return {};
+    }
+    const PruneResult r = prune_out_dir(out_dir, retention, now_utc_seconds(), "");
+    print_warnings(r.warnings);
+    return r.deleted > 0 ? " (" + pruned_text(r) + ")" : std::string();
+  };
 
   try {
     CaptureOptions opts;
@@ -111,7 +192,7 @@ int run(int argc, char** argv) {
     prepare_out_dir(out_dir, root);
     // One run at a time per directory; released after the file got its final name (or was
     // removed). Holding it, every temporary file there is a dead run's leftover.
-    const OutDirLock lock(out_dir, lock_wait);
+    lock.emplace(out_dir, lock_wait);
     remove_stale_temp_files(out_dir);
 
     const HostInfo host = read_host_info();
@@ -143,18 +224,28 @@ int run(int argc, char** argv) {
     const std::string path = file.commit();
     (void)std::printf("%s\n", path.c_str());
     (void)std::fflush(stdout);
+    // Still holding the lock: no other run is writing or pruning here.
+    std::string pruned;
+    if (retention.active()) {
+      const PruneResult r =
+          prune_out_dir(out_dir, retention, now_utc_seconds(), path.substr(path.rfind('/') + 1));
+      print_warnings(r.warnings);
+      pruned = ", " + pruned_text(r);
+    }
+    lock.reset();
     if (!quiet) {
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       (void)std::fprintf(
           stderr,
           "sockrewind-collect: %d snapshot(s), %llu sockets, %zu netns, %llu capture "
-          "issue(s), %.3f s\n",
+          "issue(s), %.3f s%s\n",
           count,
           static_cast<unsigned long long>(sockets),
           namespaces,
           static_cast<unsigned long long>(issues),
-          secs);
+          secs,
+          pruned.c_str());
     }
     return 0;
   } catch (const LockBusy& e) {
@@ -165,7 +256,7 @@ int run(int argc, char** argv) {
     if (e.code() == k_sqlite_full) {
       // Not e.what(): it quotes the statement that failed, which says nothing here.
       print_error("no space left on the device of " + out_dir
-                  + " (SQLite: database or disk is full); no file written");
+                  + " (SQLite: database or disk is full); no file written" + prune_after_failure());
     } else {
       print_error(e.what());
     }
@@ -173,7 +264,7 @@ int run(int argc, char** argv) {
   } catch (const std::system_error& e) {
     if (e.code() == std::errc::no_space_on_device || e.code().value() == EDQUOT) {
       print_error("no space left on the device of " + out_dir + " (" + e.what()
-                  + "); no file written");
+                  + "); no file written" + prune_after_failure());
     } else {
       print_error(e.what());
     }
