@@ -43,6 +43,10 @@ int run(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(k_report_formats, CLI::ignore_case))
       ->option_text("text|json|html")
       ->default_str("text");
+  report->add_option("-o,--output",
+                     rep.output,
+                     "Write the report to FILE instead of stdout (a temporary file beside it, "
+                     "renamed over FILE when complete)");
   report
       ->add_option(
           "--fail-on", rep.fail_on, "Exit 1 when a finding of this severity or worse exists")

@@ -1,16 +1,23 @@
 // `sockrewind-analyze report`: runs the detectors over the merged series, escalates, orders and
-// renders the findings as text or JSON.
+// renders the findings as text, JSON or HTML (report_html.cpp).
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/detector.hpp>
 #include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/progress.hpp>
+#include <sockrewind/analyze/report_html.hpp>
 #include <sockrewind/analyze/series.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <future>
 #include <iterator>
 #include <map>
@@ -343,7 +350,87 @@ Json report_json(const Series& series, const std::vector<Finding>& findings) {
   return j;
 }
 
+// The report object plus what the HTML summary shows: the files and one row per timeline.
+Json report_html_json(const Series& series, const std::vector<Finding>& findings) {
+  Json j = report_json(series, findings);
+  j["file_names"] = series.files;
+  Json tls = Json::array();
+  for (const Timeline& tl : series.timelines) {
+    Json t;
+    t["host"] = tl.host;
+    t["boot_id"] = tl.boot_id;
+    t["kernel"] = tl.kernel;
+    t["snapshots"] = tl.snaps.size();
+    t["from"] = tl.snaps.empty() ? Json(nullptr) : Json(iso8601(tl.snaps.front().realtime_ns));
+    t["to"] = tl.snaps.empty() ? Json(nullptr) : Json(iso8601(tl.snaps.back().realtime_ns));
+    t["median_interval_s"] = tl.median_interval_s;
+    tls.push_back(std::move(t));
+  }
+  j["timelines"] = std::move(tls);
+  return j;
+}
+
+[[noreturn]] void throw_write_error(const std::string& path, int err) {
+  throw LoadError(path + ": cannot write the report: " + std::strerror(err)); // NOLINT
+}
+
 } // namespace
+
+void write_file_atomically(const std::string& path, const std::string& data) {
+  std::string dir = ".";
+  std::string base = path;
+  if (const size_t slash = path.rfind('/'); slash != std::string::npos) {
+    dir = slash == 0 ? "/" : path.substr(0, slash);
+    base = path.substr(slash + 1);
+  }
+  if (base.empty()) {
+    throw_write_error(path, EISDIR);
+  }
+  // A new name of our own (O_EXCL), so nothing else is ever opened or truncated.
+  std::string temp;
+  int fd = -1;
+  for (int attempt = 0; fd < 0 && attempt < 16; ++attempt) {
+    const auto salt = static_cast<uint64_t>(
+        std::chrono::steady_clock::now().time_since_epoch().count() + attempt);
+    temp = dir + "/." + base + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(salt);
+    fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) {
+      throw_write_error(path, errno);
+    }
+  }
+  if (fd < 0) {
+    throw_write_error(path, EEXIST);
+  }
+  const auto fail = [&](int err) {
+    ::close(fd);
+    ::unlink(temp.c_str());
+    throw_write_error(path, err);
+  };
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      fail(n < 0 ? errno : EIO);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    fail(errno);
+  }
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(temp.c_str());
+    throw_write_error(path, err);
+  }
+  if (::rename(temp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(temp.c_str());
+    throw_write_error(path, err);
+  }
+}
 
 std::vector<Finding> run_detectors(const Series& series, const ReportOptions& opts) {
   const std::map<std::string, Params> params = build_params(opts);
@@ -396,9 +483,6 @@ std::vector<Finding> run_detectors(const Series& series, const ReportOptions& op
 }
 
 int write_report(const ReportOptions& opts, std::ostream& out) {
-  if (opts.format == Format::html) {
-    throw UsageError("--format html is not available yet; use text or json");
-  }
   // Validate the options before the (possibly long) load.
   (void)build_params(opts);
   const Series series = load_series(opts.paths);
@@ -418,10 +502,17 @@ int write_report(const ReportOptions& opts, std::ostream& out) {
     const Severity bar = parse_severity(*opts.min_severity).value_or(Severity::info);
     std::erase_if(findings, [bar](const Finding& f) { return f.severity < bar; });
   }
+  std::ostringstream buffer;
+  std::ostream& to = opts.output ? buffer : out;
   if (opts.format == Format::json) {
-    out << dump_json(report_json(series, findings)) << "\n";
+    to << dump_json(report_json(series, findings)) << "\n";
+  } else if (opts.format == Format::html) {
+    to << render_report_html(report_html_json(series, findings));
   } else {
-    write_text(series, findings, out);
+    write_text(series, findings, to);
+  }
+  if (opts.output) {
+    write_file_atomically(*opts.output, buffer.str());
   }
   return rc;
 }

@@ -32,13 +32,20 @@ struct ReportOptions {
   std::vector<std::string> set;            // "ID.KEY=VALUE" threshold overrides
   std::optional<std::string> min_severity; // hide findings below this ("info" shows all)
   std::optional<std::string> fail_on;      // info|warning|critical
+  // -o FILE: the report goes there instead of `out`, written whole to a temporary file in the
+  // same directory and renamed over FILE (a reader never sees half a report).
+  std::optional<std::string> output;
 };
 
 // Runs the selected detectors over every timeline; findings escalated and ordered, most severe
 // first. Throws UsageError for unknown detector ids or bad --set values.
 std::vector<Finding> run_detectors(const Series& series, const ReportOptions& opts);
-// Writes the report; returns the exit code (1 when --fail-on is met, else 0).
+// Writes the report (to opts.output when set, else to `out`); returns the exit code (1 when
+// --fail-on is met, else 0). Throws LoadError when opts.output cannot be written.
 int write_report(const ReportOptions& opts, std::ostream& out);
+// Writes `data` to `path` atomically: a new temporary file beside it, fsynced, then renamed
+// over `path`. Throws LoadError (naming `path`) on failure, leaving no temporary file.
+void write_file_atomically(const std::string& path, const std::string& data);
 // Every detector with its thresholds and defaults (for --help and --list-detectors).
 std::string describe_detectors();
 
