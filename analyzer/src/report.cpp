@@ -371,7 +371,8 @@ Json report_html_json(const Series& series, const std::vector<Finding>& findings
 }
 
 [[noreturn]] void throw_write_error(const std::string& path, int err) {
-  throw LoadError(path + ": cannot write the report: " + std::strerror(err)); // NOLINT
+  throw LoadError(
+      path + ": cannot write the report: " + std::strerror(err)); // NOLINT(concurrency-mt-unsafe)
 }
 
 } // namespace
@@ -392,7 +393,8 @@ void write_file_atomically(const std::string& path, const std::string& data) {
   for (int attempt = 0; fd < 0 && attempt < 16; ++attempt) {
     const auto salt = static_cast<uint64_t>(
         std::chrono::steady_clock::now().time_since_epoch().count() + attempt);
-    temp = dir + "/." + base + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(salt);
+    temp = dir;
+    temp += "/." + base + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(salt);
     fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (fd < 0 && errno != EEXIST) {
       throw_write_error(path, errno);

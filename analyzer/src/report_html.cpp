@@ -156,7 +156,9 @@ std::optional<double> parse_time(const Json& t) {
       || mo > 12 || d < 1 || d > 31 || !std::isfinite(sec)) {
     return std::nullopt;
   }
-  return static_cast<double>(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60) + sec;
+  return static_cast<double>(days_from_civil(y, mo, d) * 86400 + int64_t{h} * 3600
+                             + int64_t{mi} * 60)
+         + sec;
 }
 
 // One numeric column of a finding's series; values per row (nullopt: null or not a number).
@@ -316,36 +318,36 @@ void write_chart(std::string& out,
   };
   const auto py = [&](double y) { return k_top + ph - (y - lo) / (top - lo) * ph; };
 
-  out += "<svg class=\"chart\" role=\"img\" viewBox=\"0 0 " + coord(width) + " " + coord(height)
+  out += R"(<svg class="chart" role="img" viewBox="0 0 )" + coord(width) + " " + coord(height)
          + "\" width=\"" + coord(width) + "\" height=\"" + coord(height) + "\"><title>"
          + html_escape(title) + "</title>";
   // Axes, the min and max of y, the first and last time.
   const std::string bottom = coord(k_top + ph);
-  out += "<path class=\"axis\" d=\"M" + coord(k_left) + " " + coord(k_top) + "V" + bottom + "H"
+  out += R"(<path class="axis" d="M)" + coord(k_left) + " " + coord(k_top) + "V" + bottom + "H"
          + coord(k_left + pw) + "\"/>";
-  out += "<path class=\"grid\" d=\"M" + coord(k_left) + " " + coord(py(hi)) + "H"
+  out += R"(<path class="grid" d="M)" + coord(k_left) + " " + coord(py(hi)) + "H"
          + coord(k_left + pw) + "\"/>";
-  out += "<text class=\"ylab\" x=\"" + coord(k_left - 4) + "\" y=\"" + coord(py(hi) + 4) + "\">"
+  out += R"(<text class="ylab" x=")" + coord(k_left - 4) + "\" y=\"" + coord(py(hi) + 4) + "\">"
          + html_escape(num(hi)) + "</text>";
-  out += "<text class=\"ylab\" x=\"" + coord(k_left - 4) + "\" y=\"" + bottom + "\">"
+  out += R"(<text class="ylab" x=")" + coord(k_left - 4) + "\" y=\"" + bottom + "\">"
          + html_escape(num(lo)) + "</text>";
   const std::string tl_y = coord(height - 6);
-  out += "<text class=\"xlab\" x=\"" + coord(k_left) + "\" y=\"" + tl_y + "\">"
+  out += R"(<text class="xlab" x=")" + coord(k_left) + "\" y=\"" + tl_y + "\">"
          + html_escape(axis.first) + "</text>";
   if (axis.last != axis.first) {
     // The same day as the first: the time of day only (it fits beside the first).
     const size_t day = axis.first.find('T');
     const bool same_day = day != std::string::npos && axis.last.size() > day
                           && axis.last.compare(0, day + 1, axis.first, 0, day + 1) == 0;
-    out += "<text class=\"xlab end\" x=\"" + coord(k_left + pw) + "\" y=\"" + tl_y + "\">"
+    out += R"(<text class="xlab end" x=")" + coord(k_left + pw) + "\" y=\"" + tl_y + "\">"
            + html_escape(same_day ? axis.last.substr(day + 1) : axis.last) + "</text>";
   }
   // Limits first, the first value column last: on top where lines coincide.
   std::vector<const Column*> order;
   for (const bool limits : {true, false}) {
-    for (auto it = cols.rbegin(); it != cols.rend(); ++it) {
-      if ((*it)->limit == limits) {
-        order.push_back(*it);
+    for (size_t k = cols.size(); k-- > 0;) {
+      if (cols[k]->limit == limits) {
+        order.push_back(cols[k]);
       }
     }
   }
@@ -369,10 +371,19 @@ void write_chart(std::string& out,
       ++drawn;
     }
     const std::string color = k_palette.at(c->color);
-    out += "<path class=\"" + std::string(c->limit ? "series limit" : "series") + "\" stroke=\""
-           + color + "\" d=\"" + d + "\"><title>" + html_escape(c->name) + "</title></path>";
+    out += c->limit ? R"(<path class="series limit" stroke=")" : R"(<path class="series" stroke=")";
+    out += color;
+    out += R"(" d=")";
+    out += d;
+    out += R"("><title>)";
+    out += html_escape(c->name);
+    out += "</title></path>";
     if (drawn <= 60) { // few points: mark the snapshots
-      out += "<path class=\"dots\" stroke=\"" + color + "\" d=\"" + dots + "\"/>";
+      out += R"(<path class="dots" stroke=")";
+      out += color;
+      out += R"(" d=")";
+      out += dots;
+      out += R"("/>)";
     }
   }
   out += "</svg>";
@@ -456,7 +467,7 @@ void write_series_table(std::string& out, const Json& series) {
     }
   }
   out += "<details><summary>Evidence series: " + std::to_string(series.size())
-         + " row(s)</summary><div class=\"scroll\"><table class=\"series\"><tr>";
+         + R"( row(s)</summary><div class="scroll"><table class="series"><tr>)";
   for (const std::string& c : cols) {
     out += "<th>" + html_escape(c) + "</th>";
   }
@@ -466,7 +477,7 @@ void write_series_table(std::string& out, const Json& series) {
   const size_t n = series.size();
   for (size_t i = 0; i < n; ++i) {
     if (n > k_head + k_tail && i == k_head) {
-      out += "<tr><td colspan=\"" + std::to_string(cols.size()) + "\" class=\"muted\">... "
+      out += "<tr><td colspan=\"" + std::to_string(cols.size()) + R"(" class="muted">... )"
              + std::to_string(n - k_head - k_tail) + " more row(s)</td></tr>";
       i = n - k_tail - 1;
       continue;
@@ -515,7 +526,7 @@ void write_finding(std::string& out, const Json& f, size_t index) {
     out += "<p class=\"muted\">No evidence series.</p>";
   }
 
-  out += "<div class=\"facts\"><table class=\"kv\"><tr><th colspan=\"2\">Subject</th></tr>";
+  out += R"(<div class="facts"><table class="kv"><tr><th colspan="2">Subject</th></tr>)";
   if (subject.is_object()) {
     for (const auto& [k, v] : subject.items()) {
       if (!v.is_null()) {
@@ -523,7 +534,7 @@ void write_finding(std::string& out, const Json& f, size_t index) {
       }
     }
   }
-  out += "</table><table class=\"kv\"><tr><th colspan=\"2\">Evidence</th></tr>";
+  out += R"(</table><table class="kv"><tr><th colspan="2">Evidence</th></tr>)";
   out += "<tr><td>first seen</td><td>" + html_escape(str_of(f, "first_seen")) + "</td></tr>";
   out += "<tr><td>last seen</td><td>" + html_escape(str_of(f, "last_seen")) + "</td></tr>";
   if (evidence.is_object()) {
@@ -547,7 +558,7 @@ void write_summary(std::string& out, const Json& r) {
       hosts += (hosts.empty() ? "" : ", ") + (h.is_string() ? h.get<std::string>() : h.dump());
     }
   }
-  out += "<section class=\"summary\"><h2>Capture</h2><table class=\"kv\">";
+  out += R"(<section class="summary"><h2>Capture</h2><table class="kv">)";
   const auto row = [&out](const std::string& k, const std::string& escaped_v) {
     out += "<tr><td>" + k + "</td><td>" + escaped_v + "</td></tr>";
   };
@@ -588,31 +599,56 @@ void write_summary(std::string& out, const Json& r) {
 }
 
 constexpr const char* k_style = R"(
-body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1b1b1b;background:#fff;margin:0 auto;max-width:1120px;padding:16px 24px}
-h1{font-size:22px;margin:8px 0}h2{font-size:18px;margin:24px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
-h3{font-size:15px;margin:0 0 6px}code{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:12.5px}
-.muted{color:#666}.sub{color:#444;margin:0 0 8px}
-table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left;vertical-align:top}
-table.kv td:first-child{color:#555;white-space:nowrap}table.kv td{word-break:break-all}
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
+  color:#1b1b1b;background:#fff;margin:0 auto;max-width:1120px;padding:16px 24px}
+h1{font-size:22px;margin:8px 0}
+h2{font-size:18px;margin:24px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:15px;margin:0 0 6px}
+code{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:12.5px}
+.muted{color:#666}
+.sub{color:#444;margin:0 0 8px}
+table{border-collapse:collapse}
+td,th{padding:2px 8px;text-align:left;vertical-align:top}
+table.kv td:first-child{color:#555;white-space:nowrap}
+table.kv td{word-break:break-all}
 table.grid td,table.grid th,table.series td,table.series th{border:1px solid #ddd}
-table.series{font-size:12px}table.series th{background:#f4f4f4}.scroll{overflow-x:auto}
+table.series{font-size:12px}
+table.series th{background:#f4f4f4}
+.scroll{overflow-x:auto}
 .counts span{display:inline-block;margin-right:8px}
-.sev{display:inline-block;padding:1px 8px;border-radius:3px;color:#fff;text-transform:uppercase;font-size:12px;font-weight:600}
-.sev.critical{background:#b00020}.sev.warning{background:#b35c00}.sev.info{background:#33658a}
-.finding{border:1px solid #ddd;border-left:6px solid #33658a;border-radius:4px;padding:10px 14px;margin:12px 0;break-inside:avoid}
-.finding.critical{border-left-color:#b00020}.finding.warning{border-left-color:#b35c00}
-.summary{font-weight:600;margin:4px 0}.owner{margin:4px 0 8px}.cmd{background:#f4f4f4;padding:1px 4px;word-break:break-all}
+.sev{display:inline-block;padding:1px 8px;border-radius:3px;color:#fff;text-transform:uppercase;
+  font-size:12px;font-weight:600}
+.sev.critical{background:#b00020}
+.sev.warning{background:#b35c00}
+.sev.info{background:#33658a}
+.finding{border:1px solid #ddd;border-left:6px solid #33658a;border-radius:4px;padding:10px 14px;
+  margin:12px 0;break-inside:avoid}
+.finding.critical{border-left-color:#b00020}
+.finding.warning{border-left-color:#b35c00}
+.summary{font-weight:600;margin:4px 0}
+.owner{margin:4px 0 8px}
+.cmd{background:#f4f4f4;padding:1px 4px;word-break:break-all}
 .esc{color:#b00020;font-size:12px;font-weight:normal}
 svg.chart{max-width:100%;height:auto;display:block;background:#fcfcfc}
-svg .axis{stroke:#333;fill:none;stroke-width:1}svg .grid{stroke:#ccc;fill:none;stroke-dasharray:2 3}
-svg .series{fill:none;stroke-width:2;stroke-linejoin:round;stroke-linecap:round}svg .limit{stroke-dasharray:7 4;stroke-width:2}
+svg .axis{stroke:#333;fill:none;stroke-width:1}
+svg .grid{stroke:#ccc;fill:none;stroke-dasharray:2 3}
+svg .series{fill:none;stroke-width:2;stroke-linejoin:round;stroke-linecap:round}
+svg .limit{stroke-dasharray:7 4;stroke-width:2}
 svg .dots{fill:none;stroke-width:6;stroke-linecap:round}
-svg text{font-size:11px;fill:#333}svg .ylab{text-anchor:end}svg .xlab.end{text-anchor:end}
-.legend{list-style:none;padding:0;margin:4px 0 8px;font-size:12.5px}.legend li{display:inline-block;margin-right:16px}
-.swatch{display:inline-block;width:22px;border-top:3px solid;vertical-align:middle;margin-right:5px}.swatch.limit{border-top-style:dashed}
-.smalls{display:flex;flex-wrap:wrap;gap:8px 16px}.small{flex:0 0 372px}
-.facts{display:flex;flex-wrap:wrap;align-items:flex-start;gap:0 24px;font-size:13px}.facts table{flex:1 1 420px}
-nav ol{padding-left:22px;margin:4px 0}nav li{margin:2px 0}nav a{color:#1b1b1b}
+svg text{font-size:11px;fill:#333}
+svg .ylab{text-anchor:end}
+svg .xlab.end{text-anchor:end}
+.legend{list-style:none;padding:0;margin:4px 0 8px;font-size:12.5px}
+.legend li{display:inline-block;margin-right:16px}
+.swatch{display:inline-block;width:22px;border-top:3px solid;vertical-align:middle;margin-right:5px}
+.swatch.limit{border-top-style:dashed}
+.smalls{display:flex;flex-wrap:wrap;gap:8px 16px}
+.small{flex:0 0 372px}
+.facts{display:flex;flex-wrap:wrap;align-items:flex-start;gap:0 24px;font-size:13px}
+.facts table{flex:1 1 420px}
+nav ol{padding-left:22px;margin:4px 0}
+nav li{margin:2px 0}
+nav a{color:#1b1b1b}
 footer{color:#666;font-size:12px;margin:24px 0 8px;border-top:1px solid #ddd;padding-top:6px}
 )";
 
@@ -630,7 +666,7 @@ std::string render_report_html(const Json& report) {
   }
   out += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n";
   out +=
-      "<meta http-equiv=\"Content-Security-Policy\" content=\"" + std::string(k_html_csp) + "\">\n";
+      R"(<meta http-equiv="Content-Security-Policy" content=")" + std::string(k_html_csp) + "\">\n";
   out += "<meta name=\"referrer\" content=\"no-referrer\">\n";
   out += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
   out += "<title>sockrewind report: " + html_escape(hosts) + "</title>\n<style>";
@@ -650,7 +686,7 @@ std::string render_report_html(const Json& report) {
       counts.at(s) += str_of(f, "severity") == k_order.at(s) ? 1U : 0U;
     }
   }
-  out += "<section class=\"findings\"><h2>Findings</h2><p class=\"counts\">";
+  out += R"(<section class="findings"><h2>Findings</h2><p class="counts">)";
   for (size_t s = 0; s < k_order.size(); ++s) {
     out += "<span><span class=\"sev " + std::string(k_order.at(s)) + "\">"
            + std::to_string(counts.at(s)) + " " + k_order.at(s) + "</span></span>";
