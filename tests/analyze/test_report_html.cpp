@@ -205,8 +205,7 @@ std::string hostile_capture(const fs::path& dir, const std::string& canary_url) 
 // A TCP listener on 127.0.0.1 that records the first line of every request it receives.
 class Canary {
 public:
-  Canary() {
-    m_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  Canary() : m_fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
     REQUIRE(m_fd >= 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
