@@ -173,7 +173,7 @@ TEST_CASE("collect::sock_diag unix request bytes", "[collect][sock_diag]") {
   CHECK(b[16] == 1); // AF_UNIX
   CHECK(b[17] == 0);
   CHECK(u32_at(b, 20) == 0x1fff);
-  CHECK(u32_at(b, 24) == 0); // udiag_ino: dump
+  CHECK(u32_at(b, 24) == 0);    // udiag_ino: dump
   CHECK(u32_at(b, 28) == 0x75); // NAME, PEER, RQLEN, MEMINFO, UID
   CHECK(u32_at(b, 32) == 0);
   CHECK(u32_at(b, 36) == 0);
