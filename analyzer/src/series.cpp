@@ -608,12 +608,17 @@ Series load_series(const std::vector<std::string>& files) {
 
   for (Timeline& tl : series.timelines) {
     for (Track& t : tl.tracks) {
-      if (!std::is_sorted(t.samples.begin(), t.samples.end(), [](const Sample& a, const Sample& b) {
-            return a.snap < b.snap;
-          })) {
-        std::sort(t.samples.begin(), t.samples.end(), [](const Sample& a, const Sample& b) {
-          return a.snap < b.snap;
-        });
+      const auto by_snap = [](const Sample& a, const Sample& b) { return a.snap < b.snap; };
+      if (!std::is_sorted(t.samples.begin(), t.samples.end(), by_snap)) {
+        // Rows out of snapshot order (files that overlap in time, or a hand-made file): a
+        // socket listed twice in one snapshot, with other snapshots' rows read in between,
+        // lands twice in its track. Keep the first: at most one sample per snapshot.
+        std::stable_sort(t.samples.begin(), t.samples.end(), by_snap);
+        t.samples.erase(
+            std::unique(t.samples.begin(),
+                        t.samples.end(),
+                        [](const Sample& a, const Sample& b) { return a.snap == b.snap; }),
+            t.samples.end());
       }
       t.samples.shrink_to_fit();
     }

@@ -6,6 +6,7 @@
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/primitives.hpp>
 #include <sockrewind/analyze/series.hpp>
+#include <sockrewind/store/db.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -151,4 +152,33 @@ TEST_CASE("primitives: GROW accepts a noisy rise and rejects sawtooth and flat",
   CHECK_FALSE(grow_test(t, flat, 4096, 65536, 6).grows);
   // Too few points.
   CHECK_FALSE(grow_test(std::span(t).first(4), std::span(rise).first(4), 4096, 1, 6).grows);
+}
+
+TEST_CASE("series: a socket listed twice in one snapshot, out of order, is one sample",
+          "[series]") {
+  // Found by fuzz_load: a row copied to the end of the table (read after other snapshots' rows)
+  // used to land in its track a second time for the same snapshot.
+  test::TempDir dir;
+  const std::filesystem::path file = dir.path() / "dup.sqlite";
+  std::filesystem::copy_file(
+      std::filesystem::path(SOCKREWIND_SOURCE_DIR) / "samples" / "udp-drops.sqlite", file);
+  {
+    store::Db db = store::Db::create(file.string());
+    REQUIRE(db.query_int("SELECT count(DISTINCT snapshot_id) FROM sockets") >= 3);
+    db.exec("CREATE TEMP TABLE t AS SELECT * FROM sockets WHERE sock_id = "
+            "(SELECT min(sock_id) FROM sockets);"
+            "UPDATE t SET sock_id = (SELECT max(sock_id) + 1 FROM sockets);"
+            "INSERT INTO sockets SELECT * FROM t;");
+  }
+  const Series s = load_series({file.string()});
+  size_t tracks = 0;
+  for (const Timeline& tl : s.timelines) {
+    for (const Track& t : tl.tracks) {
+      ++tracks;
+      for (size_t i = 1; i < t.samples.size(); ++i) {
+        CHECK(t.samples[i - 1].snap < t.samples[i].snap);
+      }
+    }
+  }
+  CHECK(tracks > 0);
 }

@@ -159,6 +159,7 @@ void run_netns(const Series& series,
                                        : std::to_string(cand.size()) + " listeners were full: ";
       // By endpoint, so that the words do not depend on the order the files were read in.
       std::vector<std::string> names;
+      names.reserve(cand.size());
       for (const auto& [li, c] : cand) {
         names.push_back(endpoint(series, tl.tracks[li], true));
       }
