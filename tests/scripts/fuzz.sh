@@ -41,18 +41,8 @@ if [[ -z $runs && -z $max_time ]]; then
   max_time=${FUZZ_SHORT_TIME:-20}
 fi
 
-# clang 14 and its runtime (libFuzzer, sanitizers), as tests/scripts/install-deps.sh installs.
-missing=()
-for p in clang-14 libclang-rt-14-dev cmake make pkg-config libsqlite3-dev sqlite3 \
-  nlohmann-json3-dev libcli11-dev libmnl-dev; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "installing: ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# clang 14 and its runtime (libFuzzer, sanitizers) come with the project's packages.
+"$root/tests/scripts/install-deps.sh"
 
 echo "== fuzz: build ($build, clang++-14, -fsanitize=fuzzer,address,undefined)"
 nice -n "$nice_level" cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++-14 \
