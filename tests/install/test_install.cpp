@@ -3,6 +3,7 @@
 // options it accepts, man pages that are roff, `systemd-analyze verify` clean (when present),
 // and, as root, the unit's CapabilityBoundingSet= enough for a capture as complete as root's.
 #include "hardening/harness.hpp"
+#include "live/sockets.hpp"
 #include "support.hpp"
 
 #include <sockrewind/store/db.hpp>
@@ -231,6 +232,12 @@ TEST_CASE("install::the unit's capability bounding set keeps a complete capture"
   }
   REQUIRE(bounding != "-all");
   const std::string collect = (prefix / "bin/sockrewind-collect").string();
+  // Sockets of this (fully privileged) process, so that there are owners to find even on a
+  // fresh machine whose only other sockets belong to processes nobody may inspect.
+  const sockrewind::test::Sock listener = sockrewind::test::tcp_listener(0, 8);
+  const uint16_t port = sockrewind::test::local_port(listener);
+  const sockrewind::test::Sock client = sockrewind::test::tcp_connect(port);
+  const sockrewind::test::Sock server = sockrewind::test::tcp_accept(listener);
 
   const RunResult full =
       run_cmd({collect, "--out", (tmp.path() / "full").string(), "--quiet"}, tmp.path());
@@ -253,6 +260,7 @@ TEST_CASE("install::the unit's capability bounding set keeps a complete capture"
     // Processes come and go between the two runs: a little slack.
     CHECK(n <= (full_denied.count(what) != 0 ? full_denied.at(what) : 0) + 2);
   }
+  CHECK(full_owned > 0);
   CHECK(bounded_owned >= full_owned - 0.02);
 
   // And the check has teeth: without CAP_SYS_PTRACE the owners are gone.
