@@ -2,8 +2,10 @@
 // inline SVG only (no script, no URL of any kind), every text from the files escaped, and a
 // Content-Security-Policy that makes the browser refuse any load. Each finding gets a chart of
 // its evidence series: the numeric columns over time, limits dashed.
+#include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/report_html.hpp>
+#include <sockrewind/analyze/show.hpp>
 
 #include <algorithm>
 #include <array>
@@ -129,36 +131,17 @@ std::string str_of(const Json& obj, const char* key) {
                        : v.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
-int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
-  y -= m <= 2 ? 1 : 0;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
-// Seconds since the epoch of "YYYY-MM-DDTHH:MM:SS[.fff]Z" (what iso8601() writes).
-std::optional<double> parse_time(const Json& t) {
+// Seconds since the epoch of a series row's time (what iso8601() writes); nullopt when it is
+// not a time. The parsing is show's, shared by every command that reads times.
+std::optional<double> time_seconds(const Json& t) {
   if (!t.is_string()) {
     return std::nullopt;
   }
-  const std::string s = t.get<std::string>();
-  int y = 0;
-  int mo = 0;
-  int d = 0;
-  int h = 0;
-  int mi = 0;
-  double sec = 0;
-  // NOLINTNEXTLINE(cert-err34-c): the count of fields read is checked
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%lf", &y, &mo, &d, &h, &mi, &sec) != 6 || mo < 1
-      || mo > 12 || d < 1 || d > 31 || !std::isfinite(sec)) {
+  try {
+    return static_cast<double>(parse_time(t.get<std::string>())) / 1e9;
+  } catch (const UsageError&) {
     return std::nullopt;
   }
-  return static_cast<double>(days_from_civil(y, mo, d) * 86400 + int64_t{h} * 3600
-                             + int64_t{mi} * 60)
-         + sec;
 }
 
 // One numeric column of a finding's series; values per row (nullopt: null or not a number).
@@ -267,7 +250,7 @@ Axis time_axis(const Json& series) {
   double prev = -std::numeric_limits<double>::infinity();
   for (const Json& row : series) {
     const std::optional<double> t =
-        row.is_object() && row.contains("t") ? parse_time(row["t"]) : std::nullopt;
+        row.is_object() && row.contains("t") ? time_seconds(row["t"]) : std::nullopt;
     if (!t || *t < prev) {
       parsed = false;
       break;
