@@ -588,9 +588,11 @@ Series load_series(const std::vector<std::string>& files) {
   }
   std::vector<TimelineState> states(series.timelines.size());
   std::future<FileData> next;
+  // The first file is read by this thread when it is needed (nothing to overlap it with yet):
+  // one file, as a single-file report or a fuzzer has, then costs no thread at all.
   const auto start = [&](size_t k) {
     const size_t fi = todo[k];
-    return std::async(std::launch::async,
+    return std::async(k == 0 ? std::launch::deferred : std::launch::async,
                       [&files, &slots, fi] { return read_file_data(files[fi], slots[fi]); });
   };
   if (!todo.empty()) {
@@ -612,13 +614,17 @@ Series load_series(const std::vector<std::string>& files) {
       if (!std::is_sorted(t.samples.begin(), t.samples.end(), by_snap)) {
         // Rows out of snapshot order (files that overlap in time, or a hand-made file): a
         // socket listed twice in one snapshot, with other snapshots' rows read in between,
-        // lands twice in its track. Keep the first: at most one sample per snapshot.
+        // lands twice in its track. Keep the first: at most one sample per snapshot, and the
+        // snapshot's socket count is what was kept (each row counted once, in one track).
         std::stable_sort(t.samples.begin(), t.samples.end(), by_snap);
-        t.samples.erase(
-            std::unique(t.samples.begin(),
-                        t.samples.end(),
-                        [](const Sample& a, const Sample& b) { return a.snap == b.snap; }),
-            t.samples.end());
+        const auto same_snap = [](const Sample& a, const Sample& b) { return a.snap == b.snap; };
+        for (auto it = std::adjacent_find(t.samples.begin(), t.samples.end(), same_snap);
+             it != t.samples.end();
+             it = std::adjacent_find(it + 1, t.samples.end(), same_snap)) {
+          tl.snaps[it->snap].sockets--;
+        }
+        t.samples.erase(std::unique(t.samples.begin(), t.samples.end(), same_snap),
+                        t.samples.end());
       }
       t.samples.shrink_to_fit();
     }
