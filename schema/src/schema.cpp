@@ -105,34 +105,34 @@ int validate(Db& db) {
   if (version < k_min_schema_version) {
     throw SchemaError("schema version " + std::to_string(version) + " is not supported");
   }
+
   // Every table of the schema, with every column and its declared type; anything beyond it
   // (tables, columns, views, triggers, indexes) is ignored. pragma_table_list and
-  // pragma_table_xinfo read the schema without running anything the file defines.
-  std::map<std::string, std::pair<std::string, bool>> tables; // name -> (type, strict)
-  {
-    Stmt list =
-        db.prepare("SELECT name, type, strict FROM pragma_table_list WHERE schema = 'main'");
-    while (list.step()) {
-      tables[list.get_text(0)] = {list.get_text(1), list.get_int(2) == 1};
-    }
-  }
+  // pragma_table_xinfo read the schema without running anything the file defines. Both are
+  // asked about one name at a time: listing every table would also compile every view in the
+  // file, which cost more than the rest of a small file's load (the analyzer validates every
+  // file it opens).
+  Stmt list = db.prepare("SELECT type, strict FROM pragma_table_list(?1) WHERE schema = 'main'");
+  Stmt cols = db.prepare("SELECT name, upper(type), hidden FROM pragma_table_xinfo(?1)");
   for (const Table& t : reference(static_cast<int>(version))) {
-    const auto found = tables.find(t.name);
-    if (found == tables.end()) {
+    list.reset();
+    list.bind(1, t.name);
+    if (!list.step()) {
       throw SchemaError("missing table " + t.name);
     }
-    if (found->second.first != "table") {
-      throw SchemaError(t.name + " is a " + found->second.first + ", not a table");
+    const std::string type = list.get_text(0);
+    if (type != "table") {
+      throw SchemaError(t.name + " is a " + type + ", not a table");
     }
     // STRICT, or a hostile file could put text where we expect integers.
-    if (!found->second.second) {
+    if (list.get_int(1) != 1) {
       throw SchemaError("table " + t.name + " is not STRICT");
     }
-    Stmt st = db.prepare("SELECT name, upper(type), hidden FROM pragma_table_xinfo(?1)");
-    st.bind(1, t.name);
+    cols.reset();
+    cols.bind(1, t.name);
     std::map<std::string, FileColumn> have;
-    while (st.step()) {
-      have[st.get_text(0)] = FileColumn{st.get_text(1), static_cast<int>(st.get_int(2))};
+    while (cols.step()) {
+      have[cols.get_text(0)] = FileColumn{cols.get_text(1), static_cast<int>(cols.get_int(2))};
     }
     for (const Column& c : t.columns) {
       const auto col = have.find(c.name);
