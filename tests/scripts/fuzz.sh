@@ -102,7 +102,8 @@ printf '4096\n' >"$seeds/fuzz_proc_stat/u64"
 
 # fuzz_load: each sample with only the counters the analyzer reads and 512-byte pages (every
 # snapshot kept, so the detectors still fire): a quarter of the size, twice the executions per
-# second. The sample as it is when sqlite3 is missing.
+# second. The sample as it is when sqlite3 is missing. The input's last byte chooses the
+# command (fuzz_load.cpp): one seed per command.
 names=$(grep -ho '"\(Tcp\|TcpExt\|Udp\|TCP\)\.[A-Za-z]*"' analyzer/src/*.cpp analyzer/src/detectors/*.cpp \
   | sort -u | tr '"' "'" | paste -sd,)
 for f in samples/*.sqlite; do
@@ -113,6 +114,10 @@ for f in samples/*.sqlite; do
     sqlite3 "$b" "DELETE FROM counters WHERE name NOT IN ($names);
       PRAGMA page_size = 512; VACUUM;"
   fi
+  for cmd in 0 1 2 3 4; do
+    { cat "$b"; printf "\\x$(printf %02x "$cmd")"; } >"$b.cmd$cmd"
+  done
+  rm "$b"
 done
 # libFuzzer's -max_len: the largest seed, so that no sample is cut short.
 load_max_len=$(find "$seeds/fuzz_load" -type f -printf '%s\n' | sort -n | tail -1)
