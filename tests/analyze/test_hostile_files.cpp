@@ -16,7 +16,6 @@
 #include <sqlite3.h>
 
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -92,42 +91,12 @@ void patch(const std::string& file, const std::string& sql) {
   db.exec(sql);
 }
 
-struct Run {
-  int code = -1; // exit status; -1 if killed by a signal (a crash, or the timeout)
-  std::string out;
-  std::string err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (const char c : s) {
-    q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  }
-  return q + "'";
-}
+using test::Run;
 
 // Runs the real sockrewind-analyze with `args`; a hang is killed after 60 s and fails.
-Run analyze_bin(const std::vector<std::string>& args) {
-  static std::atomic<int> counter{0};
-  const fs::path tmp = fs::temp_directory_path();
-  const std::string tag = std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  const fs::path out = tmp / ("sockrewind-hostile-" + tag + ".out");
-  const fs::path err = tmp / ("sockrewind-hostile-" + tag + ".err");
-  std::string cmd = "timeout -s KILL 60 " + quote(SOCKREWIND_ANALYZE_BIN);
-  for (const std::string& a : args) {
-    cmd += " " + quote(a);
-  }
-  cmd += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
-  const int st = std::system(cmd.c_str()); // NOLINT(concurrency-mt-unsafe,cert-env33-c)
-  Run r;
-  if (WIFEXITED(st) && WEXITSTATUS(st) < 124) { // timeout(1): 124+ = killed or not run
-    r.code = WEXITSTATUS(st);
-  }
-  r.out = test::read_file(out);
-  r.err = test::read_file(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
+Run analyze_bin(std::vector<std::string> args) {
+  args.insert(args.begin(), SOCKREWIND_ANALYZE_BIN);
+  return test::run_with_timeout(args, 60);
 }
 
 // Every command on `path`, with the options each needs.

@@ -7,8 +7,6 @@
 
 #include <catch2/catch.hpp>
 
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -39,15 +37,10 @@ std::string make_file(const std::filesystem::path& dir,
   return path;
 }
 
+// The exit status (-1 if killed or not run) and what `cmd` printed on stdout and stderr.
 std::pair<int, std::string> run(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf{};
-  while (std::fgets(buf.data(), buf.size(), p) != nullptr) {
-    out += buf.data();
-  }
-  const int st = ::pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+  const test::CmdResult r = test::run_cmd_output(cmd + " 2>&1");
+  return {WIFEXITED(r.status) ? WEXITSTATUS(r.status) : -1, r.out};
 }
 
 } // namespace

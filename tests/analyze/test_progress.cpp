@@ -4,7 +4,6 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -15,17 +14,11 @@ namespace fs = std::filesystem;
 
 const std::string k_samples = (fs::path(SOCKREWIND_SOURCE_DIR) / "samples").string();
 
+// What `cmd` printed on stdout; checks that it exited 0 (-1 when it could not be run).
 std::string run_capture(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) {
-    out.append(buf, n);
-  }
-  CHECK(::pclose(p) == 0);
-  return out;
+  const sockrewind::test::CmdResult r = sockrewind::test::run_cmd_output(cmd);
+  CHECK(r.status == 0);
+  return r.out;
 }
 
 } // namespace

@@ -16,7 +16,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,47 +38,11 @@ namespace {
 
 constexpr const char* k_chromium = "/usr/bin/chromium";
 
-struct Run {
-  int code = -1; // exit status; -1 if killed by a signal or the timeout
-  std::string out;
-  std::string err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (const char c : s) {
-    q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  }
-  return q + "'";
-}
-
-// Runs `argv` (argv[0] the program) with stdout and stderr to files, killed after `timeout_s`.
-Run run(const std::vector<std::string>& argv, int timeout_s = 60) {
-  static std::atomic<int> counter{0};
-  const fs::path tmp = fs::temp_directory_path();
-  const std::string tag = std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  const fs::path out = tmp / ("sockrewind-html-" + tag + ".out");
-  const fs::path err = tmp / ("sockrewind-html-" + tag + ".err");
-  std::string cmd = "timeout -s KILL " + std::to_string(timeout_s);
-  for (const std::string& a : argv) {
-    cmd += " " + quote(a);
-  }
-  cmd += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
-  const int st = std::system(cmd.c_str()); // NOLINT(concurrency-mt-unsafe,cert-env33-c)
-  Run r;
-  if (WIFEXITED(st) && WEXITSTATUS(st) < 124) { // timeout(1): 124+ = killed or not run
-    r.code = WEXITSTATUS(st);
-  }
-  r.out = test::read_file(out);
-  r.err = test::read_file(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
-}
+using test::Run;
 
 Run analyze_bin(std::vector<std::string> args) {
   args.insert(args.begin(), SOCKREWIND_ANALYZE_BIN);
-  return run(args);
+  return test::run_with_timeout(args);
 }
 
 std::string lower(std::string s) {
@@ -291,20 +254,20 @@ private:
 // every host name unresolvable (127.0.0.1 stays reachable: the canary). `mode` is
 // "--dump-dom" or "--screenshot=FILE".
 Run chromium(const fs::path& profile, const std::string& mode, const fs::path& page) {
-  return run({k_chromium,
-              "--headless",
-              "--no-sandbox",
-              "--disable-gpu",
-              "--no-first-run",
-              "--disable-background-networking",
-              "--disable-component-update",
-              "--disable-sync",
-              "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-              "--user-data-dir=" + profile.string(),
-              "--window-size=1200,3000",
-              mode,
-              "file://" + page.string()},
-             120);
+  return test::run_with_timeout({k_chromium,
+                                 "--headless",
+                                 "--no-sandbox",
+                                 "--disable-gpu",
+                                 "--no-first-run",
+                                 "--disable-background-networking",
+                                 "--disable-component-update",
+                                 "--disable-sync",
+                                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                                 "--user-data-dir=" + profile.string(),
+                                 "--window-size=1200,3000",
+                                 mode,
+                                 "file://" + page.string()},
+                                120);
 }
 
 uint32_t be32(const std::string& b, size_t at) {

@@ -49,13 +49,7 @@ struct RunResult {
     return lines;
   }
 
-  std::string path() const {
-    std::string p = out;
-    while (!p.empty() && p.back() == '\n') {
-      p.pop_back();
-    }
-    return p;
-  }
+  std::string path() const { return trim_newlines(out); }
 };
 
 // A started child whose stdout and stderr go to files in a log directory.

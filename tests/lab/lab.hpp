@@ -14,10 +14,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <array>
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -29,25 +27,6 @@
 #include <vector>
 
 namespace sockrewind::test {
-
-struct CmdResult {
-  int status = -1;
-  std::string out;
-};
-
-inline CmdResult run_cmd_output(const std::string& cmd) {
-  CmdResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) {
-    return r;
-  }
-  std::array<char, 4096> buf{};
-  while (std::fgets(buf.data(), buf.size(), p) != nullptr) {
-    r.out += buf.data();
-  }
-  r.status = ::pclose(p);
-  return r;
-}
 
 class Lab {
 public:
@@ -91,12 +70,8 @@ public:
     if (r.status != 0) {
       throw std::runtime_error("sockrewind-collect failed (" + std::to_string(r.status) + ")");
     }
-    std::string path = r.out;
-    while (!path.empty() && path.back() == '\n') {
-      path.pop_back();
-    }
-    m_last = path;
-    return path;
+    m_last = trim_newlines(r.out);
+    return m_last;
   }
 
   // With SOCKREWIND_LAB_SAMPLES=DIR in the environment, copies the last collected file to

@@ -13,9 +13,7 @@
 
 #include <sys/stat.h>
 
-#include <array>
 #include <chrono>
-#include <cstdio>
 #include <memory>
 #include <thread>
 
@@ -23,28 +21,6 @@ using sockrewind::store::Db;
 using namespace sockrewind::test;
 
 namespace {
-
-struct RunResult {
-  int status = -1;
-  std::string out;
-};
-
-RunResult run(const std::string& cmd) {
-  RunResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) {
-    return r;
-  }
-  std::array<char, 4096> buf{};
-  while (std::fgets(buf.data(), buf.size(), p) != nullptr) {
-    r.out += buf.data();
-  }
-  r.status = ::pclose(p);
-  while (!r.out.empty() && r.out.back() == '\n') {
-    r.out.pop_back();
-  }
-  return r;
-}
 
 uint64_t netns_inode(const TestNetns& ns) {
   struct stat st {};
@@ -90,12 +66,13 @@ struct Scenario {
 };
 
 std::string collect(const std::string& out_dir, const std::string& extra) {
-  const RunResult r =
-      run(std::string(SOCKREWIND_COLLECT_BIN) + " --quiet --out " + out_dir + " " + extra);
-  INFO("collector output: " << r.out);
+  const CmdResult r = run_cmd_output(std::string(SOCKREWIND_COLLECT_BIN) + " --quiet --out "
+                                     + out_dir + " " + extra);
+  const std::string out = trim_newlines(r.out);
+  INFO("collector output: " << out);
   REQUIRE(r.status == 0);
-  REQUIRE(r.out.rfind(out_dir, 0) == 0);
-  return r.out;
+  REQUIRE(out.rfind(out_dir, 0) == 0);
+  return out;
 }
 
 int64_t netns_id_of(Db& db, uint64_t inode) {

@@ -13,7 +13,6 @@
 
 #include <array>
 #include <chrono>
-#include <cstdio>
 #include <map>
 #include <regex>
 #include <set>
@@ -24,18 +23,6 @@ using sockrewind::store::Db;
 using namespace sockrewind::test;
 
 namespace {
-
-std::string capture_output(const std::string& cmd, int& status) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 8192> buf{};
-  while (std::fgets(buf.data(), buf.size(), p) != nullptr) {
-    out += buf.data();
-  }
-  status = ::pclose(p);
-  return out;
-}
 
 struct SsSocket {
   std::string netid;
@@ -197,14 +184,13 @@ TEST_CASE("live::snapshot agrees with ss -tuwxanie -p", "[live][ss]") {
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
 
-  int status = 0;
-  const std::string ss_text =
-      capture_output("ip netns exec " + ns.name() + " ss -tuwxanie -p", status);
-  REQUIRE(status == 0);
-  const std::string path = capture_output(
-      std::string(SOCKREWIND_COLLECT_BIN) + " --quiet --netns all --out " + udir + "/out", status);
-  REQUIRE(status == 0);
-  const std::vector<SsSocket> ss = parse_ss(ss_text);
+  const CmdResult ss_run = run_cmd_output("ip netns exec " + ns.name() + " ss -tuwxanie -p");
+  REQUIRE(ss_run.status == 0);
+  const CmdResult collect_run = run_cmd_output(std::string(SOCKREWIND_COLLECT_BIN)
+                                               + " --quiet --netns all --out " + udir + "/out");
+  REQUIRE(collect_run.status == 0);
+  const std::string& path = collect_run.out;
+  const std::vector<SsSocket> ss = parse_ss(ss_run.out);
   REQUIRE(ss.size() > 300);
 
   // Our own file: opened read-write so that its convenience views may run.
