@@ -146,6 +146,10 @@ store::Db open_validated(const std::string& file) {
 
 std::vector<SnapshotInfo> load_snapshot_index(const std::string& file) {
   store::Db db = open_validated(file);
+  return load_snapshot_index(db, file);
+}
+
+std::vector<SnapshotInfo> load_snapshot_index(store::Db& db, const std::string& file) {
   std::vector<SnapshotInfo> out;
   try {
     store::Stmt st = db.prepare(

@@ -440,7 +440,19 @@ std::vector<Finding> run_detectors(const Series& series, const ReportOptions& op
   // its own list, then merge in registry order so the output does not depend on scheduling.
   const std::vector<Detector>& all = detectors();
   std::vector<std::vector<Finding>> per(all.size());
-  const unsigned workers = std::max(1U, std::min(4U, std::thread::hardware_concurrency()));
+  // A small series (one bug-report file, a fuzzer's input) is analyzed before threads would
+  // have started: they pay off from tens of thousands of samples.
+  constexpr size_t k_samples_per_thread = 20000;
+  size_t samples = 0;
+  for (const Timeline& tl : series.timelines) {
+    for (const Track& t : tl.tracks) {
+      samples += t.samples.size();
+    }
+  }
+  const unsigned workers = static_cast<unsigned>(
+      std::clamp<size_t>(samples / k_samples_per_thread,
+                         1,
+                         std::max(1U, std::min(4U, std::thread::hardware_concurrency()))));
   std::atomic<size_t> next{0};
   Progress progress("analyzing", all.size());
   const auto work = [&] {
@@ -489,8 +501,13 @@ int write_report(const ReportOptions& opts, std::ostream& out) {
   (void)build_params(opts);
   const Series series = load_series(opts.paths);
   require_snapshots(opts.paths, series.snapshot_count());
-  std::vector<Finding> findings = run_detectors(series, opts);
+  return render_report(series, run_detectors(series, opts), opts, out);
+}
 
+int render_report(const Series& series,
+                  std::vector<Finding> findings,
+                  const ReportOptions& opts,
+                  std::ostream& out) {
   int rc = 0;
   if (opts.fail_on) {
     const Severity bar = parse_severity(*opts.fail_on).value_or(Severity::critical);

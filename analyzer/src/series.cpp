@@ -222,13 +222,16 @@ struct FileData {
 
 // Reads every row the analysis needs from one file. Only snapshots in `wanted` (the others are
 // duplicates of snapshots seen in another file).
-FileData read_file_data(const std::string& file, const std::unordered_map<int64_t, Slot>& wanted) {
+// `db` is the file open_validated() returned, or empty to open it here.
+FileData read_file_data(const std::string& file,
+                        const std::unordered_map<int64_t, Slot>& wanted,
+                        std::optional<store::Db> db_open) {
   FileData d;
   const auto keep = [&wanted](int64_t snapshot_id) {
     const auto it = wanted.find(snapshot_id);
     return it != wanted.end() && it->second.timeline != k_na;
   };
-  store::Db db = open_validated(file);
+  store::Db db = db_open ? std::move(*db_open) : open_validated(file);
   try {
     store::Stmt ns = db.prepare("SELECT netns_id, inode FROM netns");
     while (ns.step()) {
@@ -535,11 +538,18 @@ Series load_series(const std::vector<std::string>& files) {
   series.files = files;
   std::vector<SnapshotInfo> all;
   std::unordered_map<std::string, uint32_t> file_index;
+  std::optional<store::Db> first_db;
   for (size_t i = 0; i < files.size(); ++i) {
     if (!file_index.emplace(files[i], static_cast<uint32_t>(i)).second) {
       continue; // the same path twice: its snapshots are the same
     }
-    std::vector<SnapshotInfo> idx = load_snapshot_index(files[i]);
+    // The first file stays open for its data, which this thread reads first (below): a
+    // single-file analysis opens and validates its file once.
+    store::Db db = open_validated(files[i]);
+    std::vector<SnapshotInfo> idx = load_snapshot_index(db, files[i]);
+    if (i == 0) {
+      first_db.emplace(std::move(db));
+    }
     all.insert(all.end(), std::make_move_iterator(idx.begin()), std::make_move_iterator(idx.end()));
   }
   std::stable_sort(all.begin(), all.end(), [](const SnapshotInfo& a, const SnapshotInfo& b) {
@@ -592,8 +602,14 @@ Series load_series(const std::vector<std::string>& files) {
   // one file, as a single-file report or a fuzzer has, then costs no thread at all.
   const auto start = [&](size_t k) {
     const size_t fi = todo[k];
+    std::optional<store::Db> db;
+    if (fi == 0) {
+      db = std::move(first_db);
+    }
     return std::async(k == 0 ? std::launch::deferred : std::launch::async,
-                      [&files, &slots, fi] { return read_file_data(files[fi], slots[fi]); });
+                      [&files, &slots, fi, db = std::move(db)]() mutable {
+                        return read_file_data(files[fi], slots[fi], std::move(db));
+                      });
   };
   if (!todo.empty()) {
     next = start(0);

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <sstream>
 
 using namespace sockrewind::analyze;
 
@@ -61,6 +62,31 @@ TEST_CASE("samples: every capture yields the findings samples/expected.json list
         CHECK(rank(std::string(severity_name(f.severity)))
               <= rank(want["max_severity"].get<std::string>()));
       }
+    }
+  }
+}
+
+TEST_CASE("samples: render_report of a loaded series prints what write_report prints",
+          "[samples][report]") {
+  const std::filesystem::path dir = std::filesystem::path(SOCKREWIND_SOURCE_DIR) / "samples";
+  const auto expected = nlohmann::json::parse(sockrewind::test::read_file(dir / "expected.json"));
+  for (const auto& item : expected.items()) {
+    const std::string file = (dir / item.key()).string();
+    INFO(file);
+    const Series s = load_series({file});
+    for (const Format format : {Format::text, Format::json}) {
+      ReportOptions opts;
+      opts.paths = {file};
+      opts.format = format;
+      opts.min_severity = "warning";
+      opts.fail_on = "warning";
+      std::ostringstream whole;
+      std::ostringstream rendered;
+      const int rc_whole = write_report(opts, whole);
+      const int rc_rendered = render_report(s, run_detectors(s, opts), opts, rendered);
+      CHECK(rc_rendered == rc_whole);
+      CHECK(rendered.str() == whole.str());
+      CHECK(!rendered.str().empty());
     }
   }
 }

@@ -43,6 +43,13 @@ std::vector<Finding> run_detectors(const Series& series, const ReportOptions& op
 // Writes the report (to opts.output when set, else to `out`); returns the exit code (1 when
 // --fail-on is met, else 0). Throws LoadError when opts.output cannot be written.
 int write_report(const ReportOptions& opts, std::ostream& out);
+// write_report's second half, for a series already loaded: filters `findings` (from
+// run_detectors) by --min-severity and renders them in opts.format to opts.output or `out`;
+// returns the --fail-on exit code. opts.paths is not read.
+int render_report(const Series& series,
+                  std::vector<Finding> findings,
+                  const ReportOptions& opts,
+                  std::ostream& out);
 // Writes `data` to `path` atomically: a new temporary file beside it, fsynced, then renamed
 // over `path`. Throws LoadError (naming `path`) on failure, leaving no temporary file.
 void write_file_atomically(const std::string& path, const std::string& data);

@@ -55,6 +55,8 @@ void require_snapshots(const std::vector<std::string>& files, size_t snapshots);
 // Opens `file` read-only (defensive, no triggers or views), validates it and returns its
 // snapshots in capture order. Throws LoadError naming the file and the reason.
 std::vector<SnapshotInfo> load_snapshot_index(const std::string& file);
+// The same from `db`, a file open_validated() returned for `file`.
+std::vector<SnapshotInfo> load_snapshot_index(store::Db& db, const std::string& file);
 
 // Capture issues of a file summed per (source, kind).
 struct IssueSum {
