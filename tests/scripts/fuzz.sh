@@ -7,11 +7,11 @@
 #   tests/scripts/fuzz.sh --time 600           # each target for that many seconds
 #   tests/scripts/fuzz.sh --runs N --time S    # whichever comes first
 #   tests/scripts/fuzz.sh --targets "fuzz_load fuzz_counters" --time 60
-#   tests/scripts/fuzz.sh --targets fuzz_load --runs 10000000 --fork 2   # on 2 cores
+#   tests/scripts/fuzz.sh --targets fuzz_load --runs 10000000 --jobs 2   # on 2 cores
 #
-# --fork J runs J child processes per target (libFuzzer -fork=J); --runs then counts the
-# executions of all of them together.
-# Environment: FUZZ_RUNS, FUZZ_TIME, FUZZ_TARGETS, FUZZ_FORK, FUZZ_SHORT_TIME, FUZZ_NICE (19),
+# --jobs J runs J libFuzzer processes per target on one shared corpus (-jobs=J -workers=J),
+# each doing its share of --runs (their logs: build-fuzz/artifacts/TARGET/fuzz-N.log).
+# Environment: FUZZ_RUNS, FUZZ_TIME, FUZZ_TARGETS, FUZZ_JOBS, FUZZ_SHORT_TIME, FUZZ_NICE (19),
 # FUZZ_MAX_LEN (libFuzzer -max_len; default 1-2 KiB for text, 16 KiB for netlink, the largest
 # sample for fuzz_load), FUZZ_RESULTS (the markdown table; default build-fuzz/fuzz-results.md).
 # Seeds come from ../shared/fixtures/proc-net (skipped with a message when absent) and
@@ -27,7 +27,7 @@ all_targets="fuzz_proc_net_inet fuzz_proc_net_unix fuzz_counters fuzz_proc_stat 
 runs=${FUZZ_RUNS:-}
 max_time=${FUZZ_TIME:-}
 targets=${FUZZ_TARGETS:-$all_targets}
-fork=${FUZZ_FORK:-1}
+jobs=${FUZZ_JOBS:-1}
 nice_level=${FUZZ_NICE:-19}
 results=${FUZZ_RESULTS:-$build/fuzz-results.md}
 while (($#)); do
@@ -36,7 +36,7 @@ while (($#)); do
   --runs) runs=$2; shift ;;
   --time) max_time=$2; shift ;;
   --targets) targets=$2; shift ;;
-  --fork) fork=$2; shift ;;
+  --jobs) jobs=$2; shift ;;
   -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "fuzz.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -153,8 +153,10 @@ done
 limits=""
 [[ -n $runs ]] && limits+=" -runs=$runs"
 [[ -n $max_time ]] && limits+=" -max_total_time=$max_time"
-if ((fork > 1)); then
-  limits+=" -fork=$fork"
+if ((jobs > 1)); then
+  # Each process stops at its share of the executions (libFuzzer's -runs is per process).
+  [[ -n $runs ]] && limits=${limits/ -runs=$runs/ -runs=$(((runs + jobs - 1) / jobs))}
+  limits+=" -jobs=$jobs -workers=$jobs"
 fi
 echo "== fuzz: running each target (${limits# }), one at a time, nice $nice_level"
 rows=()
@@ -175,16 +177,21 @@ for t in $targets; do
   start=$(date +%s.%N)
   # shellcheck disable=SC2086 # $limits is a list of options
   set +e
-  nice -n "$nice_level" "$bin" $limits -timeout=60 -rss_limit_mb=2560 -print_final_stats=1 \
-    -artifact_prefix="$art/" "${extra[@]}" "$build/corpus/$t" "$seeds/$t" >"$log" 2>&1
+  rm -f "$art"/fuzz-*.log
+  # (-jobs writes each process's log as fuzz-N.log in the current directory: $art.)
+  (cd "$art" && nice -n "$nice_level" "$bin" $limits -timeout=60 -rss_limit_mb=2560 \
+    -print_final_stats=1 -artifact_prefix="$art/" "${extra[@]}" "$build/corpus/$t" "$seeds/$t" \
+    >"$log" 2>&1)
   rc=$?
   set -e
   end=$(date +%s.%N)
   secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", b - a }')
-  if ((fork > 1)); then
-    # Fork mode prints no final stats; its status lines are "#EXECUTIONS: ... exec/s N ...".
-    execs=$(sed -n 's/^#\([0-9]*\): cov:.*/\1/p' "$log" | tail -1)
-    rate=$(awk -v n="${execs:-0}" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", n / s }')
+  if ((jobs > 1)); then
+    # One final-stats block per process: the executions add up, so does the rate.
+    execs=$(cat "$art"/fuzz-*.log | sed -n 's/^stat::number_of_executed_units: *//p' \
+      | awk '{ n += $1 } END { print n + 0 }')
+    rate=$(awk -v n="$execs" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", n / s }')
+    cat "$art"/fuzz-*.log >>"$log"
   else
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
