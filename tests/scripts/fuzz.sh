@@ -108,7 +108,7 @@ printf '4096\n' >"$seeds/fuzz_proc_stat/u64"
 # fuzz_load: each sample with only the counters and limits the analyzer reads, a third of the
 # sockets of a sample with over 1,000 socket rows (chosen by ports and inodes, so a socket is
 # kept in every snapshot or in none), and 512-byte pages (every snapshot kept, so the detectors
-# still fire): 37-106 KiB instead of 190-460 KiB, and small inputs run faster.
+# still fire): 37-135 KiB instead of 190-460 KiB, and small inputs run faster.
 # The sample as it is when sqlite3 is missing. The input's last byte chooses the command
 # (fuzz_load.cpp): one seed per command.
 names=$(grep -ho '"\(Tcp\|TcpExt\|Udp\|TCP\)\.[A-Za-z]*"' analyzer/src/*.cpp analyzer/src/detectors/*.[ch]pp \
