@@ -6,6 +6,7 @@
 #include <sockrewind/analyze/progress.hpp>
 #include <sockrewind/analyze/report_html.hpp>
 #include <sockrewind/analyze/series.hpp>
+#include <sockrewind/analyze/toolkit.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -50,21 +51,9 @@ std::optional<Severity> parse_severity(std::string_view s) {
 
 const std::vector<Detector>& detectors() {
   static const std::vector<Detector> k_all = {
-      rx_queue_growth_detector(),
-      tx_queue_stall_detector(),
-      accept_queue_backlog_detector(),
-      listen_overflow_detector(),
-      unaccepted_connection_detector(),
-      syn_flood_detector(),
-      close_wait_leak_detector(),
-      orphan_pressure_detector(),
-      port_exhaustion_detector(),
-      syn_sent_stuck_detector(),
-      udp_drops_detector(),
-      unix_backlog_detector(),
-      socket_leak_detector(),
-      retransmissions_detector(),
-      tcp_memory_pressure_detector(),
+#define SOCKREWIND_DETECTOR(id) id##_detector(),
+#include <sockrewind/analyze/detectors.def>
+#undef SOCKREWIND_DETECTOR
   };
   return k_all;
 }
@@ -85,7 +74,11 @@ std::string describe_detectors() {
     for (const Threshold& t : d.thresholds) {
       char value[32];
       (void)std::snprintf(value, sizeof value, "%g", t.value);
-      out << "      " << d.id << "." << t.key << " = " << value << "  (" << t.help << ")\n";
+      out << "      " << d.id << "." << t.key << " = " << value;
+      if (t.unit != Unit::count) {
+        out << " " << unit_name(t.unit);
+      }
+      out << "  (" << t.help << ")\n";
     }
   }
   return out.str();
@@ -454,14 +447,28 @@ std::vector<Finding> run_detectors(const Series& series, const ReportOptions& op
                          1,
                          std::max(1U, std::min(4U, std::thread::hardware_concurrency()))));
   std::atomic<size_t> next{0};
+  std::atomic<size_t> sink_serial{0};
   Progress progress("analyzing", all.size());
   const auto work = [&] {
     for (size_t i = next++; i < all.size(); i = next++) {
       const auto p = params.find(all[i].id);
       if (p != params.end()) {
+        Sink sink;
         for (const Timeline& tl : series.timelines) {
-          all[i].run(series, tl, p->second, per[i]);
+          if (all[i].check != nullptr) {
+            const Context ctx(series, tl, p->second);
+            all[i].check(ctx, sink);
+            continue;
+          }
+          std::vector<Finding> legacy;
+          all[i].run(series, tl, p->second, legacy);
+          for (Finding& f : legacy) {
+            f.group_key = "legacy:" + std::to_string(sink_serial++);
+            f.group_by = "socket";
+            sink.add(std::move(f));
+          }
         }
+        per[i] = sink.take();
       }
       progress.add();
     }

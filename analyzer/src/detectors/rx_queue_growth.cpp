@@ -1,16 +1,23 @@
 // rx_queue_growth (research/detectors.md D1): the application does not read a connected TCP
-// socket. Three shapes, strongest first:
-//   stalled-full:    skmem r >= full_ratio x rb in >= persist_ratio of a run of >= min_samples
-//                    snapshots while bytes_received does not move (the sender sees a zero window);
-//   growing:         GROW(Recv-Q) over a gap-free run (detectors.md §0.4);
-//   stalled-partial: ESTAB, Recv-Q > 0 and unchanged, bytes_received unchanged, >= stall_samples
-//                    in a row.
-// Only sockets with an fd (inode != 0) in ESTAB or CLOSE-WAIT: inode-0 children are queued at a
-// listener (unaccepted_connection), not unread by an application.
-#include <sockrewind/analyze/detector.hpp>
-#include <sockrewind/analyze/primitives.hpp>
+// socket (ESTAB or CLOSE-WAIT with an fd; inode-0 children are queued at a listener, that is
+// unaccepted_connection's). Three shapes over a gap-free run, strongest first:
+//   stalled_full:    skmem r >= full_ratio x rb in >= persist_ratio of the run's snapshots, for
+//                    >= full_seconds: the sender sees a zero window;
+//   growing:         Recv-Q rises in every snapshot for >= grow_seconds, or passes the GROW test
+//                    (detectors.md §0.4) with a minimum growth of min_growth_rate x duration,
+//                    capped at min_growth_bytes: a slow reader is found in a short series too;
+//   stalled_partial: ESTAB, the same non-empty Recv-Q and nothing received for >= stall_seconds.
+// Severity follows harm: at the limit with data still arriving is flow control (info; warning
+// when the netns lost received data meanwhile); at the limit with nothing received is critical
+// when the netns lost received data (TCPRcvQDrop, TCPZeroWindowDrop rose) or it lasted
+// >= critical_seconds; warning otherwise. The socket's own skmem drops counter is evidence only: it
+// also counts the zero-window probes the kernel discards, which lose nothing. One finding per
+// process.
+#include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
+#include <array>
+#include <string_view>
 
 namespace sockrewind::analyze {
 
@@ -21,9 +28,8 @@ enum class Shape { none, partial, growing, full };
 struct Verdict {
   Shape shape = Shape::none;
   Range window;
-  Trend trend;
-  double full_fraction = 0;
-  bool drops_grew = false;
+  double slope = 0; // bytes/s (growing)
+  bool every_step = false;
 };
 
 bool connected(const Sample& x) {
@@ -31,90 +37,61 @@ bool connected(const Sample& x) {
          && x.rx_queue != k_na;
 }
 
-// Splits a contiguous range further where the socket is not a connected socket with an fd.
-std::vector<Range> connected_ranges(const Track& t, Range r) {
-  std::vector<Range> out;
-  size_t begin = r.begin;
-  for (size_t i = r.begin; i <= r.end; ++i) {
-    if (i == r.end || !connected(t.samples[i])) {
-      if (i > begin) {
-        out.push_back({begin, i});
-      }
-      begin = i + 1;
-    }
-  }
-  return out;
+bool is_full(const Context& ctx, const Sample& x) {
+  return x.rmem_alloc != k_na && x.rcvbuf != k_na && x.rcvbuf != 0
+         && static_cast<double>(x.rmem_alloc)
+                >= ctx.param("full_ratio") * static_cast<double>(x.rcvbuf);
 }
 
-bool unchanged(uint64_t a, uint64_t b) {
-  return a == b;
-}
-
-Verdict judge(const Timeline& tl, const Track& t, Range r, const Params& p) {
+Verdict judge(const Context& ctx, const Track& t, Range r) {
   Verdict v;
-  const auto min_n = static_cast<size_t>(p.get("min_samples"));
-  if (r.size() < min_n) {
-    return v;
-  }
   const auto& s = t.samples;
-  // stalled-full
+  const uint32_t a = s[r.begin].snap;
+  const uint32_t b = s[r.end - 1].snap;
+  const double span = ctx.seconds(a, b);
   size_t full = 0;
-  bool have_mem = true;
   for (size_t i = r.begin; i < r.end; ++i) {
-    const Sample& x = s[i];
-    if (x.rmem_alloc == k_na || x.rcvbuf == k_na || x.rcvbuf == 0) {
-      have_mem = false;
-      break;
-    }
-    const bool is_full =
-        static_cast<double>(x.rmem_alloc) >= p.get("full_ratio") * static_cast<double>(x.rcvbuf);
-    const bool still = i == r.begin || x.bytes_received == k_na64
-                       || unchanged(x.bytes_received, s[i - 1].bytes_received);
-    if (is_full && still) {
-      ++full;
-    }
+    full += is_full(ctx, s[i]) ? 1U : 0U;
   }
-  v.full_fraction = static_cast<double>(full) / static_cast<double>(r.size());
-  for (size_t i = r.begin + 1; i < r.end; ++i) {
-    if (s[i].drops != k_na && s[i - 1].drops != k_na && s[i].drops > s[i - 1].drops) {
-      v.drops_grew = true;
-    }
-  }
-  if (have_mem && v.full_fraction >= p.get("persist_ratio")) {
+  if (static_cast<double>(full) >= ctx.param("persist_ratio") * static_cast<double>(r.size())
+      && ctx.lasted(a, b, r.size(), ctx.param("full_seconds"))) {
     v.shape = Shape::full;
     v.window = r;
     return v;
   }
-  // growing
-  uint32_t lo = k_na;
-  uint32_t hi = 0;
-  for (size_t i = r.begin; i < r.end; ++i) {
-    lo = std::min(lo, s[i].rx_queue);
-    hi = std::max(hi, s[i].rx_queue);
-  }
-  if (static_cast<double>(hi - lo) >= p.get("min_growth_bytes")) {
+  // growing: a rise in every snapshot, or GROW with a time-scaled minimum growth
+  if (r.size() >= 3 && ctx.lasted(a, b, r.size(), ctx.param("grow_seconds"))) {
+    bool every = true;
+    for (size_t i = r.begin + 1; i < r.end; ++i) {
+      every = every && s[i].rx_queue > s[i - 1].rx_queue;
+    }
     std::vector<double> ts;
     std::vector<double> xs;
     for (size_t i = r.begin; i < r.end; ++i) {
-      ts.push_back(tl.dt(s[r.begin].snap, s[i].snap));
+      ts.push_back(ctx.seconds(a, s[i].snap));
       xs.push_back(s[i].rx_queue);
     }
-    v.trend = grow_test(ts, xs, p.get("tolerance_bytes"), p.get("min_growth_bytes"), min_n);
-    if (v.trend.grows) {
+    const double min_growth = std::clamp(ctx.param("min_growth_rate") * span,
+                                         ctx.param("tolerance_bytes"),
+                                         ctx.param("min_growth_bytes"));
+    const Trend tr = grow_test(ts, xs, ctx.param("tolerance_bytes"), min_growth, 3);
+    if (every || tr.grows) {
       v.shape = Shape::growing;
       v.window = r;
+      v.every_step = every;
+      v.slope = tr.slope > 0 ? tr.slope : (xs.back() - xs.front()) / std::max(span, 1e-9);
       return v;
     }
   }
-  // stalled-partial: the longest streak of the same non-empty Recv-Q with nothing received
-  const auto stall_n = static_cast<size_t>(p.get("stall_samples"));
+  // stalled_partial: the longest streak of the same non-empty Recv-Q with nothing received.
   size_t begin = r.begin;
   for (size_t i = r.begin + 1; i <= r.end; ++i) {
     const bool same = i < r.end && s[i].rx_queue == s[i - 1].rx_queue
-                      && unchanged(s[i].bytes_received, s[i - 1].bytes_received);
+                      && s[i].bytes_received == s[i - 1].bytes_received;
     if (!same) {
       // Only ESTAB: unread bytes left in CLOSE-WAIT (+1 for the FIN) are close_wait_leak's.
-      if (i - begin >= stall_n && s[begin].state == k_established && s[begin].rx_queue > 0
+      if (s[begin].state == k_established && s[begin].rx_queue > 0
+          && ctx.lasted(s[begin].snap, s[i - 1].snap, i - begin, ctx.param("stall_seconds"))
           && (v.shape != Shape::partial || i - begin > v.window.size())) {
         v.shape = Shape::partial;
         v.window = {begin, i};
@@ -125,12 +102,32 @@ Verdict judge(const Timeline& tl, const Track& t, Range r, const Params& p) {
   return v;
 }
 
-Json point(const Timeline& tl, const Sample& x) {
+// The best verdict over the socket's gap-free runs of connected samples.
+Verdict best_verdict(const Context& ctx, const Track& t) {
+  Verdict best;
+  for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
+    size_t begin = c.begin;
+    for (size_t i = c.begin; i <= c.end; ++i) {
+      if (i == c.end || !connected(t.samples[i])) {
+        if (i > begin) {
+          Verdict v = judge(ctx, t, {begin, i});
+          if (v.shape > best.shape) {
+            best = v;
+          }
+        }
+        begin = i + 1;
+      }
+    }
+  }
+  return best;
+}
+
+Json point(const Context& ctx, const Sample& x) {
+  const auto opt = [](uint32_t v) { return v == k_na ? Json(nullptr) : Json(v); };
   Json j;
-  j["t"] = snap_time(tl, x.snap);
+  j["t"] = ctx.time(x.snap);
   j["state"] = state_name(x.state);
   j["rx_queue"] = x.rx_queue;
-  const auto opt = [](uint32_t v) { return v == k_na ? Json(nullptr) : Json(v); };
   j["rmem_alloc"] = opt(x.rmem_alloc);
   j["rcvbuf"] = opt(x.rcvbuf);
   j["drops"] = opt(x.drops);
@@ -139,100 +136,117 @@ Json point(const Timeline& tl, const Sample& x) {
   return j;
 }
 
-void run(const Series& series, const Timeline& tl, const Params& p, std::vector<Finding>& out) {
-  for (const Track& t : tl.tracks) {
+constexpr std::array<std::string_view, 2> k_loss_counters{"TcpExt.TCPRcvQDrop",
+                                                          "TcpExt.TCPZeroWindowDrop"};
+
+void check(const Context& ctx, Sink& out) {
+  const Series& series = ctx.series();
+  for (const Track& t : ctx.tracks()) {
     if (t.family == k_af_unix || t.proto != k_proto_tcp) {
       continue;
     }
-    Verdict best;
-    for (const Range& c : contiguous_runs(tl, t)) {
-      for (const Range& r : connected_ranges(t, c)) {
-        Verdict v = judge(tl, t, r, p);
-        if (v.shape > best.shape) {
-          best = v;
-        }
-      }
-    }
+    const Verdict best = best_verdict(ctx, t);
     if (best.shape == Shape::none) {
       continue;
     }
     const Sample& first = t.samples[best.window.begin];
     const Sample& last = t.samples[best.window.end - 1];
-    Finding f;
-    f.detector = "rx_queue_growth";
-    f.subject = socket_subject(series, tl, t, last);
-    set_owner(f, tl, last.owner);
-    f.first_seen_ns = tl.snaps[first.snap].realtime_ns;
-    f.last_seen_ns = tl.snaps[last.snap].realtime_ns;
+    const double span = ctx.seconds(first.snap, last.snap);
     const size_t n = best.window.size();
-    const std::string who = last.owner == k_na
-                                ? std::string("no owning process seen")
-                                : "pid " + std::to_string(tl.procs[last.owner].pid) + " ("
-                                      + series.strings.at(tl.procs[last.owner].comm)
-                                      + ") is not reading";
     const std::string sock =
         proto_name(t) + " " + endpoint(series, t, true) + " <- " + endpoint(series, t, false);
-    const double span = tl.dt(first.snap, last.snap);
-    const bool long_enough = span >= p.get("critical_seconds");
+    // Data the netns lost to full receive queues while this socket was at its limit.
+    const int64_t lost = ctx.counter_sum(t.netns, k_loss_counters).total(first.snap + 1, last.snap);
+    const bool received = first.bytes_received != k_na64 && last.bytes_received != k_na64
+                          && last.bytes_received > first.bytes_received;
+    FindingBuilder b(ctx, "rx_queue_growth");
+    b.socket(t, last).seen(first.snap, last.snap).weight(static_cast<double>(last.rx_queue));
+    std::string s;
+    Severity sev = Severity::warning;
     switch (best.shape) {
     case Shape::full:
-      f.severity = best.drops_grew || long_enough ? Severity::critical : Severity::warning;
-      f.summary = "Recv-Q of " + sock + " sits at its buffer limit (" + human_bytes(last.rmem_alloc)
-                  + " of " + human_bytes(last.rcvbuf) + ") in " + std::to_string(n)
-                  + " snapshots over " + num(span) + " s, nothing received (zero window); ";
+      // Full while data still arrives is flow control: the reader sets the pace (a rate-limited
+      // download). Full with nothing received is a reader that stopped.
+      if (received) {
+        sev = lost > 0 ? Severity::warning : Severity::info;
+      } else if (lost > 0 || span >= ctx.param("critical_seconds")) {
+        sev = Severity::critical;
+      }
+      s = "Recv-Q of " + sock + " sits at its buffer limit (" + human_bytes(last.rmem_alloc)
+          + " of " + human_bytes(last.rcvbuf) + ") for " + num(span) + " s (" + std::to_string(n)
+          + " snapshots); "
+          + (received ? human_bytes(static_cast<double>(last.bytes_received - first.bytes_received))
+                            + " received meanwhile, as fast as the reader frees room"
+                      : std::string("nothing received meanwhile (zero window)"));
+      if (lost > 0) {
+        s += "; the netns dropped " + std::to_string(lost)
+             + " received segment(s) for want of room (TCPRcvQDrop, TCPZeroWindowDrop)";
+      }
       break;
     case Shape::growing:
-      f.severity = best.drops_grew ? Severity::critical : Severity::warning;
-      f.summary = "Recv-Q of " + sock + " grows from " + human_bytes(first.rx_queue) + " to "
-                  + human_bytes(last.rx_queue) + " over " + std::to_string(n) + " snapshots ("
-                  + human_bytes(best.trend.slope) + "/s); ";
-      f.evidence["slope_bytes_per_s"] = best.trend.slope;
-      f.evidence["kendall_tau"] = best.trend.tau;
-      if (last.rcvbuf != k_na && best.trend.slope > 0 && last.rcvbuf > last.rmem_alloc) {
-        f.evidence["eta_full_s"] =
-            static_cast<double>(last.rcvbuf - last.rmem_alloc) / best.trend.slope;
+      s = "Recv-Q of " + sock + " grows from " + human_bytes(first.rx_queue) + " to "
+          + human_bytes(last.rx_queue) + " over " + num(span) + " s (" + human_bytes(best.slope)
+          + "/s"
+          + (best.every_step ? ", up in every one of " + std::to_string(n) + " snapshots)"
+                             : ", " + std::to_string(n) + " snapshots)");
+      b.fact("slope_bytes_per_s", best.slope);
+      if (last.rcvbuf != k_na && best.slope > 0 && last.rcvbuf > last.rmem_alloc) {
+        b.fact("eta_full_s", static_cast<double>(last.rcvbuf - last.rmem_alloc) / best.slope);
       }
       break;
     case Shape::partial:
     case Shape::none:
-      f.severity = best.drops_grew ? Severity::critical : Severity::warning;
-      f.summary = "Recv-Q of " + sock + " holds " + human_bytes(last.rx_queue)
-                  + " unread, unchanged for " + std::to_string(n) + " snapshots over " + num(span)
-                  + " s; ";
+      s = "Recv-Q of " + sock + " holds " + human_bytes(last.rx_queue)
+          + " unread, unchanged and nothing received for " + num(span) + " s (" + std::to_string(n)
+          + " snapshots)";
       break;
     }
-    f.summary += who;
-    f.evidence["shape"] = best.shape == Shape::full      ? "stalled_full"
-                          : best.shape == Shape::growing ? "growing"
-                                                         : "stalled_partial";
-    f.evidence["drops_increased"] = best.drops_grew;
-    f.weight = static_cast<double>(last.rx_queue);
-    Json ser = Json::array();
+    s += "; " + ctx.owners_text(last) + " is not reading";
+    b.severity(sev).summary(std::move(s));
+    b.fact("shape",
+           best.shape == Shape::full      ? "stalled_full"
+           : best.shape == Shape::growing ? "growing"
+                                          : "stalled_partial");
+    b.fact("netns_receive_drops", lost);
+    b.fact("socket_drops_increased",
+           first.drops != k_na && last.drops != k_na && last.drops > first.drops);
+    Json rows = Json::array();
     const size_t lo = best.window.begin > 0 ? best.window.begin - 1 : 0;
     const size_t hi = std::min(best.window.end + 1, t.samples.size());
     for (size_t i = lo; i < hi; ++i) {
-      ser.push_back(point(tl, t.samples[i]));
+      rows.push_back(point(ctx, t.samples[i]));
     }
-    f.evidence["series"] = std::move(ser);
-    out.push_back(std::move(f));
+    b.series(std::move(rows), "rx_queue", {"rcvbuf"});
+    b.group_by_owner(t, last, "sockets with unread data");
+    out.add(std::move(b).build());
   }
 }
 
 } // namespace
 
 Detector rx_queue_growth_detector() {
-  return {"rx_queue_growth",
-          "Recv-Q of a connected TCP socket grows across snapshots, or sits at its buffer limit",
-          {
-              {"min_samples", 5, "snapshots in a gap-free run before a trend or stall counts"},
-              {"min_growth_bytes", 65536, "growth needed for 'growing' (GROW abs_min)"},
-              {"tolerance_bytes", 4096, "a step down smaller than this is not a decrease"},
-              {"full_ratio", 0.9, "skmem r / rb at or above which the buffer counts as full"},
-              {"persist_ratio", 0.8, "fraction of snapshots full for 'stalled-full'"},
-              {"stall_samples", 5, "snapshots of an unchanged non-empty Recv-Q for a stall"},
-              {"critical_seconds", 300, "stalled-full this long is critical"},
-          },
-          &run};
+  return {
+      "rx_queue_growth",
+      "Recv-Q of a connected TCP socket grows across snapshots, or sits at its buffer limit",
+      {
+          {"full_seconds", 4, "at the buffer limit this long for 'stalled_full'", Unit::seconds},
+          {"grow_seconds", 4, "rising this long for 'growing'", Unit::seconds},
+          {"min_growth_rate", 64, "GROW's minimum growth per second of the run", Unit::per_second},
+          {"min_growth_bytes", 65536, "cap of GROW's minimum growth", Unit::bytes},
+          {"tolerance_bytes", 4096, "a step down smaller than this is not a decrease", Unit::bytes},
+          {"full_ratio",
+           0.9,
+           "skmem r / rb at or above which the buffer counts as full",
+           Unit::ratio},
+          {"persist_ratio", 0.8, "fraction of snapshots full for 'stalled_full'", Unit::ratio},
+          {"stall_seconds",
+           30,
+           "an unchanged non-empty Recv-Q this long is a stall",
+           Unit::seconds},
+          {"critical_seconds", 300, "at the buffer limit this long is critical", Unit::seconds},
+      },
+      nullptr,
+      &check};
 }
 
 } // namespace sockrewind::analyze

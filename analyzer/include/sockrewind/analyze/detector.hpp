@@ -39,13 +39,26 @@ struct Finding {
   bool escalated = false;
   // Larger = more severe within the same severity (e.g. queue bytes, count); for ordering.
   double weight = 0;
+  // One cause, one finding: findings of one detector with the same group_key are folded into
+  // one (toolkit.hpp Sink). group_by: "process", "listener", "destination", "socket", "netns";
+  // group_label names the cause, group_noun its members.
+  std::string group_key;
+  std::string group_by;
+  std::string group_label;
+  std::string group_noun;
 };
+
+// What a threshold measures; durations are always seconds.
+enum class Unit : uint8_t { seconds, bytes, count, ratio, per_second, milliseconds };
+
+std::string_view unit_name(Unit u);
 
 // One tunable threshold with its default and meaning (shown by --help and --list-detectors).
 struct Threshold {
   std::string key;
   double value = 0;
   std::string help;
+  Unit unit = Unit::count;
 };
 
 // The thresholds of one detector, defaults overridden by `--set ID.KEY=VALUE`.
@@ -62,6 +75,12 @@ private:
   std::map<std::string, double> m_values;
 };
 
+class Context;
+class Sink;
+
+// A detector looks at one timeline through the toolkit's Context and emits into a Sink.
+using CheckFn = void (*)(const Context& ctx, Sink& out);
+// The first round's signature, while detectors move onto the toolkit (removed after).
 using DetectorFn = void (*)(const Series& series,
                             const Timeline& tl,
                             const Params& params,
@@ -71,28 +90,17 @@ struct Detector {
   std::string id;    // one of DESIGN.md's detector ids
   std::string title; // one line
   std::vector<Threshold> thresholds;
-  DetectorFn run = nullptr;
+  DetectorFn run = nullptr; // legacy
+  CheckFn check = nullptr;
 };
 
 // All detectors in report order (DESIGN.md table order).
 const std::vector<Detector>& detectors();
 const Detector* find_detector(std::string_view id);
 
-// Each detector file defines one of these.
-Detector rx_queue_growth_detector();
-Detector tx_queue_stall_detector();
-Detector accept_queue_backlog_detector();
-Detector listen_overflow_detector();
-Detector unaccepted_connection_detector();
-Detector syn_flood_detector();
-Detector close_wait_leak_detector();
-Detector orphan_pressure_detector();
-Detector port_exhaustion_detector();
-Detector syn_sent_stuck_detector();
-Detector udp_drops_detector();
-Detector unix_backlog_detector();
-Detector socket_leak_detector();
-Detector retransmissions_detector();
-Detector tcp_memory_pressure_detector();
+// Each detector file defines `Detector ID_detector()`; detectors.def lists them (one line each).
+#define SOCKREWIND_DETECTOR(id) Detector id##_detector();
+#include <sockrewind/analyze/detectors.def>
+#undef SOCKREWIND_DETECTOR
 
 } // namespace sockrewind::analyze

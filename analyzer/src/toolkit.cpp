@@ -1,0 +1,438 @@
+// The detector toolkit (toolkit.hpp): context, finding builder and the grouping sink.
+#include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/toolkit.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+#include <utility>
+
+namespace sockrewind::analyze {
+
+std::string_view unit_name(Unit u) {
+  switch (u) {
+  case Unit::seconds:
+    return "s";
+  case Unit::bytes:
+    return "bytes";
+  case Unit::count:
+    return "count";
+  case Unit::ratio:
+    return "ratio";
+  case Unit::per_second:
+    return "/s";
+  case Unit::milliseconds:
+    return "ms";
+  }
+  return "count";
+}
+
+// ---- CounterSeries
+
+CounterSeries::CounterSeries(const Timeline& tl,
+                             std::span<const std::vector<int64_t>* const> parts) {
+  const size_t n = tl.snaps.size();
+  m_delta.assign(n, -1);
+  m_dt.assign(n, 0);
+  m_from.assign(n, k_na);
+  m_value.assign(n, k_no_counter);
+  for (const std::vector<int64_t>* v : parts) {
+    if (v == nullptr) {
+      continue;
+    }
+    m_any = true;
+    uint32_t prev = k_na;
+    for (uint32_t i = 0; i < n && i < v->size(); ++i) {
+      const int64_t x = (*v)[i];
+      if (x == k_no_counter) {
+        continue;
+      }
+      m_value[i] = (m_value[i] == k_no_counter ? 0 : m_value[i]) + x;
+      if (prev != k_na && x >= (*v)[prev]) {
+        m_delta[i] = std::max<int64_t>(m_delta[i], 0) + (x - (*v)[prev]);
+        m_dt[i] = tl.dt(prev, i);
+        m_from[i] = prev;
+      }
+      prev = i;
+    }
+  }
+}
+
+std::optional<int64_t> CounterSeries::delta(uint32_t snap) const {
+  if (snap >= m_delta.size() || m_delta[snap] < 0) {
+    return std::nullopt;
+  }
+  return m_delta[snap];
+}
+
+double CounterSeries::rate(uint32_t snap) const {
+  const auto d = delta(snap);
+  return !d || m_dt[snap] <= 0 ? 0 : static_cast<double>(*d) / m_dt[snap];
+}
+
+int64_t CounterSeries::total(uint32_t first, uint32_t last) const {
+  int64_t sum = 0;
+  for (uint32_t i = first; i <= last && i < m_delta.size(); ++i) {
+    sum += std::max<int64_t>(m_delta[i], 0);
+  }
+  return sum;
+}
+
+std::optional<int64_t> CounterSeries::value(uint32_t snap) const {
+  if (snap >= m_value.size() || m_value[snap] == k_no_counter) {
+    return std::nullopt;
+  }
+  return m_value[snap];
+}
+
+Json CounterSeries::delta_json(uint32_t snap) const {
+  const auto d = delta(snap);
+  return d ? Json(*d) : Json(nullptr);
+}
+
+bool is_stopped_state(char state) {
+  return state == 'T' || state == 't';
+}
+
+// ---- Context
+
+Context::Context(const Series& series, const Timeline& tl, const Params& params)
+    : m_series(series),
+      m_tl(tl),
+      m_params(params) {}
+
+bool Context::lasted(uint32_t first, uint32_t last, size_t samples, double min_seconds) const {
+  return samples >= k_min_support && last >= first && seconds(first, last) >= min_seconds;
+}
+
+const CounterSeries& Context::counter(uint32_t netns, std::string_view name) const {
+  const std::string_view names[] = {name};
+  return counter_sum(netns, names);
+}
+
+const CounterSeries& Context::counter_sum(uint32_t netns,
+                                          std::span<const std::string_view> names) const {
+  std::string key;
+  for (const std::string_view n : names) {
+    key += n;
+    key += '+';
+  }
+  auto [it, fresh] = m_counters.try_emplace({netns, key});
+  if (fresh) {
+    std::vector<const std::vector<int64_t>*> parts;
+    for (const std::string_view n : names) {
+      const uint32_t id = m_series.strings.find(n);
+      parts.push_back(id == k_na ? nullptr : m_tl.counter(netns, id));
+    }
+    it->second = CounterSeries(m_tl, parts);
+  }
+  return it->second;
+}
+
+std::optional<int64_t>
+Context::limit(uint32_t netns, const std::string& name, uint32_t snap, size_t field) const {
+  const std::vector<int64_t> v = limit_numbers(m_tl, netns, name, snap);
+  if (field >= v.size()) {
+    return std::nullopt;
+  }
+  return v[field];
+}
+
+const ListenerIndex& Context::listeners() const {
+  if (!m_listeners) {
+    m_listeners = std::make_unique<ListenerIndex>(m_series, m_tl);
+  }
+  return *m_listeners;
+}
+
+const std::unordered_map<uint32_t, std::vector<Child>>&
+Context::children(std::span<const uint8_t> states) const {
+  const std::string key(states.begin(), states.end());
+  auto it = m_children.find(key);
+  if (it == m_children.end()) {
+    it = m_children.emplace(key, children_by_listener(m_tl, listeners(), states)).first;
+  }
+  return it->second;
+}
+
+std::vector<uint32_t> Context::owners(const Sample& x) const {
+  // TODO(owners branch): owners_of(m_tl, x)
+  return x.owner == k_na ? std::vector<uint32_t>{} : std::vector<uint32_t>{x.owner};
+}
+
+char Context::proc_state(uint32_t proc, uint32_t snap) const {
+  if (proc == k_na || proc >= m_tl.procs.size()) {
+    return 0;
+  }
+  const ProcSample* p = Timeline::proc_at(m_tl.procs[proc], snap);
+  (void)p; // TODO(owners branch): p->state
+  return 0;
+}
+
+uint32_t Context::culprit(const Sample& x) const {
+  const std::vector<uint32_t> all = owners(x);
+  if (all.empty()) {
+    return k_na;
+  }
+  uint32_t stopped = k_na;
+  size_t n_stopped = 0;
+  for (const uint32_t p : all) {
+    if (is_stopped_state(proc_state(p, x.snap))) {
+      stopped = p;
+      ++n_stopped;
+    }
+  }
+  return n_stopped == 1 && all.size() > 1 ? stopped : x.owner != k_na ? x.owner : all.front();
+}
+
+std::string Context::process_text(uint32_t proc, std::string_view none) const {
+  if (proc == k_na || proc >= m_tl.procs.size()) {
+    return std::string(none);
+  }
+  const Process& p = m_tl.procs[proc];
+  return "pid " + std::to_string(p.pid) + " (" + std::string(m_series.strings.get(p.comm)) + ")";
+}
+
+std::string Context::owners_text(const Sample& x, std::string_view none) const {
+  const std::vector<uint32_t> all = owners(x);
+  if (all.empty()) {
+    return std::string(none);
+  }
+  if (all.size() == 1) {
+    std::string s = process_text(all.front(), none);
+    if (is_stopped_state(proc_state(all.front(), x.snap))) {
+      s.insert(s.size() - 1, ", stopped");
+    }
+    return s;
+  }
+  // Same comm for all: "pids 1, 2, 3 (nginx)"; otherwise each named.
+  const auto comm = [&](uint32_t p) { return m_series.strings.get(m_tl.procs[p].comm); };
+  const bool same =
+      std::all_of(all.begin(), all.end(), [&](uint32_t p) { return comm(p) == comm(all.front()); });
+  constexpr size_t k_listed = 4;
+  std::string list;
+  for (size_t i = 0; i < all.size() && i < k_listed; ++i) {
+    list += (i == 0 ? "" : ", ") + std::to_string(m_tl.procs[all[i]].pid);
+    if (!same) {
+      list += " (" + std::string(comm(all[i])) + ")";
+    }
+  }
+  if (all.size() > k_listed) {
+    list += " and " + std::to_string(all.size() - k_listed) + " more";
+  }
+  std::string s = "pids " + list + (same ? " (" + std::string(comm(all.front())) + ")" : "");
+  const uint32_t c = culprit(x);
+  if (c != k_na && is_stopped_state(proc_state(c, x.snap))) {
+    std::string who = process_text(c);
+    who.insert(who.size() - 1, ", stopped");
+    s = who + " of " + s;
+  }
+  return s;
+}
+
+Json Context::owners_json(const Sample& x) const {
+  Json out = Json::array();
+  for (const uint32_t p : owners(x)) {
+    const Process& pr = m_tl.procs[p];
+    Json j;
+    j["pid"] = pr.pid;
+    j["comm"] = m_series.strings.get(pr.comm);
+    j["start_ticks"] = pr.start_ticks;
+    const char st = proc_state(p, x.snap);
+    j["state"] = st == 0 ? Json(nullptr) : Json(std::string(1, st));
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+// ---- FindingBuilder
+
+FindingBuilder::FindingBuilder(const Context& ctx, std::string_view detector) : m_ctx(ctx) {
+  m_f.detector = detector;
+}
+
+FindingBuilder& FindingBuilder::socket(const Track& t, const Sample& x) {
+  const uint32_t who = m_ctx.culprit(x);
+  Sample named = x;
+  named.owner = who;
+  m_f.subject = socket_subject(m_ctx.series(), m_ctx.timeline(), t, named);
+  m_f.subject["owners"] = m_ctx.owners_json(x);
+  set_owner(m_f, m_ctx.timeline(), who);
+  return *this;
+}
+
+FindingBuilder& FindingBuilder::process(uint32_t proc) {
+  m_f.subject = process_subject(m_ctx.series(), m_ctx.timeline(), proc);
+  set_owner(m_f, m_ctx.timeline(), proc);
+  return *this;
+}
+
+FindingBuilder& FindingBuilder::netns(uint32_t netns) {
+  m_f.subject = netns_subject(m_ctx.timeline(), netns);
+  return *this;
+}
+
+FindingBuilder& FindingBuilder::subject(Json subject, uint32_t owner) {
+  m_f.subject = std::move(subject);
+  set_owner(m_f, m_ctx.timeline(), owner);
+  return *this;
+}
+
+FindingBuilder& FindingBuilder::seen(uint32_t first_snap, uint32_t last_snap) {
+  m_f.first_seen_ns = m_ctx.realtime(first_snap);
+  m_f.last_seen_ns = m_ctx.realtime(last_snap);
+  m_seen = true;
+  return *this;
+}
+
+FindingBuilder& FindingBuilder::severity(Severity s) {
+  m_f.severity = s;
+  return *this;
+}
+
+FindingBuilder& FindingBuilder::weight(double w) {
+  m_f.weight = w;
+  return *this;
+}
+
+FindingBuilder& FindingBuilder::summary(std::string s) {
+  m_f.summary = std::move(s);
+  return *this;
+}
+
+FindingBuilder& FindingBuilder::fact(const std::string& key, Json value) {
+  m_f.evidence[key] = std::move(value);
+  return *this;
+}
+
+FindingBuilder&
+FindingBuilder::series(Json rows, std::string_view value, std::vector<std::string> limits) {
+  m_f.evidence["series"] = std::move(rows);
+  Json chart;
+  chart["value"] = value;
+  chart["limits"] = std::move(limits);
+  m_f.evidence["chart"] = std::move(chart);
+  return *this;
+}
+
+FindingBuilder&
+FindingBuilder::group(std::string_view by, std::string key, std::string label, std::string noun) {
+  m_f.group_by = by;
+  m_f.group_key = std::string(by) + ":" + key;
+  m_f.group_label = std::move(label);
+  m_f.group_noun = std::move(noun);
+  m_grouped = true;
+  return *this;
+}
+
+FindingBuilder& FindingBuilder::group_by_owner(const Track& t, const Sample& x, std::string noun) {
+  const uint32_t who = m_ctx.culprit(x);
+  if (who == k_na) {
+    const std::string ep =
+        endpoint(m_ctx.series(), t, true) + " " + endpoint(m_ctx.series(), t, false);
+    return group("socket", std::to_string(t.netns) + " " + ep, ep, std::move(noun));
+  }
+  const Process& p = m_ctx.timeline().procs[who];
+  return group("process",
+               std::to_string(p.pid) + ":" + std::to_string(p.start_ticks),
+               m_ctx.process_text(who),
+               std::move(noun));
+}
+
+Finding FindingBuilder::build() && {
+  if (!m_seen || !m_grouped || m_f.summary.empty()) {
+    throw std::logic_error(m_f.detector + ": a finding needs seen(), group() and summary()");
+  }
+  m_f.subject["host"] = m_ctx.timeline().host; // every subject names its host
+  return std::move(m_f);
+}
+
+// ---- Sink
+
+namespace {
+
+// Worse first: severity, then weight, then earlier.
+bool worse(const Finding& a, const Finding& b) {
+  if (a.severity != b.severity) {
+    return a.severity > b.severity;
+  }
+  if (a.weight != b.weight) {
+    return a.weight > b.weight;
+  }
+  return a.first_seen_ns < b.first_seen_ns;
+}
+
+Json example_json(const Finding& f) {
+  Json j;
+  for (const char* k : {"proto", "state", "local", "remote", "pid", "comm"}) {
+    if (f.subject.contains(k)) {
+      j[k] = f.subject[k];
+    }
+  }
+  j["severity"] = severity_name(f.severity);
+  j["summary"] = f.summary;
+  j["first_seen"] = iso8601(f.first_seen_ns);
+  j["last_seen"] = iso8601(f.last_seen_ns);
+  return j;
+}
+
+} // namespace
+
+void Sink::add(Finding f) {
+  if (f.group_key.empty()) {
+    throw std::logic_error(f.detector + ": a finding without a grouping key");
+  }
+  auto [it, fresh] = m_groups.try_emplace(f.detector + "\n" + f.group_key);
+  Group& g = it->second;
+  if (fresh) {
+    m_order.push_back(it->first);
+    g.first_seen_ns = f.first_seen_ns;
+    g.last_seen_ns = f.last_seen_ns;
+  }
+  ++g.count;
+  g.severity = std::max(g.severity, f.severity);
+  g.first_seen_ns = std::min(g.first_seen_ns, f.first_seen_ns);
+  g.last_seen_ns = std::max(g.last_seen_ns, f.last_seen_ns);
+  if (g.best.size() < m_max_examples) {
+    g.best.push_back(std::move(f));
+    return;
+  }
+  const auto least = std::min_element(
+      g.best.begin(), g.best.end(), [](const Finding& a, const Finding& b) { return worse(b, a); });
+  if (worse(f, *least)) {
+    *least = std::move(f);
+  }
+}
+
+std::vector<Finding> Sink::take() {
+  std::vector<Finding> out;
+  out.reserve(m_order.size());
+  for (const std::string& key : m_order) {
+    Group& g = m_groups.at(key);
+    std::sort(g.best.begin(), g.best.end(), worse);
+    Finding f = std::move(g.best.front());
+    Json group;
+    group["by"] = f.group_by;
+    group["label"] = f.group_label;
+    group["count"] = g.count;
+    if (g.count > 1) {
+      Json examples = Json::array();
+      examples.push_back(example_json(f));
+      for (size_t i = 1; i < g.best.size(); ++i) {
+        examples.push_back(example_json(g.best[i]));
+      }
+      group["examples"] = std::move(examples);
+      f.summary = std::to_string(g.count) + " " + f.group_noun + " in " + f.group_label
+                  + "; the worst: " + f.summary;
+      f.first_seen_ns = g.first_seen_ns;
+      f.last_seen_ns = g.last_seen_ns;
+    }
+    f.evidence["group"] = std::move(group);
+    f.severity = g.severity;
+    out.push_back(std::move(f));
+  }
+  m_groups.clear();
+  m_order.clear();
+  return out;
+}
+
+} // namespace sockrewind::analyze
