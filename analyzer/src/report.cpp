@@ -296,8 +296,16 @@ void write_text(const Series& series, const std::vector<Finding>& findings, std:
       }
     }
     out << "\n  seen: " << iso8601(f.first_seen_ns) << " .. " << iso8601(f.last_seen_ns) << "\n";
+    if (const auto g = f.evidence.find("group");
+        g != f.evidence.end() && g->contains("examples") && (*g)["examples"].is_array()) {
+      out << "  " << scalar_text((*g)["count"]) << " " << escape_text(f.group_noun)
+          << " in this group; the worst " << (*g)["examples"].size() << ":\n";
+      for (const Json& e : (*g)["examples"]) {
+        out << "    - " << scalar_text(e.value("summary", Json())) << "\n";
+      }
+    }
     for (const auto& [k, v] : f.evidence.items()) {
-      if (k == "series") {
+      if (k == "series" || k == "group" || k == "chart") {
         continue;
       }
       std::string s = v.is_primitive()

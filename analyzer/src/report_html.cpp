@@ -47,21 +47,6 @@ std::string html_escape(std::string_view s) {
   return out;
 }
 
-bool is_limit_column(std::string_view name) {
-  static constexpr std::array<std::string_view, 9> k_marks{"limit",
-                                                           "nofile",
-                                                           "capacity",
-                                                           "backlog",
-                                                           "rcvbuf",
-                                                           "sndbuf",
-                                                           "max_pages",
-                                                           "max_orphans",
-                                                           "pressure_pages"};
-  return std::any_of(k_marks.begin(), k_marks.end(), [name](std::string_view m) {
-    return name.find(m) != std::string_view::npos;
-  });
-}
-
 namespace {
 
 // Series colours (colour-blind friendly, readable on white).
@@ -156,8 +141,17 @@ struct Column {
 };
 
 // The numeric columns of `series` (every field but "t" with a number in some row), in the
-// order the detector wrote them.
-std::vector<Column> numeric_columns(const Json& series) {
+// order the detector wrote them; the limit columns are those the finding's evidence "chart"
+// names ({"value": column, "limits": [columns]}).
+std::vector<Column> numeric_columns(const Json& series, const Json& chart) {
+  std::vector<std::string> limits;
+  if (chart.is_object() && chart.contains("limits") && chart["limits"].is_array()) {
+    for (const Json& l : chart["limits"]) {
+      if (l.is_string()) {
+        limits.push_back(l.get<std::string>());
+      }
+    }
+  }
   std::vector<std::string> names;
   for (const Json& row : series) {
     if (!row.is_object()) {
@@ -173,7 +167,7 @@ std::vector<Column> numeric_columns(const Json& series) {
   for (const std::string& name : names) {
     Column c;
     c.name = name;
-    c.limit = is_limit_column(name);
+    c.limit = std::find(limits.begin(), limits.end(), name) != limits.end();
     c.color = cols.size() % k_palette.size();
     c.v.reserve(series.size());
     for (const Json& row : series) {
@@ -387,8 +381,19 @@ void write_legend(std::string& out, const std::vector<const Column*>& cols) {
 // The charts of one finding: the main chart has the first value column with the limits (and
 // the other value columns of the limits' scale: within 1/20 and 2x of the highest limit); every
 // other value column gets a small chart of its own scale.
-void write_charts(std::string& out, const Json& series, const std::string& what) {
-  const std::vector<Column> cols = numeric_columns(series);
+void write_charts(std::string& out,
+                  const Json& series,
+                  const Json& chart,
+                  const std::string& what) {
+  std::vector<Column> cols = numeric_columns(series, chart);
+  if (chart.is_object() && chart.contains("value") && chart["value"].is_string()) {
+    const auto v = std::find_if(cols.begin(), cols.end(), [&](const Column& c) {
+      return c.name == chart["value"].get<std::string>();
+    });
+    if (v != cols.end()) {
+      std::rotate(cols.begin(), v, v + 1);
+    }
+  }
   if (cols.empty()) {
     out += "<p class=\"muted\">No numeric evidence series to chart.</p>";
     return;
@@ -504,7 +509,10 @@ void write_finding(std::string& out, const Json& f, size_t index) {
   const bool has_series = evidence.is_object() && evidence.contains("series")
                           && evidence["series"].is_array() && !evidence["series"].empty();
   if (has_series) {
-    write_charts(out, evidence["series"], detector);
+    write_charts(out,
+                 evidence["series"],
+                 evidence.contains("chart") ? evidence["chart"] : Json(nullptr),
+                 detector);
   } else {
     out += "<p class=\"muted\">No evidence series.</p>";
   }

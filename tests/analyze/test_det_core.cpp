@@ -101,6 +101,156 @@ TEST_CASE("rx_queue_growth: a batch reader's sawtooth and an inode-0 child stay 
   CHECK(run_detector(snaps, "rx_queue_growth").empty());
 }
 
+namespace {
+
+// Snapshot i of a series `step` apart with the app process (pid 42).
+synth::Snap every(int i, int64_t step) {
+  synth::Snap s = minute(0);
+  s.realtime_ns = k_t0 + i * step;
+  s.boottime_ns = 1000 * k_minute + i * step;
+  return s;
+}
+
+} // namespace
+
+TEST_CASE("rx_queue_growth: a stopped reader is not critical for zero-window probes",
+          "[det][rx_queue_growth]") {
+  // The kernel discards zero-window probes and counts them in the socket's drops: no data is
+  // lost (TCPRcvQDrop and TCPZeroWindowDrop stay 0). Ten seconds at the limit is a warning.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 11; ++i) {
+    synth::Snap s = every(i, k_second);
+    synth::Sock c = conn(1'000'000, 1'040'000, 5'000'000);
+    c.drops = static_cast<uint32_t>(3 * i);
+    s.sockets.push_back(c);
+    s.counters["TcpExt.TCPRcvQDrop"] = 0;
+    s.counters["TcpExt.TCPZeroWindowDrop"] = 0;
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "rx_queue_growth");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::warning);
+  CHECK(f[0].evidence["shape"] == "stalled_full");
+  CHECK(f[0].summary.find("the application read nothing") != std::string::npos);
+  CHECK(f[0].evidence["socket_drops_increased"] == true);
+  // Segments the netns really dropped for want of room make it critical.
+  for (size_t i = 0; i < snaps.size(); ++i) {
+    snaps[i].counters["TcpExt.TCPRcvQDrop"] = static_cast<int64_t>(2 * i);
+  }
+  const auto lost = run_detector(snaps, "rx_queue_growth");
+  REQUIRE(lost.size() == 1);
+  CHECK(lost[0].severity == Severity::critical);
+  CHECK(lost[0].evidence["netns_receive_drops"] == 20);
+}
+
+TEST_CASE("rx_queue_growth: a full buffer that keeps receiving is flow control, said truly",
+          "[det][rx_queue_growth]") {
+  // A rate-limited reader: the buffer stays full while 1 MB a second flows through it.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 11; ++i) {
+    synth::Snap s = every(i, k_second);
+    s.sockets.push_back(conn(1'000'000,
+                             1'040'000,
+                             uint64_t{5'000'000} + uint64_t{1'000'000} * static_cast<uint64_t>(i)));
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "rx_queue_growth");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::info);
+  CHECK(f[0].summary.find("read nothing") == std::string::npos);
+  CHECK(f[0].summary.find("the application read 9.5 MiB meanwhile") != std::string::npos);
+  CHECK(f[0].summary.find("reads slower than it receives") != std::string::npos);
+}
+
+TEST_CASE("rx_queue_growth: a reader falling behind slowly is found in a short series",
+          "[det][rx_queue_growth]") {
+  // Recv-Q rises by 1 KiB in every one of 6 one-second snapshots: 5 KiB in all, far below the
+  // 64 KiB a long series needs.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = every(i, k_second);
+    const auto rx = static_cast<uint32_t>(1024 * (i + 1));
+    s.sockets.push_back(
+        conn(rx, rx + 512, uint64_t{1'000'000} + uint64_t{4096} * static_cast<uint64_t>(i)));
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "rx_queue_growth");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::warning);
+  CHECK(f[0].evidence["shape"] == "growing");
+  CHECK(f[0].summary.find("up in every one of 6 snapshots") != std::string::npos);
+  // A flat queue with one step up is not growth.
+  for (int i = 1; i < 6; ++i) {
+    snaps[static_cast<size_t>(i)].sockets[0].rx = i < 3 ? 1024U : 2048U;
+  }
+  CHECK(run_detector(snaps, "rx_queue_growth").empty());
+}
+
+TEST_CASE("rx_queue_growth: a stall means the same at 1 s and 60 s intervals",
+          "[det][rx_queue_growth]") {
+  // Five snapshots of the same 64 unread bytes: 4 s at one-second snapshots is nothing yet,
+  // 4 minutes at one-minute snapshots is a stall (stall_seconds = 30).
+  const auto series = [](int64_t step) {
+    std::vector<synth::Snap> snaps;
+    for (int i = 0; i < 5; ++i) {
+      synth::Snap s = every(i, step);
+      s.sockets.push_back(conn(64, 1280, 77'000));
+      snaps.push_back(s);
+    }
+    return snaps;
+  };
+  CHECK(run_detector(series(k_second), "rx_queue_growth").empty());
+  const auto f = run_detector(series(k_minute), "rx_queue_growth");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].evidence["shape"] == "stalled_partial");
+  CHECK(f[0].summary.find("for 240 s") != std::string::npos);
+  // 40 one-second snapshots last 39 s: a stall too.
+  std::vector<synth::Snap> long_series;
+  for (int i = 0; i < 40; ++i) {
+    synth::Snap s = every(i, k_second);
+    s.sockets.push_back(conn(64, 1280, 77'000));
+    long_series.push_back(s);
+  }
+  CHECK(run_detector(long_series, "rx_queue_growth").size() == 1);
+}
+
+TEST_CASE("rx_queue_growth: one cause, one finding, however many sockets",
+          "[det][rx_queue_growth]") {
+  // 600 idle connections with 64 unread bytes each, in 3 processes: 3 findings.
+  constexpr int k_procs = 3;
+  constexpr int k_per_proc = 200;
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 4; ++i) {
+    synth::Snap s = every(i, k_minute);
+    s.procs.clear();
+    for (int p = 0; p < k_procs; ++p) {
+      s.procs.push_back({.pid = 300 + p,
+                         .start_ticks = 9,
+                         .comm = "pool" + std::to_string(p),
+                         .fd_count = 300,
+                         .socket_fds = k_per_proc,
+                         .nofile_soft = 1024});
+      for (int k = 0; k < k_per_proc; ++k) {
+        synth::Sock c = conn(64, 1280, 77'000);
+        c.rport = static_cast<uint16_t>(20000 + p * k_per_proc + k);
+        c.inode = static_cast<uint64_t>(10000 + p * k_per_proc + k);
+        c.cookie = c.inode;
+        c.owners = {{300 + p, 10 + k}};
+        s.sockets.push_back(c);
+      }
+    }
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "rx_queue_growth");
+  REQUIRE(f.size() == k_procs);
+  for (const auto& x : f) {
+    CHECK(x.evidence["group"]["by"] == "process");
+    CHECK(x.evidence["group"]["count"] == k_per_proc);
+    CHECK(x.evidence["group"]["examples"].size() == 3);
+    CHECK(x.summary.starts_with("200 sockets with unread data in pid 30"));
+  }
+}
+
 TEST_CASE("accept_queue_backlog: backlogged is a warning, full is critical",
           "[det][accept_queue_backlog]") {
   const auto series = [](uint32_t queue) {
@@ -148,8 +298,8 @@ TEST_CASE("report options: unknown detectors and thresholds are usage errors", "
   o.only.clear();
   o.set = {"rx_queue_growth.nope=1"};
   CHECK_THROWS_AS(run_detectors(empty, o), UsageError);
-  o.set = {"rx_queue_growth.min_samples=abc"};
+  o.set = {"rx_queue_growth.stall_seconds=abc"};
   CHECK_THROWS_AS(run_detectors(empty, o), UsageError);
-  o.set = {"rx_queue_growth.min_samples=3"};
+  o.set = {"rx_queue_growth.stall_seconds=3"};
   CHECK(run_detectors(empty, o).empty());
 }

@@ -7,8 +7,9 @@
 //                    (detectors.md §0.4) with a minimum growth of min_growth_rate x duration,
 //                    capped at min_growth_bytes: a slow reader is found in a short series too;
 //   stalled_partial: ESTAB, the same non-empty Recv-Q and nothing received for >= stall_seconds.
-// Severity follows harm: at the limit with data still arriving is flow control (info; warning
-// when the netns lost received data meanwhile); at the limit with nothing received is critical
+// Severity follows harm: at the limit while the application reads (bytes_received moved more
+// than Recv-Q did) is flow control (info; warning when the netns lost received data meanwhile);
+// at the limit with nothing read is critical
 // when the netns lost received data (TCPRcvQDrop, TCPZeroWindowDrop rose) or it lasted
 // >= critical_seconds; warning otherwise. The socket's own skmem drops counter is evidence only: it
 // also counts the zero-window probes the kernel discards, which lose nothing. One finding per
@@ -157,8 +158,14 @@ void check(const Context& ctx, Sink& out) {
         proto_name(t) + " " + endpoint(series, t, true) + " <- " + endpoint(series, t, false);
     // Data the netns lost to full receive queues while this socket was at its limit.
     const int64_t lost = ctx.counter_sum(t.netns, k_loss_counters).total(first.snap + 1, last.snap);
-    const bool received = first.bytes_received != k_na64 && last.bytes_received != k_na64
-                          && last.bytes_received > first.bytes_received;
+    // What the application read meanwhile: bytes that arrived minus what Recv-Q grew by.
+    const bool have_bytes = first.bytes_received != k_na64 && last.bytes_received != k_na64;
+    const double read =
+        have_bytes
+            ? static_cast<double>(last.bytes_received - first.bytes_received)
+                  - (static_cast<double>(last.rx_queue) - static_cast<double>(first.rx_queue))
+            : 0;
+    const bool reading = read > 0;
     FindingBuilder b(ctx, "rx_queue_growth");
     b.socket(t, last).seen(first.snap, last.snap).weight(static_cast<double>(last.rx_queue));
     std::string s;
@@ -166,8 +173,8 @@ void check(const Context& ctx, Sink& out) {
     switch (best.shape) {
     case Shape::full:
       // Full while data still arrives is flow control: the reader sets the pace (a rate-limited
-      // download). Full with nothing received is a reader that stopped.
-      if (received) {
+      // download). Full with nothing read is a reader that stopped.
+      if (reading) {
         sev = lost > 0 ? Severity::warning : Severity::info;
       } else if (lost > 0 || span >= ctx.param("critical_seconds")) {
         sev = Severity::critical;
@@ -175,9 +182,10 @@ void check(const Context& ctx, Sink& out) {
       s = "Recv-Q of " + sock + " sits at its buffer limit (" + human_bytes(last.rmem_alloc)
           + " of " + human_bytes(last.rcvbuf) + ") for " + num(span) + " s (" + std::to_string(n)
           + " snapshots); "
-          + (received ? human_bytes(static_cast<double>(last.bytes_received - first.bytes_received))
-                            + " received meanwhile, as fast as the reader frees room"
-                      : std::string("nothing received meanwhile (zero window)"));
+          + (reading ? "the application read " + human_bytes(read)
+                           + " meanwhile and the sender keeps it full (flow control)"
+                     : std::string("the application read nothing meanwhile (the sender sees a "
+                                   "zero window)"));
       if (lost > 0) {
         s += "; the netns dropped " + std::to_string(lost)
              + " received segment(s) for want of room (TCPRcvQDrop, TCPZeroWindowDrop)";
@@ -201,13 +209,15 @@ void check(const Context& ctx, Sink& out) {
           + " snapshots)";
       break;
     }
-    s += "; " + ctx.owners_text(last) + " is not reading";
+    s += "; " + ctx.owners_text(last)
+         + (reading ? " reads slower than it receives" : " is not reading");
     b.severity(sev).summary(std::move(s));
     b.fact("shape",
            best.shape == Shape::full      ? "stalled_full"
            : best.shape == Shape::growing ? "growing"
                                           : "stalled_partial");
     b.fact("netns_receive_drops", lost);
+    b.fact("bytes_read", have_bytes ? Json(read) : Json(nullptr));
     b.fact("socket_drops_increased",
            first.drops != k_na && last.drops != k_na && last.drops > first.drops);
     Json rows = Json::array();

@@ -25,10 +25,6 @@ inline constexpr std::string_view k_html_csp =
 // control bytes and invalid UTF-8, then & < > " ' as entities.
 std::string html_escape(std::string_view s);
 
-// True for a series column that is a limit (drawn dashed): a name containing limit, nofile,
-// capacity, backlog, rcvbuf, sndbuf, max_pages, max_orphans or pressure_pages.
-bool is_limit_column(std::string_view name);
-
 // The page for `report`: the object `report --format json` prints (version, hosts, files,
 // snapshots, duplicate_snapshots, from, to, findings[]), optionally with "file_names" (array of
 // strings) and "timelines" (array of {host, boot_id, kernel, snapshots, from, to,
