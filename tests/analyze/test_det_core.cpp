@@ -5,7 +5,9 @@
 #include <sockrewind/analyze/load.hpp>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
+#include <sstream>
 #include <vector>
 
 using namespace sockrewind;
@@ -249,6 +251,21 @@ TEST_CASE("rx_queue_growth: one cause, one finding, however many sockets",
     CHECK(x.evidence["group"]["examples"].size() == 3);
     CHECK(x.summary.starts_with("200 sockets with unread data in pid 30"));
   }
+  // --fail-on and the exit code judge the grouped findings; the JSON has one per cause.
+  TempDir dir;
+  synth::write_series(dir.path().string(), synth::Host{}, snaps);
+  const Series s = load_series(expand_paths({dir.path().string()}));
+  ReportOptions o;
+  o.only = {"rx_queue_growth"};
+  o.format = Format::json;
+  o.fail_on = "warning";
+  std::ostringstream json;
+  CHECK(render_report(s, run_detectors(s, o), o, json) == 1);
+  const auto doc = nlohmann::json::parse(json.str());
+  CHECK(doc["findings"].size() == k_procs);
+  o.fail_on = "critical";
+  std::ostringstream quiet;
+  CHECK(render_report(s, run_detectors(s, o), o, quiet) == 0);
 }
 
 TEST_CASE("accept_queue_backlog: backlogged is a warning, full is critical",
