@@ -235,6 +235,7 @@ void check(const Context& ctx, Sink& out) {
       }
     }
     std::vector<uint32_t> procs;
+    procs.reserve(owners.size());
     for (const auto& [o, n] : owners) {
       procs.push_back(o);
     }
@@ -252,12 +253,12 @@ void check(const Context& ctx, Sink& out) {
               procs.empty() ? k_na : procs.front());
     b.seen(pts.front().snap, pts.back().snap).severity(sev).weight(peak->u());
     const uint32_t used = peak->tw + peak->est + peak->syn;
-    std::string s = "connections " + local + " -> " + dst + " use " + std::to_string(used) + " of "
-                    + std::to_string(peak->cap) + " ephemeral ports (" + num(100 * peak->u())
-                    + "%: " + std::to_string(peak->tw) + " TIME-WAIT, " + std::to_string(peak->est)
-                    + " ESTAB, " + std::to_string(peak->syn)
-                    + " SYN-SENT), >= " + num(100 * warn_ratio) + "% for " + num(warn_s) + " s ("
-                    + std::to_string(warn_n) + " snapshots)";
+    std::string s = "connections " + local;
+    s += " -> " + dst + " use " + std::to_string(used) + " of " + std::to_string(peak->cap)
+         + " ephemeral ports (" + num(100 * peak->u()) + "%: " + std::to_string(peak->tw)
+         + " TIME-WAIT, " + std::to_string(peak->est) + " ESTAB, " + std::to_string(peak->syn)
+         + " SYN-SENT), >= " + num(100 * warn_ratio) + "% for " + num(warn_s) + " s ("
+         + std::to_string(warn_n) + " snapshots)";
     if (downgraded) {
       s += "; tcp_tw_reuse lets connect() reuse TIME-WAIT ports, so new connects still succeed";
     } else {
@@ -306,8 +307,8 @@ void check(const Context& ctx, Sink& out) {
     }
     b.series(std::move(rows), "used", {"capacity"});
     b.group("destination",
-            std::to_string(d.key.netns) + " " + local + " " + dst,
-            local + " -> " + dst,
+            std::to_string(d.key.netns).append(" ").append(local).append(" ").append(dst),
+            std::string(local).append(" -> ").append(dst),
             "ephemeral-port users toward");
     out.add(std::move(b).build());
   }

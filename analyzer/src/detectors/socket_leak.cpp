@@ -343,10 +343,11 @@ void check(const Context& ctx, Sink& out) {
     std::string summary;
     if (v.growing) {
       const double span = ctx.seconds(first.snap, last.snap);
-      summary = who + " socket count grows from " + num(v.trend.first) + " to " + num(v.trend.last)
-                + " over " + duration_text(span) + " (" + std::to_string(v.end - v.begin)
-                + " snapshots, +" + rate_text(v.trend.slope) + "); " + fds + " of " + lim + " fds"
-                + share;
+      summary = who;
+      summary += " socket count grows from " + num(v.trend.first) + " to " + num(v.trend.last)
+                 + " over " + duration_text(span) + " (" + std::to_string(v.end - v.begin)
+                 + " snapshots, +" + rate_text(v.trend.slope) + "); ";
+      summary.append(fds).append(" of ").append(lim).append(" fds").append(share);
       if (v.eta_s >= 0) {
         summary += ", fd limit in ~" + duration_text(v.eta_s) + " at this rate";
       }
@@ -354,9 +355,10 @@ void check(const Context& ctx, Sink& out) {
         summary += "; at its fd limit for " + duration_text(v.limit_s);
       }
     } else {
-      summary = who + " is at its fd limit (" + fds + "/" + lim + " fds, "
-                + std::to_string(last.socket_fds) + " sockets) for " + duration_text(v.limit_s)
-                + " (" + std::to_string(v.at_limit) + " snapshots)";
+      summary = who;
+      summary.append(" is at its fd limit (").append(fds).append("/").append(lim);
+      summary += " fds, " + std::to_string(last.socket_fds) + " sockets) for "
+                 + duration_text(v.limit_s) + " (" + std::to_string(v.at_limit) + " snapshots)";
       if (v.full_listener == nullptr) {
         summary += ": new sockets and accept() fail with EMFILE";
       }

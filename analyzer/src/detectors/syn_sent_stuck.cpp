@@ -96,6 +96,7 @@ std::vector<Point> points_of(const Context& ctx, const Dest& d) {
     }
   }
   std::vector<Point> out;
+  out.reserve(by_snap.size());
   for (const auto& [snap, p] : by_snap) {
     out.push_back(p);
   }
@@ -174,6 +175,7 @@ void judge(const Context& ctx, const Dest& d, Sink& out) {
     longest = std::max(longest, ctx.seconds(c.first, c.last));
   }
   std::vector<uint32_t> owners;
+  owners.reserve(procs.size());
   for (const auto& [p, n] : procs) {
     owners.push_back(p);
   }
