@@ -435,4 +435,72 @@ std::vector<Finding> Sink::take() {
   return out;
 }
 
+// ---- added by det-proc
+
+bool is_loopback_address(std::string_view addr) {
+  if (addr.starts_with("::ffff:")) {
+    addr.remove_prefix(7);
+  }
+  return addr.starts_with("127.") || addr == "::1";
+}
+
+std::string
+processes_text(const Context& ctx, std::span<const uint32_t> procs, std::string_view none) {
+  if (procs.empty()) {
+    return std::string(none);
+  }
+  if (procs.size() == 1) {
+    return ctx.process_text(procs.front(), none);
+  }
+  const auto& all = ctx.processes();
+  const auto comm = [&](uint32_t p) { return ctx.series().strings.get(all[p].comm); };
+  const bool same = std::all_of(
+      procs.begin(), procs.end(), [&](uint32_t p) { return comm(p) == comm(procs.front()); });
+  constexpr size_t k_listed = 4;
+  std::string s = same ? "pids " : "";
+  for (size_t i = 0; i < procs.size() && i < k_listed; ++i) {
+    s += i == 0 ? "" : ", ";
+    s += same ? std::to_string(all[procs[i]].pid) : ctx.process_text(procs[i]);
+  }
+  if (same) {
+    s += " (" + std::string(comm(procs.front())) + ")";
+  }
+  if (procs.size() > k_listed) {
+    s += " and " + std::to_string(procs.size() - k_listed) + " more";
+  }
+  return s;
+}
+
+std::string host_text(const Context& ctx, const Track& t, uint32_t addr) {
+  std::string a = addr == k_na ? "*" : std::string(ctx.series().strings.get(addr));
+  if (t.family == k_af_inet6 && addr != k_na) {
+    a = "[" + a + "]";
+  }
+  return a;
+}
+
+Json destination_subject(const Context& ctx,
+                         const Track& t,
+                         std::string_view state,
+                         std::string local,
+                         std::span<const uint32_t> procs) {
+  Json j = netns_subject(ctx.timeline(), t.netns);
+  j["proto"] = proto_name(t);
+  j["family"] = t.family == k_af_inet6 ? "inet6" : "inet";
+  j["state"] = state;
+  j["local"] = std::move(local);
+  j["remote"] = endpoint(ctx.series(), t, false);
+  const Json p =
+      procs.empty() ? Json(nullptr) : process_json(ctx.series(), ctx.timeline(), procs.front());
+  for (const char* k : {"pid", "comm", "cmdline", "start_ticks"}) {
+    j[k] = p.is_null() ? Json(nullptr) : p[k];
+  }
+  Json owners = Json::array();
+  for (const uint32_t proc : procs) {
+    owners.push_back(process_json(ctx.series(), ctx.timeline(), proc));
+  }
+  j["owners"] = std::move(owners);
+  return j;
+}
+
 } // namespace sockrewind::analyze

@@ -124,3 +124,49 @@ TEST_CASE("port_exhaustion: below half, or in one snapshot only, stays quiet",
   CHECK(run_detector(churn({20, 24, 20}, 0, "0"), "port_exhaustion").empty());
   CHECK(run_detector(churn({0, 45, 0}, 0, "0"), "port_exhaustion").empty());
 }
+
+TEST_CASE("port_exhaustion: one finding per destination names every process connected to it",
+          "[det][port_exhaustion]") {
+  auto snaps = churn({40, 40, 40}, 2, "0", k_second); // pid 200: 2 ESTAB
+  for (auto& s : snaps) {
+    // pid 100 also holds 3 connections toward the same destination from ephemeral ports.
+    for (uint16_t k = 0; k < 3; ++k) {
+      s.sockets.push_back({.local = "127.0.0.1",
+                           .lport = static_cast<uint16_t>(40040 + k),
+                           .remote = "127.0.0.1",
+                           .rport = 9000,
+                           .rx = 0,
+                           .tx = 0,
+                           .inode = 6500U + k,
+                           .cookie = 900U + k,
+                           .owners = {{100, 40 + static_cast<int32_t>(k)}}});
+    }
+  }
+  const auto fs = run_detector(snaps, "port_exhaustion");
+  REQUIRE(fs.size() == 1);
+  const Finding& f = fs[0];
+  CHECK(f.severity == Severity::critical); // 45 of 50 for 2 s
+  CHECK(f.evidence["used_ports"] == 45);
+  CHECK(f.evidence["group"]["by"] == "destination");
+  CHECK(f.pid == 100); // the process with most connections toward it
+  REQUIRE(f.subject["owners"].size() == 2);
+  CHECK(f.subject["owners"][1]["pid"] == 200);
+  CHECK(f.summary.find("pid 100 (server)") != std::string::npos);
+  CHECK(f.summary.find("pid 200 (client)") != std::string::npos);
+}
+
+TEST_CASE("port_exhaustion: the rule is in seconds, the same at 1 s and at 60 s snapshots",
+          "[det][port_exhaustion]") {
+  for (const int64_t step : {k_second, k_minute}) {
+    INFO("step " << step / k_second << " s");
+    const auto snaps = churn({45, 45, 45}, 1, "0", step);
+    const auto fs = run_detector(snaps, "port_exhaustion");
+    REQUIRE(fs.size() == 1);
+    CHECK(fs[0].severity == Severity::critical);
+    CHECK(fs[0].evidence["seconds_warn"].get<double>()
+          == Approx(2.0 * static_cast<double>(step / k_second)));
+    // Held for 100 s: only the one-minute series (120 s) qualifies.
+    const auto longer = run_detector(snaps, "port_exhaustion", {"port_exhaustion.min_seconds=100"});
+    CHECK(longer.size() == (step == k_minute ? 1U : 0U));
+  }
+}

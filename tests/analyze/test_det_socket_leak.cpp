@@ -191,3 +191,81 @@ TEST_CASE("socket_leak: a reused pid and a gap split the series", "[det][socket_
   }
   CHECK(run_leak(gapped).empty());
 }
+
+namespace {
+
+// `n` snapshots `step` apart where the process has sockets(i) sockets and fds = sockets + 10.
+std::vector<synth::Snap>
+leak_every(int n, int64_t step, const std::function<uint32_t(int)>& sockets, uint64_t nofile) {
+  std::vector<synth::Snap> snaps = leak_series(n, sockets, nofile);
+  for (int i = 0; i < n; ++i) {
+    snaps[static_cast<size_t>(i)].realtime_ns = k_t0 + i * step;
+    snaps[static_cast<size_t>(i)].boottime_ns = 1000 * k_minute + i * step;
+  }
+  return snaps;
+}
+
+} // namespace
+
+TEST_CASE("socket_leak: a leak of 60 sockets/s toward a 1024 fd limit is critical in a 5 s "
+          "capture",
+          "[det][socket_leak]") {
+  const auto found = run_leak(leak_every(
+      6, k_second, [](int i) { return static_cast<uint32_t>(50 + 60 * i); }, 1024));
+  REQUIRE(found.size() == 1);
+  const Finding& f = found[0];
+  CHECK(f.severity == Severity::critical); // 360 of 1024 fds, the limit in ~11 s
+  CHECK(f.evidence["shape"] == "growing");
+  CHECK(f.evidence["eta_fd_limit_s"].get<double>() == Approx((1024.0 - 360) / 60));
+  CHECK(f.evidence["fd_limit_fraction"].get<double>() == Approx(360.0 / 1024));
+  CHECK(f.summary.find("over 5 s") != std::string::npos);
+  CHECK(f.pid == 42);
+}
+
+TEST_CASE("socket_leak: short growth far from the fd limit stays quiet, long growth does not",
+          "[det][socket_leak]") {
+  // A busy server gaining 50 connections in 5 s with a million fds allowed: the limit is days
+  // away at this rate, and 5 s of growth is not a leak yet.
+  const auto growth = [](int i) { return static_cast<uint32_t>(100 + 10 * i); };
+  CHECK(run_leak(leak_every(6, k_second, growth, 1048576)).empty());
+  // The same rate for 11 minutes is.
+  const auto fs = run_leak(leak_every(
+      12, k_minute, [](int i) { return static_cast<uint32_t>(100 + 600 * i); }, 1048576));
+  REQUIRE(fs.size() == 1);
+  CHECK(fs[0].severity == Severity::warning);
+}
+
+TEST_CASE("socket_leak: growth with most of the fd limit already used is critical",
+          "[det][socket_leak]") {
+  // Snapshots 10 minutes apart, +2.9/s: the limit is 72 min away, but 81 % of it is used.
+  const auto found = run_leak(leak_every(
+      12, 10 * k_minute, [](int i) { return static_cast<uint32_t>(34000 + 1727 * i); }, 65536));
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].severity == Severity::critical);
+  CHECK(found[0].evidence["eta_fd_limit_s"].get<double>() > 3600);
+  CHECK(found[0].evidence["fd_limit_fraction"].get<double>() > 0.8);
+  CHECK(found[0].summary.find("% of the limit") != std::string::npos);
+}
+
+TEST_CASE("socket_leak: the rule is in seconds, the same at 1 s and at 60 s snapshots",
+          "[det][socket_leak]") {
+  for (const int64_t step : {k_second, k_minute}) {
+    INFO("step " << step / k_second << " s");
+    // At the limit in the last 3 snapshots: 2 intervals.
+    const auto snaps = leak_every(
+        6, step, [](int i) { return i < 3 ? 500U : 1014U; }, 1024);
+    const auto fs = run_leak(snaps);
+    REQUIRE(fs.size() == 1);
+    CHECK(fs[0].severity == Severity::critical);
+    CHECK(fs[0].evidence["seconds_at_limit"].get<double>()
+          == Approx(2.0 * static_cast<double>(step / k_second)));
+    // At the limit for 100 s or more: only the one-minute series.
+    test::TempDir dir;
+    synth::write_series(dir.path().string(), synth::Host{}, snaps);
+    const Series s = load_series(expand_paths({dir.path().string()}));
+    ReportOptions o;
+    o.only = {"socket_leak"};
+    o.set = {"socket_leak.limit_seconds=100"};
+    CHECK(run_detectors(s, o).size() == (step == k_minute ? 1U : 0U));
+  }
+}

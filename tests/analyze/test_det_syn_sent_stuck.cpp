@@ -125,3 +125,75 @@ TEST_CASE("syn_sent_stuck: a slow handshake seen in one or two snapshots stays q
   CHECK(fs[0].subject["remote"] == "10.0.0.9:80");
   CHECK(fs[0].severity == Severity::warning);
 }
+
+TEST_CASE("syn_sent_stuck: a busy client's brand-new SYN-SENT sockets in every snapshot stay "
+          "quiet",
+          "[det][syn_sent_stuck]") {
+  // Every snapshot catches two handshakes in flight (new ports, no retry) among 20 ESTAB
+  // connections toward the same destination: no connect is stuck.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = snap_at(i, k_second);
+    for (uint16_t k = 0; k < 20; ++k) {
+      s.sockets.push_back(estab(static_cast<uint16_t>(50100 + k), 300U + k));
+    }
+    for (uint16_t k = 0; k < 2; ++k) {
+      const auto n = static_cast<uint16_t>(2 * i + k);
+      s.sockets.push_back(syn_sent(static_cast<uint16_t>(51000 + n), 600U + n, 0));
+    }
+    snaps.push_back(std::move(s));
+  }
+  CHECK(run_detector(snaps, "syn_sent_stuck").empty());
+}
+
+TEST_CASE("syn_sent_stuck: one finding per destination names every waiting process",
+          "[det][syn_sent_stuck]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = snap_at(i, k_second);
+    s.sockets.push_back(syn_sent(50000, 11, static_cast<uint32_t>(i)));
+    synth::Sock other = syn_sent(50001, 12, static_cast<uint32_t>(i));
+    other.owners = {{100, 30}};
+    s.sockets.push_back(other);
+    s.sockets.push_back(syn_sent(50002, 13, static_cast<uint32_t>(i)));
+    snaps.push_back(std::move(s));
+  }
+  const auto fs = run_detector(snaps, "syn_sent_stuck");
+  REQUIRE(fs.size() == 1);
+  const Finding& f = fs[0];
+  CHECK(f.severity == Severity::critical); // every attempt stuck for 5 s
+  CHECK(f.evidence["stuck_connects"] == 3);
+  CHECK(f.evidence["group"]["by"] == "destination");
+  CHECK(f.pid == 200); // two of the three connects
+  REQUIRE(f.subject["owners"].size() == 2);
+  CHECK(f.subject["owners"][1]["pid"] == 100);
+  CHECK(f.summary.find("pid 200 (client), pid 100 (server) are waiting") != std::string::npos);
+}
+
+TEST_CASE("syn_sent_stuck: the rule is in seconds, the same at 1 s and at 60 s snapshots",
+          "[det][syn_sent_stuck]") {
+  for (const int64_t step : {k_second, k_minute}) {
+    INFO("step " << step / k_second << " s");
+    // One connect in SYN-SENT in two consecutive snapshots (no retry counted), among 3 ESTAB.
+    std::vector<synth::Snap> snaps;
+    for (int i = 0; i < 4; ++i) {
+      synth::Snap s = snap_at(i, step);
+      for (uint16_t k = 0; k < 3; ++k) {
+        s.sockets.push_back(estab(static_cast<uint16_t>(50100 + k), 300U + k));
+      }
+      if (i == 1 || i == 2) {
+        s.sockets.push_back(syn_sent(50400, 700, 0));
+      }
+      snaps.push_back(std::move(s));
+    }
+    // Stuck for one interval: 1 s is a slow handshake, 60 s is stuck.
+    const auto fs = run_detector(snaps, "syn_sent_stuck");
+    CHECK(fs.size() == (step == k_minute ? 1U : 0U));
+    // With the threshold at 0.5 s both are stuck, and both only warnings (1 of 4 attempts).
+    const auto low = run_detector(snaps, "syn_sent_stuck", {"syn_sent_stuck.stuck_seconds=0.5"});
+    REQUIRE(low.size() == 1);
+    CHECK(low[0].severity == Severity::warning);
+    CHECK(low[0].evidence["longest_stuck_s"].get<double>()
+          == Approx(static_cast<double>(step / k_second)));
+  }
+}

@@ -189,38 +189,42 @@ TEST_CASE("udp_drops: counter resets and new socket incarnations are not drops",
   CHECK(run_udp(snaps).empty());
 }
 
-TEST_CASE("udp_drops: namespace RcvbufErrors above 10/s are attributed to the dropping socket",
+TEST_CASE("udp_drops: namespace RcvbufErrors explained by a dropping socket are one finding",
           "[det][udp_drops]") {
-  std::vector<synth::Snap> snaps;
-  for (int i = 0; i < 6; ++i) {
-    synth::Snap s = udp_minute(i);
-    const auto u = static_cast<uint32_t>(i);
-    s.sockets.push_back(udp_sock(0, 212992, 1200 * u));
-    s.sockets.push_back(udp_sock(0, 212992, 0, 72));    // a quiet neighbour
-    s.counters["Udp.RcvbufErrors"] = int64_t{1200} * i; // 20/s
-    s.counters["Udp6RcvbufErrors"] = int64_t{60} * i;   // +1/s
-    s.counters["Udp.InDatagrams"] = int64_t{100000} * i;
-    snaps.push_back(std::move(s));
-  }
-  const auto all = run_udp(snaps);
-  const Finding* host = nullptr;
-  for (const Finding& f : all) {
-    if (!f.subject.contains("local")) {
-      host = &f;
+  const auto series = [](bool socket_visible) {
+    std::vector<synth::Snap> snaps;
+    for (int i = 0; i < 6; ++i) {
+      synth::Snap s = udp_minute(i);
+      const auto u = static_cast<uint32_t>(i);
+      if (socket_visible) {
+        s.sockets.push_back(udp_sock(0, 212992, 1200 * u));
+      }
+      s.sockets.push_back(udp_sock(0, 212992, 0, 72));    // a quiet neighbour
+      s.counters["Udp.RcvbufErrors"] = int64_t{1200} * i; // 20/s
+      s.counters["Udp6RcvbufErrors"] = int64_t{60} * i;   // +1/s
+      s.counters["Udp.InDatagrams"] = int64_t{100000} * i;
+      snaps.push_back(std::move(s));
     }
-  }
-  REQUIRE(host != nullptr);
-  CHECK(host->severity == Severity::warning);
-  CHECK(host->subject["netns"] == 4026531840ULL);
-  CHECK(host->evidence["intervals_over_limit"] == 5);
-  CHECK(host->evidence["errors_total"] == 5 * 1260);
-  REQUIRE(host->evidence["top_sockets"].size() == 1);
-  CHECK(host->evidence["top_sockets"][0]["local"] == "0.0.0.0:5353");
-  CHECK(host->evidence["top_sockets"][0]["drops"] == 6000);
-  CHECK(host->evidence["top_sockets"][0]["owner"]["pid"] == 53);
-  CHECK(host->pid == 53);
-  CHECK(host->evidence["series"].size() == 6);
-  CHECK(host->evidence["series"][1]["per_s"].get<double>() == Approx(21.0));
+    return snaps;
+  };
+  // The socket's own finding says it all: 20 drops/s is critical; no second netns finding.
+  const auto all = run_udp(series(true));
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].subject["local"] == "0.0.0.0:5353");
+  CHECK(all[0].severity == Severity::critical);
+  CHECK(all[0].evidence["drops_per_s"].get<double>() == Approx(20.0));
+  CHECK(all[0].evidence["rcvbuf_errors"] == 5 * 1260);
+  CHECK(all[0].summary.find("(20/s") != std::string::npos);
+  // The dropping socket was not captured (closed, or another netns view): the netns finding.
+  const auto host = run_udp(series(false));
+  REQUIRE(host.size() == 1);
+  CHECK(host[0].severity == Severity::warning);
+  CHECK(host[0].subject["netns"] == 4026531840ULL);
+  CHECK(host[0].subject["counter"] == "Udp.RcvbufErrors");
+  CHECK(host[0].evidence["intervals_over_limit"] == 5);
+  CHECK(host[0].evidence["errors_total"] == 5 * 1260);
+  CHECK(host[0].evidence["series"].size() == 6);
+  CHECK(host[0].evidence["series"][1]["per_s"].get<double>() == Approx(21.0));
 }
 
 TEST_CASE("udp_drops: drops without RcvbufErrors and a free buffer are only context",
@@ -240,4 +244,82 @@ TEST_CASE("udp_drops: drops without RcvbufErrors and a free buffer are only cont
   CHECK(found[0].severity == Severity::info);
   CHECK(found[0].evidence["cause"] == "not_rcvbuf");
   CHECK(found[0].evidence["rcvbuf_errors"] == 0);
+}
+
+namespace {
+
+// A 5 s capture (6 snapshots 1 s apart, or `step` apart) of a UDP receiver of pid 53 that drops
+// `per_step` datagrams per interval on each of `sockets` sockets, counted by the kernel.
+std::vector<synth::Snap>
+dropping(uint32_t per_step, int sockets = 1, int64_t step = k_second, int n = 6) {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < n; ++i) {
+    synth::Snap s = udp_minute(0);
+    s.realtime_ns = k_t0 + i * step;
+    s.boottime_ns = 1000 * k_minute + i * step;
+    const auto u = static_cast<uint32_t>(i);
+    for (int k = 0; k < sockets; ++k) {
+      synth::Sock x = udp_sock(7488, 8192, per_step * u, 71U + static_cast<uint64_t>(k));
+      x.lport = static_cast<uint16_t>(5201 + k);
+      x.owners = {{53, 4 + k}};
+      s.sockets.push_back(x);
+    }
+    s.counters["Udp.RcvbufErrors"] = int64_t{per_step} * sockets * i;
+    s.counters["Udp.InDatagrams"] = int64_t{100000} * i;
+    snaps.push_back(std::move(s));
+  }
+  return snaps;
+}
+
+} // namespace
+
+TEST_CASE("udp_drops: a receiver losing 1000 datagrams/s is critical in a 5 s capture",
+          "[det][udp_drops]") {
+  const auto found = run_udp(dropping(1000));
+  REQUIRE(found.size() == 1); // the socket; the netns's RcvbufErrors are the same cause
+  const Finding& f = found[0];
+  CHECK(f.severity == Severity::critical);
+  CHECK(f.subject["local"] == "0.0.0.0:5201");
+  CHECK(f.pid == 53);
+  CHECK(f.evidence["drops_total"] == 5000);
+  CHECK(f.evidence["drops_per_s"].get<double>() == Approx(1000));
+  CHECK(f.summary.find("lost 5000 datagrams in 5 s (1000/s") != std::string::npos);
+  CHECK(f.summary.find("pid 53 (dnsd)") != std::string::npos);
+}
+
+TEST_CASE("udp_drops: a few drops a second for 5 s are a warning, not critical",
+          "[det][udp_drops]") {
+  // 2 drops per second out of 100,000 datagrams: real loss, but not yet meaningful.
+  const auto found = run_udp(dropping(2));
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].severity == Severity::warning);
+  CHECK(found[0].evidence["drops_per_s"].get<double>() == Approx(2));
+  CHECK(found[0].evidence["drop_intervals"] == 5);
+}
+
+TEST_CASE("udp_drops: many dropping sockets of one process are one finding", "[det][udp_drops]") {
+  const auto found = run_udp(dropping(50, 6));
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].severity == Severity::critical); // 50/s on each
+  CHECK(found[0].evidence["group"]["by"] == "process");
+  CHECK(found[0].evidence["group"]["count"] == 6);
+  CHECK(found[0].evidence["group"]["examples"].size() == 3);
+  CHECK(found[0].summary.find("6 UDP sockets") == 0);
+  CHECK(found[0].pid == 53);
+}
+
+TEST_CASE("udp_drops: the rule is in seconds and rates, the same at 1 s and at 60 s snapshots",
+          "[det][udp_drops]") {
+  for (const int64_t step : {k_second, k_minute}) {
+    INFO("step " << step / k_second << " s");
+    const auto per_s = static_cast<uint32_t>(step / k_second);
+    // 20 drops/s: critical at either interval; 2 drops/s over 2 intervals: a warning.
+    auto fs = run_udp(dropping(20 * per_s, 1, step, 3));
+    REQUIRE(fs.size() == 1);
+    CHECK(fs[0].severity == Severity::critical);
+    CHECK(fs[0].evidence["drops_per_s"].get<double>() == Approx(20));
+    fs = run_udp(dropping(2 * per_s, 1, step, 3));
+    REQUIRE(fs.size() == 1);
+    CHECK(fs[0].severity == Severity::warning);
+  }
 }

@@ -2,21 +2,22 @@
 // destination (remote ip:port) use up the ephemeral port range. Per snapshot,
 //   U = (TIME-WAIT + ESTAB + SYN-SENT sockets local ip -> remote ip:port, local port in
 //        ip_local_port_range) / (range size - ip_local_reserved_ports in it);
-//   U >= warn_ratio in >= min_samples snapshots -> warning; U >= crit_ratio in >= min_samples
-//   snapshots -> critical (connect() fails with EADDRNOTAVAIL when it reaches 1).
+//   U >= warn_ratio held for >= min_seconds (consecutive snapshots) -> warning; U >= crit_ratio
+//   held for >= min_seconds -> critical (connect() fails with EADDRNOTAVAIL when it reaches 1).
 // Downgraded to info when tcp_tw_reuse lets connect() reuse TIME-WAIT ports (1, or 2 and a
 // loopback destination, with tcp_timestamps on) and the non-TIME-WAIT share alone is below
 // warn_ratio. Server-side sockets (local port = a listening port) use no ephemeral port and are
 // not counted; neither is TIME-WAIT toward many different destinations (ports are per 4-tuple).
-#include "listen_util.hpp"
-
-#include <sockrewind/analyze/detector.hpp>
-#include <sockrewind/analyze/primitives.hpp>
+// One finding per destination, naming every process with a connection toward it (TIME-WAIT has
+// no owner).
+#include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
 #include <charconv>
+#include <cstdint>
 #include <map>
 #include <unordered_map>
+#include <utility>
 
 namespace sockrewind::analyze {
 
@@ -99,17 +100,43 @@ struct Point {
   double u() const { return static_cast<double>(tw + est + syn) / static_cast<double>(cap); }
 };
 
-bool tw_reuse_applies(const Series& s, const Timeline& tl, const Track& t, uint32_t snap) {
-  const int64_t reuse = listen_util::limit_first(tl, t.netns, "net.ipv4.tcp_tw_reuse", snap);
-  const int64_t ts = listen_util::limit_first(tl, t.netns, "net.ipv4.tcp_timestamps", snap);
-  const int64_t r = reuse < 0 ? 2 : reuse; // kernel default 2: loopback only
-  const bool timestamps = ts != 0;         // default 1
-  const bool loop = listen_util::is_loopback(s.strings.get(t.remote_addr));
+bool tw_reuse_applies(const Context& ctx, const Track& t, uint32_t snap) {
+  const auto reuse = ctx.limit(t.netns, "net.ipv4.tcp_tw_reuse", snap);
+  const auto ts = ctx.limit(t.netns, "net.ipv4.tcp_timestamps", snap);
+  const int64_t r = reuse.value_or(2);         // kernel default 2: loopback only
+  const bool timestamps = ts.value_or(1) != 0; // default 1
+  const bool loop = is_loopback_address(ctx.series().strings.get(t.remote_addr));
   return timestamps && (r == 1 || (r == 2 && loop));
 }
 
-void run(const Series& series, const Timeline& tl, const Params& p, std::vector<Finding>& out) {
-  const ListenerIndex li(series, tl);
+// The longest run of consecutive snapshots with U >= ratio: {seconds, snapshots}.
+std::pair<double, size_t> held(const Context& ctx, const std::vector<Point>& pts, double ratio) {
+  const auto& snaps = ctx.timeline().snaps;
+  double best = 0;
+  size_t best_n = 0;
+  size_t begin = SIZE_MAX;
+  for (size_t i = 0; i <= pts.size(); ++i) {
+    const bool ok = i < pts.size() && pts[i].u() >= ratio;
+    if (ok && begin != SIZE_MAX && pts[i].snap == pts[i - 1].snap + 1
+        && snaps[pts[i].snap].run == snaps[pts[i - 1].snap].run) {
+      continue;
+    }
+    if (begin != SIZE_MAX && ctx.lasted(pts[begin].snap, pts[i - 1].snap, i - begin, 0)) {
+      const double s = ctx.seconds(pts[begin].snap, pts[i - 1].snap);
+      if (s > best || best_n == 0) {
+        best = s;
+        best_n = i - begin;
+      }
+    }
+    begin = ok ? i : SIZE_MAX;
+  }
+  return {best, best_n};
+}
+
+void check(const Context& ctx, Sink& out) {
+  const Series& series = ctx.series();
+  const Timeline& tl = ctx.timeline();
+  const ListenerIndex& li = ctx.listeners();
   // Port range per (netns, snapshot), computed on demand.
   std::vector<std::vector<PortRange>> ranges(tl.netns.size());
   std::vector<std::vector<bool>> have(tl.netns.size());
@@ -127,8 +154,8 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
 
   std::unordered_map<DestKey, uint32_t, DestKeyHash> index;
   std::vector<Dest> dests;
-  for (uint32_t ti = 0; ti < tl.tracks.size(); ++ti) {
-    const Track& t = tl.tracks[ti];
+  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
+    const Track& t = ctx.track(ti);
     if (t.family == k_af_unix || t.proto != k_proto_tcp || t.remote_port == 0
         || t.remote_addr == k_na || li.is_listener_port(t)) {
       continue;
@@ -162,9 +189,10 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
     }
   }
 
-  const auto min_n = static_cast<size_t>(p.get("min_samples"));
+  const double warn_ratio = ctx.param("warn_ratio");
+  const double min_seconds = ctx.param("min_seconds");
   for (Dest& d : dests) {
-    if (d.entries.size() < min_n) {
+    if (d.entries.size() < k_min_support) {
       continue;
     }
     std::sort(d.entries.begin(), d.entries.end());
@@ -177,65 +205,60 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
       Point& pt = pts.back();
       ((e & 3U) == 0 ? pt.tw : ((e & 3U) == 1 ? pt.est : pt.syn))++;
     }
-    size_t warn_n = 0;
-    size_t crit_n = 0;
-    const Point* peak = &pts.front();
-    for (const Point& pt : pts) {
-      warn_n += pt.u() >= p.get("warn_ratio") ? 1U : 0U;
-      crit_n += pt.u() >= p.get("crit_ratio") ? 1U : 0U;
-      if (pt.u() > peak->u()) {
-        peak = &pt;
-      }
-    }
-    if (warn_n < min_n) {
+    const auto [warn_s, warn_n] = held(ctx, pts, warn_ratio);
+    const auto [crit_s, crit_n] = held(ctx, pts, ctx.param("crit_ratio"));
+    if (warn_n == 0 || warn_s < min_seconds) {
       continue;
     }
-    const Track& t = tl.tracks[d.sample_track];
-    const bool reuse = tw_reuse_applies(series, tl, t, peak->snap);
+    const Point* peak = &pts.front();
+    for (const Point& pt : pts) {
+      peak = pt.u() > peak->u() ? &pt : peak;
+    }
+    const Track& t = ctx.track(d.sample_track);
+    const bool reuse = tw_reuse_applies(ctx, t, peak->snap);
     const double live_u =
         static_cast<double>(peak->est + peak->syn) / static_cast<double>(peak->cap);
-    Severity sev = crit_n >= min_n ? Severity::critical : Severity::warning;
-    const bool downgraded = reuse && live_u < p.get("warn_ratio");
+    Severity sev = crit_n > 0 && crit_s >= min_seconds ? Severity::critical : Severity::warning;
+    const bool downgraded = reuse && live_u < warn_ratio;
     if (downgraded) {
       sev = Severity::info;
     }
-    // Owners of the connections (TIME-WAIT has none).
+    // Every process with a connection toward it (TIME-WAIT has none), the busiest first.
     std::map<uint32_t, size_t> owners;
     for (const uint32_t ti : d.tracks) {
-      for (const Sample& x : tl.tracks[ti].samples) {
-        if (x.owner != k_na && (x.state == k_established || x.state == k_syn_sent)) {
-          owners[x.owner]++;
+      for (const Sample& x : ctx.track(ti).samples) {
+        if (x.state == k_established || x.state == k_syn_sent) {
+          for (const uint32_t o : ctx.owners(x)) {
+            owners[o]++;
+          }
         }
       }
     }
-    uint32_t top = k_na;
-    size_t top_n = 0;
-    for (const auto& [o, c] : owners) {
-      if (c > top_n) {
-        top = o;
-        top_n = c;
-      }
+    std::vector<uint32_t> procs;
+    procs.reserve(owners.size());
+    for (const auto& [o, n] : owners) {
+      procs.push_back(o);
     }
+    std::stable_sort(procs.begin(), procs.end(), [&owners](uint32_t a, uint32_t b) {
+      return owners[a] > owners[b];
+    });
     const PortRange& r = range_at(d.key.netns, peak->snap);
-    const std::string local = listen_util::host_part(series, t, t.local_addr) + ":*";
+    const std::string local = host_text(ctx, t, t.local_addr) + ":*";
+    const std::string dst = endpoint(series, t, false);
     const std::string dominant = peak->tw >= peak->est && peak->tw >= peak->syn ? "TIME-WAIT"
                                  : peak->est >= peak->syn                       ? "ESTAB"
                                                                                 : "SYN-SENT";
-    Finding f;
-    f.detector = "port_exhaustion";
-    f.severity = sev;
-    f.subject = listen_util::dest_subject(series, tl, t, dominant, local, top);
-    set_owner(f, tl, top);
-    f.first_seen_ns = tl.snaps[pts.front().snap].realtime_ns;
-    f.last_seen_ns = tl.snaps[pts.back().snap].realtime_ns;
-    f.weight = peak->u();
+    FindingBuilder b(ctx, "port_exhaustion");
+    b.subject(destination_subject(ctx, t, dominant, local, procs),
+              procs.empty() ? k_na : procs.front());
+    b.seen(pts.front().snap, pts.back().snap).severity(sev).weight(peak->u());
     const uint32_t used = peak->tw + peak->est + peak->syn;
-    std::string s = "connections " + local + " -> " + endpoint(series, t, false) + " use "
-                    + std::to_string(used) + " of " + std::to_string(peak->cap)
-                    + " ephemeral ports (" + num(100 * peak->u()) + "%: " + std::to_string(peak->tw)
-                    + " TIME-WAIT, " + std::to_string(peak->est) + " ESTAB, "
-                    + std::to_string(peak->syn) + " SYN-SENT), >= " + num(100 * p.get("warn_ratio"))
-                    + "% in " + std::to_string(warn_n) + " snapshots";
+    std::string s = "connections " + local;
+    s += " -> " + dst + " use " + std::to_string(used) + " of " + std::to_string(peak->cap)
+         + " ephemeral ports (" + num(100 * peak->u()) + "%: " + std::to_string(peak->tw)
+         + " TIME-WAIT, " + std::to_string(peak->est) + " ESTAB, " + std::to_string(peak->syn)
+         + " SYN-SENT), >= " + num(100 * warn_ratio) + "% for " + num(warn_s) + " s ("
+         + std::to_string(warn_n) + " snapshots)";
     if (downgraded) {
       s += "; tcp_tw_reuse lets connect() reuse TIME-WAIT ports, so new connects still succeed";
     } else {
@@ -244,57 +267,71 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
            + " closes/s hold TIME-WAIT 60 s): pool or keep connections alive, let the server "
              "close first, or widen ip_local_port_range";
     }
-    s += "; " + listen_util::owner_text(series, tl, top, "no owning process seen (TIME-WAIT only)");
-    f.summary = std::move(s);
-    f.evidence["utilisation"] = peak->u();
-    f.evidence["used_ports"] = used;
-    f.evidence["capacity"] = peak->cap;
-    f.evidence["port_range"] = std::to_string(r.lo) + " " + std::to_string(r.hi);
-    f.evidence["reserved_ports_in_range"] = r.reserved;
-    f.evidence["snapshots_warn"] = warn_n;
-    f.evidence["snapshots_crit"] = crit_n;
-    f.evidence["close_rate_per_s"] = static_cast<double>(peak->tw) / 60.0;
-    f.evidence["tw_reuse_applies"] = reuse;
+    s += "; " + processes_text(ctx, procs, "no owning process seen (TIME-WAIT only)");
+    b.summary(std::move(s));
+    b.fact("utilisation", peak->u());
+    b.fact("used_ports", used);
+    b.fact("capacity", peak->cap);
+    b.fact("port_range", std::to_string(r.lo) + " " + std::to_string(r.hi));
+    b.fact("reserved_ports_in_range", r.reserved);
+    b.fact("seconds_warn", warn_s);
+    b.fact("seconds_crit", crit_n == 0 ? Json(nullptr) : Json(crit_s));
+    b.fact("snapshots_warn", warn_n);
+    b.fact("snapshots_crit", crit_n);
+    b.fact("close_rate_per_s", static_cast<double>(peak->tw) / 60.0);
+    b.fact("tw_reuse_applies", reuse);
+    Json sysctls;
     for (const char* name : {"net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_timestamps"}) {
-      const int64_t v = listen_util::limit_first(tl, d.key.netns, name, peak->snap);
-      f.evidence["sysctls"][name] = v < 0 ? Json(nullptr) : Json(v);
+      const auto v = ctx.limit(d.key.netns, name, peak->snap);
+      sysctls[name] = v ? Json(*v) : Json(nullptr);
     }
+    b.fact("sysctls", std::move(sysctls));
     Json own = Json::array();
-    for (const auto& [o, c] : owners) {
+    for (const uint32_t o : procs) {
       Json j = process_json(series, tl, o);
-      j["connection_samples"] = c;
+      j["connection_samples"] = owners[o];
       own.push_back(std::move(j));
     }
-    f.evidence["owners"] = std::move(own);
-    Json ser = Json::array();
+    b.fact("owners", std::move(own));
+    Json rows = Json::array();
     for (const Point& pt : pts) {
       Json j;
-      j["t"] = snap_time(tl, pt.snap);
+      j["t"] = ctx.time(pt.snap);
       j["time_wait"] = pt.tw;
       j["established"] = pt.est;
       j["syn_sent"] = pt.syn;
       j["used"] = pt.tw + pt.est + pt.syn;
       j["capacity"] = pt.cap;
       j["utilisation"] = pt.u();
-      ser.push_back(std::move(j));
+      rows.push_back(std::move(j));
     }
-    f.evidence["series"] = std::move(ser);
-    out.push_back(std::move(f));
+    b.series(std::move(rows), "used", {"capacity"});
+    b.group("destination",
+            std::to_string(d.key.netns).append(" ").append(local).append(" ").append(dst),
+            std::string(local).append(" -> ").append(dst),
+            "ephemeral-port users toward");
+    out.add(std::move(b).build());
   }
 }
 
 } // namespace
 
 Detector port_exhaustion_detector() {
-  return {
-      "port_exhaustion",
-      "TIME-WAIT + connections use up the ephemeral port range toward one destination",
-      {
-          {"warn_ratio", 0.5, "share of the ephemeral range used toward one destination: warning"},
-          {"crit_ratio", 0.8, "share of the ephemeral range used: critical"},
-          {"min_samples", 2, "snapshots at or above the ratio needed"},
-      },
-      &run};
+  return {"port_exhaustion",
+          "TIME-WAIT + connections use up the ephemeral port range toward one destination",
+          {
+              {"warn_ratio",
+               0.5,
+               "share of the ephemeral range used toward one destination: warning",
+               Unit::ratio},
+              {"crit_ratio", 0.8, "share of the ephemeral range used: critical", Unit::ratio},
+              {"min_seconds",
+               1,
+               "the share held this long (consecutive snapshots) before it counts",
+               Unit::seconds},
+          },
+          nullptr,
+          &check};
 }
 
 } // namespace sockrewind::analyze

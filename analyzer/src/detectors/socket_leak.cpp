@@ -1,22 +1,22 @@
 // socket_leak (research/detectors.md D17): a process whose socket count keeps growing, or that sits
-// at its fd limit. Per process identity (pid, start time):
-//   growing:  GROW(socket fds; abs_min min_growth, tol tolerance) over a gap-free run of
-//             >= min_samples snapshots, with a rising last third (no plateau, which would be a pool
-//             warming up) -> warning;
-//             ETA to RLIMIT_NOFILE (fds left / growth rate) < critical_eta_s -> critical;
-//   at limit: open fds >= limit_ratio x RLIMIT_NOFILE (soft) in >= limit_samples snapshots ->
-//             critical; when the process also owns a listener (TCP or unix) whose accept queue
-//             is full in those snapshots, the summary says "EMFILE: accept() failing" (E12).
-// Evidence: the socket/fd counts and limit per snapshot, and a breakdown of the sockets it owns in
+// at its fd limit. Per process identity (pid, start time), one finding:
+//   growing:  GROW(socket fds; abs_min min_growth, tol tolerance) over a gap-free run lasting
+//             >= grow_seconds (>= 3 snapshots), with a rising last third (no plateau, which would
+//             be a pool warming up), and either lasting >= sustained_seconds or reaching
+//             RLIMIT_NOFILE (soft) within warn_eta_seconds at this rate -> warning; critical
+//             when the limit is reached within critical_eta_seconds, or >= critical_fraction of
+//             it is already used;
+//   at limit: open fds >= limit_ratio x RLIMIT_NOFILE (soft) for >= limit_seconds -> critical;
+//             when the process also owns a listener (TCP or unix) whose accept queue is full in
+//             those snapshots, the summary says "EMFILE: accept() failing" (E12).
+// Evidence: the socket/fd counts and limit per snapshot, and a breakdown of the sockets it holds in
 // the last snapshot by protocol and state with hints (mostly CLOSE-WAIT -> close_wait_leak; ESTAB
 // to one destination -> a connection-pool leak; unconnected TCP -> created, never used or closed;
 // unix -> an IPC leak).
-#include "proc_util.hpp"
-
-#include <sockrewind/analyze/detector.hpp>
-#include <sockrewind/analyze/primitives.hpp>
+#include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <unordered_map>
 
@@ -24,8 +24,24 @@ namespace sockrewind::analyze {
 
 namespace {
 
-using proc_util::cat;
-using proc_util::opt;
+Json opt(uint32_t v) {
+  return v == k_na ? Json(nullptr) : Json(v);
+}
+
+// "45 s", "12 min", "3.5 h", "2.1 d".
+std::string duration_text(double seconds) {
+  return seconds < 120      ? num(seconds) + " s"
+         : seconds < 7200   ? num(seconds / 60) + " min"
+         : seconds < 172800 ? num(seconds / 3600) + " h"
+                            : num(seconds / 86400) + " d";
+}
+
+// "60/s", "3/min", "2.5/h".
+std::string rate_text(double per_s) {
+  return per_s >= 1 || per_s <= 0 ? num(per_s) + "/s"
+         : per_s * 60 >= 1        ? num(per_s * 60) + "/min"
+                                  : num(per_s * 3600) + "/h";
+}
 
 struct Verdict {
   uint32_t proc = 0;
@@ -33,7 +49,11 @@ struct Verdict {
   Trend trend;
   size_t begin = 0; // ProcSample index range of the window
   size_t end = 0;
-  size_t at_limit = 0;                  // snapshots at the fd limit
+  size_t at_limit = 0;    // snapshots of the longest streak at the fd limit
+  size_t limit_begin = 0; // ProcSample index range of that streak
+  size_t limit_end = 0;
+  double limit_s = 0;                   // its seconds
+  bool limited = false;                 // at the limit for limit_seconds
   double eta_s = -1;                    // to RLIMIT_NOFILE at the growth rate; -1 unknown
   uint32_t last_snap = 0;               // snapshot of the breakdown
   const Track* full_listener = nullptr; // an owned listener with a full accept queue
@@ -63,14 +83,15 @@ std::vector<Range> proc_runs(const Timeline& tl, const Process& pr) {
   return out;
 }
 
-bool judge(const Timeline& tl, uint32_t pi, const Params& p, Verdict& v) {
+bool judge(const Context& ctx, uint32_t pi, Verdict& v) {
+  const Timeline& tl = ctx.timeline();
   const Process& pr = tl.procs[pi];
   const auto& s = pr.samples;
   v.proc = pi;
-  const auto min_n = static_cast<size_t>(p.get("min_samples"));
-  const double min_growth = p.get("min_growth");
+  const double min_growth = ctx.param("min_growth");
   for (const Range& r : proc_runs(tl, pr)) {
-    if (r.size() < min_n) {
+    if (r.size() < 3
+        || !ctx.lasted(s[r.begin].snap, s[r.end - 1].snap, r.size(), ctx.param("grow_seconds"))) {
       continue;
     }
     uint32_t lo = s[r.begin].socket_fds;
@@ -87,10 +108,10 @@ bool judge(const Timeline& tl, uint32_t pi, const Params& p, Verdict& v) {
     std::vector<double> ts;
     std::vector<double> xs;
     for (size_t i = r.begin; i < r.end; ++i) {
-      ts.push_back(tl.dt(s[r.begin].snap, s[i].snap));
+      ts.push_back(ctx.seconds(s[r.begin].snap, s[i].snap));
       xs.push_back(s[i].socket_fds);
     }
-    const Trend tr = grow_test(ts, xs, p.get("tolerance"), min_growth, min_n);
+    const Trend tr = grow_test(ts, xs, ctx.param("tolerance"), min_growth, 3);
     if (!tr.grows) {
       continue;
     }
@@ -102,36 +123,55 @@ bool judge(const Timeline& tl, uint32_t pi, const Params& p, Verdict& v) {
     if (last_third.slope <= 0 || tx.back() <= tx.front()) {
       continue;
     }
+    // Time to the fd limit at this rate.
+    const ProcSample& end = s[r.end - 1];
+    double eta = -1;
+    if (tr.slope > 0 && end.nofile_soft != k_na && end.nofile_soft > 0) {
+      const double used = end.fd_count != k_na ? end.fd_count : end.socket_fds;
+      eta = std::max(0.0, (static_cast<double>(end.nofile_soft) - used) / tr.slope);
+    }
+    // A short series counts only when it heads for the limit; a long one on its own.
+    const bool sustained = ts.back() >= ctx.param("sustained_seconds");
+    const bool heading = eta >= 0 && eta <= ctx.param("warn_eta_seconds");
+    if (!sustained && !heading) {
+      continue;
+    }
     if (!v.growing || tr.last - tr.first > v.trend.last - v.trend.first) {
       v.growing = true;
       v.trend = tr;
       v.begin = r.begin;
       v.end = r.end;
+      v.eta_s = eta;
     }
   }
-  size_t first_limit = SIZE_MAX;
-  size_t last_limit = 0;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (near_limit(s[i], p.get("limit_ratio"))) {
-      ++v.at_limit;
-      first_limit = std::min(first_limit, i);
-      last_limit = i;
+  // The longest streak of consecutive snapshots at the fd limit.
+  size_t begin = SIZE_MAX;
+  for (size_t i = 0; i <= s.size(); ++i) {
+    const bool at = i < s.size() && near_limit(s[i], ctx.param("limit_ratio"));
+    if (at && begin != SIZE_MAX && s[i].snap == s[i - 1].snap + 1
+        && tl.snaps[s[i].snap].run == tl.snaps[s[i - 1].snap].run) {
+      continue;
     }
+    if (begin != SIZE_MAX && i - begin > v.at_limit) {
+      v.at_limit = i - begin;
+      v.limit_begin = begin;
+      v.limit_end = i;
+      v.limit_s = ctx.seconds(s[begin].snap, s[i - 1].snap);
+    }
+    begin = at ? i : SIZE_MAX;
   }
-  const bool limited = v.at_limit >= static_cast<size_t>(p.get("limit_samples"));
-  if (!v.growing && !limited) {
+  v.limited =
+      v.at_limit > 0
+      && ctx.lasted(
+          s[v.limit_begin].snap, s[v.limit_end - 1].snap, v.at_limit, ctx.param("limit_seconds"));
+  if (!v.growing && !v.limited) {
     return false;
   }
   if (!v.growing) {
-    v.begin = first_limit;
-    v.end = last_limit + 1;
+    v.begin = v.limit_begin;
+    v.end = v.limit_end;
   }
-  const ProcSample& last = s[v.end - 1];
-  v.last_snap = last.snap;
-  if (v.growing && v.trend.slope > 0 && last.nofile_soft != k_na) {
-    const double used = last.fd_count != k_na ? last.fd_count : last.socket_fds;
-    v.eta_s = std::max(0.0, (static_cast<double>(last.nofile_soft) - used) / v.trend.slope);
-  }
+  v.last_snap = s[v.end - 1].snap;
   return true;
 }
 
@@ -197,7 +237,7 @@ std::string hint(const Breakdown& b, std::string& top_dest) {
         });
     if (2 * top->second >= b.estab_tcp) {
       top_dest = top->first;
-      return cat("mostly ESTAB to ", top->first, ": a connection-pool leak");
+      return "mostly ESTAB to " + top->first + ": a connection-pool leak";
     }
     return "mostly ESTAB connections that are never closed";
   }
@@ -210,52 +250,57 @@ std::string hint(const Breakdown& b, std::string& top_dest) {
   return "";
 }
 
-void run(const Series& series, const Timeline& tl, const Params& p, std::vector<Finding>& out) {
+void check(const Context& ctx, Sink& out) {
+  const Series& series = ctx.series();
+  const Timeline& tl = ctx.timeline();
   std::vector<Verdict> flagged;
   for (uint32_t pi = 0; pi < tl.procs.size(); ++pi) {
     Verdict v;
-    if (judge(tl, pi, p, v)) {
+    if (judge(ctx, pi, v)) {
       flagged.push_back(v);
     }
   }
   if (flagged.empty()) {
     return;
   }
-  // One pass over all samples for the breakdowns of the flagged processes.
+  // One pass over all samples for the breakdowns of the flagged processes (every socket they
+  // hold, also when shared with other processes).
   std::unordered_map<uint32_t, size_t> index; // proc -> flagged index
   for (size_t k = 0; k < flagged.size(); ++k) {
     index[flagged[k].proc] = k;
   }
   std::vector<Breakdown> breakdowns(flagged.size());
-  for (const Track& t : tl.tracks) {
+  for (const Track& t : ctx.tracks()) {
     for (const Sample& x : t.samples) {
       if (x.owner == k_na) {
         continue;
       }
-      const auto it = index.find(x.owner);
-      if (it == index.end() || flagged[it->second].last_snap != x.snap) {
-        continue;
-      }
-      Breakdown& b = breakdowns[it->second];
-      ++b.total;
-      b.by_kind[cat(proto_name(t), " ", state_name(x.state))]++;
-      if (t.family == k_af_unix) {
-        ++b.unix_sockets;
-      } else if (t.proto == k_proto_tcp) {
-        b.close_wait += x.state == k_close_wait ? 1 : 0;
-        b.unconnected_tcp += x.state == k_close ? 1 : 0;
-        if (x.state == k_established) {
-          ++b.estab_tcp;
-          b.estab_to[endpoint(series, t, false)]++;
-          b.estab_local[t.local_port]++;
-        } else if (x.state == k_listen) {
-          b.listen_ports.push_back(t.local_port);
+      for (const uint32_t o : ctx.owners(x)) {
+        const auto it = index.find(o);
+        if (it == index.end() || flagged[it->second].last_snap != x.snap) {
+          continue;
+        }
+        Breakdown& b = breakdowns[it->second];
+        ++b.total;
+        b.by_kind[proto_name(t) + " " + state_name(x.state)]++;
+        if (t.family == k_af_unix) {
+          ++b.unix_sockets;
+        } else if (t.proto == k_proto_tcp) {
+          b.close_wait += x.state == k_close_wait ? 1 : 0;
+          b.unconnected_tcp += x.state == k_close ? 1 : 0;
+          if (x.state == k_established) {
+            ++b.estab_tcp;
+            b.estab_to[endpoint(series, t, false)]++;
+            b.estab_local[t.local_port]++;
+          } else if (x.state == k_listen) {
+            b.listen_ports.push_back(t.local_port);
+          }
         }
       }
     }
   }
   const auto listeners = full_listeners(tl);
-  const double limit_ratio = p.get("limit_ratio");
+  const double limit_ratio = ctx.param("limit_ratio");
 
   for (size_t k = 0; k < flagged.size(); ++k) {
     Verdict& v = flagged[k];
@@ -273,144 +318,148 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
         }
       }
     }
-    const bool limited = v.at_limit >= static_cast<size_t>(p.get("limit_samples"));
-    const bool soon = v.eta_s >= 0 && v.eta_s < p.get("critical_eta_s");
     const ProcSample& first = s[v.begin];
     const ProcSample& last = s[v.end - 1];
+    const double used = last.fd_count != k_na ? last.fd_count : last.socket_fds;
+    const double fraction = last.nofile_soft != k_na && last.nofile_soft > 0
+                                ? used / static_cast<double>(last.nofile_soft)
+                                : -1;
+    const bool soon = v.eta_s >= 0 && v.eta_s < ctx.param("critical_eta_seconds");
+    const bool high = fraction >= ctx.param("critical_fraction");
+    const Severity sev =
+        v.limited || (v.growing && (soon || high)) ? Severity::critical : Severity::warning;
 
-    Finding f;
-    f.detector = "socket_leak";
-    f.severity = limited || soon ? Severity::critical : Severity::warning;
-    f.subject = process_subject(series, tl, v.proc);
-    set_owner(f, tl, v.proc);
-    f.first_seen_ns = tl.snaps[first.snap].realtime_ns;
-    f.last_seen_ns = tl.snaps[last.snap].realtime_ns;
-    const std::string who = proc_util::who(series, tl, v.proc);
+    FindingBuilder b(ctx, "socket_leak");
+    b.process(v.proc).seen(first.snap, last.snap).severity(sev);
+    b.weight(static_cast<double>(last.socket_fds));
+    const std::string who = ctx.process_text(v.proc);
     const std::string fds =
         last.fd_count == k_na ? std::string("?") : std::to_string(last.fd_count);
     const std::string lim =
         last.nofile_soft == k_na ? std::string("unlimited") : std::to_string(last.nofile_soft);
+    const std::string share = fraction >= 0 ? " (" + num(100 * fraction) + "% of the limit)" : "";
     std::string top_dest;
     const std::string h = hint(breakdowns[k], top_dest);
     std::string summary;
     if (v.growing) {
-      const double span = tl.dt(first.snap, last.snap);
-      summary = cat(who,
-                    " socket count grows from ",
-                    num(v.trend.first),
-                    " to ",
-                    num(v.trend.last),
-                    " over ",
-                    std::to_string(v.end - v.begin),
-                    " snapshots (",
-                    proc_util::duration_text(span),
-                    ", +",
-                    proc_util::rate_text(v.trend.slope),
-                    "); ",
-                    fds,
-                    " of ",
-                    lim,
-                    " fds");
+      const double span = ctx.seconds(first.snap, last.snap);
+      summary = who;
+      summary += " socket count grows from " + num(v.trend.first) + " to " + num(v.trend.last)
+                 + " over " + duration_text(span) + " (" + std::to_string(v.end - v.begin)
+                 + " snapshots, +" + rate_text(v.trend.slope) + "); ";
+      summary.append(fds).append(" of ").append(lim).append(" fds").append(share);
       if (v.eta_s >= 0) {
-        summary += cat(", fd limit in ~", proc_util::duration_text(v.eta_s), " at this rate");
+        summary += ", fd limit in ~" + duration_text(v.eta_s) + " at this rate";
+      }
+      if (v.limited) {
+        summary += "; at its fd limit for " + duration_text(v.limit_s);
       }
     } else {
-      summary = cat(who,
-                    " is at its fd limit (",
-                    fds,
-                    "/",
-                    lim,
-                    " fds, ",
-                    std::to_string(last.socket_fds),
-                    " sockets) in ",
-                    std::to_string(v.at_limit),
-                    " snapshots");
+      summary = who;
+      summary.append(" is at its fd limit (").append(fds).append("/").append(lim);
+      summary += " fds, " + std::to_string(last.socket_fds) + " sockets) for "
+                 + duration_text(v.limit_s) + " (" + std::to_string(v.at_limit) + " snapshots)";
       if (v.full_listener == nullptr) {
         summary += ": new sockets and accept() fail with EMFILE";
       }
     }
     if (v.full_listener != nullptr) {
-      summary += cat("; EMFILE: accept() failing on ",
-                     proto_name(*v.full_listener),
-                     " listener ",
-                     endpoint(series, *v.full_listener, true),
-                     " (queue full, ",
-                     std::to_string(v.listener_q),
-                     "/",
-                     std::to_string(v.listener_max),
-                     ")");
+      summary += "; EMFILE: accept() failing on " + proto_name(*v.full_listener) + " listener "
+                 + endpoint(series, *v.full_listener, true) + " (queue full, "
+                 + std::to_string(v.listener_q) + "/" + std::to_string(v.listener_max) + ")";
     }
     if (!h.empty()) {
-      summary += cat("; ", h);
+      summary += "; " + h;
     }
-    f.summary = summary;
+    b.summary(std::move(summary));
 
-    f.evidence["shape"] = v.growing ? "growing" : "at_fd_limit";
+    b.fact("shape", v.growing ? "growing" : "at_fd_limit");
     if (v.growing) {
-      f.evidence["slope_per_s"] = v.trend.slope;
-      f.evidence["kendall_tau"] = v.trend.tau;
-      f.evidence["growth"] = v.trend.last - v.trend.first;
+      b.fact("slope_per_s", v.trend.slope);
+      b.fact("kendall_tau", v.trend.tau);
+      b.fact("growth", v.trend.last - v.trend.first);
     }
-    f.evidence["eta_fd_limit_s"] = v.eta_s < 0 ? Json(nullptr) : Json(v.eta_s);
-    f.evidence["snapshots_at_limit"] = v.at_limit;
-    f.evidence["socket_fds"] = last.socket_fds;
-    f.evidence["fd_count"] = opt(last.fd_count);
-    f.evidence["nofile_soft"] = opt(last.nofile_soft);
+    b.fact("eta_fd_limit_s", v.eta_s < 0 ? Json(nullptr) : Json(v.eta_s));
+    b.fact("fd_limit_fraction", fraction < 0 ? Json(nullptr) : Json(fraction));
+    b.fact("snapshots_at_limit", v.at_limit);
+    b.fact("seconds_at_limit", v.at_limit == 0 ? Json(nullptr) : Json(v.limit_s));
+    b.fact("socket_fds", last.socket_fds);
+    b.fact("fd_count", opt(last.fd_count));
+    b.fact("nofile_soft", opt(last.nofile_soft));
     if (v.full_listener != nullptr) {
       Json l;
       l["proto"] = proto_name(*v.full_listener);
       l["local"] = endpoint(series, *v.full_listener, true);
       l["queue"] = v.listener_q;
       l["max_backlog"] = v.listener_max;
-      f.evidence["emfile_listener"] = std::move(l);
+      b.fact("emfile_listener", std::move(l));
     }
-    const Breakdown& b = breakdowns[k];
-    Json bd = Json::object();
-    for (const auto& [kind, n] : b.by_kind) {
-      bd[kind] = n;
+    const Breakdown& bd = breakdowns[k];
+    Json kinds = Json::object();
+    for (const auto& [kind, n] : bd.by_kind) {
+      kinds[kind] = n;
     }
-    f.evidence["breakdown"] = std::move(bd);
-    f.evidence["sockets_seen"] = b.total; // in the captured namespaces, last snapshot
+    b.fact("breakdown", std::move(kinds));
+    b.fact("sockets_seen", bd.total); // in the captured namespaces, last snapshot
     if (!top_dest.empty()) {
-      f.evidence["top_destination"] = top_dest;
+      b.fact("top_destination", top_dest);
     }
-    f.evidence["hint"] = h.empty() ? Json(nullptr) : Json(h);
+    b.fact("hint", h.empty() ? Json(nullptr) : Json(h));
     const std::vector<int64_t> file_nr = limit_numbers(tl, 0, "fs.file-nr", last.snap);
     if (file_nr.size() == 3) {
-      f.evidence["file_nr"] = file_nr;
+      b.fact("file_nr", file_nr);
     }
-    Json ser = Json::array();
-    const size_t lo = v.begin > 0 ? v.begin - 1 : 0;
-    const size_t hi = std::min(v.end + 1, s.size());
-    for (size_t i = lo; i < hi; ++i) {
+    Json rows = Json::array();
+    for (size_t i = v.begin > 0 ? v.begin - 1 : 0; i < std::min(v.end + 1, s.size()); ++i) {
       Json j;
-      j["t"] = snap_time(tl, s[i].snap);
+      j["t"] = ctx.time(s[i].snap);
       j["socket_fds"] = s[i].socket_fds;
       j["fd_count"] = opt(s[i].fd_count);
       j["nofile_soft"] = opt(s[i].nofile_soft);
-      ser.push_back(std::move(j));
+      rows.push_back(std::move(j));
     }
-    f.evidence["series"] = std::move(ser);
-    f.weight = static_cast<double>(last.socket_fds);
-    out.push_back(std::move(f));
+    b.series(std::move(rows), "fd_count", {"nofile_soft"});
+    b.group("process",
+            std::to_string(pr.pid) + ":" + std::to_string(pr.start_ticks),
+            who,
+            "socket-leak verdicts");
+    out.add(std::move(b).build());
   }
 }
 
 } // namespace
 
 Detector socket_leak_detector() {
-  return {
-      "socket_leak",
-      "a process's socket count keeps growing, or the process sits at its fd limit",
-      {
-          {"min_samples", 5, "snapshots in a gap-free run before a trend counts"},
-          {"min_growth", 50, "sockets gained over the run (GROW abs_min)"},
-          {"tolerance", 2, "a drop smaller than this many sockets is not a decrease"},
-          {"critical_eta_s", 3600, "growth reaching RLIMIT_NOFILE sooner than this is critical"},
-          {"limit_ratio", 0.95, "open fds / RLIMIT_NOFILE (soft) that counts as at the limit"},
-          {"limit_samples", 2, "snapshots at the limit for a critical finding"},
-      },
-      &run};
+  return {"socket_leak",
+          "a process's socket count keeps growing toward its fd limit, or the process sits at it",
+          {
+              {"grow_seconds", 4, "a gap-free run this long before a trend counts", Unit::seconds},
+              {"min_growth", 50, "sockets gained over the run (GROW abs_min)"},
+              {"tolerance", 2, "a drop smaller than this many sockets is not a decrease"},
+              {"sustained_seconds",
+               600,
+               "growth this long counts whatever the fd limit",
+               Unit::seconds},
+              {"warn_eta_seconds",
+               86400,
+               "shorter growth counts when it reaches RLIMIT_NOFILE sooner than this",
+               Unit::seconds},
+              {"critical_eta_seconds",
+               3600,
+               "growth reaching RLIMIT_NOFILE sooner than this is critical",
+               Unit::seconds},
+              {"critical_fraction",
+               0.8,
+               "growth with this share of RLIMIT_NOFILE already used is critical",
+               Unit::ratio},
+              {"limit_ratio",
+               0.95,
+               "open fds / RLIMIT_NOFILE (soft) that counts as at the limit",
+               Unit::ratio},
+              {"limit_seconds", 2, "at the limit this long is critical", Unit::seconds},
+          },
+          nullptr,
+          &check};
 }
 
 } // namespace sockrewind::analyze

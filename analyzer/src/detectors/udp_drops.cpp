@@ -1,35 +1,29 @@
 // udp_drops (research/detectors.md D15): datagrams lost because a UDP receiver is too slow or its
-// receive buffer too small.
-//   per socket:  the socket's drop count (skmem d / the drops column, cumulative per socket) grows
-//                between two consecutive snapshots -> warning, naming the owner. A decrease is a
-//                new incarnation: that interval is dropped, never counted negative.
-//                Critical when drops appear in >= critical_interval_ratio of its intervals (with
-//                >= min_intervals intervals), or when the drop ratio Δdrops / (Δdrops +
-//                ΔInDatagrams of the namespace) exceeds critical_drop_ratio with at least
-//                ratio_min_drops drops.
-//   buffer full: rx_queue (truesize) >= full_ratio x rcvbuf in >= persist_ratio of >= min_samples
-//                snapshots -> warning even when no drop interval was caught.
-//   per netns:   Udp.RcvbufErrors + Udp6RcvbufErrors (or the SndbufErrors pair) faster than
-//                host_rate_per_s in an interval -> warning, attributed to the sockets whose drops
-//                grew in those intervals.
-// sk_drops also counts checksum and socket-filter drops: the evidence shows the namespace's
-// RcvbufErrors next to the socket's drops, and a socket whose drops grew while RcvbufErrors did
-// not move at all and whose buffer never sat full is only reported as info (not the buffer).
-#include "proc_util.hpp"
-
-#include <sockrewind/analyze/detector.hpp>
-#include <sockrewind/analyze/primitives.hpp>
+// receive buffer too small. For UDP the socket's drop count (skmem d) is real loss: each one is a
+// datagram the application never gets.
+//   dropping:    the socket's drop count grows between two consecutive snapshots of one socket
+//                (a decrease is a new incarnation: that interval is skipped) -> warning.
+//                Critical when the loss is meaningful: >= critical_rate_per_s drops per second
+//                over the dropping window, or a drop share Δdrops / (Δdrops + ΔInDatagrams of the
+//                netns) above critical_drop_ratio (with >= ratio_min_drops drops), or drops in
+//                >= critical_interval_ratio of the intervals over >= critical_seconds.
+//   buffer full: rx_queue (truesize) >= full_ratio x rcvbuf in >= persist_ratio of the snapshots
+//                for >= full_seconds -> warning even when no drop was counted yet.
+//   not buffer:  sk_drops also counts checksum and socket-filter drops: a socket whose drops grew
+//                while the netns's Udp/Udp6 RcvbufErrors did not move and whose buffer never sat
+//                full is info only.
+// One finding per process (many sockets of one process = one finding with their count).
+// Netns level: Udp/Udp6 RcvbufErrors above host_rate_per_s that no dropping socket accounts for
+// (sockets closed meanwhile), and SndbufErrors above it, are a warning per netns.
+#include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 
 namespace sockrewind::analyze {
 
 namespace {
-
-using proc_util::cat;
-using proc_util::opt;
-using proc_util::SnapDeltas;
 
 constexpr std::array<std::string_view, 2> k_rcvbuf_errors{"Udp.RcvbufErrors", "Udp6RcvbufErrors"};
 constexpr std::array<std::string_view, 2> k_sndbuf_errors{"Udp.SndbufErrors", "Udp6SndbufErrors"};
@@ -39,28 +33,25 @@ bool is_udp(const Track& t) {
   return t.family != k_af_unix && (t.proto == k_proto_udp || t.proto == k_proto_udplite);
 }
 
-// Per-namespace counter deltas, computed once.
-struct NsCounters {
-  SnapDeltas rcvbuf_errors;
-  SnapDeltas sndbuf_errors;
-  SnapDeltas in_datagrams;
-};
+Json opt(uint32_t v) {
+  return v == k_na ? Json(nullptr) : Json(v);
+}
 
-// What one socket did over the whole timeline.
+// What one socket did over the timeline.
 struct SockDrops {
-  std::vector<int64_t> delta; // per sample index: drops since the previous sample, -1 = invalid
+  std::vector<int64_t> delta; // per sample: drops since the previous sample, -1 = none
   size_t intervals = 0;
   size_t drop_intervals = 0;
   int64_t total = 0;
-  double dt_total = 0;
-  int64_t in_datagrams = 0; // ΔInDatagrams over the intervals where it was known
-  // Namespace RcvbufErrors over the socket's drop intervals: -1 when unknown in any of them.
-  int64_t host_errors_in_drop_intervals = 0;
-  int64_t ratio_drops = 0; // drops over those same intervals
-  size_t full = 0;         // snapshots with the buffer full
-  size_t with_rcvbuf = 0;  // snapshots with rcvbuf known
-  size_t first = SIZE_MAX; // sample index range of the triggering window
-  size_t last = 0;
+  int64_t in_datagrams = 0;     // ΔInDatagrams of the netns over the intervals where it is known
+  int64_t ratio_drops = 0;      // drops over those same intervals
+  int64_t host_errors = 0;      // netns RcvbufErrors over the drop intervals; -1 unknown
+  size_t full = 0;              // snapshots with the buffer full
+  size_t with_rcvbuf = 0;       // snapshots with rcvbuf known
+  size_t first_drop = SIZE_MAX; // sample index range of the drop window
+  size_t last_drop = 0;
+  size_t first_full = SIZE_MAX;
+  size_t last_full = 0;
 };
 
 bool buffer_full(const Sample& x, double ratio) {
@@ -74,47 +65,41 @@ bool buffer_full(const Sample& x, double ratio) {
   return static_cast<double>(used) >= ratio * static_cast<double>(x.rcvbuf);
 }
 
-SockDrops measure(const Timeline& tl, const Track& t, const NsCounters& ns, const Params& p) {
+SockDrops measure(const Context& ctx, const Track& t) {
   SockDrops d;
   const auto& s = t.samples;
+  const CounterSeries& errors = ctx.counter_sum(t.netns, k_rcvbuf_errors);
+  const CounterSeries& in = ctx.counter_sum(t.netns, k_in_datagrams);
   d.delta.assign(s.size(), -1);
-  const double full_ratio = p.get("full_ratio");
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i].rcvbuf != k_na && s[i].rcvbuf > 0) {
-      ++d.with_rcvbuf;
-    }
-    if (buffer_full(s[i], full_ratio)) {
+    d.with_rcvbuf += s[i].rcvbuf != k_na && s[i].rcvbuf > 0 ? 1U : 0U;
+    if (buffer_full(s[i], ctx.param("full_ratio"))) {
       ++d.full;
-      d.first = std::min(d.first, i);
-      d.last = std::max(d.last, i);
+      d.first_full = std::min(d.first_full, i);
+      d.last_full = i;
     }
   }
-  for (const Range& r : contiguous_runs(tl, t)) {
+  for (const Range& r : contiguous_runs(ctx.timeline(), t)) {
     for (size_t i = r.begin + 1; i < r.end; ++i) {
       const Sample& a = s[i - 1];
       const Sample& b = s[i];
       if (a.drops == k_na || b.drops == k_na || b.drops < a.drops) {
-        continue; // not reported, or a new incarnation of the socket: interval dropped
+        continue; // not reported, or a new incarnation of the socket
       }
       const int64_t delta = static_cast<int64_t>(b.drops) - static_cast<int64_t>(a.drops);
       d.delta[i] = delta;
       ++d.intervals;
-      d.dt_total += tl.dt(a.snap, b.snap);
       if (delta > 0) {
         ++d.drop_intervals;
         d.total += delta;
-        d.first = std::min(d.first, i - 1);
-        d.last = std::max(d.last, i);
+        d.first_drop = std::min(d.first_drop, i - 1);
+        d.last_drop = i;
+        const auto h = errors.from(b.snap) == a.snap ? errors.delta(b.snap) : std::nullopt;
+        d.host_errors = d.host_errors < 0 || !h ? -1 : d.host_errors + *h;
       }
-      if (delta > 0 && d.host_errors_in_drop_intervals >= 0) {
-        const int64_t h = ns.rcvbuf_errors.delta[b.snap];
-        d.host_errors_in_drop_intervals = h >= 0 && ns.rcvbuf_errors.from[b.snap] == a.snap
-                                              ? d.host_errors_in_drop_intervals + h
-                                              : -1;
-      }
-      const int64_t in = ns.in_datagrams.delta[b.snap];
-      if (in >= 0 && ns.in_datagrams.from[b.snap] == a.snap) {
-        d.in_datagrams += in;
+      const auto n = in.from(b.snap) == a.snap ? in.delta(b.snap) : std::nullopt;
+      if (n) {
+        d.in_datagrams += *n;
         d.ratio_drops += delta;
       }
     }
@@ -122,302 +107,191 @@ SockDrops measure(const Timeline& tl, const Track& t, const NsCounters& ns, cons
   return d;
 }
 
-Json point(const Timeline& tl, const Sample& x, int64_t delta, const NsCounters& ns) {
+Json point(const Context& ctx, const Track& t, const Sample& x, int64_t delta) {
   Json j;
-  j["t"] = snap_time(tl, x.snap);
+  j["t"] = ctx.time(x.snap);
   j["rx_queue"] = opt(x.rx_queue);
   j["rcvbuf"] = opt(x.rcvbuf);
   j["drops"] = opt(x.drops);
   j["drops_delta"] = delta < 0 ? Json(nullptr) : Json(delta);
-  const int64_t host = ns.rcvbuf_errors.delta.empty() ? -1 : ns.rcvbuf_errors.delta[x.snap];
-  j["rcvbuf_errors_delta"] = host < 0 ? Json(nullptr) : Json(host);
+  j["rcvbuf_errors_delta"] = ctx.counter_sum(t.netns, k_rcvbuf_errors).delta_json(x.snap);
   return j;
 }
 
-void socket_findings(const Series& series,
-                     const Timeline& tl,
-                     const Params& p,
-                     const std::vector<NsCounters>& ns,
-                     std::vector<Finding>& out) {
-  const auto min_samples = static_cast<size_t>(p.get("min_samples"));
-  const auto min_intervals = static_cast<size_t>(p.get("min_intervals"));
-  for (const Track& t : tl.tracks) {
-    if (!is_udp(t) || t.samples.empty()) {
-      continue;
-    }
-    const NsCounters& c = ns[t.netns];
-    const SockDrops d = measure(tl, t, c, p);
-    const bool full = d.with_rcvbuf >= min_samples
-                      && static_cast<double>(d.full)
-                             >= p.get("persist_ratio") * static_cast<double>(d.with_rcvbuf);
-    if (d.total <= 0 && !full) {
-      continue;
-    }
-    const auto n_int = static_cast<double>(d.intervals);
-    const bool frequent =
-        d.intervals >= min_intervals
-        && static_cast<double>(d.drop_intervals) >= p.get("critical_interval_ratio") * n_int;
-    const auto denom = static_cast<double>(d.ratio_drops + d.in_datagrams);
-    const double ratio = denom > 0 ? static_cast<double>(d.ratio_drops) / denom : -1;
-    const bool lossy = ratio > p.get("critical_drop_ratio")
-                       && static_cast<double>(d.ratio_drops) >= p.get("ratio_min_drops");
-    const Sample& first = t.samples[d.first];
-    const Sample& last = t.samples[d.last];
-    const Sample& latest = t.samples.back();
-
-    Finding f;
-    f.detector = "udp_drops";
-    // sk_drops also counts checksum and socket-filter drops: when the namespace's RcvbufErrors
-    // did not move at all while this socket dropped, and its buffer never sat full, the buffer
-    // is not the cause (context only).
-    const bool not_buffer =
-        d.total > 0 && !full && d.full == 0 && d.host_errors_in_drop_intervals == 0;
-    f.severity = d.total > 0 && (frequent || lossy) ? Severity::critical : Severity::warning;
-    if (not_buffer) {
-      f.severity = Severity::info;
-    }
-    f.subject = socket_subject(series, tl, t, latest);
-    const uint32_t owner = latest.owner != k_na ? latest.owner : last.owner;
-    set_owner(f, tl, owner);
-    f.first_seen_ns = tl.snaps[first.snap].realtime_ns;
-    f.last_seen_ns = tl.snaps[last.snap].realtime_ns;
-    const std::string sock = cat(proto_name(t), " ", endpoint(series, t, true));
-    const std::string owner_text = proc_util::who(series, tl, owner);
-    const std::string buf =
-        cat(human_bytes(std::max(last.rx_queue == k_na ? 0 : last.rx_queue,
-                                 last.rmem_alloc == k_na ? 0 : last.rmem_alloc)),
-            " of ",
-            last.rcvbuf == k_na ? std::string("?") : human_bytes(last.rcvbuf));
-    if (not_buffer) {
-      f.summary = cat(sock,
-                      " dropped ",
-                      std::to_string(d.total),
-                      " datagrams while the namespace's Udp RcvbufErrors did not move: checksum "
-                      "or socket-filter drops, not a full buffer; ",
-                      owner_text);
-    } else if (d.total > 0) {
-      const double rate = d.dt_total > 0 ? static_cast<double>(d.total) / d.dt_total : 0;
-      const std::string share = ratio >= 0 ? cat(", ", num(100.0 * ratio), "% of datagrams") : "";
-      f.summary = cat(sock,
-                      " dropped ",
-                      std::to_string(d.total),
-                      " datagrams (receive buffer ",
-                      buf,
-                      ") in ",
-                      std::to_string(d.drop_intervals),
-                      " of ",
-                      std::to_string(d.intervals),
-                      " intervals, ",
-                      proc_util::rate_text(rate),
-                      share,
-                      "; ",
-                      owner_text,
-                      " does not read fast enough (or raise SO_RCVBUF)");
-    } else {
-      f.summary = cat(sock,
-                      " receive buffer full (",
-                      buf,
-                      ") in ",
-                      std::to_string(d.full),
-                      " of ",
-                      std::to_string(d.with_rcvbuf),
-                      " snapshots, drops imminent; ",
-                      owner_text,
-                      " is not reading");
-    }
-    f.evidence["drops_total"] = d.total;
-    f.evidence["drop_intervals"] = d.drop_intervals;
-    f.evidence["intervals"] = d.intervals;
-    f.evidence["drops_per_s"] = d.dt_total > 0 ? static_cast<double>(d.total) / d.dt_total : 0.0;
-    f.evidence["drop_ratio"] = ratio < 0 ? Json(nullptr) : Json(ratio);
-    f.evidence["in_datagrams"] = d.in_datagrams;
-    f.evidence["cause"] = not_buffer ? "not_rcvbuf" : (d.total > 0 ? "rcvbuf" : "buffer_full");
-    f.evidence["snapshots_full"] = d.full;
-    int64_t host = 0;
-    for (size_t i = d.first + 1; i <= d.last && i < t.samples.size(); ++i) {
-      const int64_t h =
-          c.rcvbuf_errors.delta.empty() ? -1 : c.rcvbuf_errors.delta[t.samples[i].snap];
-      host += std::max<int64_t>(h, 0);
-    }
-    f.evidence["rcvbuf_errors"] = host;
-    const std::vector<int64_t> rmem_max =
-        limit_numbers(tl, t.netns, "net.core.rmem_max", latest.snap);
-    if (!rmem_max.empty()) {
-      f.evidence["rmem_max"] = rmem_max.front();
-    }
-    if (owner != k_na) {
-      f.evidence["owner"] = process_json(series, tl, owner);
-    }
-    Json ser = Json::array();
-    const size_t lo = d.first > 0 ? d.first - 1 : 0;
-    const size_t hi = std::min(d.last + 2, t.samples.size());
-    for (size_t i = lo; i < hi; ++i) {
-      ser.push_back(point(tl, t.samples[i], d.delta[i], c));
-    }
-    f.evidence["series"] = std::move(ser);
-    f.weight = static_cast<double>(d.total);
-    out.push_back(std::move(f));
+// Adds the finding of one socket; true when its drops count as buffer drops (the netns's
+// RcvbufErrors are then accounted for).
+bool socket_finding(const Context& ctx, const Track& t, Sink& out) {
+  const SockDrops d = measure(ctx, t);
+  const auto& s = t.samples;
+  const bool full =
+      d.full >= k_min_support
+      && static_cast<double>(d.full)
+             >= ctx.param("persist_ratio") * static_cast<double>(d.with_rcvbuf)
+      && ctx.lasted(s[d.first_full].snap, s[d.last_full].snap, d.full, ctx.param("full_seconds"));
+  if (d.total <= 0 && !full) {
+    return false;
   }
+  const bool dropping = d.total > 0;
+  const size_t lo_i = dropping ? d.first_drop : d.first_full;
+  const size_t hi_i = dropping ? d.last_drop : d.last_full;
+  const Sample& first = s[lo_i];
+  const Sample& last = s[hi_i];
+  const Sample& latest = s.back();
+  const double window = ctx.seconds(first.snap, last.snap);
+  const double rate = window > 0 ? static_cast<double>(d.total) / window : 0;
+  const auto denom = static_cast<double>(d.ratio_drops + d.in_datagrams);
+  const double share = denom > 0 ? static_cast<double>(d.ratio_drops) / denom : -1;
+  const bool fast = rate >= ctx.param("critical_rate_per_s");
+  const bool lossy = share > ctx.param("critical_drop_ratio")
+                     && static_cast<double>(d.ratio_drops) >= ctx.param("ratio_min_drops");
+  const bool long_lasting =
+      static_cast<double>(d.drop_intervals)
+          >= ctx.param("critical_interval_ratio") * static_cast<double>(d.intervals)
+      && window >= ctx.param("critical_seconds");
+  // Checksum or socket-filter drops: the netns's RcvbufErrors did not move, the buffer was free.
+  const bool not_buffer = dropping && d.full == 0 && d.host_errors == 0;
+  Severity sev = Severity::warning;
+  if (not_buffer) {
+    sev = Severity::info;
+  } else if (dropping && (fast || lossy || long_lasting)) {
+    sev = Severity::critical;
+  }
+
+  const std::string sock = proto_name(t) + " " + endpoint(ctx.series(), t, true);
+  const std::string who = ctx.owners_text(latest);
+  const std::string buf = human_bytes(std::max(last.rx_queue == k_na ? 0 : last.rx_queue,
+                                               last.rmem_alloc == k_na ? 0 : last.rmem_alloc))
+                          + " of "
+                          + (last.rcvbuf == k_na ? std::string("?") : human_bytes(last.rcvbuf));
+  std::string sum;
+  if (not_buffer) {
+    sum = sock + " dropped " + std::to_string(d.total) + " datagrams (" + num(rate)
+          + "/s) while the netns's Udp RcvbufErrors did not move: checksum or socket-filter "
+            "drops, not a full buffer; "
+          + who;
+  } else if (dropping) {
+    sum = sock + " lost " + std::to_string(d.total) + " datagrams in " + num(window) + " s ("
+          + num(rate) + "/s, receive buffer " + buf + ", drops in "
+          + std::to_string(d.drop_intervals) + " of " + std::to_string(d.intervals) + " intervals"
+          + (share >= 0 ? ", " + num(100.0 * share) + "% of datagrams" : "") + "); " + who
+          + " does not read fast enough (or raise SO_RCVBUF)";
+  } else {
+    sum = sock + " receive buffer full (" + buf + ") in " + std::to_string(d.full) + " of "
+          + std::to_string(d.with_rcvbuf) + " snapshots over " + num(window)
+          + " s, no drop counted yet; " + who + " is not reading";
+  }
+  FindingBuilder b(ctx, "udp_drops");
+  b.socket(t, latest).seen(first.snap, last.snap).severity(sev).summary(std::move(sum));
+  b.weight(dropping ? rate : 0);
+  b.fact("drops_total", d.total);
+  b.fact("drop_intervals", d.drop_intervals);
+  b.fact("intervals", d.intervals);
+  b.fact("drops_per_s", rate);
+  b.fact("drop_window_s", window);
+  b.fact("drop_ratio", share < 0 ? Json(nullptr) : Json(share));
+  b.fact("in_datagrams", d.in_datagrams);
+  b.fact("cause", not_buffer ? "not_rcvbuf" : (dropping ? "rcvbuf" : "buffer_full"));
+  b.fact("snapshots_full", d.full);
+  b.fact("rcvbuf_errors",
+         ctx.counter_sum(t.netns, k_rcvbuf_errors).total(s[lo_i].snap + 1, s[hi_i].snap));
+  if (const auto m = ctx.limit(t.netns, "net.core.rmem_max", latest.snap)) {
+    b.fact("rmem_max", *m);
+  }
+  Json rows = Json::array();
+  for (size_t i = lo_i > 0 ? lo_i - 1 : 0; i < std::min(hi_i + 2, s.size()); ++i) {
+    rows.push_back(point(ctx, t, s[i], d.delta[i]));
+  }
+  if (dropping) {
+    b.series(std::move(rows), "drops_delta");
+  } else {
+    b.series(std::move(rows), "rx_queue", {"rcvbuf"});
+  }
+  b.group_by_owner(t, latest, "UDP sockets dropping datagrams or with a full buffer");
+  out.add(std::move(b).build());
+  return dropping && !not_buffer;
 }
 
-// Namespace-level UDP buffer errors faster than host_rate_per_s.
-void netns_findings(const Series& series,
-                    const Timeline& tl,
-                    const Params& p,
-                    const std::vector<NsCounters>& ns,
-                    std::vector<Finding>& out) {
-  const double limit = p.get("host_rate_per_s");
-  for (uint32_t n = 0; n < ns.size(); ++n) {
-    for (const bool receive : {true, false}) {
-      const SnapDeltas& c = receive ? ns[n].rcvbuf_errors : ns[n].sndbuf_errors;
-      if (!c.any) {
-        continue;
-      }
-      size_t hot = 0;
-      size_t valid = 0;
-      double peak = 0;
-      int64_t total = 0;
-      double dt_total = 0;
-      uint32_t first = k_na;
-      uint32_t last = 0;
-      std::vector<char> hot_at(tl.snaps.size(), 0);
-      for (uint32_t i = 0; i < tl.snaps.size(); ++i) {
-        if (c.delta[i] < 0 || c.dt[i] <= 0) {
-          continue;
-        }
-        ++valid;
-        const double rate = static_cast<double>(c.delta[i]) / c.dt[i];
-        if (rate > limit) {
-          ++hot;
-          hot_at[i] = 1;
-          total += c.delta[i];
-          dt_total += c.dt[i];
-          peak = std::max(peak, rate);
-          first = std::min(first, c.from[i]);
-          last = std::max(last, i);
-        }
-      }
-      if (hot == 0) {
-        continue;
-      }
-
-      // Attribution: sockets of this namespace whose drops grew in the hot intervals.
-      struct Culprit {
-        const Track* t;
-        int64_t drops;
-        uint32_t owner;
-      };
-
-      std::vector<Culprit> culprits;
-      if (receive) {
-        for (const Track& t : tl.tracks) {
-          if (!is_udp(t) || t.netns != n) {
-            continue;
-          }
-          int64_t sum = 0;
-          uint32_t owner = k_na;
-          for (size_t i = 1; i < t.samples.size(); ++i) {
-            const Sample& a = t.samples[i - 1];
-            const Sample& b = t.samples[i];
-            if (hot_at[b.snap] == 0 || a.snap < c.from[b.snap] || a.drops == k_na || b.drops == k_na
-                || b.drops < a.drops) {
-              continue;
-            }
-            sum += static_cast<int64_t>(b.drops) - static_cast<int64_t>(a.drops);
-            owner = b.owner != k_na ? b.owner : owner;
-          }
-          if (sum > 0) {
-            culprits.push_back({&t, sum, owner});
-          }
-        }
-        std::sort(culprits.begin(), culprits.end(), [](const Culprit& a, const Culprit& b) {
-          return a.drops > b.drops;
-        });
-      }
-      Finding f;
-      f.detector = "udp_drops";
-      f.severity = Severity::warning;
-      f.subject = netns_subject(tl, n);
-      const std::string what = receive ? "RcvbufErrors" : "SndbufErrors";
-      f.subject["counter"] = cat("Udp.", what);
-      f.first_seen_ns = tl.snaps[first].realtime_ns;
-      f.last_seen_ns = tl.snaps[last].realtime_ns;
-      std::string tail;
-      if (!receive) {
-        tail = "senders hit their send buffer (ENOBUFS/EAGAIN)";
-      } else if (culprits.empty()) {
-        tail = "no socket's own drop count grew (closed sockets, or counted elsewhere)";
-      } else {
-        tail = cat("top: ",
-                   proto_name(*culprits[0].t),
-                   " ",
-                   endpoint(series, *culprits[0].t, true),
-                   " ",
-                   std::to_string(culprits[0].drops),
-                   " drops, ",
-                   proc_util::who(series, tl, culprits[0].owner));
-        set_owner(f, tl, culprits[0].owner);
-      }
-      f.summary = cat("UDP ",
-                      what,
-                      " at ",
-                      num(dt_total > 0 ? static_cast<double>(total) / dt_total : 0),
-                      "/s (peak ",
-                      num(peak),
-                      "/s) in ",
-                      std::to_string(hot),
-                      " of ",
-                      std::to_string(valid),
-                      " intervals in netns ",
-                      std::to_string(tl.netns[n].inode),
-                      "; ",
-                      tail);
-      f.evidence["errors_total"] = total;
-      f.evidence["intervals_over_limit"] = hot;
-      f.evidence["intervals"] = valid;
-      f.evidence["peak_per_s"] = peak;
-      f.evidence["limit_per_s"] = limit;
-      Json top = Json::array();
-      for (size_t k = 0; k < culprits.size() && k < 10; ++k) {
-        Json j;
-        j["proto"] = proto_name(*culprits[k].t);
-        j["local"] = endpoint(series, *culprits[k].t, true);
-        j["drops"] = culprits[k].drops;
-        j["owner"] = process_json(series, tl, culprits[k].owner);
-        top.push_back(std::move(j));
-      }
-      f.evidence["top_sockets"] = std::move(top);
-      Json ser = Json::array();
-      const SnapDeltas& in = ns[n].in_datagrams;
-      for (uint32_t i = first; i <= last && i < tl.snaps.size(); ++i) {
-        Json j;
-        j["t"] = snap_time(tl, i);
-        j["delta"] = c.delta[i] < 0 ? Json(nullptr) : Json(c.delta[i]);
-        j["per_s"] = c.delta[i] < 0 || c.dt[i] <= 0
-                         ? Json(nullptr)
-                         : Json(static_cast<double>(c.delta[i]) / c.dt[i]);
-        j["in_datagrams_delta"] = in.delta[i] < 0 ? Json(nullptr) : Json(in.delta[i]);
-        ser.push_back(std::move(j));
-      }
-      f.evidence["series"] = std::move(ser);
-      f.weight = peak;
-      out.push_back(std::move(f));
+// Netns-level UDP buffer errors faster than host_rate_per_s, unless (receive side) sockets with
+// their own findings account for them.
+void netns_finding(const Context& ctx, uint32_t ns, bool receive, Sink& out) {
+  const CounterSeries& c = ctx.counter_sum(ns, receive ? k_rcvbuf_errors : k_sndbuf_errors);
+  if (!c.any()) {
+    return;
+  }
+  const double limit = ctx.param("host_rate_per_s");
+  size_t hot = 0;
+  size_t valid = 0;
+  double peak = 0;
+  int64_t total = 0;
+  double dt_total = 0;
+  uint32_t first = k_na;
+  uint32_t last = 0;
+  for (uint32_t i = 0; i < ctx.snapshots(); ++i) {
+    if (!c.delta(i) || c.dt(i) <= 0) {
+      continue;
+    }
+    ++valid;
+    if (c.rate(i) > limit) {
+      ++hot;
+      total += *c.delta(i);
+      dt_total += c.dt(i);
+      peak = std::max(peak, c.rate(i));
+      first = std::min(first, c.from(i));
+      last = std::max(last, i);
     }
   }
+  if (hot == 0) {
+    return;
+  }
+  const std::string what = receive ? "RcvbufErrors" : "SndbufErrors";
+  FindingBuilder b(ctx, "udp_drops");
+  b.netns(ns).seen(first, last).severity(Severity::warning).weight(peak);
+  Json subject = b.subject_json();
+  subject["counter"] = "Udp." + what;
+  b.subject(std::move(subject), k_na);
+  const double rate = dt_total > 0 ? static_cast<double>(total) / dt_total : 0;
+  b.summary("UDP " + what + " at " + num(rate) + "/s (peak " + num(peak) + "/s) in "
+            + std::to_string(hot) + " of " + std::to_string(valid) + " intervals in netns "
+            + std::to_string(ctx.timeline().netns[ns].inode) + "; "
+            + (receive ? "no socket's own drop count grew (sockets closed meanwhile, or not "
+                         "captured)"
+                       : "senders hit their send buffer (ENOBUFS/EAGAIN)"));
+  b.fact("errors_total", total);
+  b.fact("intervals_over_limit", hot);
+  b.fact("intervals", valid);
+  b.fact("peak_per_s", peak);
+  b.fact("limit_per_s", limit);
+  const CounterSeries& in = ctx.counter_sum(ns, k_in_datagrams);
+  Json rows = Json::array();
+  for (uint32_t i = first; i <= last && i < ctx.snapshots(); ++i) {
+    Json j;
+    j["t"] = ctx.time(i);
+    j["delta"] = c.delta_json(i);
+    j["per_s"] = c.delta(i) && c.dt(i) > 0 ? Json(c.rate(i)) : Json(nullptr);
+    j["in_datagrams_delta"] = in.delta_json(i);
+    rows.push_back(std::move(j));
+  }
+  b.series(std::move(rows), "per_s");
+  b.group("netns",
+          std::to_string(ns) + " " + what,
+          "netns " + std::to_string(ctx.timeline().netns[ns].inode),
+          "netns UDP buffer error counters");
+  out.add(std::move(b).build());
 }
 
-void run(const Series& series, const Timeline& tl, const Params& p, std::vector<Finding>& out) {
-  std::vector<NsCounters> ns(tl.netns.size());
-  const auto names = [](const auto& a) {
-    return std::vector<std::string_view>(a.begin(), a.end());
-  };
-  for (uint32_t n = 0; n < tl.netns.size(); ++n) {
-    ns[n].rcvbuf_errors = proc_util::snap_deltas(series, tl, n, names(k_rcvbuf_errors));
-    ns[n].sndbuf_errors = proc_util::snap_deltas(series, tl, n, names(k_sndbuf_errors));
-    ns[n].in_datagrams = proc_util::snap_deltas(series, tl, n, names(k_in_datagrams));
+void check(const Context& ctx, Sink& out) {
+  std::vector<bool> explained(ctx.timeline().netns.size(), false);
+  for (const Track& t : ctx.tracks()) {
+    if (is_udp(t) && !t.samples.empty() && socket_finding(ctx, t, out)) {
+      explained[t.netns] = true;
+    }
   }
-  socket_findings(series, tl, p, ns, out);
-  netns_findings(series, tl, p, ns, out);
+  for (uint32_t n = 0; n < explained.size(); ++n) {
+    if (!explained[n]) {
+      netns_finding(ctx, n, true, out);
+    }
+    netns_finding(ctx, n, false, out);
+  }
 }
 
 } // namespace
@@ -425,23 +299,42 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
 Detector udp_drops_detector() {
   return {
       "udp_drops",
-      "UDP receive-buffer drops: a socket's drop count grows, its buffer sits full, or the "
-      "namespace's Udp RcvbufErrors climb",
+      "UDP datagrams lost: a socket's drop count grows, its buffer sits full, or the namespace's "
+      "Udp RcvbufErrors climb",
       {
-          {"min_intervals", 5, "intervals of a socket needed before the drop frequency counts"},
+          {"critical_rate_per_s",
+           10,
+           "drops per second over the dropping window at or above this are critical",
+           Unit::per_second},
+          {"critical_drop_ratio",
+           0.01,
+           "drops / (drops + Udp InDatagrams) above this is critical",
+           Unit::ratio},
+          {"ratio_min_drops", 10, "drops needed before the drop ratio can make it critical"},
           {"critical_interval_ratio",
            0.5,
-           "drops in at least this fraction of a socket's intervals is critical"},
-          {"critical_drop_ratio", 0.01, "drops / (drops + Udp InDatagrams) above this is critical"},
-          {"ratio_min_drops", 10, "drops needed before the drop ratio can make it critical"},
-          {"full_ratio", 0.9, "Recv-Q (truesize) / rcvbuf at or above which the buffer is full"},
-          {"persist_ratio", 0.5, "fraction of snapshots full for 'buffer full' (warning)"},
-          {"min_samples", 3, "snapshots with rcvbuf known needed for 'buffer full'"},
+           "drops in this fraction of the intervals for critical_seconds is critical",
+           Unit::ratio},
+          {"critical_seconds",
+           300,
+           "drops in most intervals this long are critical",
+           Unit::seconds},
+          {"full_ratio",
+           0.9,
+           "Recv-Q (truesize) / rcvbuf at or above which the buffer is full",
+           Unit::ratio},
+          {"persist_ratio", 0.5, "fraction of snapshots full for 'buffer full'", Unit::ratio},
+          {"full_seconds",
+           30,
+           "the buffer full this long (with no drop counted) is a warning",
+           Unit::seconds},
           {"host_rate_per_s",
            10,
-           "Udp/Udp6 RcvbufErrors (or SndbufErrors) per second in an interval for a warning"},
+           "Udp/Udp6 RcvbufErrors (or SndbufErrors) per second in an interval for a warning",
+           Unit::per_second},
       },
-      &run};
+      nullptr,
+      &check};
 }
 
 } // namespace sockrewind::analyze

@@ -219,4 +219,23 @@ private:
   std::unordered_map<std::string, Group> m_groups;
 };
 
+// ---- added by det-proc
+// A loopback address ("127.x", "::1", "::ffff:127.x").
+bool is_loopback_address(std::string_view addr);
+// Several processes named at once: "pid 1 (curl)", "pids 1, 2 (curl)", "pid 1 (curl), pid 2
+// (wget)", "... and 3 more"; `none` when empty.
+std::string processes_text(const Context& ctx,
+                           std::span<const uint32_t> procs,
+                           std::string_view none = "no owning process seen");
+// Subject of a per-destination finding (toward t's remote address and port): host, netns, proto,
+// family, state, local ("addr:*" for several local ports), remote, "owners" (every process in
+// `procs`) and pid/comm/cmdline/start_ticks of procs.front() (nulls when empty).
+Json destination_subject(const Context& ctx,
+                         const Track& t,
+                         std::string_view state,
+                         std::string local,
+                         std::span<const uint32_t> procs);
+// "addr" of `t` as an endpoint host part (IPv6 in brackets; "*" when unknown).
+std::string host_text(const Context& ctx, const Track& t, uint32_t addr);
+
 } // namespace sockrewind::analyze
