@@ -99,16 +99,13 @@ TEST_CASE("lab: a UDP receiver that never reads is udp_drops, critical, naming i
   CHECK(found[0]["evidence"]["drops_total"].get<int64_t>() > 100);
   CHECK(found[0]["evidence"]["drop_intervals"].get<int>() >= 4);
   CHECK(found[0]["evidence"]["series"].size() >= 5);
-  // The namespace's Udp RcvbufErrors rate, attributed to the same socket and process.
-  bool attributed = false;
+  // One cause, one finding: the namespace's RcvbufErrors are this socket's drops, not a second
+  // finding.
+  size_t udp = 0;
   for (const auto& f : report.at("findings")) {
-    if (f["detector"] == "udp_drops" && f["subject"].value("counter", "") == "Udp.RcvbufErrors") {
-      const auto& top = f["evidence"]["top_sockets"];
-      attributed = !top.empty() && endpoint_port(top[0]["local"].get<std::string>()) == 7201
-                   && top[0]["owner"]["pid"] == getpid();
-    }
+    udp += f["detector"] == "udp_drops" ? 1U : 0U;
   }
-  CHECK(attributed);
+  CHECK(udp == 1);
 }
 
 TEST_CASE("lab: a unix listener that never accepts is unix_backlog, critical when full", "[lab]") {
