@@ -329,12 +329,12 @@ FindingBuilder& FindingBuilder::group_by_owner(const Track& t, const Sample& x, 
   if (who == k_na) {
     const std::string ep =
         endpoint(m_ctx.series(), t, true) + " " + endpoint(m_ctx.series(), t, false);
-    return group("socket", std::to_string(t.netns) + " " + ep, ep, std::move(noun));
+    return group("socket", std::to_string(t.netns) + " " + ep, "at " + ep, std::move(noun));
   }
   const Process& p = m_ctx.timeline().procs[who];
   return group("process",
                std::to_string(p.pid) + ":" + std::to_string(p.start_ticks),
-               m_ctx.process_text(who),
+               "in " + m_ctx.process_text(who),
                std::move(noun));
 }
 
@@ -421,7 +421,7 @@ std::vector<Finding> Sink::take() {
         examples.push_back(example_json(g.best[i]));
       }
       group["examples"] = std::move(examples);
-      f.summary = std::to_string(g.count) + " " + f.group_noun + " in " + f.group_label
+      f.summary = std::to_string(g.count) + " " + f.group_noun + " " + f.group_label
                   + "; the worst: " + f.summary;
       f.first_seen_ns = g.first_seen_ns;
       f.last_seen_ns = g.last_seen_ns;

@@ -35,7 +35,7 @@ Finding member(const std::string& key, Severity sev, double weight, int64_t t) {
   f.last_seen_ns = t + 10;
   f.group_key = key;
   f.group_by = "process";
-  f.group_label = "pid 1 (x)";
+  f.group_label = "in pid 1 (x)";
   f.group_noun = "sockets";
   return f;
 }

@@ -179,8 +179,10 @@ public:
   // drawn as limit lines on the same scale.
   FindingBuilder& series(Json rows, std::string_view value, std::vector<std::string> limits = {});
   // Grouping: findings of one detector with the same key are one cause. `by` is "process",
-  // "listener", "destination", "socket", "netns"; `label` names the cause in the grouped summary
-  // ("pid 12 (redis-server)"); `noun` names the members ("sockets with unread Recv-Q").
+  // "listener", "destination", "socket", "netns". A group of N > 1 is summarised as
+  // "N <noun> <label>; the worst: <its summary>", so `noun` names the members ("sockets with
+  // unread data") and `label` the cause with its preposition ("in pid 12 (redis-server)",
+  // "at listener 0.0.0.0:80", "toward 10.0.0.5:443").
   FindingBuilder& group(std::string_view by, std::string key, std::string label, std::string noun);
   // Group by the socket's culprit process (or, without one, by the socket itself).
   FindingBuilder& group_by_owner(const Track& t, const Sample& x, std::string noun);
