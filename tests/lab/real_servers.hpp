@@ -281,6 +281,19 @@ inline void wait_tcp(const TestNetns& ns, uint16_t port, RealProc& server) {
   }
 }
 
+// Waits (up to 10 s) until the program's log contains `text` (for servers that a probe
+// connection would disturb, like iperf3's one-test-at-a-time server).
+inline void wait_log(RealProc& server, const std::string& text) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server.log().find(text) == std::string::npos) {
+    if (!server.running() || std::chrono::steady_clock::now() >= until) {
+      throw std::runtime_error(server.name() + " did not log \"" + text + "\"; its log:\n"
+                               + server.log());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 // Waits (up to 10 s) until the unix stream socket at `path` accepts a connection.
 inline void wait_unix(const TestNetns& ns, const std::string& path, RealProc& server) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);

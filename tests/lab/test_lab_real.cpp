@@ -279,8 +279,7 @@ void settle(int ms) {
 
 // ---- Trouble
 
-TEST_CASE("lab real: nginx with its workers stopped leaves connections un-accepted",
-          "[lab][real]") {
+TEST_CASE("nginx with its workers stopped leaves connections un-accepted", "[lab][real]") {
   Lab lab;
   const TempDir files;
   const auto bin = require_programs({"nginx"});
@@ -325,7 +324,7 @@ TEST_CASE("lab real: nginx with its workers stopped leaves connections un-accept
   }
 }
 
-TEST_CASE("lab real: a download whose curl is stopped stalls nginx's send queue", "[lab][real]") {
+TEST_CASE("a download whose curl is stopped stalls nginx's send queue", "[lab][real]") {
   // curl --limit-rate keeps the connection's queues full, then SIGSTOP: nothing is read any more.
   // Flow control loses no data: a warning, not critical (issue 12 item 3).
   Lab lab;
@@ -353,8 +352,7 @@ TEST_CASE("lab real: a download whose curl is stopped stalls nginx's send queue"
                "warning");
 }
 
-TEST_CASE("lab real: a redis subscriber that stops reading while a publisher floods",
-          "[lab][real]") {
+TEST_CASE("a redis subscriber that stops reading while a publisher floods", "[lab][real]") {
   // redis-cli SUBSCRIBEs and is SIGSTOPped; the test publishes 64 KiB messages (~1 MB/s). The
   // output-buffer limit is raised so redis keeps the subscriber. No data is lost: warning.
   Lab lab;
@@ -403,7 +401,7 @@ TEST_CASE("lab real: a redis subscriber that stops reading while a publisher flo
                "warning");
 }
 
-TEST_CASE("lab real: redis stopped on a unix socket fills its backlog", "[lab][real]") {
+TEST_CASE("redis stopped on a unix socket fills its backlog", "[lab][real]") {
   Lab lab;
   const TempDir files;
   const auto bin = require_programs({"redis-server"});
@@ -431,7 +429,7 @@ TEST_CASE("lab real: redis stopped on a unix socket fills its backlog", "[lab][r
                "critical");
 }
 
-TEST_CASE("lab real: haproxy in front of a stopped backend", "[lab][real]") {
+TEST_CASE("haproxy in front of a stopped backend", "[lab][real]") {
   // haproxy (TCP mode) on 7304 forwards to nginx on 7314 (backlog 4), which is SIGSTOPped: the
   // backend's accept queue fills and haproxy's further connects stay in SYN-SENT.
   Lab lab;
@@ -477,8 +475,7 @@ TEST_CASE("lab real: haproxy in front of a stopped backend", "[lab][real]") {
   }
 }
 
-TEST_CASE("lab real: clients that never close after haproxy forwards the backend's close",
-          "[lab][real]") {
+TEST_CASE("clients that never close after haproxy forwards the backend's close", "[lab][real]") {
   // redis (timeout 1) closes idle connections; haproxy forwards the close to its clients and
   // drops its own side after 1 s (client-fin/server-fin). The clients (this test) never close,
   // and open 3 more every 0.7 s: CLOSE-WAIT accumulates in the test process, not in haproxy.
@@ -542,7 +539,7 @@ TEST_CASE("lab real: clients that never close after haproxy forwards the backend
   }
 }
 
-TEST_CASE("lab real: memcached at its connection limit stops accepting", "[lab][real]") {
+TEST_CASE("memcached at its connection limit stops accepting", "[lab][real]") {
   // -c 16 with 40 clients; no_maxconns_fast makes memcached stop accepting at the limit (instead
   // of answering "too many connections"), so the listener's queue fills and overflows.
   Lab lab;
@@ -589,25 +586,25 @@ TEST_CASE("lab real: memcached at its connection limit stops accepting", "[lab][
                "critical");
 }
 
-TEST_CASE("lab real: an iperf3 UDP stream into a stopped iperf3 server drops datagrams",
-          "[lab][real]") {
+TEST_CASE("an iperf3 UDP stream into a stopped iperf3 server drops datagrams", "[lab][real]") {
   Lab lab;
   const TempDir files;
   const auto bin = require_programs({"iperf3"});
   const std::string dir = files.path().string();
-  RealProc server(lab.ns(), {bin[0], "-s", "-p", "7308"}, dir + "/iperf3-server.log");
-  wait_tcp(lab.ns(), 7308, server);
+  RealProc server(
+      lab.ns(), {bin[0], "-s", "-p", "7308", "--forceflush"}, dir + "/iperf3-server.log");
+  wait_log(server, "Server listening on 7308"); // a probe connection would be taken as a test
   RealProc client(
       lab.ns(),
       {bin[0], "-u", "-c", "127.0.0.1", "-p", "7308", "-b", "20M", "-l", "1400", "-t", "60"},
       dir + "/iperf3-client.log");
   settle(1000);
+  INFO("client log:\n" << client.log() << "\nserver log:\n" << server.log());
   REQUIRE(client.running());
   server.stop();
   settle(300);
   lab.collect(6, 1.0);
   const auto report = lab.report();
-  INFO("client log:\n" << client.log());
   expect_found(report,
                "iperf3 -u -b 20M into a SIGSTOPped iperf3 -s",
                {{{"udp_drops"}, End::local, 7308, "", "iperf3"}},
@@ -617,7 +614,7 @@ TEST_CASE("lab real: an iperf3 UDP stream into a stopped iperf3 server drops dat
 
 // ---- Healthy under real load: no warning, no critical.
 
-TEST_CASE("lab real: healthy: nginx under ab -c 20", "[lab][real][healthy]") {
+TEST_CASE("healthy: nginx under ab -c 20", "[lab][real][healthy]") {
   Lab lab;
   const TempDir files;
   const auto bin = require_programs({"nginx", "ab"});
@@ -642,7 +639,7 @@ TEST_CASE("lab real: healthy: nginx under ab -c 20", "[lab][real][healthy]") {
   expect_healthy(report, "healthy: nginx under ab -c 20 (new connection per request)");
 }
 
-TEST_CASE("lab real: healthy: redis under redis-benchmark", "[lab][real][healthy]") {
+TEST_CASE("healthy: redis under redis-benchmark", "[lab][real][healthy]") {
   Lab lab;
   const TempDir files;
   const auto bin = require_programs({"redis-server", "redis-benchmark"});
@@ -662,8 +659,7 @@ TEST_CASE("lab real: healthy: redis under redis-benchmark", "[lab][real][healthy
   expect_healthy(report, "healthy: redis under redis-benchmark -c 20");
 }
 
-TEST_CASE("lab real: healthy: a rate-limited download that curl reads fully",
-          "[lab][real][healthy]") {
+TEST_CASE("healthy: a rate-limited download that curl reads fully", "[lab][real][healthy]") {
   Lab lab;
   const TempDir files;
   const auto bin = require_programs({"nginx", "curl"});
@@ -682,7 +678,7 @@ TEST_CASE("lab real: healthy: a rate-limited download that curl reads fully",
   expect_healthy(report, "healthy: curl --limit-rate 200K from nginx");
 }
 
-TEST_CASE("lab real: healthy: a pool of 50 idle redis connections", "[lab][real][healthy]") {
+TEST_CASE("healthy: a pool of 50 idle redis connections", "[lab][real][healthy]") {
   Lab lab;
   const TempDir files;
   const auto bin = require_programs({"redis-server", "redis-benchmark"});
