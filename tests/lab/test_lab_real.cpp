@@ -137,14 +137,21 @@ std::string join(const std::vector<json>& fs) {
   return out;
 }
 
-// Appends `| scenario | expected | found |` to $SOCKREWIND_LAB_TABLE, if set.
+// Appends `| scenario | expected | found |` to $SOCKREWIND_LAB_TABLE, if set (with the table's
+// header when the file is new or empty).
 void table_row(const std::string& scenario, const std::string& expected, const std::string& found) {
   const char* path = std::getenv("SOCKREWIND_LAB_TABLE"); // NOLINT(concurrency-mt-unsafe)
   if (path == nullptr || *path == '\0') {
     return;
   }
-  std::ofstream(path, std::ios::app)
-      << "| " << scenario << " | " << expected << " | " << found << " |\n";
+  std::error_code ec;
+  const bool fresh =
+      !std::filesystem::exists(path, ec) || std::filesystem::file_size(path, ec) == 0;
+  std::ofstream out(path, std::ios::app);
+  if (fresh) {
+    out << "| scenario | expected | found |\n|---|---|---|\n";
+  }
+  out << "| " << scenario << " | " << expected << " | " << found << " |\n";
 }
 
 // A trouble scenario: some finding matches one of `wants`, every match has a severity within
