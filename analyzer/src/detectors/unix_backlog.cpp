@@ -19,11 +19,19 @@
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
+#include <string_view>
 #include <unordered_map>
 
 namespace sockrewind::analyze {
 
 namespace {
+
+// Its parts joined (without a temporary per '+').
+template <class... Parts> std::string cat(const Parts&... parts) {
+  std::string s;
+  (s.append(std::string_view(parts)), ...);
+  return s;
+}
 
 Json opt(uint32_t v) {
   return v == k_na ? Json(nullptr) : Json(v);
@@ -213,11 +221,25 @@ void listener_findings(const Context& ctx, const EmbryoCounts& embryos, Sink& ou
         }
       }
     }
-    b.summary(saturated ? name + " backlog full (" + std::to_string(queue(last)) + "/" + max_text
-                              + " pending) for " + num(full_s)
-                              + " s: clients block in connect() or get EAGAIN; " + who
-                        : name + " does not drain: " + std::to_string(queue(last)) + "/" + max_text
-                              + " pending, never falling, for " + num(stuck_s) + " s; " + who);
+    const std::string pending = std::to_string(queue(last));
+    b.summary(saturated ? cat(name,
+                              " backlog full (",
+                              pending,
+                              "/",
+                              max_text,
+                              " pending) for ",
+                              num(full_s),
+                              " s: clients block in connect() or get EAGAIN; ",
+                              who)
+                        : cat(name,
+                              " does not drain: ",
+                              pending,
+                              "/",
+                              max_text,
+                              " pending, never falling, for ",
+                              num(stuck_s),
+                              " s; ",
+                              who));
     b.fact("kind", "listener");
     b.fact("shape", saturated ? "listener_full" : "listener_backlogged");
     b.fact("seconds_full", full_s);
@@ -340,15 +362,33 @@ void stream_findings(const Context& ctx, const InodeIndex& inodes, Sink& out) {
     const std::string who = ctx.owners_text(named) + " is not reading" + writer;
     const size_t n = best.window.size();
     if (best.growing) {
-      b.summary("Recv-Q of " + sock + " grows from " + human_bytes(first.rx_queue) + " to "
-                + human_bytes(last.rx_queue) + " over " + num(span) + " s (" + std::to_string(n)
-                + " snapshots, " + human_bytes(best.trend.slope) + "/s); " + who);
+      b.summary(cat("Recv-Q of ",
+                    sock,
+                    " grows from ",
+                    human_bytes(first.rx_queue),
+                    " to ",
+                    human_bytes(last.rx_queue),
+                    " over ",
+                    num(span),
+                    " s (",
+                    std::to_string(n),
+                    " snapshots, ",
+                    human_bytes(best.trend.slope),
+                    "/s); ",
+                    who));
       b.fact("slope_bytes_per_s", best.trend.slope);
       b.fact("kendall_tau", best.trend.tau);
     } else {
-      b.summary("Recv-Q of " + sock + " holds " + human_bytes(last.rx_queue)
-                + " unread, unchanged for " + num(span) + " s (" + std::to_string(n)
-                + " snapshots); " + who);
+      b.summary(cat("Recv-Q of ",
+                    sock,
+                    " holds ",
+                    human_bytes(last.rx_queue),
+                    " unread, unchanged for ",
+                    num(span),
+                    " s (",
+                    std::to_string(n),
+                    " snapshots); ",
+                    who));
     }
     b.fact("kind", "stream");
     b.fact("shape", best.growing ? "stream_growing" : "stream_stalled");
@@ -423,11 +463,19 @@ void dgram_findings(const Context& ctx, const InodeIndex& inodes, Sink& out) {
     const auto qlen = ctx.limit(t.netns, "net.unix.max_dgram_qlen", last.snap);
     const std::string qlen_text =
         qlen ? "max_dgram_qlen=" + std::to_string(*qlen) : std::string("net.unix.max_dgram_qlen");
-    b.summary("unix datagrams from " + ctx.owners_text(sender, "an unknown sender")
-              + " queue up at " + receiver + ": sender Send-Q " + human_bytes(last.tx_queue)
-              + ", non-empty for " + num(span) + " s (" + std::to_string(best.size())
-              + " snapshots); the receiver is not reading (senders block or get EAGAIN at "
-              + qlen_text + ")");
+    b.summary(cat("unix datagrams from ",
+                  ctx.owners_text(sender, "an unknown sender"),
+                  " queue up at ",
+                  receiver,
+                  ": sender Send-Q ",
+                  human_bytes(last.tx_queue),
+                  ", non-empty for ",
+                  num(span),
+                  " s (",
+                  std::to_string(best.size()),
+                  " snapshots); the receiver is not reading (senders block or get EAGAIN at ",
+                  qlen_text,
+                  ")"));
     b.fact("kind", "dgram_sender");
     b.fact("shape", "dgram_sender_backlog");
     b.fact("sender", process_json(series, ctx.timeline(), ctx.culprit(sender)));
