@@ -6,7 +6,7 @@
 // the client's last segment: a lower bound of its time in the queue).
 //   warning:  a child queued >= queued_seconds (3 s): the owner does not call accept();
 //   critical: a child queued >= critical_seconds (60 s), or clients gave up while queued
-//             (a CLOSE-WAIT child at a listener that has a stuck child).
+//             (a CLOSE-WAIT child while the listener has a stuck child).
 // A busy listener whose every snapshot catches a few brand-new children (each seen once, queued
 // for milliseconds) is healthy and stays quiet. One finding per listener (grouped by listening
 // address, so SO_REUSEPORT sockets are one cause), naming every process holding the listener.
@@ -71,7 +71,6 @@ void judge_listener(const Context& ctx, uint32_t li, const std::vector<Child>& k
     const double seen =
         ctx.lasted(ci.first, ci.last, ci.samples, 0) ? ctx.seconds(ci.first, ci.last) : 0;
     ci.age_s = std::max(seen, static_cast<double>(ci.ack_ms) / 1000.0);
-    cw_children += ci.close_wait ? 1U : 0U;
     if (ci.age_s >= bar) {
       stuck.push_back(&ci);
     }
@@ -88,6 +87,10 @@ void judge_listener(const Context& ctx, uint32_t li, const std::vector<Child>& k
   for (const ChildInfo* c : stuck) {
     first = std::min(first, c->first);
     last = std::max(last, c->last);
+  }
+  // Clients that gave up while the listener had a stuck connection.
+  for (const auto& [ti, ci] : info) {
+    cw_children += ci.close_wait && ci.last >= first && ci.first <= last ? 1U : 0U;
   }
   const Sample* ls = sample_at(l, last);
   if (ls == nullptr) {
