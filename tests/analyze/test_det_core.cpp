@@ -296,6 +296,7 @@ TEST_CASE("accept_queue_backlog: backlogged is a warning, full is critical",
   CHECK(warn[0].subject["pid"] == 42);
   CHECK(warn[0].evidence["snapshots_backlogged"] == 9);
   CHECK(warn[0].evidence["somaxconn"] == 4096);
+  CHECK(warn[0].evidence["shape"] == "backlogged");
 
   const auto crit = run_detector(series(129), "accept_queue_backlog");
   REQUIRE(crit.size() == 1);
@@ -305,6 +306,87 @@ TEST_CASE("accept_queue_backlog: backlogged is a warning, full is critical",
 
   // A queue of 1 now and then is not a backlog.
   CHECK(run_detector(series(1), "accept_queue_backlog").empty());
+}
+
+namespace {
+
+// A listener on :8080 (pid 100) with accept queue `q` of max 16 and min(q, 8) children queued;
+// each child is brand-new (`fresh`) or the same one all along.
+std::vector<synth::Snap>
+accept_series(int n, int64_t step, uint32_t q, bool fresh, int64_t overflows_per_snap = 0) {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < n; ++i) {
+    synth::Snap s = snap_at(i, step);
+    s.sockets.push_back(listener(8080, q, 16));
+    for (uint32_t k = 0; k < std::min<uint32_t>(q, 8); ++k) {
+      const uint64_t id = fresh ? static_cast<uint64_t>(i) * 10 + k : k;
+      s.sockets.push_back({.local = "127.0.0.1",
+                           .lport = 8080,
+                           .rport = static_cast<uint16_t>(30000 + id),
+                           .rx = 100,
+                           .tx = 0,
+                           .inode = 0,
+                           .cookie = 1000 + id,
+                           .tcp_info = {{"last_ack_recv_ms", fresh ? 1 : 2}}});
+    }
+    s.counters["TcpExt.ListenOverflows"] = overflows_per_snap * i;
+    snaps.push_back(std::move(s));
+  }
+  return snaps;
+}
+
+} // namespace
+
+TEST_CASE("accept_queue_backlog: a busy listener whose small queue drains stays quiet",
+          "[det][accept_queue_backlog]") {
+  // Three connections queued in every one-second snapshot, but never the same ones.
+  CHECK(run_detector(accept_series(6, k_second, 3, true), "accept_queue_backlog").empty());
+  // The same three, queued 5 s: the queue does not drain.
+  const auto f = run_detector(accept_series(6, k_second, 3, false), "accept_queue_backlog");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::warning);
+  CHECK(f[0].evidence["shape"] == "backlogged");
+  CHECK(f[0].evidence["oldest_child_queued_s"].get<double>() == Approx(5));
+  CHECK(f[0].summary.find("not accepted by pid 100 (server)") != std::string::npos);
+}
+
+TEST_CASE("accept_queue_backlog: full is critical when connections are lost, at any interval",
+          "[det][accept_queue_backlog]") {
+  for (const int64_t step : {k_second, k_minute}) {
+    // At its max backlog for 5 snapshots with ListenOverflows rising: critical.
+    auto f = run_detector(accept_series(6, step, 16, false, 3), "accept_queue_backlog");
+    REQUIRE(f.size() == 1);
+    CHECK(f[0].severity == Severity::critical);
+    CHECK(f[0].evidence["shape"] == "full");
+    CHECK(f[0].evidence["listen_overflows"] == 15);
+    CHECK(f[0].subject["owners"][0]["pid"] == 100);
+    // Full but nobody knocking (no overflow counted): a warning until critical_seconds.
+    f = run_detector(accept_series(6, step, 16, false, 0), "accept_queue_backlog");
+    REQUIRE(f.size() == 1);
+    CHECK(f[0].severity == (step == k_second ? Severity::warning : Severity::critical));
+  }
+  // Full in one snapshot only: a burst, quiet.
+  auto snaps = accept_series(4, k_second, 0, false);
+  snaps[2].sockets[0].rx = 16;
+  CHECK(run_detector(snaps, "accept_queue_backlog").empty());
+}
+
+TEST_CASE("accept_queue_backlog: SO_REUSEPORT sockets of one address are one finding",
+          "[det][accept_queue_backlog]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 4; ++i) {
+    synth::Snap s = snap_at(i, k_second);
+    for (uint64_t k = 0; k < 4; ++k) {
+      s.sockets.push_back(listener(8080, 128, 128, 1 + k));
+    }
+    s.counters["TcpExt.ListenOverflows"] = 10 * i;
+    snaps.push_back(std::move(s));
+  }
+  const auto f = run_detector(snaps, "accept_queue_backlog");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::critical);
+  CHECK(f[0].evidence["group"]["by"] == "listener");
+  CHECK(f[0].evidence["group"]["count"] == 4);
 }
 
 TEST_CASE("report options: unknown detectors and thresholds are usage errors", "[det]") {

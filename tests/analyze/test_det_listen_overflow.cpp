@@ -126,3 +126,53 @@ TEST_CASE("listen_overflow: ListenDrops beyond ListenOverflows is a separate fin
   CHECK(fs[0].evidence["total"] == 795);
   CHECK(fs[0].evidence["tcp_reqq_full_drop"] == 795);
 }
+
+TEST_CASE("listen_overflow: one short burst in one-second snapshots is info, recurring ones warn",
+          "[det][listen_overflow]") {
+  // One overflow in each of two consecutive one-second intervals: one burst of 2, not a
+  // recurring loss.
+  auto fs = run_detector(overflow_series({0, 1, 2, 2, 2, 2}, k_second, false), "listen_overflow");
+  REQUIRE(fs.size() == 1);
+  CHECK(fs[0].severity == Severity::info);
+  CHECK(fs[0].evidence["recurring"] == false);
+  // The same overflows a minute apart recur.
+  fs = run_detector(overflow_series({0, 1, 2, 2, 2, 2}, k_minute, false), "listen_overflow");
+  REQUIRE(fs.size() == 1);
+  CHECK(fs[0].severity == Severity::warning);
+  CHECK(fs[0].evidence["recurring"] == true);
+}
+
+TEST_CASE("listen_overflow: the same rate gives the same verdict at 1 s and 60 s snapshots",
+          "[det][listen_overflow]") {
+  // 3 overflows per second.
+  for (const auto& [step, per] :
+       {std::pair{k_second, int64_t{3}}, std::pair{k_minute, int64_t{180}}}) {
+    std::vector<int64_t> v;
+    for (int64_t i = 0; i < 5; ++i) {
+      v.push_back(100 + per * i);
+    }
+    const auto fs = run_detector(overflow_series(v, step, true), "listen_overflow");
+    REQUIRE(fs.size() == 1);
+    CHECK(fs[0].severity == Severity::warning);
+    CHECK(fs[0].evidence["peak_rate_per_s"].get<double>() == Approx(3));
+  }
+}
+
+TEST_CASE("listen_overflow: a full listener is one finding naming its owners, whatever its "
+          "sockets",
+          "[det][listen_overflow]") {
+  auto snaps = overflow_series({0, 400, 800, 1200}, k_minute, true);
+  for (synth::Snap& s : snaps) {
+    s.sockets.push_back(listener(8080, 129, 128, 3)); // a second SO_REUSEPORT socket, full too
+  }
+  const auto fs = run_detector(snaps, "listen_overflow");
+  REQUIRE(fs.size() == 1);
+  const Finding& f = fs[0];
+  CHECK(f.subject["local"] == "0.0.0.0:8080");
+  CHECK(f.subject["owners"][0]["pid"] == 100);
+  CHECK(f.pid == 100);
+  CHECK(f.evidence["group"]["by"] == "listener");
+  REQUIRE(f.evidence["listeners_full"].size() == 1);
+  CHECK(f.evidence["listeners_full"][0]["sockets"] == 2);
+  CHECK(f.summary.find("not accepted fast enough by pid 100 (server)") != std::string::npos);
+}

@@ -102,3 +102,22 @@ TEST_CASE("syn_flood: a few lossy clients and a counter reset stay quiet", "[det
   // Pile-up in only one snapshot.
   CHECK(run_detector(flood({0, 17, 0, 0}, {0, 0, 0, 0}, k_minute), "syn_flood").empty());
 }
+
+TEST_CASE("syn_flood: a pile-up needs seconds, the same at 1 s and 60 s snapshots",
+          "[det][syn_flood]") {
+  // Two one-second snapshots (1 s): a burst, quiet.
+  CHECK(
+      run_detector(flood({0, 17, 17, 0, 0, 0}, {5, 5, 5, 5, 5, 5}, k_second), "syn_flood").empty());
+  // 120 s of a pile-up, seen every second or every minute: a warning naming the owner.
+  for (const int64_t step : {k_second, k_minute}) {
+    const auto n = static_cast<size_t>(120 * k_second / step) + 1;
+    const auto fs = run_detector(
+        flood(std::vector<uint32_t>(n, 17), std::vector<int64_t>(n, 5), step), "syn_flood");
+    REQUIRE(fs.size() == 1);
+    CHECK(fs[0].severity == Severity::warning);
+    CHECK(fs[0].evidence["seconds_over_bar"].get<double>() == Approx(120));
+    CHECK(fs[0].subject["owners"][0]["pid"] == 100);
+    CHECK(fs[0].summary.find("listener held by pid 100 (server)") != std::string::npos);
+    CHECK(fs[0].evidence["group"]["by"] == "listener");
+  }
+}

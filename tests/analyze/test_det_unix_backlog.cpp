@@ -151,7 +151,7 @@ TEST_CASE("unix_backlog: a growing unix stream Recv-Q is a warning", "[det][unix
 TEST_CASE("unix_backlog: a datagram sender stuck behind a receiver names both",
           "[det][unix_backlog]") {
   std::vector<synth::Snap> snaps;
-  for (int i = 0; i < 6; ++i) {
+  for (int i = 0; i < 5; ++i) { // 4 minutes: a warning (critical_seconds is 300)
     synth::Snap s = unix_minute(i);
     // Receiver /dev/log (logd, 77) shows only the first datagram; the sender (app, 42) holds 11.
     s.sockets.push_back(unix_sock(2, 7, 200, 0, 8000, 77, "/dev/log"));
@@ -169,7 +169,7 @@ TEST_CASE("unix_backlog: a datagram sender stuck behind a receiver names both",
   CHECK(f.subject["peer_pid"] == 77);
   CHECK(f.pid == 77); // escalation follows the receiver that does not read
   CHECK(f.evidence["max_dgram_qlen"] == 10);
-  REQUIRE(f.evidence["series"].size() == 6);
+  REQUIRE(f.evidence["series"].size() == 5);
   CHECK(f.evidence["series"][0]["tx_queue"] == 14080);
   CHECK(f.evidence["series"][0]["receiver_rx_queue"] == 200);
   CHECK(f.summary.find("/dev/log") != std::string::npos);
@@ -184,12 +184,12 @@ TEST_CASE("unix_backlog: healthy unix traffic and near misses stay quiet", "[det
     // A busy connection whose Recv-Q changes every snapshot.
     s.sockets.push_back(
         unix_sock(1, 1, static_cast<uint32_t>((i * 7919) % 3000), 0, 6000, 42, std::nullopt, 6001));
-    // A stream Recv-Q stuck for 4 snapshots only, then drained.
-    s.sockets.push_back(unix_sock(1, 1, i < 4 ? 500 : 0, 0, 6002, 42, std::nullopt, 6003));
-    // A datagram sender with a non-empty Send-Q in 4 snapshots in a row, then drained.
+    // A stream Recv-Q stuck for one minute only (stream_seconds is 120), then drained.
+    s.sockets.push_back(unix_sock(1, 1, i < 2 ? 500 : 0, 0, 6002, 42, std::nullopt, 6003));
+    // A datagram sender with a non-empty Send-Q for one minute (dgram_seconds is 120).
     s.sockets.push_back(unix_sock(2, 7, 0, 0, 8000, 77, "/dev/log"));
     s.sockets.push_back(
-        unix_sock(2, 1, 0, i >= 3 && i < 7 ? 1280 : 0, 8001, 42, std::nullopt, 8000));
+        unix_sock(2, 1, 0, i >= 3 && i < 5 ? 1280 : 0, 8001, 42, std::nullopt, 8000));
     // An embryo (accept queue) with unread bytes is the listener's business, not a stall.
     s.sockets.push_back(unix_sock(1, 1, 64, 0, 0, 0, "/run/app.sock"));
     snaps.push_back(std::move(s));
@@ -199,15 +199,15 @@ TEST_CASE("unix_backlog: healthy unix traffic and near misses stay quiet", "[det
 
 TEST_CASE("unix_backlog: a gap splits a datagram sender's streak", "[det][unix_backlog]") {
   std::vector<synth::Snap> snaps;
-  for (int i = 0; i < 8; ++i) {
-    synth::Snap s = unix_minute(i < 4 ? i : i + 60); // four before, four after an hour's gap
+  for (int i = 0; i < 4; ++i) {
+    synth::Snap s = unix_minute(i < 2 ? i : i + 60); // two before, two after an hour's gap
     s.sockets.push_back(unix_sock(2, 1, 0, 1280, 8001, 42, std::nullopt, 8000));
     snaps.push_back(std::move(s));
   }
   CHECK(run_unix(snaps).empty());
-  // Without the gap the same eight snapshots are a backlog.
+  // Without the gap the same four snapshots (3 minutes) are a backlog.
   std::vector<synth::Snap> dense;
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < 4; ++i) {
     synth::Snap s = unix_minute(i);
     s.sockets.push_back(unix_sock(2, 1, 0, 1280, 8001, 42, std::nullopt, 8000));
     dense.push_back(std::move(s));
@@ -216,4 +216,68 @@ TEST_CASE("unix_backlog: a gap splits a datagram sender's streak", "[det][unix_b
   REQUIRE(found.size() == 1);
   CHECK(!found[0].subject.contains("peer_pid")); // the receiver was not captured
   CHECK(found[0].pid == 42);
+}
+
+namespace {
+
+synth::Snap unix_at(int i, int64_t step) {
+  synth::Snap s = unix_minute(0);
+  s.realtime_ns = k_t0 + i * step;
+  s.boottime_ns = 1000 * k_minute + i * step;
+  return s;
+}
+
+} // namespace
+
+TEST_CASE("unix_backlog: a full unix listener needs seconds, the same at 1 s and 60 s",
+          "[det][unix_backlog]") {
+  for (const int64_t step : {k_second, k_minute}) {
+    std::vector<synth::Snap> snaps;
+    for (int i = 0; i < 6; ++i) {
+      synth::Snap s = unix_at(i, step);
+      s.sockets.push_back(unix_sock(1, 10, 3, 2, 5000, 42, "/run/app.sock"));
+      snaps.push_back(std::move(s));
+    }
+    const auto found = run_unix(snaps);
+    REQUIRE(found.size() == 1);
+    CHECK(found[0].severity == Severity::critical);
+    CHECK(found[0].summary.find("not accepted by pid 42 (app)") != std::string::npos);
+  }
+  // Full in one snapshot of three: a burst, quiet.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 3; ++i) {
+    synth::Snap s = unix_at(i, k_second);
+    s.sockets.push_back(unix_sock(1, 10, i == 1 ? 3 : 0, 2, 5000, 42, "/run/app.sock"));
+    snaps.push_back(std::move(s));
+  }
+  CHECK(run_unix(snaps).empty());
+}
+
+TEST_CASE("unix_backlog: an unread stream for a few seconds is not a stall",
+          "[det][unix_backlog]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) { // 5 s of one-second snapshots
+    synth::Snap s = unix_at(i, k_second);
+    s.sockets.push_back(unix_sock(1, 1, 1000, 0, 6000, 42, "/run/app.sock", 6001));
+    snaps.push_back(std::move(s));
+  }
+  CHECK(run_unix(snaps).empty());
+}
+
+TEST_CASE("unix_backlog: many unread connections of one socket path are one finding",
+          "[det][unix_backlog]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 5; ++i) {
+    synth::Snap s = unix_minute(i);
+    for (uint64_t k = 0; k < 10; ++k) { // app (42) accepted 10 connections and reads none
+      s.sockets.push_back(
+          unix_sock(1, 1, 1000 + static_cast<uint32_t>(k), 0, 6100 + k, 42, "/run/app.sock"));
+    }
+    snaps.push_back(std::move(s));
+  }
+  const auto found = run_unix(snaps);
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].evidence["group"]["count"] == 10);
+  CHECK(found[0].evidence["group"]["examples"].size() == 3);
+  CHECK(found[0].summary.find("10 unread unix stream connections") != std::string::npos);
 }

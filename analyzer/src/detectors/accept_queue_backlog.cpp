@@ -1,15 +1,23 @@
-// accept_queue_backlog (research/detectors.md D3): a listener whose accept queue does not drain.
-//   saturated:  queue >= max backlog (capacity is max+1) in >= full_consecutive snapshots in a
-//               row, or in >= full_ratio of the snapshots -> critical;
-//   backlogged: queue >= max(min_queue, 0.1 x max) in >= persist_ratio of >= min_samples
-//               snapshots -> warning.
-// Evidence: queue vs max backlog per snapshot, the un-accepted children (inode 0) counted at this
-// listener, ListenOverflows deltas of the namespace, and the owner's fds vs RLIMIT_NOFILE.
-#include <sockrewind/analyze/detector.hpp>
-#include <sockrewind/analyze/primitives.hpp>
+// accept_queue_backlog (research/detectors.md D3): a TCP listener whose accept queue does not
+// drain. Over gap-free runs of the listener's snapshots:
+//   full:        queue >= max backlog (the kernel drops the next SYN or final ACK) for
+//                >= full_seconds (2 s): critical when the netns counted ListenOverflows
+//                (ListenDrops without it) in an interval with this listener full at either end
+//                (connections lost), or when it stayed full >= critical_seconds (60 s); warning
+//                otherwise (full, but nobody lost yet);
+//   backlogged:  queue >= max(min_queue, 10% of max) for >= backlog_seconds (5 s) and not
+//                draining: a queued child (inode 0, the same connection) was queued that long
+//                (snapshots apart or by its last ACK), or, without child rows, the queue never
+//                fell -> warning.
+// A busy listener whose small queue holds new connections in every snapshot drains: quiet.
+// Evidence: queue vs max backlog per snapshot, the children queued, ListenOverflows deltas, the
+// owner's fds vs RLIMIT_NOFILE (accept() fails with EMFILE at the limit). One finding per
+// listening address (SO_REUSEPORT sockets are one cause), naming every process holding it.
+#include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
 #include <array>
+#include <unordered_map>
 
 namespace sockrewind::analyze {
 
@@ -17,126 +25,232 @@ namespace {
 
 constexpr std::array<uint8_t, 2> k_child_states{k_established, k_close_wait};
 
-void run(const Series& series, const Timeline& tl, const Params& p, std::vector<Finding>& out) {
-  const ListenerIndex li(series, tl);
-  const auto children = children_by_listener(tl, li, k_child_states);
-  const auto min_n = static_cast<size_t>(p.get("min_samples"));
-  for (uint32_t ti = 0; ti < tl.tracks.size(); ++ti) {
-    const Track& t = tl.tracks[ti];
-    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
-      continue;
-    }
-    // The listener's LISTEN samples (a track keeps one state in practice).
-    std::vector<const Sample*> xs;
-    for (const Sample& x : t.samples) {
-      if (x.state == k_listen && x.rx_queue != k_na) {
-        xs.push_back(&x);
-      }
-    }
-    if (xs.size() < min_n) {
-      continue;
-    }
-    size_t backlogged = 0;
-    size_t full = 0;
-    size_t full_run = 0;
-    size_t best_full_run = 0;
-    for (const Sample* x : xs) {
-      const double max = x->tx_queue == k_na ? 0 : x->tx_queue;
-      const double bar = std::max(p.get("min_queue"), 0.1 * max);
-      if (static_cast<double>(x->rx_queue) >= bar) {
-        ++backlogged;
-      }
-      const bool is_full = x->tx_queue != k_na && x->rx_queue >= x->tx_queue && x->rx_queue > 0;
-      full += is_full ? 1 : 0;
-      full_run = is_full ? full_run + 1 : 0;
-      best_full_run = std::max(best_full_run, full_run);
-    }
-    const auto n = static_cast<double>(xs.size());
-    const bool saturated = best_full_run >= static_cast<size_t>(p.get("full_consecutive"))
-                           || static_cast<double>(full) >= p.get("full_ratio") * n;
-    const bool is_backlogged = static_cast<double>(backlogged) >= p.get("persist_ratio") * n;
-    if (!saturated && !is_backlogged) {
-      continue;
-    }
+bool listening(const Sample& x) {
+  return x.state == k_listen && x.rx_queue != k_na;
+}
 
-    // Evidence: one row per snapshot of the listener.
+bool is_full(const Sample& x) {
+  return listening(x) && x.tx_queue != k_na && x.rx_queue > 0 && x.rx_queue >= x.tx_queue;
+}
+
+bool is_backlogged(const Context& ctx, const Sample& x) {
+  const double max = x.tx_queue == k_na ? 0 : x.tx_queue;
+  return listening(x)
+         && static_cast<double>(x.rx_queue) >= std::max(ctx.param("min_queue"), 0.1 * max);
+}
+
+// A child queued at the listener: its first and last queued snapshot, how often, its last ACK.
+struct Queued {
+  uint32_t first = 0;
+  uint32_t last = 0;
+  size_t samples = 0;
+  uint32_t ack_ms = 0;
+};
+
+// The streaks (sample index ranges) of `t` where `pred` holds, within gap-free runs.
+template <class Pred> std::vector<Range> streaks(const Context& ctx, const Track& t, Pred pred) {
+  std::vector<Range> out;
+  for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
+    size_t begin = c.begin;
+    for (size_t i = c.begin; i <= c.end; ++i) {
+      if (i < c.end && pred(t.samples[i])) {
+        continue;
+      }
+      if (i > begin) {
+        out.push_back({begin, i});
+      }
+      begin = i + 1;
+    }
+  }
+  return out;
+}
+
+void judge(const Context& ctx,
+           uint32_t ti,
+           const std::vector<Child>* kids,
+           const CounterSeries& overflows,
+           Sink& out) {
+  const Track& t = ctx.track(ti);
+  const auto& s = t.samples;
+  const auto span_ok = [&](Range r, double secs) {
+    return ctx.lasted(s[r.begin].snap, s[r.end - 1].snap, r.size(), secs);
+  };
+  // full streaks that lasted
+  std::vector<Range> full;
+  double full_s = 0;
+  for (const Range& r : streaks(ctx, t, is_full)) {
+    if (span_ok(r, ctx.param("full_seconds"))) {
+      full.push_back(r);
+      full_s = std::max(full_s, ctx.seconds(s[r.begin].snap, s[r.end - 1].snap));
+    }
+  }
+  // children queued here, by connection
+  std::unordered_map<uint32_t, Queued> queued;
+  std::unordered_map<uint32_t, uint32_t> per_snap; // snap -> children
+  if (kids != nullptr) {
+    for (const Child& c : *kids) {
+      const Sample* x = sample_at(ctx.track(c.track), c.snap);
+      if (x == nullptr) {
+        continue;
+      }
+      per_snap[c.snap]++;
+      auto [it, fresh] = queued.try_emplace(c.track);
+      if (fresh) {
+        it->second.first = c.snap;
+      }
+      it->second.last = c.snap;
+      ++it->second.samples;
+      if (x->last_ack_recv_ms != k_na) {
+        it->second.ack_ms = std::max(it->second.ack_ms, x->last_ack_recv_ms);
+      }
+    }
+  }
+  // backlogged streaks that lasted and did not drain
+  const double backlog_bar = ctx.param("backlog_seconds");
+  std::vector<Range> stuck;
+  double oldest_child = 0;
+  for (const Range& r : streaks(ctx, t, [&](const Sample& x) { return is_backlogged(ctx, x); })) {
+    if (!span_ok(r, backlog_bar)) {
+      continue;
+    }
+    const uint32_t a = s[r.begin].snap;
+    const uint32_t b = s[r.end - 1].snap;
+    bool any_child = false;
+    double age = 0;
+    for (const auto& [track, q] : queued) {
+      if (q.last < a || q.first > b) {
+        continue;
+      }
+      any_child = true;
+      const uint32_t lo = std::max(q.first, a);
+      const uint32_t hi = std::min(q.last, b);
+      const double seen = q.samples >= k_min_support ? ctx.seconds(lo, hi) : 0;
+      age = std::max({age, seen, static_cast<double>(q.ack_ms) / 1000.0});
+    }
+    bool never_fell = true;
+    for (size_t i = r.begin + 1; i < r.end; ++i) {
+      never_fell = never_fell && s[i].rx_queue >= s[i - 1].rx_queue;
+    }
+    if (any_child ? age >= backlog_bar : never_fell) {
+      stuck.push_back(r);
+      oldest_child = std::max(oldest_child, age);
+    }
+  }
+  if (full.empty() && stuck.empty()) {
+    return;
+  }
+  const std::vector<Range>& shown = full.empty() ? stuck : full;
+  const size_t lo = shown.front().begin > 0 ? shown.front().begin - 1 : 0;
+  const size_t hi = std::min(shown.back().end + 1, s.size());
+  const uint32_t first = s[shown.front().begin].snap;
+  const uint32_t last_snap = s[shown.back().end - 1].snap;
+  const Sample& last = s[shown.back().end - 1];
+
+  // Overflows counted while this listener was full at either end of the interval.
+  int64_t lost = 0;
+  std::unordered_map<uint32_t, bool> full_at;
+  for (const Sample& x : s) {
+    full_at[x.snap] = is_full(x);
+  }
+  const auto was_full = [&](uint32_t snap) {
+    const auto it = full_at.find(snap);
+    return it != full_at.end() && it->second;
+  };
+  for (const Sample& x : s) {
+    const auto d = overflows.delta(x.snap);
+    if (d && (was_full(x.snap) || was_full(overflows.from(x.snap)))) {
+      lost += *d;
+    }
+  }
+  size_t n_full = 0;
+  size_t n_backlogged = 0;
+  uint32_t max_q = 0;
+  for (const Sample& x : s) {
+    n_full += is_full(x) ? 1U : 0U;
+    n_backlogged += is_backlogged(ctx, x) ? 1U : 0U;
+    max_q = listening(x) ? std::max(max_q, x.rx_queue) : max_q;
+  }
+
+  FindingBuilder b(ctx, "accept_queue_backlog");
+  b.socket(t, last).seen(first, last_snap).weight(static_cast<double>(max_q));
+  Severity sev = Severity::warning;
+  const std::string where = endpoint(ctx.series(), t, true);
+  const std::string max_text = last.tx_queue == k_na ? "?" : std::to_string(last.tx_queue);
+  std::string sum;
+  if (!full.empty()) {
+    if (lost > 0 || full_s >= ctx.param("critical_seconds")) {
+      sev = Severity::critical;
+    }
+    sum = "listener " + where + " accept queue at its limit (up to " + std::to_string(max_q) + "/"
+          + max_text + ") for " + num(full_s) + " s; "
+          + (lost > 0 ? "the netns counted " + std::to_string(lost)
+                            + " ListenOverflows meanwhile (SYNs or handshakes dropped)"
+                      : std::string("no overflow counted yet"));
+  } else {
+    double stuck_s = 0;
+    for (const Range& r : stuck) {
+      stuck_s = std::max(stuck_s, ctx.seconds(s[r.begin].snap, s[r.end - 1].snap));
+    }
+    sum = "listener " + where + " accept queue does not drain: " + std::to_string(max_q) + "/"
+          + max_text + " queued for " + num(stuck_s) + " s"
+          + (oldest_child > 0 ? ", the oldest connection waiting " + num(oldest_child) + " s"
+                              : std::string(", never falling"));
+  }
+  sum += "; not accepted by " + ctx.owners_text(last);
+  const uint32_t who = ctx.culprit(last);
+  if (who != k_na) {
+    const ProcSample* ps = Timeline::proc_at(ctx.processes()[who], last.snap);
+    if (ps != nullptr && ps->fd_count != k_na) {
+      b.fact("owner_fds", ps->fd_count);
+      b.fact("owner_nofile_soft", ps->nofile_soft == k_na ? Json(nullptr) : Json(ps->nofile_soft));
+      if (ps->nofile_soft != k_na && ps->fd_count + 1 >= ps->nofile_soft) {
+        sum += ", at its fd limit (" + std::to_string(ps->fd_count) + "/"
+               + std::to_string(ps->nofile_soft) + "): accept() fails with EMFILE";
+      }
+    }
+  }
+  b.severity(sev).summary(std::move(sum));
+  b.fact("shape", full.empty() ? "backlogged" : "full");
+  b.fact("seconds_full", full_s);
+  b.fact("listen_overflows", lost);
+  b.fact("snapshots_full", n_full);
+  b.fact("snapshots_backlogged", n_backlogged);
+  b.fact("oldest_child_queued_s", oldest_child);
+  if (const auto somaxconn = ctx.limit(t.netns, "net.core.somaxconn", last_snap)) {
+    b.fact("somaxconn", *somaxconn);
+  }
+  Json rows = Json::array();
+  for (size_t i = lo; i < hi; ++i) {
+    const Sample& x = s[i];
+    Json j;
+    j["t"] = ctx.time(x.snap);
+    j["queue"] = x.rx_queue == k_na ? Json(nullptr) : Json(x.rx_queue);
+    j["max_backlog"] = x.tx_queue == k_na ? Json(nullptr) : Json(x.tx_queue);
+    const auto u = per_snap.find(x.snap);
+    j["unaccepted"] = u == per_snap.end() ? 0 : u->second;
+    j["listen_overflows_delta"] = overflows.delta_json(x.snap);
+    rows.push_back(std::move(j));
+  }
+  b.series(std::move(rows), "queue", {"max_backlog"});
+  b.group("listener",
+          std::to_string(t.netns) + " tcp " + where,
+          "listener " + where,
+          "listening sockets with a backlog");
+  out.add(std::move(b).build());
+}
+
+void check(const Context& ctx, Sink& out) {
+  const auto& children = ctx.children(k_child_states);
+  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
+    const Track& t = ctx.track(ti);
+    if (t.family == k_af_unix || t.proto != k_proto_tcp
+        || std::none_of(t.samples.begin(), t.samples.end(), listening)) {
+      continue;
+    }
+    const CounterSeries& ov = ctx.counter(t.netns, "TcpExt.ListenOverflows");
+    const CounterSeries& overflows = ov.any() ? ov : ctx.counter(t.netns, "TcpExt.ListenDrops");
     const auto kids = children.find(ti);
-    std::vector<CounterStep> overflows =
-        counter_steps(series, tl, t.netns, "TcpExt.ListenOverflows");
-    std::unordered_map<uint32_t, size_t> unaccepted_at; // snap -> children queued
-    if (kids != children.end()) {
-      for (const Child& c : kids->second) {
-        unaccepted_at[c.snap]++;
-      }
-    }
-    Json ser = Json::array();
-    uint32_t max_q = 0;
-    for (const Sample* x : xs) {
-      Json j;
-      j["t"] = snap_time(tl, x->snap);
-      j["queue"] = x->rx_queue;
-      j["max_backlog"] = x->tx_queue == k_na ? Json(nullptr) : Json(x->tx_queue);
-      const auto u = unaccepted_at.find(x->snap);
-      j["unaccepted"] = u == unaccepted_at.end() ? 0 : u->second;
-      const auto ov = std::find_if(overflows.begin(), overflows.end(), [x](const CounterStep& c) {
-        return c.to == x->snap;
-      });
-      j["listen_overflows_delta"] = ov == overflows.end() ? Json(nullptr) : Json(ov->delta);
-      ser.push_back(std::move(j));
-      max_q = std::max(max_q, x->rx_queue);
-    }
-    const Sample& last = *xs.back();
-    Finding f;
-    f.detector = "accept_queue_backlog";
-    f.severity = saturated ? Severity::critical : Severity::warning;
-    f.subject = socket_subject(series, tl, t, last);
-    set_owner(f, tl, last.owner);
-    f.first_seen_ns = tl.snaps[xs.front()->snap].realtime_ns;
-    f.last_seen_ns = tl.snaps[last.snap].realtime_ns;
-    const std::string max_text = last.tx_queue == k_na ? "?" : std::to_string(last.tx_queue);
-    std::string who = "no owning process seen";
-    if (last.owner != k_na) {
-      const Process& pr = tl.procs[last.owner];
-      who = "owner pid " + std::to_string(pr.pid) + " (" + series.strings.at(pr.comm) + ")";
-      const ProcSample* ps = Timeline::proc_at(pr, last.snap);
-      if (ps != nullptr && ps->fd_count != k_na) {
-        f.evidence["owner_fds"] = ps->fd_count;
-        f.evidence["owner_nofile_soft"] =
-            ps->nofile_soft == k_na ? Json(nullptr) : Json(ps->nofile_soft);
-        if (ps->nofile_soft != k_na && ps->fd_count + 1 >= ps->nofile_soft) {
-          who += ", at its fd limit (" + std::to_string(ps->fd_count) + "/"
-                 + std::to_string(ps->nofile_soft) + "): accept() fails with EMFILE";
-        }
-      }
-    }
-    if (saturated) {
-      f.summary = "listener " + endpoint(series, t, true) + " accept queue full (up to "
-                  + std::to_string(max_q) + "/" + max_text + ") in " + std::to_string(full) + " of "
-                  + std::to_string(xs.size()) + " snapshots; ";
-    } else {
-      f.summary = "listener " + endpoint(series, t, true)
-                  + " accept queue never drains: non-empty in " + std::to_string(backlogged)
-                  + " of " + std::to_string(xs.size()) + " snapshots (up to "
-                  + std::to_string(max_q) + "/" + max_text + "); ";
-    }
-    f.summary += who;
-    int64_t overflow_sum = 0;
-    for (const CounterStep& c : overflows) {
-      if (c.to >= xs.front()->snap && c.to <= last.snap) {
-        overflow_sum += c.delta;
-      }
-    }
-    f.evidence["listen_overflows"] = overflow_sum;
-    f.evidence["snapshots_full"] = full;
-    f.evidence["snapshots_backlogged"] = backlogged;
-    const std::vector<int64_t> somaxconn =
-        limit_numbers(tl, t.netns, "net.core.somaxconn", last.snap);
-    if (!somaxconn.empty()) {
-      f.evidence["somaxconn"] = somaxconn.front();
-    }
-    f.evidence["series"] = std::move(ser);
-    f.weight = static_cast<double>(max_q);
-    out.push_back(std::move(f));
+    judge(ctx, ti, kids == children.end() ? nullptr : &kids->second, overflows, out);
   }
 }
 
@@ -144,15 +258,21 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
 
 Detector accept_queue_backlog_detector() {
   return {"accept_queue_backlog",
-          "a listener's accept queue stays non-empty, or is full",
+          "a listener's accept queue is full, or does not drain",
           {
-              {"min_samples", 3, "snapshots of the listener needed"},
+              {"full_seconds", 2, "at the max backlog this long: full", Unit::seconds},
+              {"critical_seconds",
+               60,
+               "full this long is critical even without a counted overflow",
+               Unit::seconds},
               {"min_queue", 2, "queue length that counts as backlogged (or 10% of max, if more)"},
-              {"persist_ratio", 0.8, "fraction of snapshots backlogged for a warning"},
-              {"full_consecutive", 2, "consecutive full snapshots for critical"},
-              {"full_ratio", 0.3, "fraction of full snapshots for critical"},
+              {"backlog_seconds",
+               5,
+               "backlogged, with the same connection queued, this long: not draining",
+               Unit::seconds},
           },
-          &run};
+          nullptr,
+          &check};
 }
 
 } // namespace sockrewind::analyze

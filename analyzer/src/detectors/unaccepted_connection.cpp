@@ -1,18 +1,20 @@
 // unaccepted_connection (research/detectors.md D5): connections the kernel accepted but no
-// process did: inode-0 ESTAB or CLOSE-WAIT children at a listener's port.
-//   warning:  children queued at the listener in >= min_consecutive consecutive snapshots;
-//   critical: the same child (socket identity) queued in two snapshots >= critical_age_s apart,
-//             or a child whose last ACK is >= critical_queued_ms old (time since the handshake,
-//             i.e. time spent queued), or any CLOSE-WAIT child: a client gave up while queued.
-// One or two children for one snapshot are accept races and stay quiet. inode != 0 sockets
-// without an owner are not counted (kernel sockets, hidden owners).
-#include "listen_util.hpp"
-
-#include <sockrewind/analyze/detector.hpp>
-#include <sockrewind/analyze/primitives.hpp>
+// process did: inode-0 ESTAB or CLOSE-WAIT children at a listener's port, judged by the SAME
+// connection (its track: socket cookie, or 4-tuple without one) staying queued. A child's queued
+// age is the longer of the time between the first and last snapshot it was seen queued in (with
+// k_min_support snapshots) and its last_ack_recv_ms (the kernel's time since the handshake or
+// the client's last segment: a lower bound of its time in the queue).
+//   warning:  a child queued >= queued_seconds (3 s): the owner does not call accept();
+//   critical: a child queued >= critical_seconds (60 s), or clients gave up while queued
+//             (a CLOSE-WAIT child while the listener has a stuck child).
+// A busy listener whose every snapshot catches a few brand-new children (each seen once, queued
+// for milliseconds) is healthy and stays quiet. One finding per listener (grouped by listening
+// address, so SO_REUSEPORT sockets are one cause), naming every process holding the listener.
+#include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <unordered_map>
 
 namespace sockrewind::analyze {
@@ -21,40 +23,32 @@ namespace {
 
 constexpr std::array<uint8_t, 2> k_child_states{k_established, k_close_wait};
 
-struct PerSnap {
-  uint32_t snap = 0;
-  uint32_t estab = 0;
-  uint32_t close_wait = 0;
-};
-
 struct ChildInfo {
   uint32_t track = 0;
-  uint32_t first = 0; // snapshot
+  uint32_t first = 0; // snapshot first seen queued
   uint32_t last = 0;
+  size_t samples = 0;
   const Sample* last_sample = nullptr;
-  uint32_t max_ack_ms = 0;
+  uint32_t ack_ms = 0; // largest last_ack_recv_ms seen
   bool close_wait = false;
   double age_s = 0;
 };
 
-void judge_listener(const Series& series,
-                    const Timeline& tl,
-                    uint32_t li,
-                    const std::vector<Child>& kids,
-                    const Params& p,
-                    std::vector<Finding>& out) {
-  const Track& l = tl.tracks[li];
-  std::vector<PerSnap> per;
+Json opt(uint32_t v) {
+  return v == k_na ? Json(nullptr) : Json(v);
+}
+
+void judge_listener(const Context& ctx, uint32_t li, const std::vector<Child>& kids, Sink& out) {
+  const Track& l = ctx.track(li);
+  std::map<uint32_t, std::pair<uint32_t, uint32_t>> per; // snap -> (estab, close-wait)
   std::unordered_map<uint32_t, ChildInfo> info;
   for (const Child& c : kids) {
-    const Sample* x = sample_at(tl.tracks[c.track], c.snap);
+    const Sample* x = sample_at(ctx.track(c.track), c.snap);
     if (x == nullptr) {
       continue;
     }
-    if (per.empty() || per.back().snap != c.snap) {
-      per.push_back({c.snap, 0, 0});
-    }
-    (x->state == k_close_wait ? per.back().close_wait : per.back().estab)++;
+    auto& [estab, cw] = per[c.snap];
+    (x->state == k_close_wait ? cw : estab)++;
     auto [it, fresh] = info.try_emplace(c.track);
     ChildInfo& ci = it->second;
     if (fresh) {
@@ -62,138 +56,114 @@ void judge_listener(const Series& series,
       ci.first = c.snap;
     }
     ci.last = c.snap;
+    ++ci.samples;
     ci.last_sample = x;
     if (x->last_ack_recv_ms != k_na) {
-      ci.max_ack_ms = std::max(ci.max_ack_ms, x->last_ack_recv_ms);
+      ci.ack_ms = std::max(ci.ack_ms, x->last_ack_recv_ms);
     }
     ci.close_wait = ci.close_wait || x->state == k_close_wait;
   }
-  if (per.empty()) {
-    return;
-  }
-  // Longest run of consecutive snapshots with children.
-  size_t run = 0;
-  size_t best_run = 0;
-  for (size_t i = 0; i < per.size(); ++i) {
-    const bool next = i > 0 && per[i].snap == per[i - 1].snap + 1
-                      && tl.snaps[per[i].snap].run == tl.snaps[per[i - 1].snap].run;
-    run = next ? run + 1 : 1;
-    best_run = std::max(best_run, run);
-  }
+  // The children that stayed queued; their ages.
+  const double bar = ctx.param("queued_seconds");
+  std::vector<const ChildInfo*> stuck;
   size_t cw_children = 0;
-  size_t old_children = 0;
-  double oldest = 0;
-  std::vector<const ChildInfo*> all;
   for (auto& [ti, ci] : info) {
-    ci.age_s = std::max(tl.dt(ci.first, ci.last), static_cast<double>(ci.max_ack_ms) / 1000.0);
-    oldest = std::max(oldest, ci.age_s);
-    cw_children += ci.close_wait ? 1U : 0U;
-    if (tl.dt(ci.first, ci.last) >= p.get("critical_age_s")
-        || static_cast<double>(ci.max_ack_ms) >= p.get("critical_queued_ms")) {
-      ++old_children;
+    const double seen =
+        ctx.lasted(ci.first, ci.last, ci.samples, 0) ? ctx.seconds(ci.first, ci.last) : 0;
+    ci.age_s = std::max(seen, static_cast<double>(ci.ack_ms) / 1000.0);
+    if (ci.age_s >= bar) {
+      stuck.push_back(&ci);
     }
-    all.push_back(&ci);
   }
-  const bool warn = static_cast<double>(best_run) >= p.get("min_consecutive");
-  const bool crit = cw_children > 0 || old_children > 0;
-  if (!warn && !crit) {
+  if (stuck.empty()) {
     return;
   }
-  std::sort(all.begin(), all.end(), [](const ChildInfo* a, const ChildInfo* b) {
+  std::sort(stuck.begin(), stuck.end(), [](const ChildInfo* a, const ChildInfo* b) {
     return a->age_s != b->age_s ? a->age_s > b->age_s : a->track < b->track;
   });
-
-  const uint32_t first = per.front().snap;
-  const uint32_t last = per.back().snap;
+  const double oldest = stuck.front()->age_s;
+  uint32_t first = k_na;
+  uint32_t last = 0;
+  for (const ChildInfo* c : stuck) {
+    first = std::min(first, c->first);
+    last = std::max(last, c->last);
+  }
+  // Clients that gave up while the listener had a stuck connection.
+  for (const auto& [ti, ci] : info) {
+    cw_children += ci.close_wait && ci.last >= first && ci.first <= last ? 1U : 0U;
+  }
   const Sample* ls = sample_at(l, last);
   if (ls == nullptr) {
     ls = &l.samples.back();
   }
   uint32_t max_now = 0;
-  for (const PerSnap& s : per) {
-    max_now = std::max(max_now, s.estab + s.close_wait);
+  for (const auto& [snap, n] : per) {
+    if (snap >= first && snap <= last) {
+      max_now = std::max(max_now, n.first + n.second);
+    }
   }
-  Finding f;
-  f.detector = "unaccepted_connection";
-  f.severity = crit ? Severity::critical : Severity::warning;
-  f.subject = socket_subject(series, tl, l, *ls);
-  set_owner(f, tl, ls->owner);
-  f.first_seen_ns = tl.snaps[first].realtime_ns;
-  f.last_seen_ns = tl.snaps[last].realtime_ns;
-  f.weight = static_cast<double>(max_now) + static_cast<double>(cw_children) * 100;
-  std::string s = std::to_string(info.size()) + " connections sat un-accepted at listener "
-                  + endpoint(series, l, true) + " (up to " + std::to_string(max_now)
-                  + " at once, in " + std::to_string(per.size()) + " snapshots, "
-                  + std::to_string(best_run) + " in a row), oldest queued " + num(oldest) + " s";
+  const bool crit = oldest >= ctx.param("critical_seconds") || cw_children > 0;
+  const std::string where = endpoint(ctx.series(), l, true);
+  FindingBuilder b(ctx, "unaccepted_connection");
+  b.socket(l, *ls).seen(first, last).severity(crit ? Severity::critical : Severity::warning);
+  b.weight(oldest + static_cast<double>(stuck.size()) + static_cast<double>(cw_children) * 100);
+  std::string s = std::to_string(stuck.size()) + " connection(s) sat un-accepted at listener "
+                  + where + " for " + num(bar) + " s or more (the oldest " + num(oldest)
+                  + " s; up to " + std::to_string(max_now) + " queued at once)";
   if (cw_children > 0) {
     s += "; " + std::to_string(cw_children) + " client(s) gave up while queued (CLOSE-WAIT)";
   }
-  s += "; " + listen_util::owner_text(series, tl, ls->owner, "no process owns the listener")
-       + " is not accepting";
-  f.summary = std::move(s);
+  s += "; not accepted by " + ctx.owners_text(*ls, "no process (nobody holds the listener)");
+  b.summary(std::move(s));
 
-  Json reasons = Json::array();
-  if (warn) {
-    reasons.push_back("queued in " + std::to_string(best_run) + " consecutive snapshots");
-  }
-  if (old_children > 0) {
-    reasons.push_back(
-        std::to_string(old_children) + " children queued >= " + num(p.get("critical_age_s"))
-        + " s apart or last ACK >= " + num(p.get("critical_queued_ms") / 1000) + " s ago");
-  }
-  if (cw_children > 0) {
-    reasons.push_back(std::to_string(cw_children) + " CLOSE-WAIT children");
-  }
-  f.evidence["reasons"] = std::move(reasons);
-  f.evidence["children_total"] = info.size();
-  f.evidence["close_wait_children"] = cw_children;
-  f.evidence["longest_run"] = best_run;
-  f.evidence["oldest_queued_s"] = oldest;
-  f.evidence["listener_queue"] = listen_util::opt(ls->rx_queue);
-  f.evidence["listener_max_backlog"] = listen_util::opt(ls->tx_queue);
+  b.fact("children_total", info.size());
+  b.fact("children_stuck", stuck.size());
+  b.fact("close_wait_children", cw_children);
+  b.fact("oldest_queued_s", oldest);
+  b.fact("listener_queue", opt(ls->rx_queue));
+  b.fact("listener_max_backlog", opt(ls->tx_queue));
   Json children = Json::array();
-  const auto top = static_cast<size_t>(p.get("max_children_listed"));
-  for (size_t i = 0; i < all.size() && i < top; ++i) {
-    const ChildInfo& ci = *all[i];
-    const Track& t = tl.tracks[ci.track];
+  const auto top = static_cast<size_t>(ctx.param("max_children_listed"));
+  for (size_t i = 0; i < stuck.size() && i < top; ++i) {
+    const ChildInfo& ci = *stuck[i];
+    const Track& t = ctx.track(ci.track);
     Json j;
-    j["peer"] = endpoint(series, t, false);
+    j["peer"] = endpoint(ctx.series(), t, false);
     j["state"] = state_name(ci.last_sample->state);
     j["age_s"] = ci.age_s;
-    j["rx_bytes"] = listen_util::opt(ci.last_sample->rx_queue);
-    j["last_ack_recv_ms"] = listen_util::opt(ci.last_sample->last_ack_recv_ms);
+    j["rx_bytes"] = opt(ci.last_sample->rx_queue);
+    j["last_ack_recv_ms"] = opt(ci.last_sample->last_ack_recv_ms);
     j["cookie"] = t.cookie == 0 ? Json(nullptr) : Json(t.cookie);
-    j["first_seen"] = snap_time(tl, ci.first);
-    j["last_seen"] = snap_time(tl, ci.last);
+    j["first_seen"] = ctx.time(ci.first);
+    j["last_seen"] = ctx.time(ci.last);
     children.push_back(std::move(j));
   }
-  f.evidence["children"] = std::move(children);
-  // Per snapshot of the listener, from one before the first child to one after the last.
-  Json ser = Json::array();
-  size_t k = 0;
+  b.fact("children", std::move(children));
+  // Per snapshot of the listener, from one before the first stuck child to one after the last.
+  Json rows = Json::array();
   for (const Sample& x : l.samples) {
     if (x.snap + 1 < first || x.snap > last + 1) {
       continue;
     }
-    while (k < per.size() && per[k].snap < x.snap) {
-      ++k;
-    }
-    const bool has = k < per.size() && per[k].snap == x.snap;
+    const auto it = per.find(x.snap);
     Json j;
-    j["t"] = snap_time(tl, x.snap);
-    j["unaccepted"] = has ? per[k].estab : 0;
-    j["close_wait"] = has ? per[k].close_wait : 0;
-    j["queue"] = listen_util::opt(x.rx_queue);
-    j["max_backlog"] = listen_util::opt(x.tx_queue);
-    ser.push_back(std::move(j));
+    j["t"] = ctx.time(x.snap);
+    j["unaccepted"] = it == per.end() ? 0 : it->second.first + it->second.second;
+    j["close_wait"] = it == per.end() ? 0 : it->second.second;
+    j["queue"] = opt(x.rx_queue);
+    j["max_backlog"] = opt(x.tx_queue);
+    rows.push_back(std::move(j));
   }
-  f.evidence["series"] = std::move(ser);
-  out.push_back(std::move(f));
+  b.series(std::move(rows), "unaccepted", {"max_backlog"});
+  b.group("listener",
+          std::to_string(l.netns) + " " + proto_name(l) + " " + where,
+          "listener " + where,
+          "listening sockets with un-accepted connections");
+  out.add(std::move(b).build());
 }
 
-void run(const Series& series, const Timeline& tl, const Params& p, std::vector<Finding>& out) {
-  const ListenerIndex li(series, tl);
-  const auto children = children_by_listener(tl, li, k_child_states);
+void check(const Context& ctx, Sink& out) {
+  const auto& children = ctx.children(k_child_states);
   std::vector<uint32_t> order;
   order.reserve(children.size());
   for (const auto& [l, v] : children) {
@@ -201,7 +171,7 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
   }
   std::sort(order.begin(), order.end()); // deterministic output order
   for (const uint32_t l : order) {
-    judge_listener(series, tl, l, children.at(l), p, out);
+    judge_listener(ctx, l, children.at(l), out);
   }
 }
 
@@ -212,12 +182,15 @@ Detector unaccepted_connection_detector() {
       "unaccepted_connection",
       "connections queued at a listener that no process accepts (inode-0 children)",
       {
-          {"min_consecutive", 3, "consecutive snapshots with queued children for a warning"},
-          {"critical_age_s", 60, "the same child queued in snapshots this far apart: critical"},
-          {"critical_queued_ms", 30000, "a child's last ACK this old (queued this long): critical"},
+          {"queued_seconds",
+           3,
+           "the same connection queued this long (snapshots apart, or its last ACK this old)",
+           Unit::seconds},
+          {"critical_seconds", 60, "the same connection queued this long: critical", Unit::seconds},
           {"max_children_listed", 20, "children listed in the evidence, oldest first"},
       },
-      &run};
+      nullptr,
+      &check};
 }
 
 } // namespace sockrewind::analyze
