@@ -234,7 +234,7 @@ void judge(const Context& ctx,
   b.series(std::move(rows), "queue", {"max_backlog"});
   b.group("listener",
           std::to_string(t.netns) + " tcp " + where,
-          "listener " + where,
+          "at listener " + where,
           "listening sockets with a backlog");
   out.add(std::move(b).build());
 }

@@ -167,7 +167,7 @@ void overflow_finding(const Context& ctx,
               + "); not accepted fast enough by " + ctx.owners_text(*at));
     b.group("listener",
             std::to_string(ns) + " tcp " + ep,
-            "listener " + ep,
+            "at listener " + ep,
             "listening sockets that overflowed");
   } else {
     b.netns(ns);
@@ -186,7 +186,7 @@ void overflow_finding(const Context& ctx,
     b.summary(what + " in netns " + netns_key(ctx, ns) + ": an accept queue was full; " + where);
     b.group("netns",
             netns_key(ctx, ns) + " overflow",
-            "netns " + netns_key(ctx, ns),
+            "in netns " + netns_key(ctx, ns),
             "overflow episodes");
   }
   Json cands = Json::array();
@@ -285,7 +285,7 @@ void drops_finding(const Context& ctx, uint32_t ns, Sink& out) {
     rows.push_back(std::move(j));
   }
   b.series(std::move(rows), "other_drops_delta");
-  b.group("netns", netns_key(ctx, ns) + " drops", "netns " + netns_key(ctx, ns), "drop episodes");
+  b.group("netns", netns_key(ctx, ns) + " drops", "in netns " + netns_key(ctx, ns), "drop episodes");
   Finding f = std::move(b).build();
   f.subject["kind"] = "drops_not_overflow";
   out.add(std::move(f));

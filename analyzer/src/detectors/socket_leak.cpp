@@ -421,7 +421,7 @@ void check(const Context& ctx, Sink& out) {
     b.series(std::move(rows), "fd_count", {"nofile_soft"});
     b.group("process",
             std::to_string(pr.pid) + ":" + std::to_string(pr.start_ticks),
-            who,
+            "in " + who,
             "socket-leak verdicts");
     out.add(std::move(b).build());
   }

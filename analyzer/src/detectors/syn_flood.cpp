@@ -237,7 +237,7 @@ void run_netns(const Context& ctx,
     b.series(std::move(rows), "syn_recv", {"syn_queue_max"});
     b.group("listener",
             std::to_string(ns) + " tcp " + ep,
-            "listener " + ep,
+            "at listener " + ep,
             "listening sockets with half-open connections");
     out.add(std::move(b).build());
   }
@@ -282,7 +282,7 @@ void run_netns(const Context& ctx,
   }
   b.series(std::move(rows), "rate_per_s");
   b.group(
-      "netns", netns_key(ctx, ns), "netns " + netns_key(ctx, ns), "SYN queue overflow episodes");
+      "netns", netns_key(ctx, ns), "in netns " + netns_key(ctx, ns), "SYN queue overflow episodes");
   out.add(std::move(b).build());
 }
 

@@ -274,7 +274,7 @@ void netns_finding(const Context& ctx, uint32_t ns, bool receive, Sink& out) {
   b.series(std::move(rows), "per_s");
   b.group("netns",
           std::to_string(ns) + " " + what,
-          "netns " + std::to_string(ctx.timeline().netns[ns].inode),
+          "in netns " + std::to_string(ctx.timeline().netns[ns].inode),
           "netns UDP buffer error counters");
   out.add(std::move(b).build());
 }

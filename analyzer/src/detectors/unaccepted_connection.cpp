@@ -157,7 +157,7 @@ void judge_listener(const Context& ctx, uint32_t li, const std::vector<Child>& k
   b.series(std::move(rows), "unaccepted", {"max_backlog"});
   b.group("listener",
           std::to_string(l.netns) + " " + proto_name(l) + " " + where,
-          "listener " + where,
+          "at listener " + where,
           "listening sockets with un-accepted connections");
   out.add(std::move(b).build());
 }

@@ -265,7 +265,7 @@ void listener_findings(const Context& ctx, const EmbryoCounts& embryos, Sink& ou
     b.group("listener",
             t.path == k_na ? std::to_string(t.netns) + " inode " + std::to_string(last.inode)
                            : path_key(t),
-            "unix listener " + ep,
+            "at unix listener " + ep,
             "listening sockets with a backlog");
     Finding f = std::move(b).build();
     f.subject["kind"] = "listener";
@@ -408,7 +408,7 @@ void stream_findings(const Context& ctx, const InodeIndex& inodes, Sink& out) {
     if (t.path != k_na) {
       b.group("listener",
               path_key(t),
-              "unix socket " + endpoint(series, t, true),
+              "at unix socket " + endpoint(series, t, true),
               "unread unix stream connections");
     } else {
       b.group_by_owner(t, named, "unread unix stream connections");
@@ -500,7 +500,7 @@ void dgram_findings(const Context& ctx, const InodeIndex& inodes, Sink& out) {
     if (peer != nullptr && peer->path != k_na) {
       b.group("destination",
               path_key(*peer),
-              "unix receiver " + endpoint(series, *peer, true),
+              "toward unix receiver " + endpoint(series, *peer, true),
               "datagram senders stuck");
     } else {
       b.group_by_owner(t, sender, "datagram senders stuck");
