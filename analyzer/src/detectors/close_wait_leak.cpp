@@ -213,7 +213,7 @@ void check(const Context& ctx, Sink& out) {
                       + endpoint(series, t, true) + " <- " + endpoint(series, t, false)
                       + " in CLOSE-WAIT for " + num(m.age) + " s ("
                       + std::to_string(m.streak.size())
-                      + " snapshots): the peer closed and the process never calls close()";
+                      + " snapshots): the peer closed and the process has not called close()";
       if (b.rx_queue != k_na && b.rx_queue > 1) {
         s += ", " + std::to_string(b.rx_queue - 1) + " bytes unread";
       }
