@@ -298,11 +298,13 @@ void check(const Context& ctx, Sink& out) {
     case Kind::network_limited:
     case Kind::none:
       b.severity(Severity::info);
-      s = "Send-Q of " + sock + " grows from " + human_bytes(first.tx_queue) + " to "
-          + human_bytes(last.tx_queue) + " over " + num(span)
-          + " s while the peer acknowledges data: the application writes faster than the path "
-            "drains"
-          + sender;
+      s = "Send-Q of " + sock;
+      s += " grows from " + human_bytes(first.tx_queue);
+      s += " to " + human_bytes(last.tx_queue);
+      s += " over " + num(span);
+      s += " s while the peer acknowledges data: the application writes faster than the path "
+           "drains";
+      s += sender;
       b.fact("class", "network_limited");
       b.fact("slope_bytes_per_s", best.trend.slope);
       b.fact("kendall_tau", best.trend.tau);
