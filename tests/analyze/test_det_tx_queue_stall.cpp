@@ -352,3 +352,20 @@ TEST_CASE("tx_queue_stall: many senders stalled toward one destination are one f
   CHECK(f[0].evidence["group"]["examples"].size() == 3);
   CHECK(f[0].summary.find("127.0.0.1:8080") != std::string::npos);
 }
+
+TEST_CASE("tx_queue_stall: RTOs climbing to 4 in 3 s (tcp_retries2 4, research E9) are critical",
+          "[det][tx_queue_stall][issue12]") {
+  std::vector<synth::Snap> snaps;
+  const uint32_t retrans[] = {0, 2, 3, 4};
+  for (int i = 0; i < 4; ++i) {
+    synth::Snap s = at(i, k_second);
+    synth::Sock x = sender(5000, 1, retrans[i], 1'000'000, 65535);
+    x.tcp_info["last_ack_recv_ms"] = static_cast<uint64_t>(500 + 1000 * i);
+    s.sockets.push_back(x);
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "tx_queue_stall");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::critical);
+  CHECK(f[0].evidence["max_unanswered"] == 4);
+}

@@ -4,9 +4,9 @@
 //   dead_peer:   the kernel retransmits (timer 1, retrans >= 1) or probes a zero window (timer 4,
 //                unanswered probes >= 1) in >= 2 snapshots in a row, nothing acknowledged, the
 //                count rising: the peer answers nothing. Silence = the larger of the run's
-//                duration and last_ack_recv_ms. Warning when silent >= dead_seconds; critical
-//                when, in addition, the count reached dead_retrans (the kernel backs off and will
-//                reset it after tcp_retries2) or the silence lasted >= dead_critical_seconds.
+//                duration and last_ack_recv_ms. Critical when the count reached dead_retrans
+//                (the kernel backs off and will reset it after tcp_retries2) or the silence
+//                lasted >= dead_critical_seconds; warning when silent >= dead_seconds.
 //   zero_window: persist timer (4) or snd_wnd 0, Send-Q > 1, nothing acknowledged, the peer
 //                answering the probes: its application does not read (flow control, not loss;
 //                backoff rises in normal flow control and is evidence only). Warning when it
@@ -113,7 +113,9 @@ Verdict judge(const Context& ctx, const Track& t, Range r) {
     }
     const double silent =
         std::max(span(w), b.last_ack_recv_ms == k_na ? 0.0 : b.last_ack_recv_ms / 1000.0);
-    if (silent >= ctx.param("dead_seconds") && (v.kind != Kind::dead_peer || silent > v.silent_s)) {
+    const bool dead = silent >= ctx.param("dead_seconds")
+                      || static_cast<double>(unanswered(b)) >= ctx.param("dead_retrans");
+    if (dead && (v.kind != Kind::dead_peer || silent > v.silent_s)) {
       v.kind = Kind::dead_peer;
       v.window = w;
       v.silent_s = silent;
@@ -262,6 +264,7 @@ void check(const Context& ctx, Sink& out) {
            + sender;
       b.fact("class", "dead_peer");
       b.fact("max_unanswered", best.max_unanswered);
+      b.fact("max_retrans", best.max_unanswered); // the first round's name
       b.fact("silent_s", best.silent_s);
       const auto r2 = ctx.limit(t.netns, "net.ipv4.tcp_retries2", last.snap);
       b.fact("tcp_retries2", r2 ? Json(*r2) : Json(nullptr));
