@@ -149,5 +149,77 @@ TEST_CASE("orphan_pressure: few orphans, a FIN alone and short-lived orphans are
     s.sockets.push_back(la);
     snaps.push_back(s);
   }
+  // Each LAST-ACK was seen for a minute: info at most, and nothing about the FIN or the count.
+  const auto f = run_detector(snaps, "orphan_pressure");
+  CHECK(at_least(f, Severity::warning) == 0);
+  for (const Finding& x : f) {
+    CHECK(x.evidence["class"] == "stuck_LAST-ACK");
+  }
+}
+
+// ---- issue 12: durations in seconds, severity by fraction of the limit and time at it
+
+namespace {
+
+synth::Snap at(int i, int64_t step, int64_t orphans) {
+  synth::Snap s = with_orphans(0, orphans);
+  s.realtime_ns = k_t0 + i * step;
+  s.boottime_ns = 1000 * k_minute + i * step;
+  return s;
+}
+
+} // namespace
+
+TEST_CASE("orphan_pressure: time over the ratio is in seconds, the same at 1 s and 60 s",
+          "[det][orphan_pressure][issue12]") {
+  const auto series = [](int n, int64_t step, int64_t orphans) {
+    std::vector<synth::Snap> snaps;
+    for (int i = 0; i < n; ++i) {
+      snaps.push_back(at(i, step, orphans));
+    }
+    return snaps;
+  };
+  // 30 % for one second (two snapshots): not yet.
+  CHECK(run_detector(series(2, k_second, 300), "orphan_pressure").empty());
+  // 30 % for 5 s at 1 s or at 5 s intervals: a warning either way.
+  for (const int64_t step : {k_second, 5 * k_second}) {
+    const auto f = run_detector(series(static_cast<int>(5 * k_second / step) + 1, step, 300),
+                                "orphan_pressure");
+    REQUIRE(f.size() == 1);
+    CHECK(f[0].severity == Severity::warning);
+    CHECK(f[0].evidence["seconds_over_warn"].get<double>() == Approx(5));
+    CHECK(f[0].evidence["group"]["by"] == "netns");
+  }
+  // 60 % for 5 s: critical.
+  CHECK(run_detector(series(6, k_second, 600), "orphan_pressure")[0].severity
+        == Severity::critical);
+}
+
+TEST_CASE("orphan_pressure: stuck orphans need seconds, and many toward one peer are one finding",
+          "[det][orphan_pressure][issue12]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 3; ++i) {
+    synth::Snap s = at(i, k_second, 1);
+    s.sockets.push_back(orphan(4, 3'780'000, 4));
+    snaps.push_back(s);
+  }
+  // Three snapshots one second apart: 2 s, not stuck yet.
   CHECK(run_detector(snaps, "orphan_pressure").empty());
+
+  snaps.clear();
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = at(i, k_minute, 10);
+    for (uint16_t k = 0; k < 10; ++k) {
+      synth::Sock x = orphan(4, 100'000 + k, 4);
+      x.lport = static_cast<uint16_t>(41000 + k);
+      x.cookie = 200 + k;
+      s.sockets.push_back(x);
+    }
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "orphan_pressure");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::warning); // 300 s
+  CHECK(f[0].evidence["group"]["by"] == "destination");
+  CHECK(f[0].evidence["group"]["count"] == 10);
 }

@@ -74,10 +74,11 @@ TEST_CASE("retransmissions: a sustained retransmit ratio with attribution",
   REQUIRE(f.size() == 1);
   CHECK(f[0].severity == Severity::warning);
   CHECK(f[0].subject["netns"] == 4026531840ULL);
-  CHECK(f[0].evidence["ratio"].get<double>() == Approx(0.02));
+  CHECK(f[0].evidence["ratio"].get<double>() == Approx(1200.0 / 61'200));
   CHECK(f[0].evidence["intervals_over_warn"] == 5);
-  CHECK(f[0].evidence["intervals_over_crit"] == 0);
-  CHECK(f[0].evidence["dominant"] == "TCPFastRetrans");
+  CHECK(f[0].evidence["seconds_over_crit"] == 0);
+  CHECK(f[0].evidence["dominant"] == Json::array({"TCPFastRetrans"}));
+  CHECK(f[0].summary.find("pid 42 (app)") != std::string::npos);
   CHECK(f[0].evidence["kinds"]["TCPTimeouts"] == 500);
   REQUIRE(f[0].evidence["series"].size() == 5);
   CHECK(f[0].evidence["series"][0]["retrans_segs_delta"] == 1200);
@@ -97,7 +98,7 @@ TEST_CASE("retransmissions: a sustained retransmit ratio with attribution",
   const auto g = run_detector(snaps, "retransmissions");
   REQUIRE(g.size() == 1);
   CHECK(g[0].severity == Severity::critical);
-  CHECK(g[0].evidence["dominant"] == "TCPTimeouts");
+  CHECK(g[0].evidence["dominant"] == Json::array({"TCPTimeouts"}));
 }
 
 TEST_CASE("retransmissions: low rates, low ratios and short bursts are fine",
@@ -120,14 +121,16 @@ TEST_CASE("retransmissions: low rates, low ratios and short bursts are fine",
     }
     CHECK(run_detector(snaps, "retransmissions").empty());
   }
-  SECTION("a burst in two intervals only") {
+  SECTION("a burst in two one-second intervals only") {
     std::vector<synth::Snap> snaps;
     int64_t out = 1'000'000;
     int64_t re = 5000;
     for (int i = 0; i < 8; ++i) {
-      synth::Snap s = minute(i);
-      out += 60'000;
-      re += (i == 3 || i == 4) ? 6000 : 10;
+      synth::Snap s = minute(0);
+      s.realtime_ns = k_t0 + i * k_second;
+      s.boottime_ns = 1000 * k_minute + i * k_second;
+      out += 1000;
+      re += (i == 3 || i == 4) ? 100 : 0;
       s.counters["Tcp.OutSegs"] = out;
       s.counters["Tcp.RetransSegs"] = re;
       snaps.push_back(s);
@@ -168,4 +171,107 @@ TEST_CASE("retransmissions: one lossy peer diluted by healthy traffic", "[det][r
   CHECK(f[0].evidence["ratio"].get<double>() == Approx(0.05));
   CHECK(f[0].evidence["segs_out"] == 30'000);
   CHECK(f[0].evidence["intervals_over"] == 5);
+}
+
+// ---- issue 12: no ratio over 100 %, SYN retries named and tied to the listener, no silent ties
+
+namespace {
+
+synth::Snap at(int i, int64_t step) {
+  synth::Snap s = minute(0);
+  s.realtime_ns = k_t0 + i * step;
+  s.boottime_ns = 1000 * k_minute + i * step;
+  s.procs.push_back({.pid = 100, .start_ticks = 3, .comm = "server", .socket_fds = 1});
+  s.procs.push_back({.pid = 200, .start_ticks = 4, .comm = "client", .socket_fds = 3});
+  return s;
+}
+
+} // namespace
+
+TEST_CASE("retransmissions: SYN retries toward an overflowing listener name the listener",
+          "[det][retransmissions][issue12]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = at(i, k_second);
+    // Almost nothing else is sent; every retransmit is a SYN retry (counted in TCPTimeouts too).
+    s.counters["Tcp.OutSegs"] = 1000 + 1 * i;
+    s.counters["Tcp.RetransSegs"] = 50 + 172 * i;
+    s.counters["TcpExt.TCPTimeouts"] = 40 + 172 * i;
+    s.counters["TcpExt.TCPSynRetrans"] = 30 + 172 * i;
+    s.counters["TcpExt.TCPFastRetrans"] = 0;
+    s.counters["TcpExt.ListenOverflows"] = 10 + 150 * i;
+    s.counters["TcpExt.ListenDrops"] = 10 + 150 * i;
+    s.sockets.push_back(listener(7102, 5, 4));
+    const auto u = static_cast<uint64_t>(i);
+    for (uint64_t k = 0; k < 3; ++k) {
+      s.sockets.push_back({.state = 2,
+                           .lport = static_cast<uint16_t>(51000 + k),
+                           .rport = 7102,
+                           .tx = 1,
+                           .inode = 3000 + k,
+                           .cookie = 60 + k,
+                           .timer = 1,
+                           .retrans = static_cast<uint32_t>(i),
+                           .tcp_info = {{"total_retrans", u}, {"segs_out", u + 1}},
+                           .owners = {{200, static_cast<int32_t>(5 + k)}}});
+    }
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "retransmissions");
+  REQUIRE(f.size() == 1);
+  INFO(f[0].summary);
+  CHECK(f[0].evidence["ratio"].get<double>() <= 1.0);
+  CHECK(f[0].evidence["ratio"].get<double>() == Approx(172.0 / 173));
+  CHECK(f[0].evidence["dominant"] == Json::array({"TCPSynRetrans"}));
+  CHECK(f[0].summary.find("SYN") != std::string::npos);
+  CHECK(f[0].summary.find("RTO") == std::string::npos);
+  CHECK(f[0].summary.find("%") != std::string::npos);
+  CHECK(f[0].summary.find("17200") == std::string::npos);
+  // Tied to the listener and its owner, and the connecting process named.
+  CHECK(f[0].subject["local"] == "0.0.0.0:7102");
+  CHECK(f[0].subject["pid"] == 100);
+  CHECK(f[0].summary.find("pid 100 (server)") != std::string::npos);
+  CHECK(f[0].summary.find("pid 200 (client)") != std::string::npos);
+  CHECK(f[0].summary.find("ListenOverflows") != std::string::npos);
+  CHECK(f[0].evidence["group"]["by"] == "listener");
+}
+
+TEST_CASE("retransmissions: a tie between kinds names both", "[det][retransmissions][issue12]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = minute(i);
+    counters(s, i, 60'000, 1200, 600); // half RTOs, half fast retransmits
+    s.counters["TcpExt.TCPSynRetrans"] = 0;
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "retransmissions");
+  REQUIRE(f.size() == 1);
+  INFO(f[0].summary);
+  CHECK(f[0].evidence["dominant"] == Json::array({"TCPTimeouts", "TCPFastRetrans"}));
+  CHECK(f[0].summary.find("mostly") == std::string::npos);
+  CHECK(f[0].summary.find("RTO") != std::string::npos);
+  CHECK(f[0].summary.find("fast retransmit") != std::string::npos);
+}
+
+TEST_CASE("retransmissions: the ratio counts retransmits among all segments sent",
+          "[det][retransmissions][issue12]") {
+  for (const int64_t step : {k_second, k_minute}) {
+    std::vector<synth::Snap> snaps;
+    const int64_t per_s = 100;
+    const int64_t secs = step / k_second;
+    for (int i = 0; i < 6; ++i) {
+      synth::Snap s = at(i, step);
+      // Each interval: 100/s new segments, 300/s retransmitted (old rule: 300 %).
+      s.counters["Tcp.OutSegs"] = 1000 + per_s * secs * i;
+      s.counters["Tcp.RetransSegs"] = 1000 + 3 * per_s * secs * i;
+      s.counters["TcpExt.TCPTimeouts"] = 3 * per_s * secs * i;
+      s.counters["TcpExt.TCPSynRetrans"] = 0;
+      snaps.push_back(s);
+    }
+    const auto f = run_detector(snaps, "retransmissions");
+    REQUIRE(f.size() == 1);
+    CHECK(f[0].evidence["ratio"].get<double>() == Approx(0.75));
+    CHECK(f[0].summary.find("75% of segments") != std::string::npos);
+    CHECK(f[0].severity == (step == k_second ? Severity::warning : Severity::critical));
+  }
 }

@@ -93,16 +93,21 @@ TEST_CASE("tcp_memory_pressure: TCP memory over tcp_mem[pressure] is a warning w
 
 TEST_CASE("tcp_memory_pressure: near tcp_mem[max] or aborts are critical",
           "[det][tcp_memory_pressure]") {
-  SECTION("over 90% of max") {
+  SECTION("over 90% of max for two minutes") {
     std::vector<synth::Snap> snaps;
     snaps.reserve(16);
     for (int i = 0; i < 4; ++i) {
       snaps.push_back(mem_snap(i, i == 2 ? 28000 : 20000));
     }
-    const auto f = run_detector(snaps, "tcp_memory_pressure");
+    auto f = run_detector(snaps, "tcp_memory_pressure");
+    REQUIRE(f.size() == 1);
+    CHECK(f[0].severity == Severity::warning); // one snapshot near max
+    CHECK(f[0].evidence["snapshots_near_max"] == 1);
+    snaps[3] = mem_snap(3, 28000);
+    f = run_detector(snaps, "tcp_memory_pressure");
     REQUIRE(f.size() == 1);
     CHECK(f[0].severity == Severity::critical);
-    CHECK(f[0].evidence["snapshots_near_max"] == 1);
+    CHECK(f[0].evidence["snapshots_near_max"] == 2);
   }
   SECTION("TCPAbortOnMemory rises while usage looks fine") {
     std::vector<synth::Snap> snaps;
@@ -139,4 +144,59 @@ TEST_CASE("tcp_memory_pressure: normal usage and counter resets raise nothing",
     snaps.push_back(mem_snap(i, i == 3 ? 15500 : 8000, i < 3 ? 40 : 2, i < 3 ? 9 : 0));
   }
   CHECK(run_detector(snaps, "tcp_memory_pressure").empty());
+}
+
+// ---- issue 12: durations in seconds, severity by fraction of the limit and time at it
+
+namespace {
+
+synth::Snap at(int i, int64_t step, int64_t pages, int64_t pressures = 3, int64_t aborts = 0) {
+  synth::Snap s = mem_snap(0, pages, pressures, aborts);
+  s.realtime_ns = k_t0 + i * step;
+  s.boottime_ns = 1000 * k_minute + i * step;
+  return s;
+}
+
+} // namespace
+
+TEST_CASE("tcp_memory_pressure: time over pressure is in seconds, the same at 1 s and 60 s",
+          "[det][tcp_memory_pressure][issue12]") {
+  // Over pressure in two snapshots one second apart (and the kernel counted no pressure event):
+  // not yet.
+  {
+    std::vector<synth::Snap> snaps{at(0, k_second, 5000),
+                                   at(1, k_second, 16000),
+                                   at(2, k_second, 16000),
+                                   at(3, k_second, 5000)};
+    CHECK(run_detector(snaps, "tcp_memory_pressure").empty());
+  }
+  for (const int64_t step : {k_second, 5 * k_second}) {
+    std::vector<synth::Snap> snaps;
+    const int n = static_cast<int>(10 * k_second / step) + 1;
+    for (int i = 0; i < n; ++i) {
+      snaps.push_back(at(i, step, 16000));
+    }
+    const auto f = run_detector(snaps, "tcp_memory_pressure");
+    REQUIRE(f.size() == 1);
+    CHECK(f[0].severity == Severity::warning);
+    CHECK(f[0].evidence["seconds_over_pressure"].get<double>() == Approx(10));
+    CHECK(f[0].evidence["group"]["by"] == "netns");
+  }
+}
+
+TEST_CASE("tcp_memory_pressure: one snapshot near max is a warning; staying there is critical",
+          "[det][tcp_memory_pressure][issue12]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 4; ++i) {
+    snaps.push_back(at(i, k_second, i == 2 ? 28000 : 5000));
+  }
+  auto f = run_detector(snaps, "tcp_memory_pressure");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::warning);
+  for (int i = 4; i < 10; ++i) {
+    snaps.push_back(at(i, k_second, 28000));
+  }
+  f = run_detector(snaps, "tcp_memory_pressure");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::critical);
 }

@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -100,9 +101,11 @@ TEST_CASE("tx_queue_stall: consecutive RTOs toward a silent peer are critical",
   REQUIRE(f.size() == 1);
   CHECK(f[0].severity == Severity::critical);
   CHECK(f[0].evidence["class"] == "dead_peer");
-  CHECK(f[0].evidence["max_retrans"] == 4);
+  CHECK(f[0].evidence["max_unanswered"] == 4);
   CHECK(f[0].subject["pid"] == 42);
-  CHECK(f[0].first_seen_ns == k_t0 + 3 * k_minute);
+  // From the first unanswered RTO on: 3 minutes of silence.
+  CHECK(f[0].first_seen_ns == k_t0 + k_minute);
+  CHECK(f[0].evidence["silent_s"].get<double>() == Approx(180));
 }
 
 TEST_CASE("tx_queue_stall: healthy senders and near misses raise nothing",
@@ -120,10 +123,12 @@ TEST_CASE("tx_queue_stall: healthy senders and near misses raise nothing",
     }
     CHECK(run_detector(snaps, "tx_queue_stall").empty());
   }
-  SECTION("a zero window in only two snapshots") {
+  SECTION("a zero window in only two snapshots one second apart") {
     std::vector<synth::Snap> snaps;
     for (int i = 0; i < 6; ++i) {
-      synth::Snap s = minute(i);
+      synth::Snap s = minute(0);
+      s.realtime_ns = k_t0 + i * k_second;
+      s.boottime_ns = 1000 * k_minute + i * k_second;
       const bool zw = i == 2 || i == 3;
       s.sockets.push_back(
           sender(zw ? 400'000 : 1000,
@@ -165,11 +170,13 @@ TEST_CASE("tx_queue_stall: healthy senders and near misses raise nothing",
 }
 
 TEST_CASE("tx_queue_stall: a gap splits a zero-window run", "[det][tx_queue_stall]") {
+  // Needs 90 s below the Send-Q limit: two snapshots (60 s) on each side of a hole are not.
+  const std::vector<std::string> set{"tx_queue_stall.zero_window_seconds=90"};
   std::vector<synth::Snap> snaps;
   for (int i = 0; i < 4; ++i) {
-    // Two snapshots, a two-hour hole, two snapshots: never 3 in a gap-free run.
+    // Two snapshots, a two-hour hole, two snapshots.
     synth::Snap s = minute(i, i >= 2 ? 120 : 0);
-    s.sockets.push_back(sender(4'000'000, 4, 0, 1'000'000, 0));
+    s.sockets.push_back(sender(300'000, 4, 0, 1'000'000, 0));
     snaps.push_back(s);
   }
   // More regular snapshots so the median interval stays one minute.
@@ -179,7 +186,7 @@ TEST_CASE("tx_queue_stall: a gap splits a zero-window run", "[det][tx_queue_stal
         sender(1000, 1, 0, 2'000'000 + uint64_t{100'000} * static_cast<uint64_t>(i), 65535));
     snaps.push_back(s);
   }
-  CHECK(run_detector(snaps, "tx_queue_stall").empty());
+  CHECK(run_detector(snaps, "tx_queue_stall", set).empty());
   // Without the hole the same four samples are a stall.
   for (int i = 0; i < 4; ++i) {
     snaps[static_cast<size_t>(i)].realtime_ns = k_t0 + i * k_minute;
@@ -189,7 +196,7 @@ TEST_CASE("tx_queue_stall: a gap splits a zero-window run", "[det][tx_queue_stal
     snaps[static_cast<size_t>(i)].realtime_ns = k_t0 + i * k_minute;
     snaps[static_cast<size_t>(i)].boottime_ns = 1000 * k_minute + i * k_minute;
   }
-  const auto f = run_detector(snaps, "tx_queue_stall");
+  const auto f = run_detector(snaps, "tx_queue_stall", set);
   REQUIRE(f.size() == 1);
   CHECK(f[0].evidence["class"] == "zero_window");
 }
@@ -211,4 +218,154 @@ TEST_CASE("tx_queue_stall: a Send-Q growing while acks advance is network-limite
   CHECK(f[0].severity == Severity::info);
   CHECK(f[0].evidence["class"] == "network_limited");
   CHECK(f[0].evidence["slope_bytes_per_s"].get<double>() == Approx(200'000.0 / 60).epsilon(0.05));
+}
+
+// ---- issue 12: durations in seconds, severity by harm, one finding per destination
+
+namespace {
+
+// Snapshot i, `step` apart (pid 42 sends, pid 43 receives).
+synth::Snap at(int i, int64_t step) {
+  synth::Snap s = minute(0);
+  s.realtime_ns = k_t0 + i * step;
+  s.boottime_ns = 1000 * k_minute + i * step;
+  s.procs.push_back({.pid = 43, .start_ticks = 9, .comm = "reader", .socket_fds = 1});
+  return s;
+}
+
+} // namespace
+
+TEST_CASE("tx_queue_stall: a zero window is judged in seconds, the same at 1 s and 60 s intervals",
+          "[det][tx_queue_stall][issue12]") {
+  // A live peer that does not read: persist timer, probes answered (0), backoff rising, the
+  // Send-Q well below its limit (the writer is not blocked).
+  const auto series = [](int n, int64_t step) {
+    std::vector<synth::Snap> snaps;
+    for (int i = 0; i < n; ++i) {
+      synth::Snap s = at(i, step);
+      synth::Sock x = sender(300'000, 4, 0, 1'000'000, 0);
+      x.tcp_info["backoff"] = static_cast<uint64_t>(std::min(i, 6));
+      s.sockets.push_back(x);
+      snaps.push_back(s);
+    }
+    return snaps;
+  };
+  // Four snapshots: 3 s at one-second snapshots is no finding; 3 min at cron snapshots is.
+  CHECK(at_least(run_detector(series(4, k_second), "tx_queue_stall"), Severity::warning) == 0);
+  CHECK(at_least(run_detector(series(4, k_minute), "tx_queue_stall"), Severity::warning) == 1);
+  // The same 120 s at either interval: the same verdict, a warning and not critical.
+  for (const int64_t step : {k_second, 30 * k_second}) {
+    const auto f =
+        run_detector(series(static_cast<int>(120 * k_second / step) + 1, step), "tx_queue_stall");
+    REQUIRE(f.size() == 1);
+    CHECK(f[0].severity == Severity::warning);
+    CHECK(f[0].evidence["class"] == "zero_window");
+    CHECK(f[0].evidence["duration_s"].get<double>() == Approx(120));
+  }
+}
+
+TEST_CASE("tx_queue_stall: a Send-Q at its limit behind a zero window for 4 s is a warning, a "
+          "live peer is never critical within seconds",
+          "[det][tx_queue_stall][issue12]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = at(i, k_second);
+    synth::Sock x = sender(4'160'000, 4, 0, 1'000'000, 0);
+    x.tcp_info["backoff"] = static_cast<uint64_t>(i + 1); // moves in normal flow control
+    x.tcp_info["probes"] = 0;                             // answered
+    s.sockets.push_back(x);
+    // The receiver, local: its Recv-Q full, owned by pid 43.
+    s.sockets.push_back({.lport = 8080,
+                         .rport = 40000,
+                         .rx = 6'000'000,
+                         .tx = 0,
+                         .inode = 901,
+                         .cookie = 32,
+                         .owners = {{43, 4}}});
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "tx_queue_stall");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::warning);
+  CHECK(f[0].evidence["at_limit"] == true);
+  CHECK(f[0].evidence["peer_answers"] == true);
+  const std::string s = f[0].summary;
+  INFO(s);
+  CHECK(s.find("dead") == std::string::npos);
+  CHECK(s.find("nothing acknowledged") != std::string::npos);
+  CHECK(s.find("pid 42 (app)") != std::string::npos);    // the sender
+  CHECK(s.find("pid 43 (reader)") != std::string::npos); // the receiver that does not read
+}
+
+TEST_CASE("tx_queue_stall: one burst of RTOs that recovers is not a dead peer",
+          "[det][tx_queue_stall][issue12]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = at(i, k_second);
+    const bool rto = i == 2;
+    s.sockets.push_back(sender(rto ? 50'000 : 1000,
+                               1,
+                               rto ? 3 : 0,
+                               1'000'000 + uint64_t{1'000'000} * static_cast<uint64_t>(i),
+                               65535));
+    snaps.push_back(s);
+  }
+  CHECK(at_least(run_detector(snaps, "tx_queue_stall"), Severity::warning) == 0);
+}
+
+TEST_CASE("tx_queue_stall: a silent peer (RTOs rising, nothing acked) at one-second snapshots",
+          "[det][tx_queue_stall][issue12]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = at(i, k_second);
+    synth::Sock x = sender(5000, 1, static_cast<uint32_t>(i + 1), 1'000'000, 65535);
+    x.tcp_info["last_ack_recv_ms"] = static_cast<uint64_t>(2000 + 1000 * i);
+    s.sockets.push_back(x);
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "tx_queue_stall");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::critical);
+  CHECK(f[0].evidence["class"] == "dead_peer");
+  CHECK(f[0].evidence["silent_s"].get<double>() == Approx(7));
+  CHECK(f[0].summary.find("6 consecutive RTOs") != std::string::npos);
+}
+
+TEST_CASE("tx_queue_stall: many senders stalled toward one destination are one finding",
+          "[det][tx_queue_stall][issue12]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 4; ++i) {
+    synth::Snap s = at(i, k_minute);
+    for (uint16_t k = 0; k < 20; ++k) {
+      synth::Sock x = sender(300'000 + k, 4, 0, 1'000'000, 0);
+      x.lport = static_cast<uint16_t>(40000 + k);
+      x.cookie = 100 + k;
+      x.inode = 1000 + k;
+      s.sockets.push_back(x);
+    }
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "tx_queue_stall");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].evidence["group"]["by"] == "destination");
+  CHECK(f[0].evidence["group"]["count"] == 20);
+  CHECK(f[0].evidence["group"]["examples"].size() == 3);
+  CHECK(f[0].summary.find("127.0.0.1:8080") != std::string::npos);
+}
+
+TEST_CASE("tx_queue_stall: RTOs climbing to 4 in 3 s (tcp_retries2 4, research E9) are critical",
+          "[det][tx_queue_stall][issue12]") {
+  std::vector<synth::Snap> snaps;
+  const uint32_t retrans[] = {0, 2, 3, 4};
+  for (int i = 0; i < 4; ++i) {
+    synth::Snap s = at(i, k_second);
+    synth::Sock x = sender(5000, 1, retrans[i], 1'000'000, 65535);
+    x.tcp_info["last_ack_recv_ms"] = static_cast<uint64_t>(500 + 1000 * i);
+    s.sockets.push_back(x);
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "tx_queue_stall");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::critical);
+  CHECK(f[0].evidence["max_unanswered"] == 4);
 }

@@ -1,20 +1,18 @@
 // close_wait_leak (research/detectors.md D7): the peer closed, the application never calls
 // close(). CLOSE-WAIT has no timeout, so every leaked socket holds an fd until the process exits.
-// Per owning process (pid, start time), over its CLOSE-WAIT sockets that have an fd (inode != 0;
-// inode-0 CLOSE-WAIT at a listener is unaccepted_connection's):
-//   persistent: one socket stays in CLOSE-WAIT in >= min_samples consecutive snapshots while
-//               bytes_acked does not move (a half-close protocol that keeps sending is fine);
-//   many:       >= count_warning CLOSE-WAIT sockets in >= min_samples snapshots;
-//   growing:    GROW(count; abs_min growth_min) over a gap-free run.
-// Any of these -> warning. Critical when >= count_critical sockets, or when the count grows fast
-// enough to reach RLIMIT_NOFILE within critical_eta_seconds.
-#include "conn_util.hpp"
-
-#include <sockrewind/analyze/detector.hpp>
-#include <sockrewind/analyze/primitives.hpp>
+// Sockets: TCP CLOSE-WAIT with an fd (inode != 0; inode-0 CLOSE-WAIT at a listener is
+// unaccepted_connection's) and an owner, whose bytes_acked does not move (a half-close protocol
+// that keeps sending is fine). Per socket, its longest gap-free CLOSE-WAIT streak; per owning
+// process (the culprit), the number of such sockets in each snapshot.
+//   persistent:  a socket stays >= persist_seconds -> warning (info from info_seconds: a few
+//                seconds of CLOSE-WAIT is an idle client whose server closed it, not yet a leak);
+//   growing:     the process's count grows (GROW, abs_min growth_min) -> warning, within seconds;
+//   many:        >= count_warning sockets at once for >= many_seconds -> warning.
+// Critical when the process holds >= count_critical, or the growth reaches RLIMIT_NOFILE within
+// critical_eta_seconds. One finding per process: how many sockets, the oldest as examples.
+#include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
-#include <map>
 #include <unordered_map>
 
 namespace sockrewind::analyze {
@@ -27,268 +25,253 @@ bool leaked_state(const Sample& x) {
 
 struct Member {
   uint32_t track = 0;
-  Range longest;        // the longest CLOSE-WAIT streak of this socket
-  bool sending = false; // bytes_acked moved during that streak
+  Range streak;
+  double age = 0; // seconds in CLOSE-WAIT as seen
 };
 
-struct ProcState {
-  std::vector<uint32_t> count;     // CLOSE-WAIT sockets per snapshot
-  std::vector<uint32_t> persisted; // of those, how many had persisted >= min_samples
+struct Proc {
+  std::vector<uint32_t> count; // CLOSE-WAIT sockets per snapshot
   std::vector<Member> members;
 };
 
-void run(const Series& series, const Timeline& tl, const Params& p, std::vector<Finding>& out) {
-  const auto min_n = static_cast<size_t>(p.get("min_samples"));
-  const size_t nsnaps = tl.snaps.size();
-  std::unordered_map<uint32_t, ProcState> procs;
-  for (uint32_t ti = 0; ti < tl.tracks.size(); ++ti) {
-    const Track& t = tl.tracks[ti];
-    if (!conn::is_tcp(t)) {
-      continue;
-    }
-    for (const Range& r : conn::runs_where(tl, t, leaked_state)) {
-      // A streak is charged to the owner of its last sample (fds move rarely).
-      const uint32_t owner = t.samples[r.end - 1].owner;
-      ProcState& ps = procs[owner];
-      if (ps.count.empty()) {
-        ps.count.assign(nsnaps, 0);
-        ps.persisted.assign(nsnaps, 0);
-      }
-      const Sample& a = t.samples[r.begin];
-      const Sample& b = t.samples[r.end - 1];
-      const bool sending =
-          a.bytes_acked != k_na64 && b.bytes_acked != k_na64 && b.bytes_acked > a.bytes_acked;
-      for (size_t i = r.begin; i < r.end; ++i) {
-        ps.count[t.samples[i].snap]++;
-        if (i - r.begin + 1 >= min_n && !sending) {
-          ps.persisted[t.samples[i].snap]++;
-        }
-      }
-      // Tracks are visited in order, so a socket's earlier streak is the last member.
-      if (ps.members.empty() || ps.members.back().track != ti) {
-        ps.members.push_back({ti, r, sending});
-      } else if (r.size() > ps.members.back().longest.size()) {
-        ps.members.back().longest = r;
-        ps.members.back().sending = sending;
-      }
+struct Verdict {
+  Severity severity = Severity::info;
+  bool warn = false; // growing or many
+  Trend trend;
+  double eta = -1;
+  uint32_t max_count = 0;
+  size_t first = 0;
+  size_t last = 0;
+};
+
+Verdict judge(const Context& ctx, const Proc& p, uint32_t proc) {
+  Verdict v;
+  const size_t n = p.count.size();
+  v.first = n;
+  for (size_t i = 0; i < n; ++i) {
+    if (p.count[i] > 0) {
+      v.first = std::min(v.first, i);
+      v.last = i;
+      v.max_count = std::max(v.max_count, p.count[i]);
     }
   }
-
-  for (auto& [owner, ps] : procs) {
-    // Snapshots where the process had any CLOSE-WAIT socket, and the shape of the count.
-    size_t first = nsnaps;
-    size_t last = 0;
-    size_t many = 0;
-    uint32_t max_count = 0;
-    size_t max_persisted = 0;
-    for (size_t i = 0; i < nsnaps; ++i) {
-      if (ps.count[i] == 0) {
-        continue;
-      }
-      first = std::min(first, i);
-      last = i;
-      max_count = std::max(max_count, ps.count[i]);
-      max_persisted = std::max<size_t>(max_persisted, ps.persisted[i]);
-      if (static_cast<double>(ps.count[i]) >= p.get("count_warning")) {
-        ++many;
-      }
+  const auto snap = [](size_t i) { return static_cast<uint32_t>(i); };
+  // Per gap-free run of snapshots: growth, and how long the count stayed at count_warning.
+  size_t begin = v.first;
+  size_t many_from = n;
+  for (size_t i = v.first; i <= v.last + 1; ++i) {
+    const bool cut =
+        i == v.last + 1 || ctx.timeline().snaps[i].run != ctx.timeline().snaps[begin].run;
+    const bool many = !cut && static_cast<double>(p.count[i]) >= ctx.param("count_warning");
+    if (many && many_from == n) {
+      many_from = i;
     }
-    if (first == nsnaps) {
+    if (!many && many_from != n) {
+      v.warn =
+          v.warn
+          || ctx.lasted(snap(many_from), snap(i - 1), i - many_from, ctx.param("many_seconds"));
+      many_from = n;
+    }
+    if (!cut) {
       continue;
     }
-    // GROW over the longest gap-free run of the process's lifetime in this timeline.
-    Trend trend;
-    {
-      size_t begin = first;
-      for (size_t i = first; i <= last + 1; ++i) {
-        const bool cut = i == last + 1 || (i > begin && tl.snaps[i].run != tl.snaps[i - 1].run);
-        if (!cut) {
+    std::vector<double> ts;
+    std::vector<double> xs;
+    for (size_t k = begin; k < i; ++k) {
+      ts.push_back(ctx.seconds(snap(begin), snap(k)));
+      xs.push_back(p.count[k]);
+    }
+    constexpr size_t k_min_points = 3;
+    const Trend tr = grow_test(ts, xs, 0, ctx.param("growth_min"), k_min_points);
+    if (tr.grows && (!v.trend.grows || tr.slope > v.trend.slope)) {
+      v.trend = tr;
+    }
+    begin = i;
+  }
+  v.warn = v.warn || v.trend.grows;
+  const ProcSample* ps = Timeline::proc_at(ctx.processes()[proc], snap(v.last));
+  if (v.trend.grows && v.trend.slope > 0 && ps != nullptr && ps->nofile_soft != k_na
+      && ps->fd_count != k_na && ps->nofile_soft > ps->fd_count) {
+    v.eta = static_cast<double>(ps->nofile_soft - ps->fd_count) / v.trend.slope;
+  }
+  if (static_cast<double>(v.max_count) >= ctx.param("count_critical")
+      || (v.eta >= 0 && v.eta < ctx.param("critical_eta_seconds"))) {
+    v.severity = Severity::critical;
+  } else if (v.warn) {
+    v.severity = Severity::warning;
+  }
+  return v;
+}
+
+Json process_series(const Context& ctx, const Proc& p, uint32_t proc, const Verdict& v) {
+  const size_t n = p.count.size();
+  std::vector<uint32_t> persisted(n, 0);
+  for (const Member& m : p.members) {
+    const Track& t = ctx.track(m.track);
+    const uint32_t from = t.samples[m.streak.begin].snap;
+    for (size_t i = m.streak.begin; i < m.streak.end; ++i) {
+      persisted[t.samples[i].snap] +=
+          ctx.seconds(from, t.samples[i].snap) >= ctx.param("persist_seconds") ? 1U : 0U;
+    }
+  }
+  const auto opt = [](uint32_t x) { return x == k_na ? Json(nullptr) : Json(x); };
+  Json rows = Json::array();
+  for (size_t i = v.first > 0 ? v.first - 1 : 0; i <= std::min(v.last + 1, n - 1); ++i) {
+    const auto s = static_cast<uint32_t>(i);
+    const ProcSample* x = Timeline::proc_at(ctx.processes()[proc], s);
+    Json j;
+    j["t"] = ctx.time(s);
+    j["close_wait"] = p.count[i];
+    j["persistent"] = persisted[i];
+    j["fds"] = x == nullptr ? Json(nullptr) : opt(x->fd_count);
+    j["nofile_soft"] = x == nullptr ? Json(nullptr) : opt(x->nofile_soft);
+    rows.push_back(std::move(j));
+  }
+  return rows;
+}
+
+void check(const Context& ctx, Sink& out) {
+  const Series& series = ctx.series();
+  const size_t nsnaps = ctx.snapshots();
+  std::unordered_map<uint32_t, Proc> procs;
+  std::vector<uint32_t> order; // processes in the order first seen
+  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
+    const Track& t = ctx.track(ti);
+    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
+      continue;
+    }
+    Member best{ti, {}, -1};
+    for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
+      size_t begin = c.begin;
+      for (size_t i = c.begin; i <= c.end; ++i) {
+        if (i < c.end && leaked_state(t.samples[i])) {
           continue;
         }
-        const auto [lo, hi] =
-            std::minmax_element(ps.count.begin() + static_cast<std::ptrdiff_t>(begin),
-                                ps.count.begin() + static_cast<std::ptrdiff_t>(i));
-        if (i - begin >= min_n && static_cast<double>(*hi - *lo) >= p.get("growth_min")) {
-          std::vector<double> ts;
-          std::vector<double> xs;
-          for (size_t k = begin; k < i; ++k) {
-            ts.push_back(tl.dt(static_cast<uint32_t>(begin), static_cast<uint32_t>(k)));
-            xs.push_back(ps.count[k]);
-          }
-          Trend tr = grow_test(ts, xs, 0, p.get("growth_min"), min_n);
-          if (tr.grows && (!trend.grows || tr.slope > trend.slope)) {
-            trend = tr;
+        if (i > begin) {
+          const Sample& a = t.samples[begin];
+          const Sample& b = t.samples[i - 1];
+          const bool sending =
+              a.bytes_acked != k_na64 && b.bytes_acked != k_na64 && b.bytes_acked > a.bytes_acked;
+          const double age = ctx.seconds(a.snap, b.snap);
+          if (!sending && age > best.age) {
+            best = {ti, {begin, i}, age};
           }
         }
-        begin = i;
+        begin = i + 1;
       }
     }
-    const bool persistent = max_persisted > 0;
-    const bool is_many = many >= min_n;
-    if (!persistent && !is_many && !trend.grows) {
+    if (best.age < 0) {
       continue;
     }
-    const Process& pr = tl.procs[owner];
-    const ProcSample* last_ps = Timeline::proc_at(pr, static_cast<uint32_t>(last));
-    double eta = -1;
-    if (trend.grows && trend.slope > 0 && last_ps != nullptr && last_ps->nofile_soft != k_na
-        && last_ps->fd_count != k_na && last_ps->nofile_soft > last_ps->fd_count) {
-      eta = static_cast<double>(last_ps->nofile_soft - last_ps->fd_count) / trend.slope;
+    const uint32_t owner = ctx.culprit(t.samples[best.streak.end - 1]);
+    if (owner == k_na) {
+      continue;
     }
-    const bool critical = static_cast<double>(max_count) >= p.get("count_critical")
-                          || (eta >= 0 && eta < p.get("critical_eta_seconds"));
+    auto [it, fresh] = procs.try_emplace(owner);
+    if (fresh) {
+      it->second.count.assign(nsnaps, 0);
+      order.push_back(owner);
+    }
+    for (size_t i = best.streak.begin; i < best.streak.end; ++i) {
+      it->second.count[t.samples[i].snap]++;
+    }
+    it->second.members.push_back(best);
+  }
 
-    // Members: oldest first; top local and remote endpoints in the last snapshot.
-    std::sort(ps.members.begin(), ps.members.end(), [&](const Member& a, const Member& b) {
-      const uint32_t sa = tl.tracks[a.track].samples[a.longest.begin].snap;
-      const uint32_t sb = tl.tracks[b.track].samples[b.longest.begin].snap;
-      return sa != sb ? sa < sb : a.longest.size() > b.longest.size();
+  for (const uint32_t proc : order) {
+    Proc& p = procs.at(proc);
+    const Verdict v = judge(ctx, p, proc);
+    // Oldest first (the order the Sink keeps its examples in).
+    std::stable_sort(p.members.begin(), p.members.end(), [&](const Member& a, const Member& b) {
+      return a.age > b.age;
     });
-    std::map<std::string, size_t> locals;
-    std::map<std::string, size_t> remotes;
-    for (const Member& m : ps.members) {
-      const Track& t = tl.tracks[m.track];
-      if (sample_at(t, static_cast<uint32_t>(last)) == nullptr) {
-        continue;
-      }
-      locals[endpoint(series, t, true)]++;
-      remotes[endpoint(series, t, false)]++;
-    }
-    const auto top = [](const std::map<std::string, size_t>& m) {
-      std::vector<std::pair<std::string, size_t>> v(m.begin(), m.end());
-      std::stable_sort(
-          v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
-      if (v.size() > 10) {
-        v.resize(10);
-      }
-      return v;
-    };
-    const auto top_locals = top(locals);
-    const auto top_remotes = top(remotes);
-
-    Finding f;
-    f.detector = "close_wait_leak";
-    f.severity = critical ? Severity::critical : Severity::warning;
-    f.subject = process_subject(series, tl, owner);
-    f.subject["proto"] = "tcp";
-    f.subject["state"] = "CLOSE-WAIT";
-    std::string where;
-    if (!top_locals.empty()) {
-      // A shared local endpoint (a server port) or a shared remote (a client's dependency).
-      if (2 * top_locals.front().second >= ps.count[last]) {
-        f.subject["local"] = top_locals.front().first;
-        where = " on " + top_locals.front().first;
+    const double oldest = p.members.front().age;
+    std::string about = "; it holds " + std::to_string(p.count[v.last])
+                        + " CLOSE-WAIT socket(s) (max " + std::to_string(v.max_count) + ")";
+    if (v.trend.grows) {
+      about += ", growing by " + num(v.trend.slope * 60.0) + "/min";
+      if (v.eta >= 0) {
+        about += " (fd limit in " + num(v.eta / 60.0) + " min)";
       }
     }
-    if (!top_remotes.empty() && 2 * top_remotes.front().second >= ps.count[last]) {
-      f.subject["remote"] = top_remotes.front().first;
-      where += " toward " + top_remotes.front().first;
-    }
-    set_owner(f, tl, owner);
-    f.first_seen_ns = tl.snaps[first].realtime_ns;
-    f.last_seen_ns = tl.snaps[last].realtime_ns;
-    const Member& oldest = ps.members.front();
-    const Track& ot = tl.tracks[oldest.track];
-    const double oldest_age =
-        tl.dt(ot.samples[oldest.longest.begin].snap, ot.samples[oldest.longest.end - 1].snap);
-    std::string why;
-    if (persistent) {
-      why = "the oldest stays for " + std::to_string(oldest.longest.size()) + " snapshots ("
-            + num(oldest_age) + " s)";
-    }
-    if (trend.grows) {
-      why +=
-          std::string(why.empty() ? "" : ", ") + "growing by " + num(trend.slope * 60.0) + "/min";
-      if (eta >= 0) {
-        why += " (fd limit in " + num(eta / 60.0) + " min)";
+    size_t kept = 0;
+    for (const Member& m : p.members) {
+      Severity sev = v.severity;
+      if (!v.warn && v.severity < Severity::critical) {
+        if (m.age >= ctx.param("persist_seconds")) {
+          sev = Severity::warning;
+        } else if (m.age < ctx.param("info_seconds") || m.streak.size() < k_min_support) {
+          continue; // too young to say anything, unless the process accumulates them
+        }
       }
+      const Track& t = ctx.track(m.track);
+      const Sample& a = t.samples[m.streak.begin];
+      const Sample& b = t.samples[m.streak.end - 1];
+      FindingBuilder f(ctx, "close_wait_leak");
+      f.socket(t, b).seen(a.snap, b.snap).severity(sev).weight(m.age);
+      std::string s = ctx.owners_text(b) + " holds " + proto_name(t) + " "
+                      + endpoint(series, t, true) + " <- " + endpoint(series, t, false)
+                      + " in CLOSE-WAIT for " + num(m.age) + " s ("
+                      + std::to_string(m.streak.size())
+                      + " snapshots): the peer closed and the process has not called close()";
+      if (b.rx_queue != k_na && b.rx_queue > 1) {
+        s += ", " + std::to_string(b.rx_queue - 1) + " bytes unread";
+      }
+      f.summary(s + about);
+      f.fact("age_s", m.age);
+      f.fact("unread_bytes",
+             b.rx_queue != k_na && b.rx_queue > 0 ? Json(b.rx_queue - 1) : Json(nullptr));
+      f.fact("close_wait_now", p.count[v.last]);
+      f.fact("close_wait_max", v.max_count);
+      f.fact("oldest_age_s", oldest);
+      f.fact("persistent", oldest >= ctx.param("persist_seconds"));
+      f.fact("growing", v.trend.grows);
+      if (v.trend.grows) {
+        f.fact("slope_per_s", v.trend.slope);
+      }
+      f.fact("eta_nofile_s", v.eta >= 0 ? Json(v.eta) : Json(nullptr));
+      if (kept++ < 3) { // only the examples the Sink keeps carry the process's series
+        f.series(process_series(ctx, p, proc, v), "close_wait", {"nofile_soft"});
+      }
+      f.group("process",
+              std::to_string(ctx.processes()[proc].pid) + ":"
+                  + std::to_string(ctx.processes()[proc].start_ticks),
+              ctx.process_text(proc),
+              "sockets in CLOSE-WAIT");
+      out.add(std::move(f).build());
     }
-    if (why.empty()) {
-      why = "in " + std::to_string(many) + " snapshots";
-    }
-    f.summary = conn::owner_text(series, tl, owner);
-    f.summary += " never closes its sockets after the peer closed: ";
-    f.summary += std::to_string(ps.count[last]) + " in CLOSE-WAIT (max ";
-    f.summary += std::to_string(max_count) + ")";
-    f.summary += where;
-    f.summary += "; " + why;
-
-    Json ser = Json::array();
-    for (size_t i = first > 0 ? first - 1 : 0; i <= std::min(last + 1, nsnaps - 1); ++i) {
-      Json j;
-      j["t"] = snap_time(tl, static_cast<uint32_t>(i));
-      j["close_wait"] = ps.count[i];
-      j["persistent"] = ps.persisted[i];
-      const ProcSample* x = Timeline::proc_at(pr, static_cast<uint32_t>(i));
-      j["fds"] = x == nullptr ? Json(nullptr) : conn::opt(x->fd_count);
-      j["nofile_soft"] = x == nullptr ? Json(nullptr) : conn::opt(x->nofile_soft);
-      ser.push_back(std::move(j));
-    }
-    Json sockets = Json::array();
-    for (size_t k = 0; k < ps.members.size() && k < 10; ++k) {
-      const Member& m = ps.members[k];
-      const Track& t = tl.tracks[m.track];
-      const Sample& a = t.samples[m.longest.begin];
-      const Sample& b = t.samples[m.longest.end - 1];
-      Json j;
-      j["local"] = endpoint(series, t, true);
-      j["remote"] = endpoint(series, t, false);
-      j["cookie"] = t.cookie == 0 ? Json(nullptr) : Json(t.cookie);
-      j["inode"] = b.inode;
-      j["rx_queue"] = conn::opt(b.rx_queue);
-      j["first_seen"] = snap_time(tl, a.snap);
-      j["last_seen"] = snap_time(tl, b.snap);
-      j["snapshots"] = m.longest.size();
-      j["age_s"] = tl.dt(a.snap, b.snap);
-      j["still_sending"] = m.sending;
-      sockets.push_back(std::move(j));
-    }
-    Json jl = Json::array();
-    for (const auto& [k, v] : top_locals) {
-      jl.push_back({{"local", k}, {"count", v}});
-    }
-    Json jr = Json::array();
-    for (const auto& [k, v] : top_remotes) {
-      jr.push_back({{"remote", k}, {"count", v}});
-    }
-    f.evidence["close_wait_now"] = ps.count[last];
-    f.evidence["close_wait_max"] = max_count;
-    f.evidence["sockets_seen"] = ps.members.size();
-    f.evidence["oldest_age_s"] = oldest_age;
-    f.evidence["persistent"] = persistent;
-    f.evidence["growing"] = trend.grows;
-    if (trend.grows) {
-      f.evidence["slope_per_s"] = trend.slope;
-      f.evidence["kendall_tau"] = trend.tau;
-    }
-    f.evidence["eta_nofile_s"] = eta >= 0 ? Json(eta) : Json(nullptr);
-    f.evidence["top_locals"] = std::move(jl);
-    f.evidence["top_remotes"] = std::move(jr);
-    f.evidence["oldest_sockets"] = std::move(sockets);
-    f.evidence["series"] = std::move(ser);
-    f.weight = max_count;
-    out.push_back(std::move(f));
   }
 }
 
 } // namespace
 
 Detector close_wait_leak_detector() {
-  return {"close_wait_leak",
-          "CLOSE-WAIT sockets persist or accumulate in a process (it never calls close())",
-          {
-              {"min_samples",
-               3,
-               "consecutive snapshots one socket stays in CLOSE-WAIT (or snapshots with many) "
-               "for a warning"},
-              {"count_warning", 100, "CLOSE-WAIT sockets of one process that warn on their own"},
-              {"count_critical", 1000, "CLOSE-WAIT sockets of one process that are critical"},
-              {"growth_min", 20, "growth of the per-process count for 'growing' (GROW abs_min)"},
-              {"critical_eta_seconds",
-               3600,
-               "critical when the growth reaches RLIMIT_NOFILE within this time"},
-          },
-          &run};
+  return {
+      "close_wait_leak",
+      "CLOSE-WAIT sockets persist or accumulate in a process (it never calls close())",
+      {
+          {"persist_seconds", 60, "one socket in CLOSE-WAIT this long is a warning", Unit::seconds},
+          {"info_seconds",
+           4,
+           "one socket in CLOSE-WAIT this long is reported as info",
+           Unit::seconds},
+          {"growth_min",
+           10,
+           "growth of a process's CLOSE-WAIT count for 'growing' (GROW abs_min)",
+           Unit::count},
+          {"count_warning", 100, "CLOSE-WAIT sockets of one process that warn...", Unit::count},
+          {"many_seconds", 10, "...when the process holds that many this long", Unit::seconds},
+          {"count_critical",
+           1000,
+           "CLOSE-WAIT sockets of one process that are critical",
+           Unit::count},
+          {"critical_eta_seconds",
+           3600,
+           "critical when the growth reaches RLIMIT_NOFILE within this time",
+           Unit::seconds},
+      },
+      nullptr,
+      &check};
 }
 
 } // namespace sockrewind::analyze

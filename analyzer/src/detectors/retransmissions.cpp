@@ -1,20 +1,22 @@
 // retransmissions (research/detectors.md D18): retransmission storms.
-//   namespace: per counter interval, ratio = ΔTcp.RetransSegs / ΔTcp.OutSegs and rate =
-//       ΔRetransSegs / Δt. An interval is bad when ratio > warn_ratio and rate >= min_rate; bad in
-//       >= min_intervals consecutive intervals -> warning; ratio > crit_ratio in >= min_intervals
-//       consecutive intervals -> critical. Evidence: the ratio series, the dominant kind
-//       (TCPTimeouts: RTOs, blackhole or tail loss; TCPFastRetrans: random loss or congestion;
-//       TCPSynRetrans: SYN loss or listen overflow), and the top peers and sockets by
-//       Δtotal_retrans (tcp_info) with their owners.
+//   namespace: per counter interval, ratio = ΔTcp.RetransSegs / (ΔTcp.OutSegs + ΔRetransSegs)
+//       (OutSegs excludes retransmits, so this is the share of segments sent that were
+//       retransmits, never over 100 %) and rate = ΔRetransSegs / Δt. An interval is bad when
+//       ratio > warn_ratio and rate >= min_rate; bad intervals in a row lasting >= min_seconds
+//       -> warning; over crit_ratio for >= crit_seconds -> critical.
+//       The kind: TCPSynRetrans (SYN and SYN-ACK retries), RTO timeouts (TCPTimeouts, which
+//       also counts SYN timeouts: TCPTimeouts - TCPSynRetrans), TCPFastRetrans and
+//       TCPSlowStartRetrans; every kind within 25 % of the largest is named (no silent tie).
+//       SYN retries are tied to a local listener when connects in SYN-SENT toward it are seen
+//       (the listener and its owners are the subject; its ListenOverflows/ListenDrops are
+//       named), else to the netns's listen drops when they rose meanwhile. Otherwise the top
+//       socket and its owners are named.
 //   peer: when the namespace ratio stays low (diluted by healthy traffic), one remote address
-//       with Σ Δtotal_retrans / Σ Δsegs_out > peer_ratio over >= peer_min_segments segments, bad
-//       in >= min_intervals intervals -> warning, naming the owners.
-// OutSegs excludes retransmits and counts pure ACKs and GSO-split segments: the ratio is an
-// approximation, compared only within one host.
-#include "conn_util.hpp"
-
-#include <sockrewind/analyze/detector.hpp>
-#include <sockrewind/analyze/primitives.hpp>
+//       with Σ Δtotal_retrans / Σ Δsegs_out > peer_ratio over >= peer_min_segments segments, in
+//       intervals over peer_ratio covering >= min_seconds -> warning, naming the owners.
+// OutSegs counts pure ACKs and GSO-split segments too: the ratio is an approximation, compared
+// only within one host. One finding per netns, listener or destination.
+#include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
 #include <array>
@@ -27,185 +29,209 @@ namespace sockrewind::analyze {
 
 namespace {
 
-constexpr std::array<std::string_view, 6> k_kinds{"TcpExt.TCPTimeouts",
-                                                  "TcpExt.TCPFastRetrans",
-                                                  "TcpExt.TCPSynRetrans",
-                                                  "TcpExt.TCPLossProbes",
-                                                  "TcpExt.TCPSlowStartRetrans",
-                                                  "TcpExt.TCPLostRetransmit"};
+bool is_tcp(const Track& t) {
+  return t.family != k_af_unix && t.proto == k_proto_tcp;
+}
 
-// Per-socket deltas of one interval (consecutive snapshots of the same track).
-struct SockDelta {
+// Per-socket retransmits and segments over snapshots (from, to].
+struct SockSum {
   uint32_t track = 0;
-  uint32_t to = 0; // snapshot ending the interval
-  uint32_t retrans = 0;
-  uint32_t segs = 0;
-  uint32_t owner = k_na;
+  uint64_t retrans = 0;
+  uint64_t segs = 0;
+  const Sample* last = nullptr;
 };
 
-std::vector<SockDelta> socket_deltas(const Timeline& tl, uint32_t netns) {
-  std::vector<SockDelta> out;
-  for (uint32_t ti = 0; ti < tl.tracks.size(); ++ti) {
-    const Track& t = tl.tracks[ti];
-    if (!conn::is_tcp(t) || t.netns != netns) {
+std::vector<SockSum> socket_sums(const Context& ctx, uint32_t netns, uint32_t from, uint32_t to) {
+  std::vector<SockSum> out;
+  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
+    const Track& t = ctx.track(ti);
+    if (!is_tcp(t) || t.netns != netns) {
       continue;
     }
+    SockSum s{ti, 0, 0, nullptr};
     for (size_t i = 1; i < t.samples.size(); ++i) {
       const Sample& a = t.samples[i - 1];
       const Sample& b = t.samples[i];
-      if (a.total_retrans == k_na || b.total_retrans == k_na || b.total_retrans < a.total_retrans
-          || b.total_retrans == a.total_retrans) {
-        continue; // no retransmission, or a wrap/new incarnation: dropped
+      if (b.snap <= from || b.snap > to) {
+        continue;
       }
-      SockDelta d;
-      d.track = ti;
-      d.to = b.snap;
-      d.retrans = b.total_retrans - a.total_retrans;
-      d.segs = a.segs_out != k_na && b.segs_out != k_na && b.segs_out >= a.segs_out
-                   ? b.segs_out - a.segs_out
-                   : 0;
-      d.owner = b.owner != k_na ? b.owner : a.owner;
-      out.push_back(d);
+      s.last = &b;
+      if (a.total_retrans != k_na && b.total_retrans != k_na && b.total_retrans > a.total_retrans) {
+        s.retrans += b.total_retrans - a.total_retrans;
+      }
+      if (a.segs_out != k_na && b.segs_out != k_na && b.segs_out > a.segs_out) {
+        s.segs += b.segs_out - a.segs_out;
+      }
     }
+    if (s.last != nullptr && (s.retrans > 0 || s.segs > 0)) {
+      out.push_back(s);
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const SockSum& a, const SockSum& b) {
+    return a.retrans != b.retrans ? a.retrans > b.retrans : a.track < b.track;
+  });
+  return out;
+}
+
+Json top_sockets(const Context& ctx, const std::vector<SockSum>& sums) {
+  Json js = Json::array();
+  for (const SockSum& s : sums) {
+    if (s.retrans == 0 || js.size() >= 10) {
+      break;
+    }
+    const Track& t = ctx.track(s.track);
+    const uint32_t who = ctx.culprit(*s.last);
+    Json j;
+    j["local"] = endpoint(ctx.series(), t, true);
+    j["remote"] = endpoint(ctx.series(), t, false);
+    j["state"] = state_name(s.last->state);
+    j["retrans_delta"] = s.retrans;
+    j["segs_out_delta"] = s.segs;
+    j["ratio"] = s.segs > 0 ? Json(static_cast<double>(s.retrans) / static_cast<double>(s.segs))
+                            : Json(nullptr);
+    j["pid"] = who == k_na ? Json(nullptr) : Json(ctx.processes()[who].pid);
+    j["comm"] =
+        who == k_na ? Json(nullptr) : Json(ctx.series().strings.get(ctx.processes()[who].comm));
+    j["owners"] = ctx.owners_text(*s.last);
+    js.push_back(std::move(j));
+  }
+  return js;
+}
+
+// Remote addresses by retransmits, with the processes holding their sockets.
+Json top_peers(const Context& ctx, const std::vector<SockSum>& sums) {
+  std::map<std::string, std::pair<uint64_t, std::set<std::string>>> peers;
+  for (const SockSum& s : sums) {
+    if (s.retrans == 0) {
+      continue;
+    }
+    auto& p = peers[std::string(ctx.series().strings.get(ctx.track(s.track).remote_addr))];
+    p.first += s.retrans;
+    p.second.insert(ctx.owners_text(*s.last));
+  }
+  std::vector<std::pair<std::string, std::pair<uint64_t, std::set<std::string>>>> v(peers.begin(),
+                                                                                    peers.end());
+  std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) {
+    return a.second.first > b.second.first;
+  });
+  Json out = Json::array();
+  for (size_t i = 0; i < v.size() && i < 10; ++i) {
+    out.push_back({{"remote", v[i].first},
+                   {"retrans_delta", v[i].second.first},
+                   {"owners", v[i].second.second}});
   }
   return out;
 }
 
-// Segments sent per interval by every socket of a remote address (for the peer ratio).
-struct PeerAgg {
-  uint64_t retrans = 0;
-  uint64_t segs = 0;
-  std::map<uint32_t, std::pair<uint64_t, uint64_t>> by_snap; // to -> (retrans, segs)
-  std::set<uint32_t> owners;
-  std::set<uint32_t> tracks;
+struct Kind {
+  std::string_view name;
+  std::string_view hint;
+  int64_t n = 0;
 };
 
-Json top_lists(const Series& series,
-               const Timeline& tl,
-               const std::vector<SockDelta>& deltas,
-               uint32_t from,
-               uint32_t to,
-               std::string* top_text) {
-  std::unordered_map<uint32_t, std::pair<uint64_t, uint64_t>> per_track;
-  for (const SockDelta& d : deltas) {
-    if (d.to > from && d.to <= to) {
-      auto& v = per_track[d.track];
-      v.first += d.retrans;
-      v.second += d.segs;
-    }
-  }
-  std::vector<std::pair<uint32_t, std::pair<uint64_t, uint64_t>>> socks(per_track.begin(),
-                                                                        per_track.end());
-  std::sort(socks.begin(), socks.end(), [](const auto& a, const auto& b) {
-    return a.second.first != b.second.first ? a.second.first > b.second.first : a.first < b.first;
-  });
-  Json js = Json::array();
-  std::map<std::string, std::pair<uint64_t, std::set<std::string>>> peers;
-  for (const auto& [ti, v] : socks) {
-    const Track& t = tl.tracks[ti];
-    const Sample* last = sample_at(t, to);
-    const Sample& x = last != nullptr ? *last : t.samples.back();
-    const std::string remote(series.strings.get(t.remote_addr));
-    auto& peer = peers[remote];
-    peer.first += v.first;
-    if (x.owner != k_na) {
-      peer.second.insert(conn::owner_text(series, tl, x.owner));
-    }
-    if (js.size() < 10) {
-      Json j;
-      j["local"] = endpoint(series, t, true);
-      j["remote"] = endpoint(series, t, false);
-      j["state"] = state_name(x.state);
-      j["retrans_delta"] = v.first;
-      j["segs_out_delta"] = v.second;
-      j["ratio"] = v.second > 0 ? Json(static_cast<double>(v.first) / static_cast<double>(v.second))
-                                : Json(nullptr);
-      j["pid"] = x.owner == k_na ? Json(nullptr) : Json(tl.procs[x.owner].pid);
-      j["comm"] =
-          x.owner == k_na ? Json(nullptr) : Json(series.strings.get(tl.procs[x.owner].comm));
-      j["cwnd_backoff"] = conn::opt(x.backoff);
-      js.push_back(std::move(j));
-    }
-  }
-  std::vector<std::pair<std::string, std::pair<uint64_t, std::set<std::string>>>> pv(peers.begin(),
-                                                                                     peers.end());
-  std::stable_sort(pv.begin(), pv.end(), [](const auto& a, const auto& b) {
-    return a.second.first > b.second.first;
-  });
-  Json jp = Json::array();
-  for (size_t i = 0; i < pv.size() && i < 10; ++i) {
-    Json owners = Json::array();
-    for (const std::string& o : pv[i].second.second) {
-      owners.push_back(o);
-    }
-    jp.push_back({{"remote", pv[i].first},
-                  {"retrans_delta", pv[i].second.first},
-                  {"owners", std::move(owners)}});
-  }
-  if (top_text != nullptr && !socks.empty()) {
-    const Track& t = tl.tracks[socks.front().first];
-    const Sample* last = sample_at(t, to);
-    const uint32_t owner = last != nullptr ? last->owner : t.samples.back().owner;
-    *top_text = "top socket " + conn::sock_text(series, t) + " ("
-                + std::to_string(socks.front().second.first) + " retransmitted, "
-                + conn::owner_text(series, tl, owner, "no owner") + ")";
-  }
-  Json j;
-  j["top_sockets"] = std::move(js);
-  j["top_peers"] = std::move(jp);
-  return j;
+bool wildcard(std::string_view addr) {
+  return addr == "0.0.0.0" || addr == "::";
 }
 
-void namespace_finding(const Series& series,
-                       const Timeline& tl,
-                       const Params& p,
-                       uint32_t ns,
-                       const std::vector<SockDelta>& deltas,
-                       std::vector<Finding>& out,
-                       bool& fired) {
-  const std::vector<CounterStep> retrans = counter_steps(series, tl, ns, "Tcp.RetransSegs");
-  const std::vector<CounterStep> outsegs = counter_steps(series, tl, ns, "Tcp.OutSegs");
-  if (retrans.empty() || outsegs.empty()) {
-    return;
+// The local listener most SYN-SENT sockets of `netns` aim at in (from, to]: its track index (k_na
+// when none) with the connecting sockets.
+struct SynTarget {
+  uint32_t listener = k_na;
+  uint32_t snap = 0;
+  std::vector<const Sample*> connects; // SYN-SENT samples, one per connecting socket
+  std::vector<uint32_t> connect_tracks;
+};
+
+SynTarget syn_target(const Context& ctx, uint32_t netns, uint32_t from, uint32_t to) {
+  const Strings& str = ctx.series().strings;
+  std::map<uint32_t, SynTarget> by_listener;
+  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
+    const Track& t = ctx.track(ti);
+    if (!is_tcp(t) || t.netns != netns) {
+      continue;
+    }
+    const Sample* syn = nullptr;
+    for (const Sample& x : t.samples) {
+      if (x.snap >= from && x.snap <= to && x.state == k_syn_sent) {
+        syn = &x;
+      }
+    }
+    if (syn == nullptr) {
+      continue;
+    }
+    for (uint32_t li = 0; li < ctx.tracks().size(); ++li) {
+      const Track& l = ctx.track(li);
+      if (!is_tcp(l) || l.netns != netns || l.local_port != t.remote_port || l.family != t.family
+          || (l.local_addr != t.remote_addr && !wildcard(str.get(l.local_addr)))) {
+        continue;
+      }
+      const Sample* ls = sample_at(l, syn->snap);
+      if (ls == nullptr || ls->state != k_listen) {
+        continue;
+      }
+      SynTarget& st = by_listener[li];
+      st.listener = li;
+      st.snap = syn->snap;
+      st.connects.push_back(syn);
+      st.connect_tracks.push_back(ti);
+      break;
+    }
   }
-  std::vector<int64_t> out_by_to(tl.snaps.size(), -1);
-  for (const CounterStep& c : outsegs) {
-    out_by_to[c.to] = c.delta;
+  SynTarget best;
+  for (auto& [li, st] : by_listener) {
+    if (st.connects.size() > best.connects.size()) {
+      best = std::move(st);
+    }
+  }
+  return best;
+}
+
+void namespace_finding(const Context& ctx, uint32_t ns, Sink& out, bool& fired) {
+  const CounterSeries& rs = ctx.counter(ns, "Tcp.RetransSegs");
+  const CounterSeries& os = ctx.counter(ns, "Tcp.OutSegs");
+  if (!rs.any() || !os.any()) {
+    return;
   }
 
   struct Point {
-    CounterStep c;
-    int64_t out = 0;
+    uint32_t from = 0;
+    uint32_t to = 0;
+    int64_t r = 0;
+    int64_t o = 0;
     double ratio = 0;
     double rate = 0;
   };
 
   std::vector<Point> pts;
-  for (const CounterStep& c : retrans) {
-    if (out_by_to[c.to] < 0 || c.dt <= 0) {
+  for (uint32_t i = 0; i < ctx.snapshots(); ++i) {
+    const auto r = rs.delta(i);
+    const auto o = os.delta(i);
+    if (!r || !o || rs.dt(i) <= 0 || rs.from(i) != os.from(i)) {
       continue;
     }
-    Point pt;
-    pt.c = c;
-    pt.out = out_by_to[c.to];
-    pt.ratio = pt.out > 0 ? static_cast<double>(c.delta) / static_cast<double>(pt.out)
-                          : (c.delta > 0 ? 1.0 : 0.0);
-    pt.rate = static_cast<double>(c.delta) / c.dt;
-    pts.push_back(pt);
+    Point p{rs.from(i), i, *r, *o, 0, rs.rate(i)};
+    p.ratio = *r + *o > 0 ? static_cast<double>(*r) / static_cast<double>(*r + *o) : 0.0;
+    pts.push_back(p);
   }
-  const auto min_iv = static_cast<size_t>(p.get("min_intervals"));
+  // The longest run of intervals in a row over `bar` (by seconds).
   const auto longest = [&](double bar, size_t& b, size_t& e) {
-    size_t best = 0;
-    size_t run = 0;
-    for (size_t i = 0; i < pts.size(); ++i) {
-      const bool bad = pts[i].ratio > bar && pts[i].rate >= p.get("min_rate");
-      const bool joined = i > 0 && pts[i - 1].c.to == pts[i].c.from;
-      run = bad ? (joined ? run + 1 : 1) : 0;
-      if (run > best) {
-        best = run;
-        b = i + 1 - run;
-        e = i + 1;
+    double best = -1;
+    size_t begin = 0;
+    for (size_t i = 0; i <= pts.size(); ++i) {
+      const bool bad = i < pts.size() && pts[i].ratio > bar && pts[i].rate >= ctx.param("min_rate");
+      const bool joined = bad && i > begin && pts[i - 1].to == pts[i].from;
+      if (bad && (i == begin || joined)) {
+        continue;
       }
+      if (i > begin) {
+        const double d = ctx.seconds(pts[begin].from, pts[i - 1].to);
+        if (d > best) {
+          best = d;
+          b = begin;
+          e = i;
+        }
+      }
+      begin = bad ? i : i + 1;
     }
     return best;
   };
@@ -213,207 +239,296 @@ void namespace_finding(const Series& series,
   size_t we = 0;
   size_t cb = 0;
   size_t ce = 0;
-  const size_t warn_run = longest(p.get("warn_ratio"), wb, we);
-  const size_t crit_run = longest(p.get("crit_ratio"), cb, ce);
-  if (warn_run < min_iv) {
+  const double warn_s = longest(ctx.param("warn_ratio"), wb, we);
+  const double crit_s = longest(ctx.param("crit_ratio"), cb, ce);
+  if (warn_s < 0
+      || !ctx.lasted(pts[wb].from, pts[we - 1].to, we - wb + 1, ctx.param("min_seconds"))) {
     return;
   }
   fired = true;
+  const bool critical =
+      crit_s >= 0
+      && ctx.lasted(pts[cb].from, pts[ce - 1].to, ce - cb + 1, ctx.param("crit_seconds"));
+  const uint32_t from = pts[wb].from;
+  const uint32_t to = pts[we - 1].to;
   int64_t sum_r = 0;
   int64_t sum_o = 0;
-  double sum_t = 0;
   for (size_t i = wb; i < we; ++i) {
-    sum_r += pts[i].c.delta;
-    sum_o += pts[i].out;
-    sum_t += pts[i].c.dt;
+    sum_r += pts[i].r;
+    sum_o += pts[i].o;
   }
-  const uint32_t from = pts[wb].c.from;
-  const uint32_t to = pts[we - 1].c.to;
-  // Which kind of retransmission dominates over the window.
+  const double span = ctx.seconds(from, to);
+  const double ratio =
+      sum_r + sum_o > 0 ? static_cast<double>(sum_r) / static_cast<double>(sum_r + sum_o) : 0.0;
+  // The kinds over the window.
+  const auto total = [&](std::string_view name) -> std::optional<int64_t> {
+    const CounterSeries& c = ctx.counter(ns, name);
+    if (!c.any()) {
+      return std::nullopt;
+    }
+    return c.total(from + 1, to);
+  };
   Json kinds = Json::object();
-  std::string dominant;
-  int64_t dominant_n = 0;
-  std::vector<std::vector<int64_t>> kind_d;
-  for (const std::string_view k : k_kinds) {
-    kind_d.push_back(conn::deltas_by_snap(series, tl, ns, k));
-    int64_t s = 0;
-    bool any = false;
-    for (size_t i = wb; i < we; ++i) {
-      const int64_t d = kind_d.back()[pts[i].c.to];
-      if (d >= 0) {
-        s += d;
-        any = true;
-      }
-    }
-    const std::string name(k.substr(k.find('.') + 1));
-    kinds[name] = any ? Json(s) : Json(nullptr);
-    if (any && s > dominant_n && name != "TCPLossProbes") {
-      dominant_n = s;
-      dominant = name;
+  for (const std::string_view k : {"TcpExt.TCPTimeouts",
+                                   "TcpExt.TCPSynRetrans",
+                                   "TcpExt.TCPFastRetrans",
+                                   "TcpExt.TCPSlowStartRetrans",
+                                   "TcpExt.TCPLossProbes",
+                                   "TcpExt.TCPLostRetransmit"}) {
+    const auto v = total(k);
+    kinds[std::string(k.substr(k.find('.') + 1))] = v ? Json(*v) : Json(nullptr);
+  }
+  const int64_t syn = total("TcpExt.TCPSynRetrans").value_or(0);
+  std::array<Kind, 4> ks{{
+      {"TCPSynRetrans", "SYN retries (connects not answered)", syn},
+      {"TCPTimeouts",
+       "RTO timeouts (blackhole or tail loss)",
+       std::max<int64_t>(0, total("TcpExt.TCPTimeouts").value_or(0) - syn)},
+      {"TCPFastRetrans",
+       "fast retransmits (random loss or congestion)",
+       total("TcpExt.TCPFastRetrans").value_or(0)},
+      {"TCPSlowStartRetrans",
+       "slow-start retransmits after a loss",
+       total("TcpExt.TCPSlowStartRetrans").value_or(0)},
+  }};
+  std::stable_sort(ks.begin(), ks.end(), [](const Kind& a, const Kind& b) { return a.n > b.n; });
+  Json dominant = Json::array();
+  std::string hint;
+  size_t named = 0;
+  bool syn_led = false;
+  for (const Kind& k : ks) {
+    if (k.n > 0 && static_cast<double>(k.n) >= 0.75 * static_cast<double>(ks.front().n)) {
+      dominant.push_back(k.name);
+      syn_led = syn_led || k.name == "TCPSynRetrans";
+      hint += (named++ == 0 ? "" : " and ") + std::string(k.hint) + " " + std::to_string(k.n);
     }
   }
-  const std::string hint = dominant == "TCPTimeouts" ? "mostly RTO timeouts: blackhole or tail loss"
-                           : dominant == "TCPSynRetrans" ? "mostly SYN retransmits: SYN loss or "
-                                                           "listen overflow"
-                           : dominant.empty()            ? "loss"
-                                                         : "mostly fast retransmits: random "
-                                                           "loss or congestion";
-  Finding f;
-  f.detector = "retransmissions";
-  f.severity = crit_run >= min_iv ? Severity::critical : Severity::warning;
-  f.subject = netns_subject(tl, ns);
-  f.first_seen_ns = tl.snaps[from].realtime_ns;
-  f.last_seen_ns = tl.snaps[to].realtime_ns;
-  const double ratio = sum_o > 0 ? static_cast<double>(sum_r) / static_cast<double>(sum_o) : 1.0;
-  std::string top_text;
-  Json tops = top_lists(series, tl, deltas, from, to, &top_text);
-  f.summary = "TCP retransmission storm: " + num(100.0 * ratio) + "% of segments retransmitted ("
-              + num(static_cast<double>(sum_r) / sum_t) + "/s) over " + std::to_string(we - wb)
-              + " intervals, " + hint + (top_text.empty() ? std::string() : "; " + top_text);
-  Json ser = Json::array();
+  hint = named == 0 ? "kind not captured" : named == 1 ? "mostly " + hint : "a mix of " + hint;
+
+  FindingBuilder b(ctx, "retransmissions");
+  b.seen(from, to).severity(critical ? Severity::critical : Severity::warning).weight(ratio);
+  std::string s = "TCP retransmissions: " + num(100.0 * ratio)
+                  + "% of segments sent were retransmits ("
+                  + num(static_cast<double>(sum_r) / std::max(span, 1e-9)) + "/s) for " + num(span)
+                  + " s, " + hint;
+  const std::vector<SockSum> sums = socket_sums(ctx, ns, from, to);
+  const CounterSeries& drops_c = ctx.counter(ns, "TcpExt.ListenDrops");
+  const CounterSeries& over_c = ctx.counter(ns, "TcpExt.ListenOverflows");
+  const int64_t listen_drops = std::max(drops_c.total(from + 1, to), over_c.total(from + 1, to));
+  bool grouped = false;
+  if (syn_led) {
+    const SynTarget st = syn_target(ctx, ns, from, to);
+    if (st.listener != k_na) {
+      const Track& l = ctx.track(st.listener);
+      const Sample* ls = sample_at(l, st.snap);
+      const std::string lep = endpoint(ctx.series(), l, true);
+      std::set<std::string> who;
+      for (const Sample* x : st.connects) {
+        who.insert(ctx.owners_text(*x, "no owning process"));
+      }
+      std::string connecting;
+      for (const std::string& w : who) {
+        connecting += (connecting.empty() ? "" : ", ") + w;
+      }
+      s += ": " + std::to_string(st.connects.size()) + " connect(s) to port "
+           + std::to_string(l.local_port) + " stay in SYN-SENT (" + connecting
+           + "), toward the listener " + lep + " of " + ctx.owners_text(*ls);
+      if (listen_drops > 0) {
+        s += ", which dropped " + std::to_string(listen_drops)
+             + " SYNs meanwhile (ListenOverflows/ListenDrops): its accept queue is full";
+      }
+      b.socket(l, *ls);
+      b.group(
+          "listener", std::to_string(ns) + " " + lep, "listener " + lep, "retransmission storms");
+      b.fact("listener", lep);
+      b.fact("connecting_sockets", st.connects.size());
+      grouped = true;
+    } else if (listen_drops > 0) {
+      s += "; listeners in this netns dropped " + std::to_string(listen_drops)
+           + " SYNs meanwhile (ListenOverflows/ListenDrops): a full accept queue";
+    }
+  }
+  if (!grouped) {
+    b.netns(ns);
+    b.group("netns",
+            std::to_string(ctx.timeline().netns[ns].inode),
+            "netns " + std::to_string(ctx.timeline().netns[ns].inode),
+            "retransmission storms");
+  }
+  if (!sums.empty() && sums.front().retrans > 0) {
+    const SockSum& top = sums.front();
+    const Track& t = ctx.track(top.track);
+    s += "; top socket " + proto_name(t) + " " + endpoint(ctx.series(), t, true) + " -> "
+         + endpoint(ctx.series(), t, false) + " (" + std::to_string(top.retrans)
+         + " retransmitted, " + ctx.owners_text(*top.last) + ")";
+  }
+  b.summary(std::move(s));
+  Json rows = Json::array();
   const size_t lo = wb > 0 ? wb - 1 : 0;
   const size_t hi = std::min(we + 1, pts.size());
   for (size_t i = lo; i < hi; ++i) {
     Json j;
-    j["t"] = snap_time(tl, pts[i].c.to);
-    j["retrans_segs_delta"] = pts[i].c.delta;
-    j["out_segs_delta"] = pts[i].out;
+    j["t"] = ctx.time(pts[i].to);
+    j["retrans_segs_delta"] = pts[i].r;
+    j["out_segs_delta"] = pts[i].o;
     j["ratio"] = pts[i].ratio;
     j["retrans_per_s"] = pts[i].rate;
-    for (size_t k = 0; k < k_kinds.size(); ++k) {
-      j[std::string(k_kinds[k].substr(k_kinds[k].find('.') + 1)) + "_delta"] =
-          conn::delta_json(kind_d[k], pts[i].c.to);
-    }
-    ser.push_back(std::move(j));
+    j["TCPSynRetrans_delta"] = ctx.counter(ns, "TcpExt.TCPSynRetrans").delta_json(pts[i].to);
+    j["TCPTimeouts_delta"] = ctx.counter(ns, "TcpExt.TCPTimeouts").delta_json(pts[i].to);
+    j["TCPFastRetrans_delta"] = ctx.counter(ns, "TcpExt.TCPFastRetrans").delta_json(pts[i].to);
+    j["ListenDrops_delta"] = drops_c.delta_json(pts[i].to);
+    rows.push_back(std::move(j));
   }
-  f.evidence["ratio"] = ratio;
-  f.evidence["retrans_segs"] = sum_r;
-  f.evidence["out_segs"] = sum_o;
-  f.evidence["intervals_over_warn"] = warn_run;
-  f.evidence["intervals_over_crit"] = crit_run;
-  f.evidence["warn_ratio"] = p.get("warn_ratio");
-  f.evidence["crit_ratio"] = p.get("crit_ratio");
-  f.evidence["min_rate_per_s"] = p.get("min_rate");
-  f.evidence["dominant"] = dominant.empty() ? Json(nullptr) : Json(dominant);
-  f.evidence["kinds"] = std::move(kinds);
-  f.evidence["top_peers"] = std::move(tops["top_peers"]);
-  f.evidence["top_sockets"] = std::move(tops["top_sockets"]);
-  f.evidence["series"] = std::move(ser);
-  f.weight = ratio;
-  out.push_back(std::move(f));
+  b.fact("ratio", ratio);
+  b.fact("retrans_segs", sum_r);
+  b.fact("out_segs", sum_o);
+  b.fact("seconds_over_warn", warn_s);
+  b.fact("seconds_over_crit", std::max(crit_s, 0.0));
+  b.fact("intervals_over_warn", we - wb);
+  b.fact("dominant", std::move(dominant));
+  b.fact("kinds", std::move(kinds));
+  b.fact("listen_drops", listen_drops);
+  b.fact("top_peers", top_peers(ctx, sums));
+  b.fact("top_sockets", top_sockets(ctx, sums));
+  b.series(std::move(rows), "ratio");
+  out.add(std::move(b).build());
 }
 
-void peer_findings(const Series& series,
-                   const Timeline& tl,
-                   const Params& p,
-                   uint32_t ns,
-                   const std::vector<SockDelta>& deltas,
-                   std::vector<Finding>& out) {
-  // Σ segs per interval also needs sockets that did not retransmit: add their segs_out deltas.
-  std::unordered_map<uint32_t, PeerAgg> peers; // remote address id -> aggregate
-  for (const SockDelta& d : deltas) {
-    PeerAgg& a = peers[tl.tracks[d.track].remote_addr];
-    a.retrans += d.retrans;
-    a.by_snap[d.to].first += d.retrans;
-    a.tracks.insert(d.track);
-    if (d.owner != k_na) {
-      a.owners.insert(d.owner);
-    }
-  }
-  if (peers.empty()) {
-    return;
-  }
-  for (const Track& t : tl.tracks) {
-    if (!conn::is_tcp(t) || t.netns != ns) {
+void peer_findings(const Context& ctx, uint32_t ns, Sink& out) {
+  struct Peer {
+    uint64_t retrans = 0;
+    uint64_t segs = 0;
+
+    struct Step {
+      uint64_t retrans = 0;
+      uint64_t segs = 0;
+      uint32_t from = 0;
+    };
+
+    std::map<uint32_t, Step> by_snap; // snapshot ending the interval -> sums
+    std::set<uint32_t> owners;
+    std::set<uint32_t> tracks;
+    uint32_t top_track = k_na;
+    uint64_t top_retrans = 0;
+  };
+
+  std::unordered_map<uint32_t, Peer> peers; // remote address id -> aggregate
+  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
+    const Track& t = ctx.track(ti);
+    if (!is_tcp(t) || t.netns != ns) {
       continue;
     }
-    const auto it = peers.find(t.remote_addr);
-    if (it == peers.end()) {
-      continue;
-    }
+    Peer* p = nullptr;
+    uint64_t mine = 0;
     for (size_t i = 1; i < t.samples.size(); ++i) {
       const Sample& a = t.samples[i - 1];
       const Sample& b = t.samples[i];
-      if (a.segs_out != k_na && b.segs_out != k_na && b.segs_out > a.segs_out) {
-        it->second.segs += b.segs_out - a.segs_out;
-        it->second.by_snap[b.snap].second += b.segs_out - a.segs_out;
+      const uint64_t r =
+          a.total_retrans != k_na && b.total_retrans != k_na && b.total_retrans > a.total_retrans
+              ? b.total_retrans - a.total_retrans
+              : 0;
+      const uint64_t g = a.segs_out != k_na && b.segs_out != k_na && b.segs_out > a.segs_out
+                             ? b.segs_out - a.segs_out
+                             : 0;
+      if (r == 0 && g == 0) {
+        continue;
       }
+      p = p != nullptr ? p : &peers[t.remote_addr];
+      p->retrans += r;
+      p->segs += g;
+      Peer::Step& st = p->by_snap[b.snap];
+      st.retrans += r;
+      st.segs += g;
+      st.from = std::max(st.from, a.snap);
+      mine += r;
+      if (r > 0) {
+        p->tracks.insert(ti);
+        const uint32_t who = ctx.culprit(b);
+        if (who != k_na) {
+          p->owners.insert(who);
+        }
+      }
+    }
+    if (p != nullptr && mine > p->top_retrans) {
+      p->top_retrans = mine;
+      p->top_track = ti;
     }
   }
-  const auto min_iv = static_cast<size_t>(p.get("min_intervals"));
-  for (const auto& [addr, a] : peers) {
-    if (static_cast<double>(a.segs) < p.get("peer_min_segments") || a.segs == 0) {
+  for (const auto& [addr, p] : peers) {
+    if (p.retrans == 0 || p.segs == 0
+        || static_cast<double>(p.segs) < ctx.param("peer_min_segments")) {
       continue;
     }
-    const double ratio = static_cast<double>(a.retrans) / static_cast<double>(a.segs);
+    const double ratio = static_cast<double>(p.retrans) / static_cast<double>(p.segs);
+    double bad_s = 0;
     size_t bad = 0;
-    for (const auto& [snap, v] : a.by_snap) {
-      if (v.second > 0
-          && static_cast<double>(v.first) / static_cast<double>(v.second) > p.get("peer_ratio")) {
+    for (const auto& [snap, v] : p.by_snap) {
+      if (v.segs > 0
+          && static_cast<double>(v.retrans) / static_cast<double>(v.segs)
+                 > ctx.param("peer_ratio")) {
         ++bad;
+        bad_s += ctx.seconds(v.from, snap);
       }
     }
-    if (ratio <= p.get("peer_ratio") || bad < min_iv) {
+    if (ratio <= ctx.param("peer_ratio") || bad + 1 < k_min_support
+        || bad_s < ctx.param("min_seconds")) {
       continue;
     }
-    const uint32_t from = a.by_snap.begin()->first;
-    const uint32_t to = a.by_snap.rbegin()->first;
-    Json tops = top_lists(series, tl, deltas, 0, to, nullptr);
-    Finding f;
-    f.detector = "retransmissions";
-    f.severity = Severity::warning;
-    f.subject = netns_subject(tl, ns);
-    f.subject["remote"] = std::string(series.strings.get(addr));
-    const uint32_t owner = a.owners.size() == 1 ? *a.owners.begin() : k_na;
+    const uint32_t from = p.by_snap.begin()->first;
+    const uint32_t to = p.by_snap.rbegin()->first;
+    const std::string remote(ctx.series().strings.get(addr));
+    FindingBuilder b(ctx, "retransmissions");
+    Json subject = netns_subject(ctx.timeline(), ns);
+    subject["remote"] = remote;
+    const uint32_t owner = p.owners.size() == 1 ? *p.owners.begin() : k_na;
     if (owner != k_na) {
-      const Json pj = process_json(series, tl, owner);
-      f.subject["pid"] = pj["pid"];
-      f.subject["comm"] = pj["comm"];
-      set_owner(f, tl, owner);
+      subject["pid"] = ctx.processes()[owner].pid;
+      subject["comm"] = ctx.series().strings.get(ctx.processes()[owner].comm);
     }
-    f.first_seen_ns = tl.snaps[from].realtime_ns;
-    f.last_seen_ns = tl.snaps[to].realtime_ns;
+    b.subject(std::move(subject), owner).seen(from, to).severity(Severity::warning).weight(ratio);
     std::string owners;
-    for (const uint32_t o : a.owners) {
-      owners += (owners.empty() ? "" : ", ") + conn::owner_text(series, tl, o);
-      if (owners.size() > 200) {
+    size_t listed = 0;
+    for (const uint32_t o : p.owners) {
+      if (listed++ == 4) {
+        owners += " and " + std::to_string(p.owners.size() - 4) + " more";
         break;
       }
+      owners += (owners.empty() ? "" : ", ") + ctx.process_text(o);
     }
-    f.summary = "retransmissions toward " + std::string(series.strings.get(addr)) + ": "
-                + num(100.0 * ratio) + "% of " + std::to_string(a.segs) + " segments over "
-                + std::to_string(a.tracks.size()) + " socket(s), in " + std::to_string(bad)
-                + " intervals; a lossy path to this peer"
-                + (owners.empty() ? std::string() : "; " + owners);
-    Json ser = Json::array();
-    for (const auto& [snap, v] : a.by_snap) {
-      ser.push_back(
-          {{"t", snap_time(tl, snap)},
-           {"retrans_delta", v.first},
-           {"segs_out_delta", v.second},
+    b.summary("retransmissions toward " + remote + ": " + num(100.0 * ratio) + "% of "
+              + std::to_string(p.segs) + " segments sent over " + std::to_string(p.tracks.size())
+              + " socket(s), over " + num(100.0 * ctx.param("peer_ratio")) + "% for " + num(bad_s)
+              + " s: a lossy path to this peer" + (owners.empty() ? std::string() : "; " + owners));
+    Json rows = Json::array();
+    for (const auto& [snap, v] : p.by_snap) {
+      rows.push_back(
+          {{"t", ctx.time(snap)},
+           {"retrans_delta", v.retrans},
+           {"segs_out_delta", v.segs},
            {"ratio",
-            v.second > 0 ? Json(static_cast<double>(v.first) / static_cast<double>(v.second))
-                         : Json(nullptr)}});
+            v.segs > 0 ? Json(static_cast<double>(v.retrans) / static_cast<double>(v.segs))
+                       : Json(nullptr)}});
     }
-    f.evidence["ratio"] = ratio;
-    f.evidence["retrans"] = a.retrans;
-    f.evidence["segs_out"] = a.segs;
-    f.evidence["intervals_over"] = bad;
-    f.evidence["peer_ratio"] = p.get("peer_ratio");
-    f.evidence["top_sockets"] = std::move(tops["top_sockets"]);
-    f.evidence["series"] = std::move(ser);
-    f.weight = ratio;
-    out.push_back(std::move(f));
+    b.fact("ratio", ratio);
+    b.fact("retrans", p.retrans);
+    b.fact("segs_out", p.segs);
+    b.fact("intervals_over", bad);
+    b.fact("seconds_over", bad_s);
+    b.fact("peer_ratio", ctx.param("peer_ratio"));
+    b.fact("top_sockets", top_sockets(ctx, socket_sums(ctx, ns, from > 0 ? from - 1 : 0, to)));
+    b.series(std::move(rows), "ratio");
+    b.group(
+        "destination", std::to_string(ns) + " " + remote, "traffic to " + remote, "lossy paths");
+    out.add(std::move(b).build());
   }
 }
 
-void run(const Series& series, const Timeline& tl, const Params& p, std::vector<Finding>& out) {
-  for (uint32_t ns = 0; ns < tl.netns.size(); ++ns) {
-    const std::vector<SockDelta> deltas = socket_deltas(tl, ns);
+void check(const Context& ctx, Sink& out) {
+  for (uint32_t ns = 0; ns < ctx.timeline().netns.size(); ++ns) {
     bool fired = false;
-    namespace_finding(series, tl, p, ns, deltas, out, fired);
+    namespace_finding(ctx, ns, out, fired);
     if (!fired) {
-      peer_findings(series, tl, p, ns, deltas, out);
+      peer_findings(ctx, ns, out);
     }
   }
 }
@@ -423,18 +538,31 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
 Detector retransmissions_detector() {
   return {
       "retransmissions",
-      "TCP retransmission storms (RetransSegs/OutSegs per interval, top peers and sockets)",
+      "TCP retransmission storms (share of segments retransmitted, the kind, the listener or "
+      "peer and owners)",
       {
-          {"warn_ratio", 0.01, "RetransSegs/OutSegs per interval above which it is bad"},
-          {"crit_ratio", 0.05, "RetransSegs/OutSegs per interval that is critical"},
-          {"min_rate", 10, "retransmitted segments per second for an interval to count"},
-          {"min_intervals", 3, "consecutive bad counter intervals needed"},
+          {"warn_ratio",
+           0.01,
+           "RetransSegs / (OutSegs + RetransSegs) per interval above which it is bad",
+           Unit::ratio},
+          {"crit_ratio", 0.05, "the same share that is critical...", Unit::ratio},
+          {"crit_seconds", 30, "...when sustained this long", Unit::seconds},
+          {"min_rate",
+           10,
+           "retransmitted segments per second for an interval to count",
+           Unit::per_second},
+          {"min_seconds", 3, "bad intervals in a row lasting this long warn", Unit::seconds},
           {"peer_ratio",
            0.02,
-           "per remote address: sum of total_retrans deltas / sum of segs_out deltas that warns"},
-          {"peer_min_segments", 1000, "segments sent to a peer before its ratio counts"},
+           "per remote address: sum of total_retrans deltas / sum of segs_out deltas that warns",
+           Unit::ratio},
+          {"peer_min_segments",
+           1000,
+           "segments sent to a peer before its ratio counts",
+           Unit::count},
       },
-      &run};
+      nullptr,
+      &check};
 }
 
 } // namespace sockrewind::analyze

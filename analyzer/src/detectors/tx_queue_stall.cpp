@@ -1,26 +1,32 @@
-// tx_queue_stall (research/detectors.md D2): data piles up on the send side of a connected TCP
-// socket. Three classes, strongest first:
-//   dead_peer:        retransmit timer with >= dead_retrans unrecovered RTOs in a snapshot (or the
-//                     zero-window probe count >= dead_probes and rising) while the Send-Q is not
-//                     empty -> critical: the kernel will kill it (ETIMEDOUT) after tcp_retries2;
-//   zero_window:      timer 4 (persist) or snd_wnd 0, Send-Q > 1 and bytes_acked not moving in
-//                     >= zero_window_samples consecutive snapshots -> warning, critical when it
-//                     lasts >= critical_seconds;
-//   network_limited:  GROW(Send-Q; abs_min min_growth_bytes) with bytes_acked advancing -> info.
-// Only sockets with an fd (inode != 0) in ESTAB, CLOSE-WAIT, FIN-WAIT-1 or LAST-ACK: orphans are
-// orphan_pressure's. tr=1 alone (data in flight) and tx=1 (a FIN) are normal and never count.
-#include "conn_util.hpp"
-
-#include <sockrewind/analyze/detector.hpp>
-#include <sockrewind/analyze/primitives.hpp>
+// tx_queue_stall (research/detectors.md D2): data waits on the send side of a connected TCP
+// socket (ESTAB, CLOSE-WAIT, FIN-WAIT-1 or LAST-ACK with an fd; orphans are orphan_pressure's).
+// Over each gap-free run of a socket, strongest first:
+//   dead_peer:   the kernel retransmits (timer 1, retrans >= 1) or probes a zero window (timer 4,
+//                unanswered probes >= 1) in >= 2 snapshots in a row, nothing acknowledged, the
+//                count rising: the peer answers nothing. Silence = the larger of the run's
+//                duration and last_ack_recv_ms. Critical when the count reached dead_retrans
+//                (the kernel backs off and will reset it after tcp_retries2) or the silence
+//                lasted >= dead_critical_seconds; warning when silent >= dead_seconds.
+//   zero_window: persist timer (4) or snd_wnd 0, Send-Q > 1, nothing acknowledged, the peer
+//                answering the probes: its application does not read (flow control, not loss;
+//                backoff rises in normal flow control and is evidence only). Warning when it
+//                lasted >= full_seconds with the Send-Q at its limit (wmem_queued or Send-Q >=
+//                full_ratio x sndbuf: the writer blocks), or >= zero_window_seconds otherwise;
+//                critical when it lasted >= critical_seconds.
+//   network_limited: GROW(Send-Q; abs_min min_growth_bytes) over >= grow_seconds while the peer
+//                acknowledges data -> info.
+// tr=1 alone (data in flight) and tx=1 (a FIN) are normal and never count. One finding per
+// destination (remote address and port; remote address for a dead peer); a local receiver that
+// does not read is named.
+#include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
+#include <string>
+#include <unordered_map>
 
 namespace sockrewind::analyze {
 
 namespace {
-
-using conn::opt;
 
 enum class Kind { none, network_limited, zero_window, dead_peer };
 
@@ -28,7 +34,8 @@ struct Verdict {
   Kind kind = Kind::none;
   Range window;
   Trend trend;
-  uint8_t max_retrans = 0;
+  uint32_t max_unanswered = 0;
+  double silent_s = 0;
 };
 
 bool eligible(const Sample& x) {
@@ -37,75 +44,103 @@ bool eligible(const Sample& x) {
              || x.state == k_last_ack);
 }
 
-bool acked_still(const Sample& prev, const Sample& x, double tol) {
+bool acked_still(const Context& ctx, const Sample& prev, const Sample& x) {
   if (prev.bytes_acked == k_na64 || x.bytes_acked == k_na64) {
     return true; // no tcp_info: the timer alone decides
   }
   return x.bytes_acked >= prev.bytes_acked
-         && static_cast<double>(x.bytes_acked - prev.bytes_acked) <= tol;
+         && static_cast<double>(x.bytes_acked - prev.bytes_acked)
+                <= ctx.param("acked_tolerance_bytes");
 }
 
 bool zero_window(const Sample& x) {
   return x.tx_queue > 1 && (x.timer == 4 || (x.snd_wnd == 0 && x.state == k_established));
 }
 
-// Longest streak of zero-window samples with bytes_acked not moving.
-Range zero_window_streak(const Track& t, Range r, const Params& p) {
-  Range best{};
+// Retransmissions (timer 1) or window probes (timer 4) the peer has not answered; 0 otherwise.
+uint32_t unanswered(const Sample& x) {
+  const uint32_t retrans = x.retrans == k_na8 ? 0 : x.retrans;
+  const uint32_t probes = x.probes == k_na8 ? 0 : x.probes;
+  if (x.tx_queue == k_na || x.tx_queue == 0) {
+    return 0;
+  }
+  return x.timer == 1 ? retrans : x.timer == 4 ? std::max(retrans, probes) : 0;
+}
+
+bool at_limit(const Context& ctx, const Sample& x) {
+  if (x.sndbuf == k_na || x.sndbuf == 0) {
+    return false;
+  }
+  const double used = x.wmem_queued != k_na ? x.wmem_queued : x.tx_queue;
+  return used >= ctx.param("full_ratio") * static_cast<double>(x.sndbuf);
+}
+
+// Streaks [begin, end) of r where pred(prev, x) holds for each step (and start(x) for the first).
+template <class Start, class Step>
+std::vector<Range> streaks(const Track& t, Range r, Start start, Step step) {
+  std::vector<Range> out;
   size_t begin = r.begin;
   for (size_t i = r.begin; i <= r.end; ++i) {
     const bool keep =
-        i < r.end && zero_window(t.samples[i])
-        && (i == begin
-            || acked_still(t.samples[i - 1], t.samples[i], p.get("acked_tolerance_bytes")));
+        i < r.end && start(t.samples[i]) && (i == begin || step(t.samples[i - 1], t.samples[i]));
     if (!keep) {
-      if (i > begin && i - begin > best.size()) {
-        best = {begin, i};
+      if (i > begin) {
+        out.push_back({begin, i});
       }
-      begin = i < r.end && zero_window(t.samples[i]) ? i : i + 1;
+      begin = i < r.end && start(t.samples[i]) ? i : i + 1;
     }
   }
-  return best;
+  return out;
 }
 
-Verdict judge(const Timeline& tl, const Track& t, Range r, const Params& p) {
+Verdict judge(const Context& ctx, const Track& t, Range r) {
   Verdict v;
   const auto& s = t.samples;
-  // dead peer: consecutive unrecovered RTOs, or unanswered zero-window probes that keep rising.
-  const auto dead_retrans = static_cast<uint8_t>(p.get("dead_retrans"));
-  const auto dead_probes = static_cast<uint8_t>(p.get("dead_probes"));
-  size_t first_dead = r.end;
-  size_t last_dead = r.end;
-  for (size_t i = r.begin; i < r.end; ++i) {
-    const Sample& x = s[i];
-    if (x.retrans == k_na8 || x.tx_queue == 0) {
+  const auto span = [&](Range w) { return ctx.seconds(s[w.begin].snap, s[w.end - 1].snap); };
+  // dead peer: unanswered retransmissions or probes, rising, nothing acknowledged.
+  for (const Range& w : streaks(
+           t,
+           r,
+           [](const Sample&x) { return unanswered(x) > 0; },
+           [&](const Sample&a, const Sample&b) {
+             return unanswered(b) >= unanswered(a) && acked_still(ctx, a, b);
+           })) {
+    const Sample& a = s[w.begin];
+    const Sample& b = s[w.end - 1];
+    if (unanswered(b) <= unanswered(a)
+        || !ctx.lasted(a.snap, b.snap, w.size(), 0)) { // not rising, or one snapshot
       continue;
     }
-    const bool rto = x.timer == 1 && x.retrans >= dead_retrans;
-    const bool probes = x.timer == 4 && x.retrans >= dead_probes && i > r.begin
-                        && s[i - 1].retrans != k_na8 && x.retrans > s[i - 1].retrans;
-    if (rto || probes) {
-      first_dead = first_dead == r.end ? i : first_dead;
-      last_dead = i;
-      v.max_retrans = std::max(v.max_retrans, x.retrans);
+    const double silent =
+        std::max(span(w), b.last_ack_recv_ms == k_na ? 0.0 : b.last_ack_recv_ms / 1000.0);
+    const bool dead = silent >= ctx.param("dead_seconds")
+                      || static_cast<double>(unanswered(b)) >= ctx.param("dead_retrans");
+    if (dead && (v.kind != Kind::dead_peer || silent > v.silent_s)) {
+      v.kind = Kind::dead_peer;
+      v.window = w;
+      v.silent_s = silent;
+      v.max_unanswered = unanswered(b);
     }
   }
-  if (first_dead != r.end) {
-    v.kind = Kind::dead_peer;
-    v.window = {first_dead, last_dead + 1};
+  if (v.kind == Kind::dead_peer) {
     return v;
   }
-  const Range zw = zero_window_streak(t, r, p);
-  if (static_cast<double>(zw.size()) >= p.get("zero_window_samples")) {
-    v.kind = Kind::zero_window;
-    v.window = zw;
+  // zero window: the longest streak with nothing acknowledged.
+  for (const Range& w : streaks(t, r, zero_window, [&](const Sample&a, const Sample&b) {
+         return acked_still(ctx, a, b);
+       })) {
+    const bool full = at_limit(ctx, s[w.end - 1]);
+    const double need = full ? ctx.param("full_seconds") : ctx.param("zero_window_seconds");
+    if (ctx.lasted(s[w.begin].snap, s[w.end - 1].snap, w.size(), need)
+        && (v.kind != Kind::zero_window || span(w) > span(v.window))) {
+      v.kind = Kind::zero_window;
+      v.window = w;
+    }
+  }
+  if (v.kind == Kind::zero_window) {
     return v;
   }
   // network-limited: the Send-Q grows while the peer acknowledges data.
-  const auto min_n = static_cast<size_t>(p.get("min_samples"));
-  if (r.size() < min_n) {
-    return v;
-  }
   const Sample& a = s[r.begin];
   const Sample& b = s[r.end - 1];
   const bool acked =
@@ -116,16 +151,19 @@ Verdict judge(const Timeline& tl, const Track& t, Range r, const Params& p) {
     lo = std::min(lo, s[i].tx_queue);
     hi = std::max(hi, s[i].tx_queue);
   }
-  if (!acked || static_cast<double>(hi - lo) < p.get("min_growth_bytes")) {
+  if (!acked || static_cast<double>(hi - lo) < ctx.param("min_growth_bytes")
+      || !ctx.lasted(a.snap, b.snap, r.size(), ctx.param("grow_seconds"))) {
     return v; // cheap exits before the O(n^2)-capped trend test
   }
   std::vector<double> ts;
   std::vector<double> xs;
   for (size_t i = r.begin; i < r.end; ++i) {
-    ts.push_back(tl.dt(s[r.begin].snap, s[i].snap));
+    ts.push_back(ctx.seconds(a.snap, s[i].snap));
     xs.push_back(s[i].tx_queue);
   }
-  v.trend = grow_test(ts, xs, p.get("tolerance_bytes"), p.get("min_growth_bytes"), min_n);
+  constexpr size_t k_min_points = 4;
+  v.trend =
+      grow_test(ts, xs, ctx.param("tolerance_bytes"), ctx.param("min_growth_bytes"), k_min_points);
   if (v.trend.grows) {
     v.kind = Kind::network_limited;
     v.window = r;
@@ -133,35 +171,67 @@ Verdict judge(const Timeline& tl, const Track& t, Range r, const Params& p) {
   return v;
 }
 
-Json point(const Timeline& tl, const Sample& x, const Sample* prev) {
+Json point(const Context& ctx, const Sample& x, const Sample* prev) {
+  const auto opt = [](uint64_t v, uint64_t na) { return v == na ? Json(nullptr) : Json(v); };
   Json j;
-  j["t"] = snap_time(tl, x.snap);
+  j["t"] = ctx.time(x.snap);
   j["state"] = state_name(x.state);
   j["tx_queue"] = x.tx_queue;
-  j["sndbuf"] = opt(x.sndbuf);
-  j["timer"] = opt(x.timer);
-  j["retrans"] = opt(x.retrans);
-  j["probes"] = opt(x.probes);
-  j["backoff"] = opt(x.backoff);
-  j["snd_wnd"] = opt(x.snd_wnd);
-  j["bytes_acked"] = opt(x.bytes_acked);
+  j["wmem_queued"] = opt(x.wmem_queued, k_na);
+  j["sndbuf"] = opt(x.sndbuf, k_na);
+  j["timer"] = opt(x.timer, k_na8);
+  j["retrans"] = opt(x.retrans, k_na8);
+  j["probes"] = opt(x.probes, k_na8);
+  j["backoff"] = opt(x.backoff, k_na8);
+  j["snd_wnd"] = opt(x.snd_wnd, k_na);
+  j["bytes_acked"] = opt(x.bytes_acked, k_na64);
   const bool have_delta = prev != nullptr && prev->bytes_acked != k_na64 && x.bytes_acked != k_na64
                           && x.bytes_acked >= prev->bytes_acked;
   j["bytes_acked_delta"] = have_delta ? Json(x.bytes_acked - prev->bytes_acked) : Json(nullptr);
-  j["last_ack_recv_ms"] = opt(x.last_ack_recv_ms);
+  j["last_ack_recv_ms"] = opt(x.last_ack_recv_ms, k_na);
   return j;
 }
 
-void run(const Series& series, const Timeline& tl, const Params& p, std::vector<Finding>& out) {
-  for (const Track& t : tl.tracks) {
-    if (!conn::is_tcp(t)) {
+std::string conn_key(uint32_t netns, uint32_t la, uint16_t lp, uint32_t ra, uint16_t rp) {
+  return std::to_string(netns) + " " + std::to_string(la) + ":" + std::to_string(lp) + " "
+         + std::to_string(ra) + ":" + std::to_string(rp);
+}
+
+void check(const Context& ctx, Sink& out) {
+  const Series& series = ctx.series();
+  // Local TCP connections by 4-tuple, to name a receiver on this host.
+  std::unordered_map<std::string, uint32_t> by_tuple;
+  const auto receiver = [&](const Track& t, uint32_t snap) -> const Sample* {
+    if (by_tuple.empty()) {
+      for (uint32_t i = 0; i < ctx.tracks().size(); ++i) {
+        const Track& u = ctx.track(i);
+        if (u.family != k_af_unix && u.proto == k_proto_tcp && u.remote_port != 0) {
+          by_tuple.emplace(
+              conn_key(u.netns, u.local_addr, u.local_port, u.remote_addr, u.remote_port), i);
+        }
+      }
+    }
+    const auto it =
+        by_tuple.find(conn_key(t.netns, t.remote_addr, t.remote_port, t.local_addr, t.local_port));
+    return it == by_tuple.end() ? nullptr : sample_at(ctx.track(it->second), snap);
+  };
+  for (const Track& t : ctx.tracks()) {
+    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
       continue;
     }
     Verdict best;
-    for (const Range& r : conn::runs_where(tl, t, eligible)) {
-      Verdict v = judge(tl, t, r, p);
-      if (v.kind > best.kind) {
-        best = v;
+    for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
+      size_t begin = c.begin;
+      for (size_t i = c.begin; i <= c.end; ++i) {
+        if (i == c.end || !eligible(t.samples[i])) {
+          if (i > begin) {
+            Verdict v = judge(ctx, t, {begin, i});
+            if (v.kind > best.kind) {
+              best = v;
+            }
+          }
+          begin = i + 1;
+        }
       }
     }
     if (best.kind == Kind::none) {
@@ -169,98 +239,149 @@ void run(const Series& series, const Timeline& tl, const Params& p, std::vector<
     }
     const Sample& first = t.samples[best.window.begin];
     const Sample& last = t.samples[best.window.end - 1];
-    Finding f;
-    f.detector = "tx_queue_stall";
-    f.subject = socket_subject(series, tl, t, last);
-    set_owner(f, tl, last.owner);
-    f.first_seen_ns = tl.snaps[first.snap].realtime_ns;
-    f.last_seen_ns = tl.snaps[last.snap].realtime_ns;
-    const std::string sock = conn::sock_text(series, t);
-    const std::string who = conn::owner_text(series, tl, last.owner);
-    const size_t n = best.window.size();
-    const double span = tl.dt(first.snap, last.snap);
+    const double span = ctx.seconds(first.snap, last.snap);
+    const std::string sock =
+        proto_name(t) + " " + endpoint(series, t, true) + " -> " + endpoint(series, t, false);
+    const std::string dest = endpoint(series, t, false);
+    const std::string host(series.strings.get(t.remote_addr));
+    const bool have_acked = first.bytes_acked != k_na64 && last.bytes_acked != k_na64;
+    const std::string sender = "; sender " + ctx.owners_text(last);
+    FindingBuilder b(ctx, "tx_queue_stall");
+    b.socket(t, last).seen(first.snap, last.snap).weight(static_cast<double>(last.tx_queue));
+    std::string s = "Send-Q of " + sock + " holds " + human_bytes(last.tx_queue);
     switch (best.kind) {
     case Kind::dead_peer: {
-      f.severity = Severity::critical;
       const bool probing = last.timer == 4;
-      f.summary = "Send-Q of " + sock;
-      f.summary += " holds " + human_bytes(last.tx_queue);
-      f.summary += " and the peer answers nothing (" + std::to_string(best.max_retrans);
-      f.summary += probing ? " unanswered zero-window probes" : " consecutive RTOs";
-      f.summary += "): dead or unreachable peer, the kernel will reset it after tcp_retries2; ";
-      f.summary += who;
-      f.evidence["class"] = "dead_peer";
-      f.evidence["max_retrans"] = best.max_retrans;
-      const std::vector<int64_t> r2 =
-          limit_numbers(tl, t.netns, "net.ipv4.tcp_retries2", last.snap);
-      if (!r2.empty()) {
-        f.evidence["tcp_retries2"] = r2.front();
-      }
+      const bool crit = static_cast<double>(best.max_unanswered) >= ctx.param("dead_retrans")
+                        || best.silent_s >= ctx.param("dead_critical_seconds");
+      b.severity(crit ? Severity::critical : Severity::warning);
+      s += " and the peer answers nothing for " + num(best.silent_s) + " s ("
+           + std::to_string(best.max_unanswered)
+           + (probing ? " unanswered zero-window probes" : " consecutive RTOs")
+           + (have_acked ? ", nothing acknowledged" : "")
+           + "): a dead or unreachable peer; the kernel resets the connection after "
+             "tcp_retries2"
+           + sender;
+      b.fact("class", "dead_peer");
+      b.fact("max_unanswered", best.max_unanswered);
+      b.fact("max_retrans", best.max_unanswered); // the first round's name
+      b.fact("silent_s", best.silent_s);
+      const auto r2 = ctx.limit(t.netns, "net.ipv4.tcp_retries2", last.snap);
+      b.fact("tcp_retries2", r2 ? Json(*r2) : Json(nullptr));
+      b.group("destination",
+              std::to_string(t.netns) + " dead " + host,
+              "traffic to " + host,
+              "sockets whose peer answers nothing");
       break;
     }
-    case Kind::zero_window:
-      f.severity = span >= p.get("critical_seconds") ? Severity::critical : Severity::warning;
-      f.summary = "Send-Q of " + sock;
-      f.summary += " stuck at " + human_bytes(last.tx_queue);
-      f.summary += " behind a zero window for " + std::to_string(n);
-      f.summary += " snapshots over " + num(span);
-      f.summary += " s, nothing acknowledged: the peer application is not reading; sender ";
-      f.summary += who;
-      f.evidence["class"] = "zero_window";
+    case Kind::zero_window: {
+      const bool full = at_limit(ctx, last);
+      b.severity(span >= ctx.param("critical_seconds") ? Severity::critical : Severity::warning);
+      if (full) {
+        s += " (at its " + human_bytes(last.sndbuf) + " limit: the writer blocks)";
+      }
+      s += " behind a zero window for " + num(span) + " s (" + std::to_string(best.window.size())
+           + " snapshots), "
+           + (have_acked ? "nothing acknowledged" : "acknowledgements not captured")
+           + "; the peer is alive (it answers the window probes) but its application does not "
+             "read";
+      if (const Sample* r = receiver(t, last.snap); r != nullptr) {
+        s += ": receiver " + ctx.owners_text(*r);
+      }
+      s += sender;
+      b.fact("class", "zero_window");
+      b.fact("at_limit", full);
+      b.fact("peer_answers", true);
+      b.group("destination",
+              std::to_string(t.netns) + " " + dest,
+              "traffic to " + dest,
+              "sockets stalled behind a zero window");
       break;
+    }
     case Kind::network_limited:
     case Kind::none:
-      f.severity = Severity::info;
-      f.summary = "Send-Q of " + sock;
-      f.summary += " grows from " + human_bytes(first.tx_queue);
-      f.summary += " to " + human_bytes(last.tx_queue);
-      f.summary += " over " + std::to_string(n);
-      f.summary += " snapshots while the peer acknowledges data: the application writes faster "
-                   "than the path drains; ";
-      f.summary += who;
-      f.evidence["class"] = "network_limited";
-      f.evidence["slope_bytes_per_s"] = best.trend.slope;
-      f.evidence["kendall_tau"] = best.trend.tau;
+      b.severity(Severity::info);
+      s = "Send-Q of " + sock;
+      s += " grows from " + human_bytes(first.tx_queue);
+      s += " to " + human_bytes(last.tx_queue);
+      s += " over " + num(span);
+      s += " s while the peer acknowledges data: the application writes faster than the path "
+           "drains";
+      s += sender;
+      b.fact("class", "network_limited");
+      b.fact("slope_bytes_per_s", best.trend.slope);
+      b.fact("kendall_tau", best.trend.tau);
+      b.group("destination",
+              std::to_string(t.netns) + " slow " + host,
+              "traffic to " + host,
+              "sockets sending faster than the path drains");
       break;
     }
-    f.evidence["snapshots"] = n;
-    f.evidence["span_s"] = span;
-    if (first.bytes_acked != k_na64 && last.bytes_acked != k_na64
-        && last.bytes_acked >= first.bytes_acked) {
-      f.evidence["bytes_acked_delta"] = last.bytes_acked - first.bytes_acked;
-    }
-    f.weight = static_cast<double>(last.tx_queue);
-    Json ser = Json::array();
+    b.summary(std::move(s));
+    b.fact("snapshots", best.window.size());
+    b.fact("duration_s", span);
+    b.fact("bytes_acked_delta",
+           have_acked && last.bytes_acked >= first.bytes_acked
+               ? Json(last.bytes_acked - first.bytes_acked)
+               : Json(nullptr));
+    Json rows = Json::array();
     const size_t lo = best.window.begin > 0 ? best.window.begin - 1 : 0;
     const size_t hi = std::min(best.window.end + 1, t.samples.size());
     for (size_t i = lo; i < hi; ++i) {
       const Sample* prev =
           i > 0 && t.samples[i - 1].snap + 1 == t.samples[i].snap ? &t.samples[i - 1] : nullptr;
-      ser.push_back(point(tl, t.samples[i], prev));
+      rows.push_back(point(ctx, t.samples[i], prev));
     }
-    f.evidence["series"] = std::move(ser);
-    out.push_back(std::move(f));
+    b.series(std::move(rows), "tx_queue", {"sndbuf"});
+    out.add(std::move(b).build());
   }
 }
 
 } // namespace
 
 Detector tx_queue_stall_detector() {
-  return {"tx_queue_stall",
-          "Send-Q of a connected TCP socket grows or sits still: zero window or dead peer",
-          {
-              {"zero_window_samples",
-               3,
-               "consecutive snapshots with the persist timer (tr=4) and nothing acked"},
-              {"acked_tolerance_bytes", 0, "bytes_acked growth still counted as 'not moving'"},
-              {"critical_seconds", 600, "a zero-window stall this long is critical"},
-              {"dead_retrans", 3, "unrecovered RTOs (retransmit timer) that mean a dead peer"},
-              {"dead_probes", 2, "unanswered zero-window probes, rising, that mean a dead peer"},
-              {"min_samples", 5, "snapshots in a gap-free run for the growth test"},
-              {"min_growth_bytes", 262144, "Send-Q growth for 'network-limited' (GROW abs_min)"},
-              {"tolerance_bytes", 4096, "a step down smaller than this is not a decrease"},
-          },
-          &run};
+  return {
+      "tx_queue_stall",
+      "Send-Q of a connected TCP socket grows or sits still: zero window or dead peer",
+      {
+          {"full_seconds",
+           4,
+           "a zero window with the Send-Q at its limit this long is a warning",
+           Unit::seconds},
+          {"zero_window_seconds",
+           30,
+           "a zero window below the Send-Q limit this long is a warning",
+           Unit::seconds},
+          {"critical_seconds", 600, "a zero-window stall this long is critical", Unit::seconds},
+          {"full_ratio",
+           0.9,
+           "wmem_queued (or Send-Q) / sndbuf at or above which the Send-Q is at its limit",
+           Unit::ratio},
+          {"acked_tolerance_bytes",
+           0,
+           "bytes_acked growth still counted as 'not moving'",
+           Unit::bytes},
+          {"dead_seconds",
+           5,
+           "a peer silent this long while the kernel retransmits is dead (warning)",
+           Unit::seconds},
+          {"dead_retrans",
+           3,
+           "unanswered RTOs or window probes that make a dead peer critical",
+           Unit::count},
+          {"dead_critical_seconds",
+           60,
+           "a peer silent this long is critical whatever the retransmit count",
+           Unit::seconds},
+          {"grow_seconds", 4, "the Send-Q grows this long for 'network_limited'", Unit::seconds},
+          {"min_growth_bytes",
+           262144,
+           "Send-Q growth for 'network_limited' (GROW abs_min)",
+           Unit::bytes},
+          {"tolerance_bytes", 4096, "a step down smaller than this is not a decrease", Unit::bytes},
+      },
+      nullptr,
+      &check};
 }
 
 } // namespace sockrewind::analyze
