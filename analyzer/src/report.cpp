@@ -455,7 +455,6 @@ std::vector<Finding> run_detectors(const Series& series, const ReportOptions& op
                          1,
                          std::max(1U, std::min(4U, std::thread::hardware_concurrency()))));
   std::atomic<size_t> next{0};
-  std::atomic<size_t> sink_serial{0};
   Progress progress("analyzing", all.size());
   const auto work = [&] {
     for (size_t i = next++; i < all.size(); i = next++) {
@@ -463,18 +462,8 @@ std::vector<Finding> run_detectors(const Series& series, const ReportOptions& op
       if (p != params.end()) {
         Sink sink;
         for (const Timeline& tl : series.timelines) {
-          if (all[i].check != nullptr) {
-            const Context ctx(series, tl, p->second);
-            all[i].check(ctx, sink);
-            continue;
-          }
-          std::vector<Finding> legacy;
-          all[i].run(series, tl, p->second, legacy);
-          for (Finding& f : legacy) {
-            f.group_key = "legacy:" + std::to_string(sink_serial++);
-            f.group_by = "socket";
-            sink.add(std::move(f));
-          }
+          const Context ctx(series, tl, p->second);
+          all[i].check(ctx, sink);
         }
         per[i] = sink.take();
       }

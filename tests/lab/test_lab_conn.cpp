@@ -188,18 +188,20 @@ TEST_CASE("lab: a server that never closes after EOF is close_wait_leak (E4)",
   const auto report = lab.report();
   INFO(summarize(report));
   const auto found = findings_of(report, "close_wait_leak", 7203, getpid());
+  // Five sockets for 5 s, a steady count: the process has not called close() yet, which is
+  // worth knowing (info) but not yet a leak (close_wait_leak.persist_seconds = 60, or growth).
   REQUIRE(found.size() == 1);
-  CHECK(severity_rank(found[0]["severity"]) >= 1);
-  CHECK((found[0]["severity"] == "warning" || found[0]["escalated"] == true));
+  CHECK(found[0]["severity"] == "info");
   CHECK(found[0]["subject"]["state"] == "CLOSE-WAIT");
   CHECK(found[0]["evidence"]["close_wait_now"] == 5);
-  CHECK(found[0]["evidence"]["persistent"] == true);
+  CHECK(found[0]["evidence"]["persistent"] == false);
+  CHECK(found[0]["evidence"]["group"]["count"] == 5);
   const auto& series = found[0]["evidence"]["series"];
   REQUIRE(series.size() == 6);
   for (const auto& p : series) {
     CHECK(p["close_wait"] == 5);
   }
-  CHECK(found[0]["evidence"]["oldest_sockets"][0]["rx_queue"] == 4); // 3 bytes + the FIN
+  CHECK(found[0]["evidence"]["unread_bytes"] == 3); // Recv-Q 4: 3 bytes + the FIN
 }
 
 TEST_CASE("lab: a closed socket stuck in FIN-WAIT-1 toward a non-reading peer is "

@@ -271,7 +271,6 @@ Detector accept_queue_backlog_detector() {
                "backlogged, with the same connection queued, this long: not draining",
                Unit::seconds},
           },
-          nullptr,
           &check};
 }
 

@@ -236,7 +236,7 @@ void check(const Context& ctx, Sink& out) {
       f.group("process",
               std::to_string(ctx.processes()[proc].pid) + ":"
                   + std::to_string(ctx.processes()[proc].start_ticks),
-              ctx.process_text(proc),
+              "in " + ctx.process_text(proc),
               "sockets in CLOSE-WAIT");
       out.add(std::move(f).build());
     }
@@ -270,7 +270,6 @@ Detector close_wait_leak_detector() {
            "critical when the growth reaches RLIMIT_NOFILE within this time",
            Unit::seconds},
       },
-      nullptr,
       &check};
 }
 

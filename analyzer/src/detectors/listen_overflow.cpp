@@ -285,7 +285,8 @@ void drops_finding(const Context& ctx, uint32_t ns, Sink& out) {
     rows.push_back(std::move(j));
   }
   b.series(std::move(rows), "other_drops_delta");
-  b.group("netns", netns_key(ctx, ns) + " drops", "in netns " + netns_key(ctx, ns), "drop episodes");
+  b.group(
+      "netns", netns_key(ctx, ns) + " drops", "in netns " + netns_key(ctx, ns), "drop episodes");
   Finding f = std::move(b).build();
   f.subject["kind"] = "drops_not_overflow";
   out.add(std::move(f));
@@ -329,7 +330,6 @@ Detector listen_overflow_detector() {
            Unit::seconds},
           {"window_seconds", 300, "recurrences count within this window", Unit::seconds},
       },
-      nullptr,
       &check};
 }
 

@@ -340,7 +340,6 @@ Detector orphan_pressure_detector() {
            "an owned FIN-WAIT-2 (shutdown, fd kept) this old is a warning",
            Unit::seconds},
       },
-      nullptr,
       &check};
 }
 

@@ -330,7 +330,6 @@ Detector port_exhaustion_detector() {
                "the share held this long (consecutive snapshots) before it counts",
                Unit::seconds},
           },
-          nullptr,
           &check};
 }
 

@@ -561,7 +561,6 @@ Detector retransmissions_detector() {
            "segments sent to a peer before its ratio counts",
            Unit::count},
       },
-      nullptr,
       &check};
 }
 

@@ -255,7 +255,6 @@ Detector rx_queue_growth_detector() {
            Unit::seconds},
           {"critical_seconds", 300, "at the buffer limit this long is critical", Unit::seconds},
       },
-      nullptr,
       &check};
 }
 

@@ -458,7 +458,6 @@ Detector socket_leak_detector() {
                Unit::ratio},
               {"limit_seconds", 2, "at the limit this long is critical", Unit::seconds},
           },
-          nullptr,
           &check};
 }
 

@@ -313,7 +313,6 @@ Detector syn_sent_stuck_detector() {
                Unit::seconds},
               {"max_listed", 20, "connects listed in the evidence, longest stuck first"},
           },
-          nullptr,
           &check};
 }
 

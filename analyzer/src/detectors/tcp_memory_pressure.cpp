@@ -249,7 +249,6 @@ Detector tcp_memory_pressure_detector() {
               {"critical_seconds", 4, "...and critical when it lasts this long", Unit::seconds},
               {"top_sockets", 10, "sockets listed by rmem_alloc + wmem_queued", Unit::count},
           },
-          nullptr,
           &check};
 }
 

@@ -380,7 +380,6 @@ Detector tx_queue_stall_detector() {
            Unit::bytes},
           {"tolerance_bytes", 4096, "a step down smaller than this is not a decrease", Unit::bytes},
       },
-      nullptr,
       &check};
 }
 

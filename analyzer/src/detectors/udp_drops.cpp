@@ -333,7 +333,6 @@ Detector udp_drops_detector() {
            "Udp/Udp6 RcvbufErrors (or SndbufErrors) per second in an interval for a warning",
            Unit::per_second},
       },
-      nullptr,
       &check};
 }
 

@@ -558,7 +558,6 @@ Detector unix_backlog_detector() {
           {"dgram_seconds", 120, "a datagram sender's Send-Q non-empty this long", Unit::seconds},
           {"dgram_min_bytes", 1, "sender Send-Q bytes that count as non-empty", Unit::bytes},
       },
-      nullptr,
       &check};
 }
 

@@ -80,17 +80,11 @@ class Sink;
 
 // A detector looks at one timeline through the toolkit's Context and emits into a Sink.
 using CheckFn = void (*)(const Context& ctx, Sink& out);
-// The first round's signature, while detectors move onto the toolkit (removed after).
-using DetectorFn = void (*)(const Series& series,
-                            const Timeline& tl,
-                            const Params& params,
-                            std::vector<Finding>& out);
 
 struct Detector {
   std::string id;    // one of DESIGN.md's detector ids
   std::string title; // one line
   std::vector<Threshold> thresholds;
-  DetectorFn run = nullptr; // legacy
   CheckFn check = nullptr;
 };
 
