@@ -1,15 +1,20 @@
-// sockload PORT PAIRS: a load generator for tests/bench/bench_collect.sh (not a test).
+// sockload [--unread N] PORT PAIRS: a load generator for tests/bench/bench_collect.sh and
+// bench_flood.sh (not a test).
 //
 // In the current network namespace it opens one TCP listener on 127.0.0.1:PORT and PAIRS client
 // connections to it, accepts them all (2*PAIRS established sockets + 1 listener), prints "ready"
-// on stdout, then sleeps until SIGTERM/SIGINT. The connections stay idle. It only ever uses
-// 127.0.0.1. Exit 0 on a signal, 1 with one error line on stderr on failure.
+// on stdout, then sleeps until SIGTERM/SIGINT. The connections stay idle. With --unread N
+// (1..4096), every client writes N bytes once as soon as its connect completes and nobody ever
+// reads them: "ready" is printed only when every accepted socket holds N unread bytes (FIONREAD),
+// so each accepted socket shows Recv-Q = N. It only ever uses 127.0.0.1. Exit 0 on a signal, 1
+// with one error line on stderr on failure, 2 on a usage error.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -92,16 +97,56 @@ void accept_all(int lfd, std::vector<int>& accepted) {
   }
 }
 
+// Writes all of `data` on the freshly connected non-blocking socket `fd` in one call; the send
+// buffer of a new connection (tcp_wmem default 16 KiB) has room for 4 KiB.
+void write_once(int fd, const std::vector<char>& data) {
+  ssize_t n = 0;
+  do {
+    n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    die("send on a new client connection");
+  }
+  if (static_cast<std::size_t>(n) != data.size()) {
+    die_msg("short send on a new client connection: " + std::to_string(n) + " of "
+            + std::to_string(data.size()) + " bytes");
+  }
+}
+
+// Number of accepted sockets that do not hold `want` unread bytes yet.
+std::size_t short_of(const std::vector<int>& accepted, std::size_t want) {
+  std::size_t missing = 0;
+  for (const int fd : accepted) {
+    int n = 0;
+    if (::ioctl(fd, FIONREAD, &n) != 0) {
+      die("ioctl FIONREAD");
+    }
+    missing += static_cast<std::size_t>(n) < want ? 1U : 0U;
+  }
+  return missing;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   unsigned long port = 0;
   unsigned long pairs = 0;
-  if (argc != 3 || !parse_uint(argv[1], port) || port == 0 || port > 65535
-      || !parse_uint(argv[2], pairs) || pairs == 0) {
-    std::fprintf(stderr, "usage: sockload PORT PAIRS   (127.0.0.1 only; prints \"ready\")\n");
+  unsigned long unread = 0;
+  int arg = 1;
+  if (argc == 5 && std::string_view(argv[1]) == "--unread") {
+    if (!parse_uint(argv[2], unread) || unread == 0 || unread > 4096) {
+      std::fprintf(stderr, "sockload: --unread takes 1..4096 bytes\n");
+      return 2;
+    }
+    arg = 3;
+  }
+  if (argc != arg + 2 || !parse_uint(argv[arg], port) || port == 0 || port > 65535
+      || !parse_uint(argv[arg + 1], pairs) || pairs == 0) {
+    std::fprintf(stderr,
+                 "usage: sockload [--unread N] PORT PAIRS   (127.0.0.1 only; prints \"ready\")\n");
     return 2;
   }
+  const std::vector<char> payload(unread, 'x');
   const rlim_t nofile = raise_nofile();
   // Listener + 2 fds per pair + stdio and a little slack.
   if (static_cast<rlim_t>(2 * pairs + 16) > nofile) {
@@ -194,9 +239,25 @@ int main(int argc, char** argv) {
           errno = err;
           die("connect to 127.0.0.1:" + std::to_string(port));
         }
+        if (!payload.empty()) {
+          write_once(p.fd, payload);
+        }
       }
       pending.swap(still);
     }
+  }
+
+  // Loopback delivers a segment synchronously, but wait for it rather than assume it.
+  while (!payload.empty() && short_of(accepted, payload.size()) != 0) {
+    if (g_stop != 0) {
+      return 0;
+    }
+    if (now_s() - start > k_deadline_s) {
+      die_msg("timed out: " + std::to_string(short_of(accepted, payload.size())) + " of "
+              + std::to_string(pairs) + " accepted sockets lack " + std::to_string(unread)
+              + " unread bytes");
+    }
+    ::poll(nullptr, 0, 100);
   }
 
   std::printf("ready\n");
