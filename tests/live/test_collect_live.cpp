@@ -362,6 +362,9 @@ TEST_CASE("live::collector records every owner of a shared listener and a stoppe
 
   struct Reaper {
     pid_t pid;
+
+    explicit Reaper(pid_t p) : pid(p) {}
+
     Reaper(const Reaper&) = delete;
     Reaper& operator=(const Reaper&) = delete;
 
@@ -369,7 +372,7 @@ TEST_CASE("live::collector records every owner of a shared listener and a stoppe
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
     }
-  } reaper{child};
+  } reaper(child);
 
   REQUIRE(::kill(child, SIGSTOP) == 0);
   int status = 0;
