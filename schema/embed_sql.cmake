@@ -1,4 +1,5 @@
 # Writes OUT: a C++ file defining sockrewind::store::migrations() from INPUTS (NNNN_name.sql).
+string(REPLACE "|" ";" INPUTS "${INPUTS}") # '|'-separated (see CMakeLists.txt)
 set(_body "")
 foreach(_f IN LISTS INPUTS)
   get_filename_component(_name ${_f} NAME_WE)

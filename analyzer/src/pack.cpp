@@ -173,7 +173,8 @@ std::string join_names(const std::vector<Column>& cols, bool skip_first) {
 class TableCopy {
 public:
   TableCopy(store::Db& out, const std::string& table, bool new_rowid)
-      : m_cols(columns_of(out, table)),
+      : m_table(table),
+        m_cols(columns_of(out, table)),
         m_new_rowid(new_rowid) {
     std::string params;
     for (size_t i = new_rowid ? 1 : 0, n = 1; i < m_cols.size(); ++i, ++n) {
@@ -182,10 +183,24 @@ public:
     m_insert = std::make_unique<store::Stmt>(out.prepare(
         "INSERT INTO " + table + " (" + join_names(m_cols, new_rowid) + ") VALUES (" + params + ")",
         true));
-    m_select_list = join_names(m_cols, false);
   }
 
-  const std::string& select_list() const { return m_select_list; }
+  // The select list for input `in` (validated), which may be of an older schema version: a
+  // column its version does not have (added by a later migration) is read as NULL.
+  const std::string& select_list(store::Db& in) {
+    auto [it, fresh] = m_input_lists.try_emplace(&in);
+    if (fresh) {
+      const auto version = static_cast<int>(in.query_int("PRAGMA user_version"));
+      std::set<std::string> have;
+      for (std::string& c : store::reference_columns(version, m_table)) {
+        have.insert(std::move(c));
+      }
+      for (const Column& c : m_cols) {
+        it->second += (it->second.empty() ? "" : ", ") + (have.contains(c.name) ? c.name : "NULL");
+      }
+    }
+    return it->second;
+  }
 
   size_t index(const std::string& name) const {
     for (size_t i = 0; i < m_cols.size(); ++i) {
@@ -196,7 +211,7 @@ public:
     throw std::logic_error("pack: no column " + name);
   }
 
-  // Reads the row at `st` (columns in select_list() order), lets `fix` change it, inserts it.
+  // Reads the row at `st` (columns in select_list(in) order), lets `fix` change it, inserts it.
   template <typename Fix> void copy_row(const store::Stmt& st, const Fix& fix) {
     std::vector<Value> row(m_cols.size());
     for (size_t i = 0; i < m_cols.size(); ++i) {
@@ -210,10 +225,11 @@ public:
   }
 
 private:
+  std::string m_table;
   std::vector<Column> m_cols;
   bool m_new_rowid;
+  std::map<const store::Db*, std::string> m_input_lists;
   std::unique_ptr<store::Stmt> m_insert;
-  std::string m_select_list;
 };
 
 int64_t as_int(const Value& v) {
@@ -524,7 +540,7 @@ PackResult write_pack(const PackOptions& opts) {
         // Every table keyed by snapshot_id.
         const auto copy_snapshot_rows =
             [&](TableCopy& t, const std::string& table, const auto& fix) {
-              store::Stmt st = in.prepare("SELECT " + t.select_list() + " FROM " + table
+              store::Stmt st = in.prepare("SELECT " + t.select_list(in) + " FROM " + table
                                           + " WHERE snapshot_id = ?1");
               st.bind(1, old_sid);
               const size_t sid_col = t.index("snapshot_id");
@@ -578,7 +594,7 @@ PackResult write_pack(const PackOptions& opts) {
         const size_t s_ra = sockets.index("remote_addr_id");
         const size_t s_path = sockets.index("path");
         {
-          store::Stmt st = in.prepare("SELECT " + sockets.select_list()
+          store::Stmt st = in.prepare("SELECT " + sockets.select_list(in)
                                       + " FROM sockets WHERE snapshot_id = ?1 ORDER BY sock_id");
           st.bind(1, old_sid);
           const size_t s_sid = sockets.index("snapshot_id");
@@ -597,7 +613,7 @@ PackResult write_pack(const PackOptions& opts) {
         }
         result.sockets += sock_map.size();
         const auto copy_by_socket = [&](TableCopy& t, const std::string& table) {
-          store::Stmt st = in.prepare("SELECT " + t.select_list() + " FROM " + table
+          store::Stmt st = in.prepare("SELECT " + t.select_list(in) + " FROM " + table
                                       + " WHERE sock_id IN (SELECT sock_id FROM sockets WHERE "
                                         "snapshot_id = ?1)");
           st.bind(1, old_sid);

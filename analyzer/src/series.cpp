@@ -9,11 +9,15 @@
 #include <cstddef>
 #include <functional>
 #include <future>
+#include <limits>
 #include <optional>
 #include <tuple>
 #include <utility>
 
 namespace sockrewind::analyze {
+
+// Samples are most of the memory of a long series: owner_set took what was padding.
+static_assert(sizeof(void*) != 8 || sizeof(Sample) == 88, "Sample grew: see series.hpp");
 
 uint32_t Strings::intern(std::string_view s) {
   const auto it = m_index.find(std::string(s));
@@ -59,6 +63,16 @@ const ProcSample* Timeline::proc_at(const Process& p, uint32_t snap) {
                                    snap,
                                    [](const ProcSample& s, uint32_t v) { return s.snap < v; });
   return it != p.samples.end() && it->snap == snap ? &*it : nullptr;
+}
+
+std::vector<uint32_t> owners_of(const Timeline& tl, const Sample& x) {
+  if (x.owner_set != k_na && x.owner_set < tl.owner_sets.size()) {
+    return tl.owner_sets[x.owner_set];
+  }
+  if (x.owner != k_na) {
+    return {x.owner};
+  }
+  return {};
 }
 
 size_t Series::snapshot_count() const {
@@ -129,6 +143,16 @@ struct SockKeyHash {
   }
 };
 
+struct OwnerSetHash {
+  size_t operator()(const std::vector<uint32_t>& v) const noexcept {
+    uint64_t h = 1469598103934665603ULL;
+    for (const uint32_t x : v) {
+      h = (h ^ x) * 1099511628211ULL;
+    }
+    return static_cast<size_t>(h);
+  }
+};
+
 // Loader state of one timeline. Socket keys map to the first track of that key; further tracks
 // of the same key (a reused 4-tuple, identical unix embryos) are chained through `next`.
 struct TimelineState {
@@ -136,6 +160,8 @@ struct TimelineState {
   std::unordered_map<SockKey, uint32_t, SockKeyHash> tracks;
   std::vector<uint32_t> next; // per track: the next track with the same key, or k_na
   std::map<std::pair<int32_t, uint64_t>, uint32_t> procs; // (pid, start) -> index
+  // Timeline::owner_sets entry -> its index (each distinct set stored once).
+  std::unordered_map<std::vector<uint32_t>, uint32_t, OwnerSetHash> owner_sets;
 };
 
 // Where a (file, snapshot_id) landed: timeline and snapshot index, or dropped as a duplicate.
@@ -190,7 +216,10 @@ struct RawSock {
   uint16_t proto = 0;
   uint16_t local_port = 0;
   uint16_t remote_port = 0;
-  Sample sample; // sample.snap and sample.owner are set when placed
+  // This socket's rows of extra_owners: FileData::extra_pids[extra_begin, + extra_count).
+  uint32_t extra_begin = 0;
+  uint32_t extra_count = 0;
+  Sample sample; // sample.snap, sample.owner and sample.owner_set are set when placed
 };
 
 struct RawProc {
@@ -218,7 +247,23 @@ struct FileData {
   std::vector<RawValue> counters;
   std::vector<RawValue> limits;
   std::vector<RawSock> sockets;
+  std::vector<int32_t> extra_pids; // owners beyond sockets.pid, per socket (RawSock::extra_*)
 };
+
+// The scheduler state letter of a processes.state value: 0 unless it is one ASCII letter (as
+// the collector writes it).
+char state_letter(const store::Stmt& st, int col) {
+  if (st.is_null(col)) {
+    return 0;
+  }
+  const std::string s = st.get_text(col);
+  if (s.size() != 1) {
+    return 0;
+  }
+  const char c = s[0];
+  const bool letter = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+  return letter ? c : '\0';
+}
 
 // Reads every row the analysis needs from one file. Only snapshots in `wanted` (the others are
 // duplicates of snapshots seen in another file).
@@ -241,8 +286,11 @@ FileData read_file_data(const std::string& file,
     while (ad.step()) {
       d.addrs.emplace_back(ad.get_int(0), ad.get_text(1));
     }
-    store::Stmt pr = db.prepare("SELECT snapshot_id, pid, start_ticks, comm, cmdline, uid, "
-                                "fd_count, socket_fds, nofile_soft FROM processes");
+    // processes.state came with schema version 2 (a validated file of version >= 2 has it).
+    const bool has_state = db.query_int("PRAGMA user_version") >= 2;
+    store::Stmt pr = db.prepare(std::string("SELECT snapshot_id, pid, start_ticks, comm, cmdline, "
+                                            "uid, fd_count, socket_fds, nofile_soft, ")
+                                + (has_state ? "state" : "NULL") + " FROM processes");
     while (pr.step()) {
       if (!keep(pr.get_int(0))) {
         continue;
@@ -257,6 +305,7 @@ FileData read_file_data(const std::string& file,
       p.sample.fd_count = opt32(pr, 6);
       p.sample.socket_fds = clamp32(pr.get_int(7));
       p.sample.nofile_soft = opt32(pr, 8);
+      p.sample.state = state_letter(pr, 9);
       d.procs.push_back(std::move(p));
     }
     store::Stmt co = db.prepare("SELECT snapshot_id, netns_id, name, value FROM counters");
@@ -271,12 +320,19 @@ FileData read_file_data(const std::string& file,
         d.limits.push_back({li.get_int(0), li.get_int(1), li.get_text(2), 0, li.get_text(3)});
       }
     }
+    // Owners beyond the first, (sock_id, pid) in order (the table's primary key order).
+    std::vector<std::pair<int64_t, int32_t>> extra;
+    store::Stmt ex = db.prepare("SELECT sock_id, pid FROM extra_owners ORDER BY sock_id, pid");
+    while (ex.step()) {
+      extra.emplace_back(ex.get_int(0), static_cast<int32_t>(ex.get_int(1)));
+    }
     store::Stmt st = db.prepare(
         "SELECT snapshot_id, netns_id, family, type, proto, state, local_addr_id, local_port, "
         "remote_addr_id, remote_port, rx_queue, tx_queue, inode, cookie, timer, retrans, "
         "skm_rmem_alloc, skm_rcvbuf, skm_wmem_queued, skm_sndbuf, skm_drops, path, peer_inode, "
         "ti_backoff, ti_probes, ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, "
-        "ti_bytes_acked, ti_bytes_received, ti_segs_out, ti_snd_wnd, pid FROM sockets");
+        "ti_bytes_acked, ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, sock_id FROM sockets "
+        "ORDER BY sock_id");
     while (st.step()) {
       if (!keep(st.get_int(0))) {
         continue;
@@ -298,6 +354,18 @@ FileData read_file_data(const std::string& file,
       }
       r.peer_inode = st.is_null(22) ? 0 : static_cast<uint64_t>(st.get_int(22));
       r.pid = st.is_null(32) ? -1 : st.get_int(32);
+      if (!extra.empty()) {
+        const int64_t sock_id = st.get_int(33);
+        auto it = std::lower_bound(
+            extra.begin(),
+            extra.end(),
+            std::pair<int64_t, int32_t>(sock_id, std::numeric_limits<int32_t>::min()));
+        r.extra_begin = static_cast<uint32_t>(d.extra_pids.size());
+        for (; it != extra.end() && it->first == sock_id; ++it) {
+          d.extra_pids.push_back(it->second);
+        }
+        r.extra_count = static_cast<uint32_t>(d.extra_pids.size()) - r.extra_begin;
+      }
       Sample& x = r.sample;
       x.state = clamp8(st.get_int(5));
       x.rx_queue = opt32(st, 10);
@@ -347,7 +415,7 @@ public:
     place_processes(d.procs);
     place_counters(d.counters);
     place_limits(d.limits);
-    place_sockets(d.sockets);
+    place_sockets(d.sockets, d.extra_pids);
   }
 
 private:
@@ -442,7 +510,41 @@ private:
     return it == m_addrs.end() ? k_na : it->second;
   }
 
-  void place_sockets(const std::vector<RawSock>& rows) {
+  // Every owner of one socket row as proc indices: Sample::owner_set, or k_na for fewer than two.
+  uint32_t owner_set(uint32_t tl_index,
+                     int64_t snapshot_id,
+                     uint32_t first,
+                     const int32_t* extra,
+                     uint32_t count) {
+    m_set.clear();
+    if (first != k_na) {
+      m_set.push_back(first);
+    }
+    for (uint32_t i = 0; i < count; ++i) {
+      const auto it = m_owner.find((static_cast<uint64_t>(snapshot_id) << 32U)
+                                   | static_cast<uint32_t>(extra[i]));
+      if (it != m_owner.end()) {
+        m_set.push_back(it->second);
+      }
+    }
+    std::sort(m_set.begin(), m_set.end());
+    m_set.erase(std::unique(m_set.begin(), m_set.end()), m_set.end());
+    if (m_set.size() < 2) {
+      return k_na;
+    }
+    auto& index = m_states[tl_index].owner_sets;
+    const auto found = index.find(m_set);
+    if (found != index.end()) {
+      return found->second;
+    }
+    auto& sets = m_series.timelines[tl_index].owner_sets;
+    const auto id = static_cast<uint32_t>(sets.size());
+    sets.push_back(m_set);
+    index.emplace(m_set, id);
+    return id;
+  }
+
+  void place_sockets(const std::vector<RawSock>& rows, const std::vector<int32_t>& extra_pids) {
     for (const RawSock& r : rows) {
       const Slot* s = slot(r.snapshot_id);
       if (s == nullptr) {
@@ -470,6 +572,10 @@ private:
         if (it != m_owner.end()) {
           x.owner = it->second;
         }
+      }
+      if (r.extra_count != 0) {
+        x.owner_set = owner_set(
+            s->timeline, r.snapshot_id, x.owner, &extra_pids[r.extra_begin], r.extra_count);
       }
       place_one(tl, m_states[s->timeline], std::move(t), x);
     }
@@ -529,6 +635,7 @@ private:
   std::unordered_map<int64_t, uint64_t> m_netns_inode;
   std::unordered_map<int64_t, uint32_t> m_addrs;
   std::unordered_map<uint64_t, uint32_t> m_owner; // (snapshot_id << 32 | pid) -> proc index
+  std::vector<uint32_t> m_set;                    // owner_set()'s scratch
 };
 
 } // namespace

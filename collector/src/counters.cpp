@@ -169,4 +169,12 @@ std::optional<ProcStat> parse_proc_pid_stat(std::string_view text) {
   return ps;
 }
 
+std::optional<char> process_state(const ProcStat& ps) {
+  const char c = ps.state;
+  if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) {
+    return c;
+  }
+  return std::nullopt;
+}
+
 } // namespace sockrewind::collect

@@ -350,6 +350,7 @@ void fill_process(int piddir, ProcessRow& row, std::vector<Issue>& issues) {
     if (const auto ps = parse_proc_pid_stat(stat.data)) {
       row.start_ticks = ps->start_ticks;
       row.ppid = ps->ppid;
+      row.state = process_state(*ps);
       row.comm = ps->comm;
     }
   } else {

@@ -548,8 +548,8 @@ void SnapshotFile::write_rest(int64_t sid, const Snapshot& snap, uint64_t socket
 
   store::Stmt ins_proc = m_db->prepare(
       "INSERT OR REPLACE INTO processes (snapshot_id, pid, start_ticks, ppid, uid, netns_id, comm, "
-      "cmdline, fd_count, socket_fds, nofile_soft, nofile_hard) "
-      "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)");
+      "cmdline, fd_count, socket_fds, nofile_soft, nofile_hard, state) "
+      "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)");
   for (const ProcessRow& p : snap.owners.processes) {
     ins_proc.bind(1, sid).bind(2, static_cast<int64_t>(p.pid)).bind(3, p.start_ticks);
     if (p.ppid) {
@@ -560,7 +560,11 @@ void SnapshotFile::write_rest(int64_t sid, const Snapshot& snap, uint64_t socket
       ins_proc.bind(6, netns_id(*p.netns_inode));
     }
     ins_proc.bind(7, p.comm).bind(8, p.cmdline).bind(9, p.fd_count).bind(10, p.socket_fds);
-    ins_proc.bind(11, p.nofile_soft).bind(12, p.nofile_hard).run();
+    ins_proc.bind(11, p.nofile_soft).bind(12, p.nofile_hard);
+    if (p.state) {
+      ins_proc.bind(13, std::string_view(&*p.state, 1));
+    }
+    ins_proc.run();
   }
 }
 

@@ -180,4 +180,19 @@ int validate(Db& db) {
   return static_cast<int>(version);
 }
 
+std::vector<std::string> reference_columns(int version, std::string_view table) {
+  std::vector<std::string> out;
+  if (version < k_min_schema_version || version > k_schema_version) {
+    return out;
+  }
+  for (const Table& t : reference(version)) {
+    if (t.name == table) {
+      for (const Column& c : t.columns) {
+        out.push_back(c.name);
+      }
+    }
+  }
+  return out;
+}
+
 } // namespace sockrewind::store

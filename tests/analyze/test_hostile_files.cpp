@@ -247,7 +247,9 @@ TEST_CASE("hostile: a future schema, a foreign file, a missing table, a wrong co
   SECTION("user_version 99") {
     const std::string f = capture(dir.path());
     patch(f, "PRAGMA user_version = 99");
-    check_refused_by_all(f, "schema version 99 is newer than this sockrewind supports (1)");
+    check_refused_by_all(f,
+                         "schema version 99 is newer than this sockrewind supports ("
+                             + std::to_string(store::k_schema_version) + ")");
   }
   SECTION("another application's SQLite file") {
     const std::string f = capture(dir.path());

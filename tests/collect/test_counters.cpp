@@ -178,6 +178,34 @@ TEST_CASE("collect::parse_proc_pid_stat takes comm up to the last ')'", "[collec
   }
 }
 
+TEST_CASE("collect::process_state keeps the stat state letter, nothing else",
+          "[collect][counters]") {
+  const std::string tail = " 1888 2001 1888 34816 2001 4202496 428 0 0 0 0 0 0 0 20 0 3 0 75513 "
+                           "115900416 297 18446744073709551615\n";
+  // Every state letter of fs/proc/array.c (task_state_array), and the old ones (W, x, K, P).
+  for (const char letter : std::string("RSDTtXZPIWxK")) {
+    const auto ps = parse_proc_pid_stat("2001 (nginx: worker) " + std::string(1, letter) + tail);
+    REQUIRE(ps);
+    const auto st = process_state(*ps);
+    REQUIRE(st);
+    CHECK(*st == letter);
+  }
+  // A stopped worker whose comm itself looks like a state field.
+  const auto tricky = parse_proc_pid_stat("77 (x) R 1 (y) T" + tail);
+  REQUIRE(tricky);
+  CHECK(process_state(*tricky) == 'T');
+  // Not a letter: unknown, not a guess.
+  for (const char c : std::string("?0-.\x01 ")) {
+    ProcStat ps;
+    ps.state = c;
+    INFO(static_cast<int>(c));
+    CHECK_FALSE(process_state(ps));
+  }
+  const auto digit = parse_proc_pid_stat("2001 (nginx) 5" + tail);
+  REQUIRE(digit);
+  CHECK_FALSE(process_state(*digit));
+}
+
 // Every counter file in the corpus parses without issues, and every counter in it is kept.
 TEST_CASE("collect::counter parsers accept every counter file in the corpus",
           "[collect][counters][fixtures]") {

@@ -23,11 +23,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -113,14 +116,28 @@ void check_series(const sa::Series& s) {
         FUZZ_CHECK(x.snap < tl.snaps.size());
         FUZZ_CHECK(i == 0 || t.samples[i - 1].snap < x.snap); // at most one per snapshot
         FUZZ_CHECK(x.owner == sa::k_na || x.owner < tl.procs.size());
+        // Every owner: an interned set (which includes the first owner), or {owner}, or {}.
+        FUZZ_CHECK(x.owner_set == sa::k_na || x.owner_set < tl.owner_sets.size());
+        const std::vector<uint32_t> all = sa::owners_of(tl, x);
+        FUZZ_CHECK(x.owner == sa::k_na || std::count(all.begin(), all.end(), x.owner) == 1);
+        FUZZ_CHECK(x.owner_set != sa::k_na || all.size() == (x.owner == sa::k_na ? 0U : 1U));
         ++samples_per_snap[x.snap];
       }
     }
     for (size_t i = 0; i < tl.snaps.size(); ++i) {
       FUZZ_CHECK(samples_per_snap[i] == tl.snaps[i].sockets); // every row placed exactly once
     }
+    std::set<std::vector<uint32_t>> distinct;
+    for (const std::vector<uint32_t>& set : tl.owner_sets) {
+      FUZZ_CHECK(set.size() >= 2);
+      FUZZ_CHECK(std::adjacent_find(set.begin(), set.end(), std::greater_equal<>()) == set.end());
+      FUZZ_CHECK(set.back() < tl.procs.size());
+      FUZZ_CHECK(distinct.insert(set).second); // each set stored once
+    }
     for (const sa::Process& p : tl.procs) {
       for (size_t i = 0; i < p.samples.size(); ++i) {
+        const char st = p.samples[i].state;
+        FUZZ_CHECK(st == 0 || (st >= 'A' && st <= 'Z') || (st >= 'a' && st <= 'z'));
         FUZZ_CHECK(p.samples[i].snap < tl.snaps.size());
         FUZZ_CHECK(i == 0 || p.samples[i - 1].snap <= p.samples[i].snap);
       }

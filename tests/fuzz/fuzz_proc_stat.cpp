@@ -1,5 +1,5 @@
-// libFuzzer target: parse_proc_pid_stat (/proc/[pid]/stat) and parse_u64 (single-number /proc
-// and /proc/sys files). The whole input is the file's text.
+// libFuzzer target: parse_proc_pid_stat (/proc/[pid]/stat), process_state and parse_u64
+// (single-number /proc and /proc/sys files). The whole input is the file's text.
 
 #include "fuzz_check.hpp"
 
@@ -54,6 +54,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // The state is the one-character field after comm.
     const size_t state_at = text.find_first_not_of(" \t\r\n\v\f", close + 1);
     FUZZ_CHECK(state_at != std::string_view::npos && text[state_at] == ps->state);
+    // What the collector records: that letter when it is an ASCII letter, else nothing.
+    const auto st = sc::process_state(*ps);
+    const bool letter =
+        (ps->state >= 'A' && ps->state <= 'Z') || (ps->state >= 'a' && ps->state <= 'z');
+    FUZZ_CHECK(st.has_value() == letter);
+    FUZZ_CHECK(!st || *st == ps->state);
     FUZZ_CHECK(std::to_string(ps->pid).size() <= open);
   }
 

@@ -12,10 +12,16 @@
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <memory>
+#include <optional>
 #include <thread>
+#include <utility>
 
 using sockrewind::store::Db;
 using namespace sockrewind::test;
@@ -335,4 +341,76 @@ TEST_CASE("live::collector streams rows into the file exactly as a buffered writ
   CHECK(db.query_int("SELECT sum(rows) FROM sources WHERE snapshot_id = 1 AND source IN "
                      "('tcp','tcp6','udp','udp6','udplite','udplite6','raw','raw6','unix')")
         == static_cast<int64_t>(a.size()));
+}
+
+TEST_CASE("live::collector records every owner of a shared listener and a stopped child's state",
+          "[live]") {
+  require_root("live collector test");
+  TempDir dir;
+  const TestNetns ns;
+  Sock listener;
+  ns.run_in([&] { listener = tcp_listener(5000, 16); });
+  // A pre-fork server in miniature: the child inherits the listener, then is stopped (SIGSTOP),
+  // as a hung nginx worker would be; the parent keeps it too.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    for (;;) {
+      ::pause();
+    }
+  }
+
+  struct Reaper {
+    pid_t pid;
+
+    explicit Reaper(pid_t p) : pid(p) {}
+
+    Reaper(const Reaper&) = delete;
+    Reaper& operator=(const Reaper&) = delete;
+
+    ~Reaper() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reaper(child);
+
+  REQUIRE(::kill(child, SIGSTOP) == 0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, WUNTRACED) == child);
+  REQUIRE(WIFSTOPPED(status));
+
+  const std::string path = collect((dir.path() / "out").string(), "--netns all");
+  Db db = Db::open_readonly(path, false);
+  REQUIRE(sockrewind::store::validate(db) == sockrewind::store::k_schema_version);
+  const int64_t nid = netns_id_of(db, netns_inode(ns));
+
+  // Both processes hold the one listener: the first owner in sockets.pid, the other in
+  // extra_owners, each with the fd number it has.
+  auto owners = db.prepare(
+      "SELECT pid, fd FROM sockets WHERE netns_id = ?1 AND state = 10 AND local_port = 5000 "
+      "UNION ALL SELECT e.pid, e.fd FROM extra_owners e JOIN sockets s USING (sock_id) "
+      "WHERE s.netns_id = ?1 AND s.state = 10 AND s.local_port = 5000 ORDER BY 1");
+  owners.bind(1, nid);
+  std::vector<std::pair<int64_t, int64_t>> got;
+  while (owners.step()) {
+    got.emplace_back(owners.get_int(0), owners.get_int(1));
+  }
+  const std::vector<std::pair<int64_t, int64_t>> want{
+      {std::min<int64_t>(getpid(), child), listener.fd()},
+      {std::max<int64_t>(getpid(), child), listener.fd()}};
+  CHECK(got == want);
+
+  // Their scheduler states, from /proc/PID/stat: the child is stopped, this process is not.
+  const auto state_of = [&db](int64_t pid) {
+    auto st = db.prepare("SELECT state FROM processes WHERE pid = ?1");
+    st.bind(1, pid);
+    REQUIRE(st.step());
+    return st.get_opt_text(0);
+  };
+  CHECK(state_of(child) == std::optional<std::string>("T"));
+  const auto mine = state_of(getpid());
+  REQUIRE(mine);
+  CHECK(mine->size() == 1);
+  CHECK(*mine != "T");
+  CHECK(std::string("RSD").find(*mine) != std::string::npos);
 }

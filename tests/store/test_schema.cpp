@@ -5,6 +5,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <string>
+
 using sockrewind::store::Db;
 using sockrewind::store::SchemaError;
 
@@ -95,4 +98,67 @@ TEST_CASE("store::read-only open refuses writes", "[store]") {
   Db ro = Db::open_readonly(path, false);
   CHECK(sockrewind::store::validate(ro) == sockrewind::store::k_schema_version);
   CHECK_THROWS_AS(ro.exec("INSERT INTO netns VALUES (1, 2)"), sockrewind::store::DbError);
+}
+
+namespace {
+
+// A database exactly as a schema-v1 writer left it: the first migration only.
+Db version1_db() {
+  Db db = Db::memory();
+  const auto& all = sockrewind::store::migrations();
+  REQUIRE(all.size() >= 2);
+  REQUIRE(all[0].version == 1);
+  db.exec(all[0].sql);
+  db.exec("PRAGMA application_id = " + std::to_string(sockrewind::store::k_application_id));
+  db.exec("PRAGMA user_version = 1");
+  return db;
+}
+
+} // namespace
+
+TEST_CASE("store::version 1 files stay readable; version 2 adds processes.state", "[store]") {
+  using sockrewind::store::reference_columns;
+  REQUIRE(sockrewind::store::k_min_schema_version == 1);
+  const auto v1 = reference_columns(1, "processes");
+  const auto v2 = reference_columns(2, "processes");
+  REQUIRE(v1.size() == 12);
+  REQUIRE(v2.size() == v1.size() + 1);
+  CHECK(std::equal(v1.begin(), v1.end(), v2.begin()));
+  CHECK(v2.back() == "state");
+  CHECK(std::count(v1.begin(), v1.end(), "state") == 0);
+  CHECK(reference_columns(2, "no_such_table").empty());
+  CHECK(reference_columns(3, "processes").empty());
+
+  SECTION("a version 1 file validates as version 1") {
+    Db db = version1_db();
+    CHECK(sockrewind::store::validate(db) == 1);
+  }
+  SECTION("migrate brings a version 1 file to version 2, keeping its rows") {
+    Db db = version1_db();
+    db.exec("INSERT INTO snapshots VALUES (1,'h','b','6.1',1,1,2,2,4026531840,0,'self','',0,0,"
+            "NULL,NULL)");
+    db.exec("INSERT INTO processes (snapshot_id, pid, start_ticks, comm, socket_fds) "
+            "VALUES (1, 42, 99, 'srv', 1)");
+    sockrewind::store::migrate(db);
+    CHECK(db.query_int("PRAGMA user_version") == 2);
+    CHECK(sockrewind::store::validate(db) == 2);
+    CHECK(db.query_int("SELECT count(*) FROM processes WHERE pid = 42 AND state IS NULL") == 1);
+    db.exec("UPDATE processes SET state = 'T'");
+    CHECK(db.query_int("SELECT count(*) FROM processes WHERE state = 'T'") == 1);
+  }
+  SECTION("a file claiming version 2 without the column is refused") {
+    Db db = version1_db();
+    db.exec("PRAGMA user_version = 2");
+    CHECK_THROWS_WITH(sockrewind::store::validate(db),
+                      Catch::Contains("table processes lacks column state"));
+  }
+  SECTION("processes.state is TEXT in a STRICT table") {
+    Db db = Db::memory();
+    sockrewind::store::migrate(db);
+    db.exec("INSERT INTO snapshots VALUES (1,'h','b','6.1',1,1,2,2,4026531840,0,'self','',0,0,"
+            "NULL,NULL)");
+    CHECK_THROWS_AS(db.exec("INSERT INTO processes (snapshot_id, pid, start_ticks, comm, "
+                            "socket_fds, state) VALUES (1, 42, 99, 'srv', 1, x'54')"),
+                    sockrewind::store::DbError);
+  }
 }

@@ -262,6 +262,7 @@ collect::Snapshot to_snapshot(const Host& host, const Snap& snap) {
     r.pid = p.pid;
     r.start_ticks = p.start_ticks;
     r.ppid = p.ppid;
+    r.state = p.state;
     r.uid = p.uid;
     r.netns_inode = host.netns_inode;
     r.comm = p.comm;

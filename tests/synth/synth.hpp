@@ -74,6 +74,7 @@ struct Proc {
   std::optional<uint64_t> nofile_hard{};
   uint32_t uid = 0;
   int32_t ppid = 1;
+  std::optional<char> state{}; // /proc/PID/stat state letter; unset = NULL
 };
 
 // One snapshot: clocks (the end clocks are start + duration_ns), sockets, processes, counters

@@ -68,7 +68,8 @@ private:
 };
 
 // One socket in one snapshot. Fields are k_na (k_na64, k_na8) where the file had NULL. Only the
-// fields the detectors use are kept (80 bytes); `show` reads everything else from the file.
+// fields the detectors use are kept (88 bytes on x86-64, owner_set filling what was padding);
+// `show` reads everything else from the file.
 struct Sample {
   uint32_t snap = 0;           // index into Timeline::snaps
   uint32_t inode = 0;          // 0: no fd (accept queue, TIME_WAIT, SYN_RECV, orphan, embryo)
@@ -85,6 +86,9 @@ struct Sample {
   uint32_t last_data_recv_ms = k_na;
   uint32_t last_ack_recv_ms = k_na;
   uint32_t snd_wnd = k_na;
+  // k_na when the socket has at most one owning process in this snapshot (then `owner` is it);
+  // otherwise an index into Timeline::owner_sets: every process holding it. See owners_of().
+  uint32_t owner_set = k_na;
   uint64_t bytes_acked = k_na64;
   uint64_t bytes_received = k_na64;
   uint8_t state = 0;
@@ -115,6 +119,9 @@ struct ProcSample {
   uint32_t socket_fds = 0;
   uint32_t fd_count = k_na;
   uint32_t nofile_soft = k_na; // k_na also for "unlimited" beyond 32 bits
+  // Scheduler state letter from /proc/PID/stat in this snapshot (R, S, D, T stopped, t traced,
+  // Z, I, ...); 0 when unknown (schema v1 files, NULL).
+  char state = 0;
 };
 
 // One process identity: (pid, start time), since pids are reused.
@@ -153,6 +160,10 @@ struct Timeline {
   std::vector<Netns> netns;
   std::vector<Track> tracks;
   std::vector<Process> procs;
+  // Sets of processes holding one socket in one snapshot (Sample::owner_set): each a sorted,
+  // de-duplicated list of indices into `procs` (the Sample's `owner` among them). Identical
+  // sets are stored once per timeline.
+  std::vector<std::vector<uint32_t>> owner_sets;
   double median_interval_s = 0;
 
   // Seconds between two snapshots, from CLOCK_BOOTTIME (immune to wall-clock jumps).
@@ -175,6 +186,10 @@ struct Series {
   size_t snapshot_count() const;
   size_t duplicate_snapshots = 0; // snapshots seen in more than one file, counted once
 };
+
+// Every process holding the socket of `x` in its snapshot, as indices into tl.procs: its owner
+// set, or {x.owner}, or {} when no owner was seen.
+std::vector<uint32_t> owners_of(const Timeline& tl, const Sample& x);
 
 // Loads and merges `files` (already expanded). Throws LoadError naming the file on bad input.
 Series load_series(const std::vector<std::string>& files);

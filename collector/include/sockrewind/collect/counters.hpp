@@ -24,4 +24,8 @@ Parsed<CounterRow> parse_proc_net_sockstat(std::string_view text, std::string_vi
 // Returns nullopt when the text is not a stat line.
 std::optional<ProcStat> parse_proc_pid_stat(std::string_view text);
 
+// The scheduler state to record from a parsed stat line (field 3): the letter itself when it is
+// an ASCII letter (R, S, D, T, t, Z, X, I, P, W, K, ...), nullopt otherwise (unknown).
+std::optional<char> process_state(const ProcStat& ps);
+
 } // namespace sockrewind::collect

@@ -106,6 +106,9 @@ struct ProcessRow {
   int32_t pid = 0;
   uint64_t start_ticks = 0; // field 22 of /proc/[pid]/stat, clock ticks since boot
   std::optional<int32_t> ppid;
+  // Field 3 of /proc/[pid]/stat: R running, S sleeping, D disk sleep, T stopped, t tracing stop,
+  // Z zombie, I idle, ...; unset when stat could not be read (or held no letter there).
+  std::optional<char> state;
   std::optional<uint32_t> uid;
   std::optional<uint64_t> netns_inode;
   std::string comm;

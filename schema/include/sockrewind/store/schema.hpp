@@ -14,7 +14,7 @@ namespace sockrewind::store {
 // PRAGMA application_id of every sockrewind file: 'SKRW'.
 inline constexpr int32_t k_application_id = 0x534B5257;
 // The newest schema version this build writes (PRAGMA user_version).
-inline constexpr int k_schema_version = 1;
+inline constexpr int k_schema_version = 2;
 // The oldest schema version this build can read.
 inline constexpr int k_min_schema_version = 1;
 
@@ -40,5 +40,10 @@ public:
 // Checks application_id, schema version range and the tables and columns this build reads.
 // Returns the file's schema version; throws SchemaError otherwise.
 int validate(Db& db);
+
+// The columns of `table` in schema version `version` (k_min_schema_version..k_schema_version),
+// in order: what a validated file of that version is guaranteed to have. Empty for an unknown
+// table. Readers of older files use it to read a column added later as NULL.
+std::vector<std::string> reference_columns(int version, std::string_view table);
 
 } // namespace sockrewind::store
