@@ -155,8 +155,7 @@ Context::children(std::span<const uint8_t> states) const {
 }
 
 std::vector<uint32_t> Context::owners(const Sample& x) const {
-  // TODO(owners branch): owners_of(m_tl, x)
-  return x.owner == k_na ? std::vector<uint32_t>{} : std::vector<uint32_t>{x.owner};
+  return owners_of(m_tl, x);
 }
 
 char Context::proc_state(uint32_t proc, uint32_t snap) const {
@@ -164,8 +163,7 @@ char Context::proc_state(uint32_t proc, uint32_t snap) const {
     return 0;
   }
   const ProcSample* p = Timeline::proc_at(m_tl.procs[proc], snap);
-  (void)p; // TODO(owners branch): p->state
-  return 0;
+  return p == nullptr ? 0 : p->state;
 }
 
 uint32_t Context::culprit(const Sample& x) const {

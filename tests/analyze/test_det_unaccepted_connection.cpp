@@ -187,13 +187,31 @@ TEST_CASE("unaccepted_connection: the finding names the listener's owners, one p
   CHECK(fs[0].evidence["group"]["count"] == 1);
 }
 
-// Turns on when the toolkit's owners() lists every owner (the owners branch): hidden until then.
 TEST_CASE("unaccepted_connection: every owner of a shared listener is listed",
-          "[.][owners]") {
+          "[det][owners]") {
   const auto fs = run_detector(shared_listener(), "unaccepted_connection");
   REQUIRE(fs.size() == 1);
   CHECK(fs[0].subject["owners"].size() == 2);
   CHECK(fs[0].summary.find("pids 100, 101 (server)") != std::string::npos);
+}
+
+TEST_CASE("unaccepted_connection: a stopped worker among a listener's owners is the culprit",
+          "[det][owners]") {
+  // nginx-like: the master (100) and a worker (101) hold the listener; the worker is stopped.
+  std::vector<synth::Snap> snaps = shared_listener();
+  for (synth::Snap& s : snaps) {
+    s.procs[0].state = 'S';
+    s.procs[1].state = 'S';
+    s.procs.back().state = 'T';
+  }
+  const auto fs = run_detector(snaps, "unaccepted_connection");
+  REQUIRE(fs.size() == 1);
+  CHECK(fs[0].subject["pid"] == 101);
+  REQUIRE(fs[0].subject["owners"].size() == 2);
+  CHECK(fs[0].subject["owners"][1]["state"] == "T");
+  CHECK(fs[0].summary.find("pid 101 (server, stopped) of pids 100, 101 (server)")
+        != std::string::npos);
+  CHECK(fs[0].pid == 101);
 }
 
 TEST_CASE("unaccepted_connection: accept races and accepted connections stay quiet",
