@@ -1,6 +1,7 @@
 // Shared building blocks of the detectors (research/detectors.md §0).
-#include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/primitives.hpp>
+#include <sockrewind/analyze/text.hpp>
+#include <sockrewind/analyze/time.hpp>
 
 #include <algorithm>
 #include <charconv>

@@ -2,10 +2,13 @@
 // renders the findings as text, JSON or HTML (report_html.cpp).
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/detector.hpp>
-#include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/json_out.hpp>
+#include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/progress.hpp>
 #include <sockrewind/analyze/report_html.hpp>
 #include <sockrewind/analyze/series.hpp>
+#include <sockrewind/analyze/text.hpp>
+#include <sockrewind/analyze/time.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
