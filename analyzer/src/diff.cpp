@@ -2,10 +2,14 @@
 // state, queue and owner changes (sockets matched by Track identity), and counter deltas per
 // network namespace (a counter that went down was reset: said so, never a negative delta).
 #include <sockrewind/analyze/commands.hpp>
-#include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/host_series.hpp>
+#include <sockrewind/analyze/json_out.hpp>
+#include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/names.hpp>
 #include <sockrewind/analyze/primitives.hpp>
 #include <sockrewind/analyze/series.hpp>
-#include <sockrewind/analyze/show.hpp>
+#include <sockrewind/analyze/text.hpp>
+#include <sockrewind/analyze/time.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -193,6 +197,7 @@ void write_diff(const DiffOptions& opts, std::ostream& out) {
     throw UsageError("no snapshot files given");
   }
   const Series s = load_series(opts.paths);
+  check_series(s);
   require_snapshots(opts.paths, s.snapshot_count());
   const HostSeries hs = host_series(s, pick_host(series_hosts(s), opts.host));
   if (hs.snaps.empty()) {

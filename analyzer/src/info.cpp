@@ -1,4 +1,8 @@
 #include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/merge.hpp>
+#include <sockrewind/analyze/text.hpp>
+#include <sockrewind/analyze/time.hpp>
 
 #include <algorithm>
 #include <cstddef>
@@ -11,99 +15,7 @@
 
 namespace sockrewind::analyze {
 
-namespace {
-
-// Length of the valid UTF-8 sequence at s[i], or 0 when it is not one (overlong, surrogate,
-// beyond U+10FFFF, truncated).
-size_t utf8_length(const std::string& s, size_t i) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  size_t n = 0;
-  uint32_t cp = 0;
-  uint32_t min = 0;
-  if (b0 >= 0xc2 && b0 <= 0xdf) {
-    n = 2;
-    cp = b0 & 0x1fU;
-    min = 0x80;
-  } else if (b0 >= 0xe0 && b0 <= 0xef) {
-    n = 3;
-    cp = b0 & 0x0fU;
-    min = 0x800;
-  } else if (b0 >= 0xf0 && b0 <= 0xf4) {
-    n = 4;
-    cp = b0 & 0x07U;
-    min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (s.size() - i < n) {
-    return 0;
-  }
-  for (size_t k = 1; k < n; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if ((b & 0xc0U) != 0x80) {
-      return 0;
-    }
-    cp = cp << 6U | (b & 0x3fU);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-    return 0;
-  }
-  return cp <= 0x9f ? 0 : n; // C1 controls (U+0080..U+009F) are escaped like invalid bytes
-}
-
-void append_hex(std::string& out, unsigned char u) {
-  static constexpr char k_hex[] = "0123456789abcdef";
-  out += "\\x";
-  out += k_hex[u >> 4U];
-  out += k_hex[u & 0xfU];
-}
-
-} // namespace
-
-std::string escape_text(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto u = static_cast<unsigned char>(s[i]);
-    if (u >= 0x20 && u < 0x7f) {
-      out += s[i++];
-      continue;
-    }
-    const size_t n = u < 0x80 ? 0 : utf8_length(s, i);
-    if (n == 0) {
-      append_hex(out, u);
-      ++i;
-      continue;
-    }
-    out.append(s, i, n);
-    i += n;
-  }
-  return out;
-}
-
-std::string iso8601(int64_t realtime_ns) {
-  const auto secs = static_cast<time_t>(realtime_ns / 1'000'000'000);
-  const auto ms = static_cast<int>((realtime_ns / 1'000'000) % 1000);
-  tm utc{};
-  gmtime_r(&secs, &utc);
-  char buf[40];
-  const size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
-  char frac[8];
-  (void)std::snprintf(frac, sizeof frac, ".%03dZ", ms < 0 ? 0 : ms);
-  return std::string(buf, n) + frac;
-}
-
-std::vector<SnapshotInfo> merge_snapshots(std::vector<SnapshotInfo> all) {
-  std::sort(all.begin(), all.end(), [](const SnapshotInfo& a, const SnapshotInfo& b) {
-    return std::tie(a.host, a.boot_id, a.boottime_ns) < std::tie(b.host, b.boot_id, b.boottime_ns);
-  });
-  const auto same = [](const SnapshotInfo& a, const SnapshotInfo& b) {
-    return a.host == b.host && a.boot_id == b.boot_id && a.boottime_ns == b.boottime_ns;
-  };
-  all.erase(std::unique(all.begin(), all.end(), same), all.end());
-  return all;
-}
+namespace {} // namespace
 
 namespace {
 

@@ -1,6 +1,7 @@
 // sockrewind-analyze: read snapshot files and report. Exit codes: 0 ok, 1 --fail-on met,
-// 2 usage error, 3 unreadable, corrupt or incompatible input.
+// 2 usage error, 3 unreadable, corrupt or incompatible input, 4 internal error (errors.hpp).
 #include <sockrewind/analyze/commands.hpp>
+#include <sockrewind/analyze/errors.hpp>
 #include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/pack.hpp>
@@ -29,7 +30,8 @@ int run(int argc, char** argv) {
   using namespace sockrewind::analyze;
   CLI::App app("Replays sockrewind snapshot files. PATH is a file or a directory of *.sqlite "
                "files; snapshots of all of them are merged per host in time order.\n"
-               "Exit codes: 0 ok, 1 --fail-on met, 2 usage error, 3 bad input file.",
+               "Exit codes: 0 ok, 1 --fail-on met, 2 usage error, 3 bad input file, 4 internal "
+               "error (a bug).",
                "sockrewind-analyze");
   app.set_version_flag("--version", std::string("sockrewind-analyze ") + SOCKREWIND_VERSION);
   app.require_subcommand(1);
@@ -184,12 +186,11 @@ int run(int argc, char** argv) {
     }
     std::cout.flush();
     return rc;
-  } catch (const UsageError& e) {
-    (void)std::fprintf(stderr, "sockrewind-analyze: error: %s\n", escape_text(e.what()).c_str());
-    return 2;
-  } catch (const LoadError& e) {
-    (void)std::fprintf(stderr, "sockrewind-analyze: error: %s\n", escape_text(e.what()).c_str());
-    return 3;
+  } catch (...) {
+    // UsageError 2, LoadError 3, anything else is a bug: 4 (error_exit).
+    const ErrorExit e = error_exit(std::current_exception());
+    (void)std::fprintf(stderr, "%s\n", e.line.c_str());
+    return e.code;
   }
 }
 
@@ -202,13 +203,11 @@ int main(int argc, char** argv) {
   (void)mallopt(M_MMAP_THRESHOLD, 64 * 1024); // NOLINT(concurrency-mt-unsafe): before any thread
   try {
     return run(argc, argv);
-  } catch (const std::exception& e) {
-    (void)std::fprintf(stderr,
-                       "sockrewind-analyze: error: %s\n",
-                       sockrewind::analyze::escape_text(e.what()).c_str());
-    return 3;
   } catch (...) {
-    (void)std::fputs("sockrewind-analyze: error: unexpected failure\n", stderr);
-    return 3;
+    // While the options are set up (before run's own handler): a bug, or out of memory.
+    const sockrewind::analyze::ErrorExit e =
+        sockrewind::analyze::error_exit(std::current_exception());
+    (void)std::fprintf(stderr, "%s\n", e.line.c_str());
+    return e.code;
   }
 }

@@ -4,7 +4,7 @@
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/pack.hpp>
-#include <sockrewind/analyze/show.hpp>
+#include <sockrewind/analyze/time.hpp>
 #include <sockrewind/store/db.hpp>
 #include <sockrewind/store/schema.hpp>
 

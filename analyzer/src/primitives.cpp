@@ -1,6 +1,6 @@
 // Shared building blocks of the detectors (research/detectors.md §0).
-#include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/primitives.hpp>
+#include <sockrewind/analyze/time.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -58,7 +58,7 @@ std::string state_name(uint8_t state) {
 std::string endpoint(const Series& s, const Track& t, bool local) {
   if (t.family == k_af_unix) {
     if (local) {
-      return t.path == k_na ? "*" : escape_text(s.strings.at(t.path));
+      return t.path == k_na ? "*" : s.strings.at(t.path);
     }
     return t.peer_inode == 0 ? "*" : std::to_string(t.peer_inode);
   }

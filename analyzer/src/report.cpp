@@ -2,10 +2,13 @@
 // renders the findings as text, JSON or HTML (report_html.cpp).
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/detector.hpp>
-#include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/json_out.hpp>
+#include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/progress.hpp>
 #include <sockrewind/analyze/report_html.hpp>
 #include <sockrewind/analyze/series.hpp>
+#include <sockrewind/analyze/text.hpp>
+#include <sockrewind/analyze/time.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <fcntl.h>
@@ -504,6 +507,7 @@ int write_report(const ReportOptions& opts, std::ostream& out) {
   // Validate the options before the (possibly long) load.
   (void)build_params(opts);
   const Series series = load_series(opts.paths);
+  check_series(series);
   require_snapshots(opts.paths, series.snapshot_count());
   return render_report(series, run_detectors(series, opts), opts, out);
 }

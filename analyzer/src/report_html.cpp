@@ -3,9 +3,9 @@
 // Content-Security-Policy that makes the browser refuse any load. Each finding gets a chart of
 // its evidence series: the numeric columns over time, limits dashed.
 #include <sockrewind/analyze/commands.hpp>
-#include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/report_html.hpp>
-#include <sockrewind/analyze/show.hpp>
+#include <sockrewind/analyze/text.hpp>
+#include <sockrewind/analyze/time.hpp>
 
 #include <algorithm>
 #include <array>

@@ -1,6 +1,6 @@
 // Loading and merging snapshot files into timelines of socket tracks and processes.
-#include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/merge.hpp>
 #include <sockrewind/analyze/progress.hpp>
 #include <sockrewind/analyze/series.hpp>
 #include <sockrewind/store/db.hpp>

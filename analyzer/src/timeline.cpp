@@ -1,10 +1,13 @@
 // `sockrewind-analyze timeline`: one socket (by cookie), one port or one pid over the merged
 // series of a host, one line per snapshot, with gaps and reboots marked.
 #include <sockrewind/analyze/commands.hpp>
-#include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/host_series.hpp>
+#include <sockrewind/analyze/json_out.hpp>
+#include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/names.hpp>
 #include <sockrewind/analyze/primitives.hpp>
 #include <sockrewind/analyze/series.hpp>
-#include <sockrewind/analyze/show.hpp>
+#include <sockrewind/analyze/text.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -416,6 +419,7 @@ void write_timeline(const TimelineOptions& opts, std::ostream& out) {
     throw UsageError("no snapshot files given");
   }
   const Series s = load_series(opts.paths);
+  check_series(s);
   require_snapshots(opts.paths, s.snapshot_count());
   if (opts.socket) {
     write_socket(s, opts, out);

@@ -1,9 +1,9 @@
 // The detector toolkit (toolkit.hpp): context, finding builder and the grouping sink.
-#include <sockrewind/analyze/info.hpp>
+#include <sockrewind/analyze/time.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
+#include <sockrewind/assert.hpp>
 
 #include <algorithm>
-#include <stdexcept>
 #include <utility>
 
 namespace sockrewind::analyze {
@@ -337,10 +337,8 @@ FindingBuilder& FindingBuilder::group_by_owner(const Track& t, const Sample& x, 
 }
 
 Finding FindingBuilder::build() && {
-  if (!m_seen || !m_grouped || m_f.summary.empty()) {
-    throw std::logic_error(m_f.detector + ": a finding needs seen(), group() and summary()");
-  }
-  m_f.subject["host"] = m_ctx.timeline().host; // every subject names its host
+  SR_ASSERT(m_seen && m_grouped && !m_f.summary.empty()); // a finding needs all three
+  m_f.subject["host"] = m_ctx.timeline().host;            // every subject names its host
   return std::move(m_f);
 }
 
@@ -376,9 +374,7 @@ Json example_json(const Finding& f) {
 } // namespace
 
 void Sink::add(Finding f) {
-  if (f.group_key.empty()) {
-    throw std::logic_error(f.detector + ": a finding without a grouping key");
-  }
+  SR_ASSERT(!f.group_key.empty());
   auto [it, fresh] = m_groups.try_emplace(f.detector + "\n" + f.group_key);
   Group& g = it->second;
   if (fresh) {

@@ -15,7 +15,9 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <new>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -28,7 +30,8 @@ constexpr const char* k_description =
     "DIR/<hostname>-<UTC yyyymmddTHHMMSSZ>.sqlite (mode 0600). The file appears under that name\n"
     "only when complete; its path is printed on stdout. Exit 0 when the file was written (failed\n"
     "sources are recorded inside it), 1 with one error line on stderr when it was not, 3 when\n"
-    "another run kept the directory locked for longer than --lock-wait (nothing written).\n"
+    "another run kept the directory locked for longer than --lock-wait (nothing written), 4\n"
+    "on an internal error (a bug; nothing written).\n"
     "With --keep-days or --max-bytes, the oldest of the collector's own files in DIR (named as\n"
     "above, regular, with the sockrewind application_id; age = the UTC time in the name) are\n"
     "deleted after the file is written; the new file never is. Pruning never fails the run.";
@@ -37,6 +40,9 @@ constexpr const char* k_description =
 constexpr int k_sqlite_full = 13;
 // Exit code of a run that declined because another run held the directory's lock.
 constexpr int k_exit_locked = 3;
+// Exit code of a bug (SR_ASSERT's InternalError, any other std::logic_error, out of memory, an
+// exception that is not a std::exception), as sockrewind-analyze's.
+constexpr int k_exit_internal = 4;
 
 // The error as one line: SQLite messages may quote multi-line SQL.
 std::string one_line(std::string text) {
@@ -47,6 +53,10 @@ std::string one_line(std::string text) {
 
 void print_error(const std::string& text) {
   (void)std::fprintf(stderr, "sockrewind-collect: error: %s\n", one_line(text).c_str());
+}
+
+void print_internal_error(const std::string& text) {
+  (void)std::fprintf(stderr, "sockrewind-collect: internal error: %s\n", one_line(text).c_str());
 }
 
 void print_warnings(const std::vector<std::string>& warnings) {
@@ -269,6 +279,12 @@ int run(int argc, char** argv) {
       print_error(e.what());
     }
     return 1;
+  } catch (const std::logic_error& e) {
+    print_internal_error(e.what()); // the temporary file is gone, as above
+    return k_exit_internal;
+  } catch (const std::bad_alloc& e) {
+    print_internal_error(std::string("out of memory (") + e.what() + ")");
+    return k_exit_internal;
   } catch (const std::exception& e) {
     print_error(e.what());
     return 1;
@@ -278,10 +294,18 @@ int run(int argc, char** argv) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // What run's own handlers do not see (its set-up before the capture).
   try {
     return run(argc, argv);
-  } catch (...) {
-    (void)std::fputs("sockrewind-collect: error: unexpected failure\n", stderr);
+  } catch (const std::logic_error& e) {
+    print_internal_error(e.what());
+  } catch (const std::bad_alloc& e) {
+    print_internal_error(std::string("out of memory (") + e.what() + ")");
+  } catch (const std::exception& e) {
+    print_error(e.what());
     return 1;
+  } catch (...) {
+    print_internal_error("an exception that is not a std::exception");
   }
+  return k_exit_internal;
 }

@@ -8,6 +8,7 @@
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/text.hpp>
 #include <sockrewind/store/db.hpp>
 #include <sockrewind/store/schema.hpp>
 

@@ -4,7 +4,7 @@
 
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/load.hpp>
-#include <sockrewind/analyze/show.hpp>
+#include <sockrewind/analyze/time.hpp>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>

@@ -93,8 +93,12 @@ void append_done(std::vector<uint8_t>& out, int err) {
 }
 
 // A minimal inet_diag_msg for 127.0.0.1:port (AF_INET, LISTEN), with optional attributes.
+// Built at its final size and filled in place: appending with insert() to a vector whose size
+// equals its capacity makes g++ 12 at -O3 warn (-Warray-bounds) about the zero-length move of
+// the elements after the insertion point from one past the end of the old block.
 std::vector<uint8_t> inet_payload(uint16_t port, const std::vector<uint8_t>& attrs = {}) {
-  std::vector<uint8_t> p(72, 0);
+  constexpr std::size_t k_msg_len = 72;
+  std::vector<uint8_t> p(k_msg_len + attrs.size(), 0);
   p[0] = 2;  // AF_INET
   p[1] = 10; // LISTEN
   p[4] = static_cast<uint8_t>(port >> 8);
@@ -102,17 +106,17 @@ std::vector<uint8_t> inet_payload(uint16_t port, const std::vector<uint8_t>& att
   p[8] = 127;
   p[11] = 1;
   p[44] = 9; // cookie low
-  p.insert(p.end(), attrs.begin(), attrs.end());
+  std::copy(attrs.begin(), attrs.end(), p.begin() + k_msg_len);
   return p;
 }
 
+// One netlink attribute (header, data, zero padding to 4 bytes), built like inet_payload.
 std::vector<uint8_t> attr(uint16_t type, const std::vector<uint8_t>& data) {
   const auto len = static_cast<uint16_t>(4 + data.size());
-  std::vector<uint8_t> a(4);
+  std::vector<uint8_t> a((std::size_t{len} + 3U) & ~std::size_t{3}, 0);
   std::memcpy(a.data(), &len, 2);
   std::memcpy(a.data() + 2, &type, 2);
-  a.insert(a.end(), data.begin(), data.end());
-  a.resize((a.size() + 3) & ~size_t{3}, 0);
+  std::copy(data.begin(), data.end(), a.begin() + 4);
   return a;
 }
 

@@ -5,7 +5,7 @@
 // rendering: report (json or text) from that series, or info, show or diff, which open the
 // file again as the commands do. The only exceptions allowed out are the documented ones:
 // LoadError (bad file, exit 3) and UsageError (exit 2, e.g. a file with no snapshots).
-// Anything else, or a broken invariant, aborts.
+// Anything else, or a broken invariant (FUZZ_CHECK, or sa::check_series's SR_ASSERT), aborts.
 //
 // Cost: each open parses and validates the file's schema in thousands of small SQLite
 // allocations. Hence one load per report, and SQLite's memory from glibc (below).
@@ -96,64 +96,6 @@ bool terminal_safe(const std::string& s) {
   return true;
 }
 
-void check_series(const sa::Series& s) {
-  for (const sa::Timeline& tl : s.timelines) {
-    FUZZ_CHECK(!tl.snaps.empty());
-    std::vector<uint64_t> samples_per_snap(tl.snaps.size(), 0);
-    for (size_t i = 0; i < tl.snaps.size(); ++i) {
-      FUZZ_CHECK(tl.snaps[i].file < s.files.size());
-      if (i > 0) {
-        // Same host and boot, in boottime order; equal boottimes were merged as duplicates.
-        FUZZ_CHECK(tl.snaps[i - 1].boottime_ns < tl.snaps[i].boottime_ns);
-        FUZZ_CHECK(tl.snaps[i - 1].run <= tl.snaps[i].run);
-      }
-    }
-    for (const sa::Track& t : tl.tracks) {
-      FUZZ_CHECK(!t.samples.empty());
-      FUZZ_CHECK(t.netns < tl.netns.size());
-      for (size_t i = 0; i < t.samples.size(); ++i) {
-        const sa::Sample& x = t.samples[i];
-        FUZZ_CHECK(x.snap < tl.snaps.size());
-        FUZZ_CHECK(i == 0 || t.samples[i - 1].snap < x.snap); // at most one per snapshot
-        FUZZ_CHECK(x.owner == sa::k_na || x.owner < tl.procs.size());
-        // Every owner: an interned set (which includes the first owner), or {owner}, or {}.
-        FUZZ_CHECK(x.owner_set == sa::k_na || x.owner_set < tl.owner_sets.size());
-        const std::vector<uint32_t> all = sa::owners_of(tl, x);
-        FUZZ_CHECK(x.owner == sa::k_na || std::count(all.begin(), all.end(), x.owner) == 1);
-        FUZZ_CHECK(x.owner_set != sa::k_na || all.size() == (x.owner == sa::k_na ? 0U : 1U));
-        ++samples_per_snap[x.snap];
-      }
-    }
-    for (size_t i = 0; i < tl.snaps.size(); ++i) {
-      FUZZ_CHECK(samples_per_snap[i] == tl.snaps[i].sockets); // every row placed exactly once
-    }
-    std::set<std::vector<uint32_t>> distinct;
-    for (const std::vector<uint32_t>& set : tl.owner_sets) {
-      FUZZ_CHECK(set.size() >= 2);
-      FUZZ_CHECK(std::adjacent_find(set.begin(), set.end(), std::greater_equal<>()) == set.end());
-      FUZZ_CHECK(set.back() < tl.procs.size());
-      FUZZ_CHECK(distinct.insert(set).second); // each set stored once
-    }
-    for (const sa::Process& p : tl.procs) {
-      for (size_t i = 0; i < p.samples.size(); ++i) {
-        const char st = p.samples[i].state;
-        FUZZ_CHECK(st == 0 || (st >= 'A' && st <= 'Z') || (st >= 'a' && st <= 'z'));
-        FUZZ_CHECK(p.samples[i].snap < tl.snaps.size());
-        FUZZ_CHECK(i == 0 || p.samples[i - 1].snap <= p.samples[i].snap);
-      }
-    }
-    for (const sa::Netns& n : tl.netns) {
-      for (const auto& [name, v] : n.counters) {
-        FUZZ_CHECK(v.size() == tl.snaps.size());
-        (void)s.strings.at(name);
-      }
-      for (const auto& [name, v] : n.limits) {
-        FUZZ_CHECK(v.size() == tl.snaps.size());
-      }
-    }
-  }
-}
-
 void check_findings(const std::vector<sa::Finding>& findings) {
   for (size_t i = 0; i < findings.size(); ++i) {
     const sa::Finding& f = findings[i];
@@ -172,7 +114,7 @@ void run(const std::string& file, Command command) {
   // What `report` does, loading the file once (load_series opens and validates it once) and
   // rendering from that series; info, show and diff open the file themselves as they would.
   const sa::Series series = sa::load_series({file});
-  check_series(series);
+  sa::check_series(series); // SR_ASSERT: an InternalError escapes and aborts
   sa::require_snapshots({file}, series.snapshot_count()); // report's exit 3 for none
 
   sa::ReportOptions opts;

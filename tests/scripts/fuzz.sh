@@ -51,7 +51,8 @@ fi
 
 echo "== fuzz: build ($build, clang++-14, -fsanitize=fuzzer,address,undefined)"
 nice -n "$nice_level" cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++-14 \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOCKREWIND_FUZZ=ON -DBUILD_TESTING=OFF >/dev/null
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOCKREWIND_FUZZ=ON -DBUILD_TESTING=OFF \
+  -DWARNINGS_AS_ERRORS=ON >/dev/null
 nice -n "$nice_level" cmake --build "$build" --target fuzz_all -j"$(nproc)" >/dev/null
 
 # --- seed corpora -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build-ci}
 if [[ ! -x "$build/tests/test_hardening" ]]; then
-  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWARNINGS_AS_ERRORS=ON >/dev/null
   cmake --build "$build" -j2 --target test_hardening sockrewind-collect >/dev/null
 fi
 export SOCKREWIND_HARDENING_KILLS=${SOCKREWIND_HARDENING_KILLS:-50}

@@ -22,10 +22,30 @@ if ! git ls-files 'schema/*.cpp' 'collector/*.cpp' 'analyzer/*.cpp' \
 fi
 
 echo "== ASan+UBSan build and tests"
-cmake -S . -B build-san -DCMAKE_BUILD_TYPE=Debug -DENABLE_ASAN=ON -DENABLE_UBSAN=ON >/dev/null
+cmake -S . -B build-san -DCMAKE_BUILD_TYPE=Debug -DENABLE_ASAN=ON -DENABLE_UBSAN=ON \
+  -DWARNINGS_AS_ERRORS=ON >/dev/null
 cmake --build build-san -j"$jobs"
 (cd build-san && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --output-on-failure -j1)
 
 echo "== fuzz (short)"
 tests/scripts/fuzz.sh --short
+
+# Last, as it finds the least: README "Install and scheduling" exactly as a user runs it (a
+# Release build with default options, so warnings are not errors; everything `all` builds),
+# in its own directory, installed into a staging directory instead of with sudo. The commands
+# must be the README's: a changed README fails here until this copy follows it.
+echo "== the README's install build (Release, default options)"
+readme_configure='cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr/local'
+readme_build='cmake --build build -j && sudo cmake --install build'
+for line in "$readme_configure" "$readme_build"; do
+  grep -qxF "$line" README.md || { echo "run_all.sh: README no longer has: $line" >&2; exit 1; }
+done
+rm -rf build-readme
+cmake -S . -B build-readme -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr/local >/dev/null
+if ! cmake --build build-readme -j >build-readme/build.log 2>&1; then
+  grep -v '^\[' build-readme/build.log | tail -80
+  exit 1
+fi
+DESTDIR="$PWD/build-readme/staging" cmake --install build-readme >/dev/null
+echo "README build: $(grep -c 'warning:' build-readme/build.log || true) compiler warning(s)"

@@ -4,6 +4,7 @@
 // (exit 2).
 
 #include <sockrewind/analyze/detector.hpp>
+#include <sockrewind/analyze/errors.hpp>
 #include <sockrewind/analyze/series.hpp>
 
 #include <cstdint>
@@ -15,12 +16,6 @@
 #include <vector>
 
 namespace sockrewind::analyze {
-
-// An option value that parses but makes no sense (unknown detector, no such snapshot...).
-class UsageError : public std::runtime_error {
-public:
-  using std::runtime_error::runtime_error;
-};
 
 enum class Format { text, json, html };
 

@@ -5,6 +5,8 @@
 // Memory matters (a day of one-minute snapshots of 1,000 sockets is 1.44M samples), so a Sample
 // is a compact fixed-size record: numbers the file left NULL are k_na, strings are interned.
 
+#include <sockrewind/assert.hpp>
+
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -55,7 +57,12 @@ public:
   // k_na for a string never interned.
   uint32_t find(std::string_view s) const;
 
-  const std::string& at(uint32_t id) const { return m_all[id]; }
+  const std::string& at(uint32_t id) const {
+    SR_ASSERT(id < m_all.size()); // never k_na: callers check for it
+    return m_all[id];
+  }
+
+  size_t size() const { return m_all.size(); }
 
   // "" for k_na.
   std::string_view get(uint32_t id) const {
@@ -193,6 +200,13 @@ std::vector<uint32_t> owners_of(const Timeline& tl, const Sample& x);
 
 // Loads and merges `files` (already expanded). Throws LoadError naming the file on bad input.
 Series load_series(const std::vector<std::string>& files);
+
+// SR_ASSERTs the shape load_series gives a Series (an InternalError when broken): every
+// timeline has snapshots, in strict CLOCK_BOOTTIME order, runs never decreasing; every index
+// (file, netns, snap, owner, string id) is in range; a track has at most one sample per
+// snapshot and a process's samples are in snapshot order; each snapshot's socket count is the
+// number of samples placed in it; every counter and limit has one value per snapshot.
+void check_series(const Series& s);
 
 // Assigns Snap::run and median_interval_s (an interval > k_gap_factor x median is a gap).
 void split_runs(Timeline& tl);

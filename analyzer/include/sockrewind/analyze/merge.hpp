@@ -1,0 +1,17 @@
+#pragma once
+// Merging the snapshots of many files into one series per host (info and load_series).
+
+#include <sockrewind/analyze/load.hpp>
+
+#include <vector>
+
+namespace sockrewind::analyze {
+
+// Merges snapshots per host in time order; the same snapshot seen in two files (same host,
+// boot_id and boottime) is kept once. Sorted by host, then boot, then boottime.
+std::vector<SnapshotInfo> merge_snapshots(std::vector<SnapshotInfo> all);
+
+// Intervals larger than this many times the median split a series (a gap).
+inline constexpr double k_gap_factor = 2.5;
+
+} // namespace sockrewind::analyze
