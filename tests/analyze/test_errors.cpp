@@ -145,7 +145,7 @@ TEST_CASE("errors: a mistyped --set key is a usage error, exit 2, one line", "[e
   const std::string file = synth::write_series(dir.path().string(), synth::Host{}, snaps);
   for (const std::string set : {"rx_queue_growth.nope=1",
                                 "rx_queue_growt.min_samples=3",
-                                "rx_queue_growth.min_samples=abc",
+                                "rx_queue_growth.stall_seconds=abc",
                                 "rx_queue_growth"}) {
     const test::Run r =
         test::run_with_timeout({SOCKREWIND_ANALYZE_BIN, "report", file, "--set", set}, 60);
@@ -157,6 +157,6 @@ TEST_CASE("errors: a mistyped --set key is a usage error, exit 2, one line", "[e
   }
   // The same file with a real key is fine (so exit 2 above is the key's doing).
   const test::Run ok = test::run_with_timeout(
-      {SOCKREWIND_ANALYZE_BIN, "report", file, "--set", "rx_queue_growth.min_samples=3"}, 60);
+      {SOCKREWIND_ANALYZE_BIN, "report", file, "--set", "rx_queue_growth.stall_seconds=3"}, 60);
   CHECK(ok.code == 0);
 }
