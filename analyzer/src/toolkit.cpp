@@ -171,15 +171,14 @@ uint32_t Context::culprit(const Sample& x) const {
   if (all.empty()) {
     return k_na;
   }
-  uint32_t stopped = k_na;
-  size_t n_stopped = 0;
-  for (const uint32_t p : all) {
-    if (is_stopped_state(proc_state(p, x.snap))) {
-      stopped = p;
-      ++n_stopped;
-    }
-  }
-  return n_stopped == 1 && all.size() > 1 ? stopped : x.owner != k_na ? x.owner : all.front();
+  // Some owners stopped and others not (nginx's workers stopped, its master running): the
+  // first stopped one. Otherwise the first owner.
+  const auto stopped = std::find_if(
+      all.begin(), all.end(), [&](uint32_t p) { return is_stopped_state(proc_state(p, x.snap)); });
+  const bool some = stopped != all.end() && std::any_of(all.begin(), all.end(), [&](uint32_t p) {
+                      return !is_stopped_state(proc_state(p, x.snap));
+                    });
+  return some ? *stopped : x.owner != k_na ? x.owner : all.front();
 }
 
 std::string Context::process_text(uint32_t proc, std::string_view none) const {
@@ -218,11 +217,21 @@ std::string Context::owners_text(const Sample& x, std::string_view none) const {
     list += " and " + std::to_string(all.size() - k_listed) + " more";
   }
   std::string s = "pids " + list + (same ? " (" + std::string(comm(all.front())) + ")" : "");
-  const uint32_t c = culprit(x);
-  if (c != k_na && is_stopped_state(proc_state(c, x.snap))) {
-    std::string who = process_text(c);
+  std::string stopped;
+  size_t n_stopped = 0;
+  for (const uint32_t p : all) {
+    if (is_stopped_state(proc_state(p, x.snap))) {
+      stopped += (n_stopped++ == 0 ? "" : ", ") + std::to_string(m_tl.procs[p].pid);
+    }
+  }
+  if (n_stopped == all.size()) {
+    s += ", all stopped";
+  } else if (n_stopped == 1) {
+    std::string who = process_text(culprit(x));
     who.insert(who.size() - 1, ", stopped");
     s = who + " of " + s;
+  } else if (n_stopped > 1) {
+    s = "stopped pids " + stopped + " of " + s;
   }
   return s;
 }

@@ -9,11 +9,11 @@
 //   stalled_partial: ESTAB, the same non-empty Recv-Q and nothing received for >= stall_seconds.
 // Severity follows harm: at the limit while the application reads (bytes_received moved more
 // than Recv-Q did) is flow control (info; warning when the netns lost received data meanwhile);
-// at the limit with nothing read is critical
-// when the netns lost received data (TCPRcvQDrop, TCPZeroWindowDrop rose) or it lasted
-// >= critical_seconds; warning otherwise. The socket's own skmem drops counter is evidence only: it
-// also counts the zero-window probes the kernel discards, which lose nothing. One finding per
-// process.
+// at the limit with nothing read is critical when the netns lost received data (TCPRcvQDrop,
+// TCPZeroWindowDrop rose) or it lasted >= critical_seconds, a warning from stop_seconds and info
+// before (a rate-limited reader pauses for seconds too); growing and stalled_partial: warning. The
+// socket's own skmem drops counter is evidence only: it also counts the zero-window probes the
+// kernel discards, which lose nothing. One finding per process.
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
@@ -178,6 +178,8 @@ void check(const Context& ctx, Sink& out) {
         sev = lost > 0 ? Severity::warning : Severity::info;
       } else if (lost > 0 || span >= ctx.param("critical_seconds")) {
         sev = Severity::critical;
+      } else if (span < ctx.param("stop_seconds")) {
+        sev = Severity::info; // a rate-limited reader pauses too (curl --limit-rate sleeps)
       }
       s = "Recv-Q of " + sock + " sits at its buffer limit (" + human_bytes(last.rmem_alloc)
           + " of " + human_bytes(last.rcvbuf) + ") for " + num(span) + " s (" + std::to_string(n)
@@ -252,6 +254,10 @@ Detector rx_queue_growth_detector() {
           {"stall_seconds",
            30,
            "an unchanged non-empty Recv-Q this long is a stall",
+           Unit::seconds},
+          {"stop_seconds",
+           30,
+           "at the buffer limit with nothing read this long is a warning (info before)",
            Unit::seconds},
           {"critical_seconds", 300, "at the buffer limit this long is critical", Unit::seconds},
       },

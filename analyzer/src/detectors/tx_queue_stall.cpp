@@ -345,7 +345,7 @@ Detector tx_queue_stall_detector() {
       "Send-Q of a connected TCP socket grows or sits still: zero window or dead peer",
       {
           {"full_seconds",
-           4,
+           30,
            "a zero window with the Send-Q at its limit this long is a warning",
            Unit::seconds},
           {"zero_window_seconds",

@@ -135,13 +135,15 @@ public:
   std::vector<uint32_t> owners(const Sample& x) const;
   // The /proc state letter of `proc` in `snap` (0 when unknown).
   char proc_state(uint32_t proc, uint32_t snap) const;
-  // The owner most likely at fault among those holding `x`: the only stopped one when exactly
-  // one is stopped (SIGSTOP, a debugger), else the first owner; k_na without owners.
+  // The owner most likely at fault among those holding `x`: when some owners are stopped
+  // (SIGSTOP, a debugger) and others are not, the first stopped one; else the first owner;
+  // k_na without owners.
   uint32_t culprit(const Sample& x) const;
   // "pid 123 (nginx)"; `none` for k_na.
   std::string process_text(uint32_t proc, std::string_view none = "no owning process seen") const;
-  // "pid 1 (nginx)" or "pids 1, 2, 3 (nginx)" or "pid 1 (nginx) and 2 more"; names a stopped
-  // culprit: "pid 7 (nginx, stopped) of pids 1, 7 (nginx)".
+  // "pid 1 (nginx)", "pids 1, 2, 3 (nginx)", "pids 1 (a), 2 (b)", "... and 2 more"; names the
+  // stopped ones: "pid 7 (nginx, stopped) of pids 1, 7 (nginx)", "stopped pids 7, 8 of pids 1,
+  // 7, 8 (nginx)", "pids 7, 8 (nginx), all stopped".
   std::string owners_text(const Sample& x, std::string_view none = "no owning process seen") const;
   // [{"pid", "comm", "start_ticks", "state"}] of every owner of `x` in its snapshot.
   Json owners_json(const Sample& x) const;
