@@ -54,6 +54,7 @@ std::optional<Severity> parse_severity(std::string_view s) {
 
 const std::vector<Detector>& detectors() {
   static const std::vector<Detector> k_all = {
+// NOLINTNEXTLINE(cppcoreguidelines-macro-usage): the X-macro of detectors.def
 #define SOCKREWIND_DETECTOR(id) id##_detector(),
 #include <sockrewind/analyze/detectors.def>
 #undef SOCKREWIND_DETECTOR

@@ -163,7 +163,7 @@ char Context::proc_state(uint32_t proc, uint32_t snap) const {
     return 0;
   }
   const ProcSample* p = Timeline::proc_at(m_tl.procs[proc], snap);
-  return p == nullptr ? 0 : p->state;
+  return p == nullptr ? '\0' : p->state;
 }
 
 uint32_t Context::culprit(const Sample& x) const {
@@ -312,17 +312,19 @@ FindingBuilder& FindingBuilder::fact(const std::string& key, Json value) {
 }
 
 FindingBuilder&
-FindingBuilder::series(Json rows, std::string_view value, std::vector<std::string> limits) {
+FindingBuilder::series(Json rows, std::string_view value, const std::vector<std::string>& limits) {
   m_f.evidence["series"] = std::move(rows);
   Json chart;
   chart["value"] = value;
-  chart["limits"] = std::move(limits);
+  chart["limits"] = limits;
   m_f.evidence["chart"] = std::move(chart);
   return *this;
 }
 
-FindingBuilder&
-FindingBuilder::group(std::string_view by, std::string key, std::string label, std::string noun) {
+FindingBuilder& FindingBuilder::group(std::string_view by,
+                                      const std::string& key,
+                                      std::string label,
+                                      std::string noun) {
   m_f.group_by = by;
   m_f.group_key = std::string(by) + ":" + key;
   m_f.group_label = std::move(label);

@@ -187,8 +187,7 @@ TEST_CASE("unaccepted_connection: the finding names the listener's owners, one p
   CHECK(fs[0].evidence["group"]["count"] == 1);
 }
 
-TEST_CASE("unaccepted_connection: every owner of a shared listener is listed",
-          "[det][owners]") {
+TEST_CASE("unaccepted_connection: every owner of a shared listener is listed", "[det][owners]") {
   const auto fs = run_detector(shared_listener(), "unaccepted_connection");
   REQUIRE(fs.size() == 1);
   CHECK(fs[0].subject["owners"].size() == 2);

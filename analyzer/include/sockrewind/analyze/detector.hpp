@@ -93,6 +93,7 @@ const std::vector<Detector>& detectors();
 const Detector* find_detector(std::string_view id);
 
 // Each detector file defines `Detector ID_detector()`; detectors.def lists them (one line each).
+// NOLINTNEXTLINE(cppcoreguidelines-macro-usage): the X-macro of detectors.def
 #define SOCKREWIND_DETECTOR(id) Detector id##_detector();
 #include <sockrewind/analyze/detectors.def>
 #undef SOCKREWIND_DETECTOR

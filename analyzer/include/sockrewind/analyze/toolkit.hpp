@@ -179,13 +179,15 @@ public:
   FindingBuilder& fact(const std::string& key, Json value);
   // The evidence series: rows of {"t": ..., column: value}; `value` is charted, `limits` are
   // drawn as limit lines on the same scale.
-  FindingBuilder& series(Json rows, std::string_view value, std::vector<std::string> limits = {});
+  FindingBuilder&
+  series(Json rows, std::string_view value, const std::vector<std::string>& limits = {});
   // Grouping: findings of one detector with the same key are one cause. `by` is "process",
   // "listener", "destination", "socket", "netns". A group of N > 1 is summarised as
   // "N <noun> <label>; the worst: <its summary>", so `noun` names the members ("sockets with
   // unread data") and `label` the cause with its preposition ("in pid 12 (redis-server)",
   // "at listener 0.0.0.0:80", "toward 10.0.0.5:443").
-  FindingBuilder& group(std::string_view by, std::string key, std::string label, std::string noun);
+  FindingBuilder&
+  group(std::string_view by, const std::string& key, std::string label, std::string noun);
   // Group by the socket's culprit process (or, without one, by the socket itself).
   FindingBuilder& group_by_owner(const Track& t, const Sample& x, std::string noun);
 
