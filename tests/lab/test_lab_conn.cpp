@@ -115,7 +115,9 @@ TEST_CASE("lab: a sender behind a zero window is tx_queue_stall (E3)", "[lab][tx
     pump(client);
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  lab.collect(6, 1.0, [&] {
+  // A zero window with the Send-Q at its limit counts from tx_queue_stall.full_seconds (30 s;
+  // flow control pauses for seconds): 8 snapshots 5 s apart span 35 s.
+  lab.collect(8, 5.0, [&] {
     pump(client);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   });
@@ -128,9 +130,13 @@ TEST_CASE("lab: a sender behind a zero window is tx_queue_stall (E3)", "[lab][tx
   CHECK(severity_rank(found[0]["severity"]) >= 1);
   CHECK((found[0]["severity"] == "warning" || found[0]["escalated"] == true));
   CHECK(found[0]["evidence"]["class"] == "zero_window");
+  CHECK(found[0]["evidence"]["at_limit"] == true);
+  CHECK(found[0]["evidence"]["peer_answers"] == true);
+  CHECK(found[0]["evidence"]["duration_s"].get<double>() >= 30);
   CHECK(found[0]["subject"]["state"] == "ESTAB");
+  CHECK(endpoint_port(found[0]["subject"]["remote"].get<std::string>()) == 7201);
   const auto& series = found[0]["evidence"]["series"];
-  REQUIRE(series.size() >= 5);
+  REQUIRE(series.size() >= 7);
   for (const auto& p : series) {
     CHECK(p["tx_queue"].get<long>() > 65536);
     CHECK(p["timer"] == 4);
@@ -138,6 +144,14 @@ TEST_CASE("lab: a sender behind a zero window is tx_queue_stall (E3)", "[lab][tx
   CHECK(found[0]["evidence"]["bytes_acked_delta"] == 0);
   // The receiver is not the stalled sender.
   CHECK(findings_of(report, "tx_queue_stall", 7201).empty());
+  // The receiver: 35 s at its buffer limit with nothing read is past rx_queue_growth's
+  // stop_seconds (30 s): a warning (5 s of it is info, see test_lab_queues.cpp).
+  const auto rx = findings_of(report, "rx_queue_growth", 7201, getpid());
+  REQUIRE(rx.size() == 1);
+  CHECK(severity_rank(rx[0]["severity"]) >= 1);
+  CHECK((rx[0]["severity"] == "warning" || rx[0]["escalated"] == true)); // nothing lost
+  CHECK(rx[0]["evidence"]["shape"] == "stalled_full");
+  CHECK(rx[0]["evidence"]["netns_receive_drops"] == 0);
 }
 
 TEST_CASE("lab: a sender toward a black-holed peer is a critical tx_queue_stall (E9)",
@@ -281,6 +295,8 @@ TEST_CASE("lab: random loss during a bulk transfer is retransmissions (E8)",
   CHECK(severity_rank(found[0]["severity"]) >= 1);
   const auto& ev = found[0]["evidence"];
   CHECK(ev["ratio"].get<double>() > 0.01);
+  // The rule: bad intervals in a row lasting >= retransmissions.min_seconds (3 s).
+  CHECK(ev["seconds_over_warn"].get<double>() >= 3.0);
   CHECK(ev["intervals_over_warn"].get<int>() >= 3);
   REQUIRE(!ev["top_sockets"].empty());
   // Attribution: the bulk sender (this process) toward the lossy port.

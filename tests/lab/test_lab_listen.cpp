@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <fstream>
@@ -45,18 +46,39 @@ TEST_CASE("lab: a listener that never accepts: listen_overflow, unaccepted_conne
   CHECK(severity_rank(lo[0].at("severity")) >= 1);
   CHECK(lo[0]["subject"]["state"] == "LISTEN");
   CHECK(lo[0]["evidence"]["total"].get<int>() >= 3);
-  REQUIRE(lo[0]["evidence"]["listeners_full"].size() == 1);
-  CHECK(lo[0]["evidence"]["listeners_full"][0]["pid"] == pid);
+  // The full listener and every process holding it (here one: this test).
+  const auto& full = lo[0]["evidence"]["listeners_full"];
+  REQUIRE(full.size() == 1);
+  CHECK(endpoint_port(full[0]["local"].get<std::string>()) == 7201);
+  CHECK(full[0]["max_queue"] == 5);
+  CHECK(full[0]["max_backlog"] == 4);
+  REQUIRE(full[0]["owners"].size() == 1);
+  CHECK(full[0]["owners"][0]["pid"] == pid);
+  REQUIRE(lo[0]["subject"]["owners"].size() == 1);
+  CHECK(lo[0]["subject"]["owners"][0]["pid"] == pid);
 
-  // unaccepted_connection: 5 queued children, one in CLOSE-WAIT -> critical.
+  // unaccepted_connection: the same 5 children queued for the whole capture (>= 3 s), one of
+  // them in CLOSE-WAIT (its client gave up) -> critical.
   const auto uc = findings_of(report, "unaccepted_connection", 7201, pid);
   REQUIRE(uc.size() == 1);
   CHECK(uc[0]["severity"] == "critical");
   CHECK(uc[0]["evidence"]["close_wait_children"] == 1);
   CHECK(uc[0]["evidence"]["children_total"] == 5);
-  CHECK(uc[0]["evidence"]["longest_run"] == 6);
-  for (const auto& p : uc[0]["evidence"]["series"]) {
-    CHECK(p["unaccepted"].get<int>() + p["close_wait"].get<int>() == 5);
+  CHECK(uc[0]["evidence"]["children_stuck"] == 5);
+  CHECK(uc[0]["evidence"]["oldest_queued_s"].get<double>() >= 5.0); // 6 snapshots + 300 ms
+  const auto& kids = uc[0]["evidence"]["children"];
+  REQUIRE(kids.size() == 5);
+  CHECK(std::count_if(kids.begin(),
+                      kids.end(),
+                      [](const nlohmann::json& k) { return k["state"] == "CLOSE-WAIT"; })
+        == 1);
+  // Per snapshot: "unaccepted" counts every queued child, the CLOSE-WAIT one included.
+  const auto& series = uc[0]["evidence"]["series"];
+  REQUIRE(series.size() == 6);
+  for (const auto& p : series) {
+    CHECK(p["unaccepted"] == 5);
+    CHECK(p["close_wait"] == 1);
+    CHECK(p["queue"] == 5);
   }
 
   // syn_sent_stuck: the 3 clients that did not get in, toward port 7201, owned by this process.

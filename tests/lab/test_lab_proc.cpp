@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cerrno>
@@ -23,6 +24,16 @@
 using namespace sockrewind::test;
 
 namespace {
+
+// The socket's inode (what the collector records as the socket's inode).
+uint64_t inode_of(const Sock& s) {
+  struct stat st {};
+
+  if (::fstat(s.fd(), &st) != 0) {
+    sys_fail("fstat");
+  }
+  return st.st_ino;
+}
 
 // A non-blocking unix stream connect; keeps the socket in `out`, returns whether it connected.
 bool unix_connect_nonblocking(const std::string& path, std::vector<Sock>& out) {
@@ -162,14 +173,25 @@ TEST_CASE("lab: a unix datagram receiver that never reads shows at the sender, u
   CHECK(sent == 11); // qlen 10 admits 11, then EAGAIN
   lab.collect(6, 1.0);
   lab.keep_sample("unix-dgram-backlog");
+  const auto dgram_senders = [](const nlohmann::json& report) {
+    std::vector<nlohmann::json> out;
+    for (const auto& f : findings_of(report, "unix_backlog", std::nullopt, getpid())) {
+      if (f["subject"].value("kind", "") == "dgram_sender") {
+        out.push_back(f);
+      }
+    }
+    return out;
+  };
+  // A sender's Send-Q non-empty counts from unix_backlog.dgram_seconds (120 s): 5 s is no
+  // finding yet (a 2-minute capture would cost too much here).
   const auto report = lab.report();
   INFO(summarize(report));
-  std::vector<nlohmann::json> found;
-  for (const auto& f : findings_of(report, "unix_backlog", std::nullopt, getpid())) {
-    if (f["subject"].value("kind", "") == "dgram_sender") {
-      found.push_back(f);
-    }
-  }
+  CHECK(dgram_senders(report).empty());
+  // The same evidence with the bar at 4 s: the rule names the sender, the receiver's path and
+  // its process.
+  const auto lowered = lab.report("--set unix_backlog.dgram_seconds=4");
+  INFO(summarize(lowered));
+  const auto found = dgram_senders(lowered);
   REQUIRE(found.size() == 1);
   CHECK(found[0]["severity"] == "warning");
   CHECK(found[0]["subject"]["proto"] == "u_dgr");
@@ -198,18 +220,35 @@ TEST_CASE("lab: an unread unix stream connection is unix_backlog", "[lab]") {
   });
   lab.collect(6, 1.0);
   lab.keep_sample("unix-stream-unread");
+  const auto streams = [](const nlohmann::json& report) {
+    std::vector<nlohmann::json> out;
+    for (const auto& f : findings_of(report, "unix_backlog", std::nullopt, getpid())) {
+      if (f["subject"].value("kind", "") == "stream") {
+        out.push_back(f);
+      }
+    }
+    return out;
+  };
+  // An unchanged Recv-Q counts from unix_backlog.stream_seconds (120 s): 5 s is no finding yet
+  // (a 2-minute capture would cost too much here).
   const auto report = lab.report();
   INFO(summarize(report));
-  std::vector<nlohmann::json> found;
-  for (const auto& f : findings_of(report, "unix_backlog", std::nullopt, getpid())) {
-    if (f["subject"].value("kind", "") == "stream") {
-      found.push_back(f);
-    }
-  }
+  CHECK(streams(report).empty());
+  // The same evidence with the bar at 4 s: the rule finds the unread end and its process.
+  const auto lowered = lab.report("--set unix_backlog.stream_seconds=4");
+  INFO(summarize(lowered));
+  const auto found = streams(lowered);
   REQUIRE(found.size() == 1);
   CHECK(found[0]["severity"] == "warning");
+  CHECK(found[0]["subject"]["proto"] == "u_str");
+  CHECK(found[0]["subject"]["inode"] == inode_of(reader));
+  CHECK(found[0]["subject"]["peer_pid"] == getpid());
   CHECK(found[0]["evidence"]["shape"] == "stream_stalled");
-  CHECK(found[0]["evidence"]["series"][0]["rx_queue"] == 1000);
+  const auto& series = found[0]["evidence"]["series"];
+  REQUIRE(series.size() == 6);
+  for (const auto& p : series) {
+    CHECK(p["rx_queue"] == 1000);
+  }
 }
 
 TEST_CASE("lab: a thread that leaks socketpairs is socket_leak, naming the process", "[lab]") {

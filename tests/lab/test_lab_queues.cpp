@@ -35,11 +35,26 @@ TEST_CASE("lab: a receiver that never reads is rx_queue_growth, naming its proce
   INFO(summarize(report));
   const auto found = findings_of(report, "rx_queue_growth", 7101, getpid());
   REQUIRE(found.size() == 1);
-  CHECK(severity_rank(found[0].at("severity")) >= 1);
+  // At the buffer limit with nothing read for 5 s, no data lost: info until
+  // rx_queue_growth.stop_seconds (30 s; a rate-limited reader pauses for seconds too). The
+  // 35 s zero-window scenario in test_lab_conn.cpp shows the default warning.
+  CHECK(found[0]["severity"] == "info");
   CHECK(found[0]["subject"]["state"] == "ESTAB");
+  CHECK(found[0]["evidence"]["shape"] == "stalled_full");
+  CHECK(found[0]["evidence"]["bytes_read"] == 0);
+  CHECK(found[0]["evidence"]["netns_receive_drops"] == 0);
   CHECK(found[0]["evidence"]["series"].size() >= 5);
   // The client side is not the one not reading.
   CHECK(findings_of(report, "rx_queue_growth", local_port(client)).empty());
+
+  // The same evidence with the bar at 4 s: the rule makes it a warning, same socket and process.
+  const auto lowered = lab.report("--set rx_queue_growth.stop_seconds=4");
+  INFO(summarize(lowered));
+  const auto warned = findings_of(lowered, "rx_queue_growth", 7101, getpid());
+  REQUIRE(warned.size() == 1);
+  CHECK(warned[0]["severity"] == "warning");
+  CHECK(warned[0]["evidence"]["shape"] == "stalled_full");
+  CHECK(findings_of(lowered, "rx_queue_growth", local_port(client)).empty());
 }
 
 TEST_CASE("lab: a listener that never accepts is accept_queue_backlog, critical when full",
