@@ -47,24 +47,6 @@ struct Queued {
   uint32_t ack_ms = 0;
 };
 
-// The streaks (sample index ranges) of `t` where `pred` holds, within gap-free runs.
-template <class Pred> std::vector<Range> streaks(const Context& ctx, const Track& t, Pred pred) {
-  std::vector<Range> out;
-  for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
-    size_t begin = c.begin;
-    for (size_t i = c.begin; i <= c.end; ++i) {
-      if (i < c.end && pred(t.samples[i])) {
-        continue;
-      }
-      if (i > begin) {
-        out.push_back({begin, i});
-      }
-      begin = i + 1;
-    }
-  }
-  return out;
-}
-
 void judge(const Context& ctx,
            uint32_t ti,
            const std::vector<Child>* kids,
@@ -78,7 +60,7 @@ void judge(const Context& ctx,
   // full streaks that lasted
   std::vector<Range> full;
   double full_s = 0;
-  for (const Range& r : streaks(ctx, t, is_full)) {
+  for (const Range& r : ctx.streaks(t, is_full)) {
     if (span_ok(r, ctx.param("full_seconds"))) {
       full.push_back(r);
       full_s = std::max(full_s, ctx.seconds(s[r.begin].snap, s[r.end - 1].snap));
@@ -109,7 +91,7 @@ void judge(const Context& ctx,
   const double backlog_bar = ctx.param("backlog_seconds");
   std::vector<Range> stuck;
   double oldest_child = 0;
-  for (const Range& r : streaks(ctx, t, [&](const Sample& x) { return is_backlogged(ctx, x); })) {
+  for (const Range& r : ctx.streaks(t, [&](const Sample& x) { return is_backlogged(ctx, x); })) {
     if (!span_ok(r, backlog_bar)) {
       continue;
     }

@@ -220,9 +220,8 @@ void stuck(const Context& ctx, const Track& t, Range r, Sink& out) {
             + " (no process, inode 0) " + what + " for " + num(span) + " s ("
             + std::to_string(r.size()) + " snapshots)");
   Json rows = Json::array();
-  const size_t lo = r.begin > 0 ? r.begin - 1 : 0;
-  const size_t hi = std::min(r.end + 1, t.samples.size());
-  for (size_t i = lo; i < hi; ++i) {
+  const Range shown_rows = Context::with_margin(t, r);
+  for (size_t i = shown_rows.begin; i < shown_rows.end; ++i) {
     const Sample& x = t.samples[i];
     Json j;
     j["t"] = ctx.time(x.snap);

@@ -106,18 +106,10 @@ Verdict judge(const Context& ctx, const Track& t, Range r) {
 // The best verdict over the socket's gap-free runs of connected samples.
 Verdict best_verdict(const Context& ctx, const Track& t) {
   Verdict best;
-  for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
-    size_t begin = c.begin;
-    for (size_t i = c.begin; i <= c.end; ++i) {
-      if (i == c.end || !connected(t.samples[i])) {
-        if (i > begin) {
-          Verdict v = judge(ctx, t, {begin, i});
-          if (v.shape > best.shape) {
-            best = v;
-          }
-        }
-        begin = i + 1;
-      }
+  for (const Range& r : ctx.streaks(t, connected)) {
+    Verdict v = judge(ctx, t, r);
+    if (v.shape > best.shape) {
+      best = v;
     }
   }
   return best;
@@ -223,9 +215,8 @@ void check(const Context& ctx, Sink& out) {
     b.fact("socket_drops_increased",
            first.drops != k_na && last.drops != k_na && last.drops > first.drops);
     Json rows = Json::array();
-    const size_t lo = best.window.begin > 0 ? best.window.begin - 1 : 0;
-    const size_t hi = std::min(best.window.end + 1, t.samples.size());
-    for (size_t i = lo; i < hi; ++i) {
+    const Range shown = Context::with_margin(t, best.window);
+    for (size_t i = shown.begin; i < shown.end; ++i) {
       rows.push_back(point(ctx, t.samples[i]));
     }
     b.series(std::move(rows), "rx_queue", {"rcvbuf"});

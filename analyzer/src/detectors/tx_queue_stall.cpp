@@ -325,9 +325,8 @@ void check(const Context& ctx, Sink& out) {
                ? Json(last.bytes_acked - first.bytes_acked)
                : Json(nullptr));
     Json rows = Json::array();
-    const size_t lo = best.window.begin > 0 ? best.window.begin - 1 : 0;
-    const size_t hi = std::min(best.window.end + 1, t.samples.size());
-    for (size_t i = lo; i < hi; ++i) {
+    const Range shown_rows = Context::with_margin(t, best.window);
+    for (size_t i = shown_rows.begin; i < shown_rows.end; ++i) {
       const Sample* prev =
           i > 0 && t.samples[i - 1].snap + 1 == t.samples[i].snap ? &t.samples[i - 1] : nullptr;
       rows.push_back(point(ctx, t.samples[i], prev));

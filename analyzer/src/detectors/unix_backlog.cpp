@@ -108,24 +108,6 @@ EmbryoCounts embryo_counts(const Timeline& tl) {
   return out;
 }
 
-// Gap-free stretches [begin, end) of `t.samples` where `pred` holds.
-template <class Pred> std::vector<Range> streaks(const Context& ctx, const Track& t, Pred pred) {
-  std::vector<Range> out;
-  for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
-    size_t begin = c.begin;
-    for (size_t i = c.begin; i <= c.end; ++i) {
-      if (i < c.end && pred(t.samples[i])) {
-        continue;
-      }
-      if (i > begin) {
-        out.push_back({begin, i});
-      }
-      begin = i + 1;
-    }
-  }
-  return out;
-}
-
 double span_of(const Context& ctx, const Track& t, Range r) {
   return ctx.seconds(t.samples[r.begin].snap, t.samples[r.end - 1].snap);
 }
@@ -168,7 +150,7 @@ void listener_findings(const Context& ctx, const EmbryoCounts& embryos, Sink& ou
     double full_s = 0;
     Range shown;
     bool saturated = false;
-    for (const Range& r : streaks(ctx, t, full)) {
+    for (const Range& r : ctx.streaks(t, full)) {
       if (lasted(ctx, t, r, ctx.param("full_seconds")) && span_of(ctx, t, r) >= full_s) {
         full_s = span_of(ctx, t, r);
         shown = r;
@@ -177,7 +159,7 @@ void listener_findings(const Context& ctx, const EmbryoCounts& embryos, Sink& ou
     }
     double stuck_s = 0;
     if (shown.size() == 0) {
-      for (const Range& r : streaks(ctx, t, backlogged)) {
+      for (const Range& r : ctx.streaks(t, backlogged)) {
         bool never_fell = true;
         for (size_t i = r.begin + 1; i < r.end; ++i) {
           never_fell = never_fell && queue(t.samples[i]) >= queue(t.samples[i - 1]);
@@ -249,9 +231,8 @@ void listener_findings(const Context& ctx, const EmbryoCounts& embryos, Sink& ou
       b.fact("somaxconn", *somaxconn);
     }
     Json rows = Json::array();
-    const size_t lo = shown.begin > 0 ? shown.begin - 1 : 0;
-    const size_t hi = std::min(shown.end + 1, t.samples.size());
-    for (size_t i = lo; i < hi; ++i) {
+    const Range shown_rows = Context::with_margin(t, shown);
+    for (size_t i = shown_rows.begin; i < shown_rows.end; ++i) {
       const Sample& x = t.samples[i];
       Json j;
       j["t"] = ctx.time(x.snap);
@@ -323,7 +304,7 @@ void stream_findings(const Context& ctx, const InodeIndex& inodes, Sink& out) {
       continue;
     }
     StreamVerdict best;
-    for (const Range& r : streaks(ctx, t, connected_stream)) {
+    for (const Range& r : ctx.streaks(t, connected_stream)) {
       StreamVerdict v = judge_stream(ctx, t, r);
       const bool better = (v.growing && !best.growing)
                           || (v.growing == best.growing && v.window.size() > best.window.size());
@@ -393,9 +374,8 @@ void stream_findings(const Context& ctx, const InodeIndex& inodes, Sink& out) {
     b.fact("kind", "stream");
     b.fact("shape", best.growing ? "stream_growing" : "stream_stalled");
     Json rows = Json::array();
-    const size_t lo = best.window.begin > 0 ? best.window.begin - 1 : 0;
-    const size_t hi = std::min(best.window.end + 1, t.samples.size());
-    for (size_t i = lo; i < hi; ++i) {
+    const Range shown_rows = Context::with_margin(t, best.window);
+    for (size_t i = shown_rows.begin; i < shown_rows.end; ++i) {
       const Sample& x = t.samples[i];
       Json j;
       j["t"] = ctx.time(x.snap);
@@ -434,7 +414,7 @@ void dgram_findings(const Context& ctx, const InodeIndex& inodes, Sink& out) {
       continue;
     }
     Range best;
-    for (const Range& r : streaks(ctx, t, pending)) {
+    for (const Range& r : ctx.streaks(t, pending)) {
       if (lasted(ctx, t, r, ctx.param("dgram_seconds")) && r.size() > best.size()) {
         best = r;
       }
@@ -484,9 +464,8 @@ void dgram_findings(const Context& ctx, const InodeIndex& inodes, Sink& out) {
       b.fact("max_dgram_qlen", *qlen);
     }
     Json rows = Json::array();
-    const size_t lo = best.begin > 0 ? best.begin - 1 : 0;
-    const size_t hi = std::min(best.end + 1, t.samples.size());
-    for (size_t i = lo; i < hi; ++i) {
+    const Range shown_rows = Context::with_margin(t, best);
+    for (size_t i = shown_rows.begin; i < shown_rows.end; ++i) {
       const Sample& x = t.samples[i];
       Json j;
       j["t"] = ctx.time(x.snap);

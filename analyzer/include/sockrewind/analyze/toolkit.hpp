@@ -30,6 +30,7 @@
 #include <sockrewind/analyze/primitives.hpp>
 #include <sockrewind/analyze/series.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -119,6 +120,30 @@ public:
   limit(uint32_t netns, const std::string& name, uint32_t snap, size_t field = 0) const;
 
   // ---- subjects
+  // Maximal index ranges [begin, end) of t.samples, each within one gap-free run of consecutive
+  // snapshots, where pred(sample) holds.
+  template <class Pred> std::vector<Range> streaks(const Track& t, Pred pred) const {
+    std::vector<Range> out;
+    for (const Range& c : contiguous_runs(m_tl, t)) {
+      size_t begin = c.begin;
+      for (size_t i = c.begin; i <= c.end; ++i) {
+        if (i < c.end && pred(t.samples[i])) {
+          continue;
+        }
+        if (i > begin) {
+          out.push_back({begin, i});
+        }
+        begin = i + 1;
+      }
+    }
+    return out;
+  }
+
+  // The evidence rows of a window: `r` with one sample before and one after, when there are.
+  static Range with_margin(const Track& t, Range r) {
+    return {r.begin > 0 ? r.begin - 1 : 0, std::min(r.end + 1, t.samples.size())};
+  }
+
   const std::vector<Track>& tracks() const { return m_tl.tracks; }
 
   const Track& track(uint32_t index) const { return m_tl.tracks[index]; }
