@@ -84,6 +84,14 @@ TEST_CASE("toolkit: a duration means the same at 1 s and 60 s intervals", "[tool
   CHECK(f.lasted(0, 30, 31, 30));
   CHECK(s.lasted(0, 1, 2, 30));
   CHECK_FALSE(s.lasted(0, 0, 1, 0)); // one snapshot is no support for a duration
+  // Timer jitter: six snapshots 0.99993 s apart last "5 s", five do not.
+  Timeline jitter = timeline(6, 1);
+  for (size_t i = 0; i < jitter.snaps.size(); ++i) {
+    jitter.snaps[i].boottime_ns = 1000 * k_s + static_cast<int64_t>(i) * 999'930'000;
+  }
+  const Context j(series, jitter, params);
+  CHECK(j.lasted(0, 5, 6, 5));
+  CHECK_FALSE(j.lasted(0, 4, 5, 5));
 }
 
 TEST_CASE("toolkit: the sink folds one cause into one finding with its worst examples",

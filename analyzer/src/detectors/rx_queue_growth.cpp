@@ -50,15 +50,27 @@ Verdict judge(const Context& ctx, const Track& t, Range r) {
   const uint32_t a = s[r.begin].snap;
   const uint32_t b = s[r.end - 1].snap;
   const double span = ctx.seconds(a, b);
+  // stalled_full: from the first full snapshot to the last (the time spent filling up is not
+  // time at the limit), full in >= persist_ratio of them.
   size_t full = 0;
+  size_t first_full = r.end;
+  size_t last_full = r.end;
   for (size_t i = r.begin; i < r.end; ++i) {
-    full += is_full(ctx, s[i]) ? 1U : 0U;
+    if (is_full(ctx, s[i])) {
+      ++full;
+      first_full = first_full == r.end ? i : first_full;
+      last_full = i;
+    }
   }
-  if (static_cast<double>(full) >= ctx.param("persist_ratio") * static_cast<double>(r.size())
-      && ctx.lasted(a, b, r.size(), ctx.param("full_seconds"))) {
-    v.shape = Shape::full;
-    v.window = r;
-    return v;
+  if (full > 0) {
+    const Range at_limit{first_full, last_full + 1};
+    if (static_cast<double>(full)
+            >= ctx.param("persist_ratio") * static_cast<double>(at_limit.size())
+        && ctx.lasted(s[first_full].snap, s[last_full].snap, full, ctx.param("full_seconds"))) {
+      v.shape = Shape::full;
+      v.window = at_limit;
+      return v;
+    }
   }
   // growing: a rise in every snapshot, or GROW with a time-scaled minimum growth
   if (r.size() >= 3 && ctx.lasted(a, b, r.size(), ctx.param("grow_seconds"))) {

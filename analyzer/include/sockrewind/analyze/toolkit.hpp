@@ -108,7 +108,7 @@ public:
   double median_interval() const { return m_tl.median_interval_s; }
 
   // A condition seen in `samples` snapshots from `first` to `last` lasted at least `min_seconds`
-  // (and has k_min_support snapshots behind it).
+  // (less 1%, at least 50 ms, of timer jitter) and has k_min_support snapshots behind it.
   bool lasted(uint32_t first, uint32_t last, size_t samples, double min_seconds) const;
 
   // ---- counters and limits (cached per name)
