@@ -47,8 +47,8 @@ TEST_CASE("lab: a receiver that never reads is rx_queue_growth, naming its proce
   // The client side is not the one not reading.
   CHECK(findings_of(report, "rx_queue_growth", local_port(client)).empty());
 
-  // The same evidence with the bar at 4 s: the rule makes it a warning, same socket and process.
-  const auto lowered = lab.report("--set rx_queue_growth.stop_seconds=4");
+  // The same evidence with the bar at 3 s: the rule makes it a warning, same socket and process.
+  const auto lowered = lab.report("--set rx_queue_growth.stop_seconds=3");
   INFO(summarize(lowered));
   const auto warned = findings_of(lowered, "rx_queue_growth", 7101, getpid());
   REQUIRE(warned.size() == 1);

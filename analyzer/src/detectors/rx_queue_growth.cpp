@@ -180,9 +180,9 @@ void check(const Context& ctx, Sink& out) {
       // download). Full with nothing read is a reader that stopped.
       if (reading) {
         sev = lost > 0 ? Severity::warning : Severity::info;
-      } else if (lost > 0 || span >= ctx.param("critical_seconds")) {
+      } else if (lost > 0 || ctx.lasted(first.snap, last.snap, n, ctx.param("critical_seconds"))) {
         sev = Severity::critical;
-      } else if (span < ctx.param("stop_seconds")) {
+      } else if (!ctx.lasted(first.snap, last.snap, n, ctx.param("stop_seconds"))) {
         sev = Severity::info; // a rate-limited reader pauses too (curl --limit-rate sleeps)
       }
       s = "Recv-Q of " + sock + " sits at its buffer limit (" + human_bytes(last.rmem_alloc)
