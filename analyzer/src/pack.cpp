@@ -6,6 +6,7 @@
 #include <sockrewind/analyze/pack.hpp>
 #include <sockrewind/analyze/time.hpp>
 #include <sockrewind/store/db.hpp>
+#include <sockrewind/store/runs.hpp>
 #include <sockrewind/store/schema.hpp>
 
 #include <arpa/inet.h>
@@ -104,7 +105,7 @@ std::string hex8(uint64_t v) {
 // Copying rows: column lists and types from the output's schema (every input was validated
 // against the same schema), values as they are.
 
-using Value = std::variant<std::monostate, int64_t, double, std::string>;
+using store::Value;
 
 struct Column {
   std::string name;
@@ -249,6 +250,29 @@ std::string addr_text(int64_t family, const std::string& blob) {
     return "?";
   }
   return buf;
+}
+
+// The select list of `cols` from `table` of a validated input of schema `version`: a column
+// that version does not have (added by a later migration) is read as NULL.
+std::string
+select_list(int version, const std::string& table, std::span<const std::string_view> cols) {
+  std::set<std::string, std::less<>> have;
+  for (std::string& c : store::reference_columns(version, table)) {
+    have.insert(std::move(c));
+  }
+  std::string list;
+  for (const std::string_view c : cols) {
+    list += (list.empty() ? "" : ", ") + (have.contains(c) ? std::string(c) : "NULL");
+  }
+  return list;
+}
+
+size_t column(std::span<const std::string_view> cols, std::string_view name) {
+  const auto it = std::find(cols.begin(), cols.end(), name);
+  if (it == cols.end()) {
+    throw std::logic_error("pack: no column " + std::string(name));
+  }
+  return static_cast<size_t>(it - cols.begin());
 }
 
 struct Chosen {
@@ -452,12 +476,10 @@ PackResult write_pack(const PackOptions& opts) {
     TableCopy snapshot_netns(out, "snapshot_netns", false);
     TableCopy sources(out, "sources", false);
     TableCopy issues(out, "capture_issues", false);
-    TableCopy sockets(out, "sockets", true);
     TableCopy extra(out, "extra_owners", false);
-    TableCopy processes(out, "processes", false);
     TableCopy tcp_info(out, "tcp_info", false);
-    TableCopy counters(out, "counters", false);
-    TableCopy limits(out, "limits", false);
+    // Sockets, processes, counters and limits become runs (schema v3).
+    store::RunWriter runs(out);
     store::Stmt ins_netns = out.prepare("INSERT INTO netns (inode) VALUES (?1)");
     store::Stmt ins_addr = out.prepare("INSERT INTO addrs (family, addr, text) VALUES (?1,?2,?3)");
 
@@ -573,42 +595,74 @@ PackResult write_pack(const PackOptions& opts) {
             row[ci_example] = std::monostate{}; // examples quote paths, names and addresses
           }
         });
-        const size_t c_ns = counters.index("netns_id");
-        copy_snapshot_rows(
-            counters, "counters", [&](std::vector<Value>& row) { map_netns(row[c_ns]); });
-        const size_t l_ns = limits.index("netns_id");
-        copy_snapshot_rows(
-            limits, "limits", [&](std::vector<Value>& row) { map_netns(row[l_ns]); });
-        const size_t p_ns = processes.index("netns_id");
-        const size_t p_cmd = processes.index("cmdline");
-        copy_snapshot_rows(processes, "processes", [&](std::vector<Value>& row) {
-          map_netns(row[p_ns]);
-          redact_text(row[p_cmd], [&](const std::string& s) { return red.cmdline(s); });
-        });
+        runs.begin_snapshot(sid,
+                            c.info.boottime_ns,
+                            c.info.boottime_ns + c.info.duration_ns,
+                            c.info.host + '\n' + c.info.boot_id);
+        const int version = static_cast<int>(in.query_int("PRAGMA user_version"));
+        {
+          store::Stmt st = in.prepare("SELECT netns_id, file, name, value FROM counters "
+                                      "WHERE snapshot_id = ?1");
+          st.bind(1, old_sid);
+          while (st.step()) {
+            Value ns = st.get_int(0);
+            map_netns(ns);
+            if (!is_null(ns)) {
+              runs.add_counter(as_int(ns), st.get_text(1), st.get_text(2), st.get_int(3));
+            }
+          }
+        }
+        {
+          store::Stmt st =
+              in.prepare("SELECT netns_id, name, value FROM limits WHERE snapshot_id = ?1");
+          st.bind(1, old_sid);
+          while (st.step()) {
+            Value ns = st.get_int(0);
+            map_netns(ns);
+            if (!is_null(ns)) {
+              runs.add_limit(as_int(ns), st.get_text(1), st.get_text(2));
+            }
+          }
+        }
+        {
+          const auto cols = store::process_columns();
+          store::Stmt st = in.prepare("SELECT " + select_list(version, "processes", cols)
+                                      + " FROM processes WHERE snapshot_id = ?1");
+          st.bind(1, old_sid);
+          const size_t p_ns = column(cols, "netns_id");
+          const size_t p_cmd = column(cols, "cmdline");
+          std::vector<Value> row(cols.size());
+          while (st.step()) {
+            for (size_t i = 0; i < cols.size(); ++i) {
+              row[i] = store::read_value(st, static_cast<int>(i));
+            }
+            map_netns(row[p_ns]);
+            redact_text(row[p_cmd], [&](const std::string& v) { return red.cmdline(v); });
+            runs.add_process(row);
+          }
+        }
 
         // Sockets get new sock_ids; their extra owners and tcp_info follow them.
         std::map<int64_t, int64_t> sock_map;
-        const size_t s_id = sockets.index("sock_id");
-        const size_t s_ns = sockets.index("netns_id");
-        const size_t s_la = sockets.index("local_addr_id");
-        const size_t s_ra = sockets.index("remote_addr_id");
-        const size_t s_path = sockets.index("path");
         {
-          store::Stmt st = in.prepare("SELECT " + sockets.select_list(in)
+          const auto cols = store::socket_columns();
+          const size_t s_ns = column(cols, "netns_id");
+          const size_t s_la = column(cols, "local_addr_id");
+          const size_t s_ra = column(cols, "remote_addr_id");
+          const size_t s_path = column(cols, "path");
+          store::Stmt st = in.prepare("SELECT sock_id, " + select_list(version, "sockets", cols)
                                       + " FROM sockets WHERE snapshot_id = ?1 ORDER BY sock_id");
           st.bind(1, old_sid);
-          const size_t s_sid = sockets.index("snapshot_id");
+          std::vector<Value> row(cols.size());
           while (st.step()) {
-            int64_t old_id = 0;
-            sockets.copy_row(st, [&](std::vector<Value>& row) {
-              old_id = as_int(row[s_id]);
-              row[s_sid] = sid;
-              map_netns(row[s_ns]);
-              map_addr(row[s_la]);
-              map_addr(row[s_ra]);
-              redact_text(row[s_path], [&](const std::string& p) { return red.unix_path(p); });
-            });
-            sock_map[old_id] = out.last_insert_rowid();
+            for (size_t i = 0; i < cols.size(); ++i) {
+              row[i] = store::read_value(st, static_cast<int>(i + 1));
+            }
+            map_netns(row[s_ns]);
+            map_addr(row[s_la]);
+            map_addr(row[s_ra]);
+            redact_text(row[s_path], [&](const std::string& p) { return red.unix_path(p); });
+            sock_map[st.get_int(0)] = runs.add_socket(row);
           }
         }
         result.sockets += sock_map.size();
@@ -633,6 +687,7 @@ PackResult write_pack(const PackOptions& opts) {
       ++result.snapshots;
     }
 
+    runs.finish();
     store::Stmt meta = out.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)");
     const std::string mode = tcp_info_modes.size() == 1 ? *tcp_info_modes.begin() : "mixed";
     const std::pair<const char*, std::string> rows[] = {

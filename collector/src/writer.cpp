@@ -37,15 +37,21 @@ std::string addr_text(uint8_t family, const uint8_t* addr) {
   return buf;
 }
 
-constexpr const char* k_socket_columns =
-    "snapshot_id, netns_id, family, type, proto, state, local_addr_id, local_port, "
-    "remote_addr_id, remote_port, rx_queue, tx_queue, inode, cookie, uid, timer, expires_ms, "
-    "retrans, shutdown, tos, skm_rmem_alloc, skm_rcvbuf, skm_wmem_alloc, skm_sndbuf, "
-    "skm_fwd_alloc, skm_wmem_queued, skm_optmem, skm_backlog, skm_drops, path, peer_inode, "
+// Schema v3 (schema/sql/0003_compact.sql): a socket is its identity (sock_ident) and its
+// changing fields over a run of snapshots (sock_runs). A collector file holds one-snapshot
+// runs; pack and the fold join the runs of consecutive snapshots.
+constexpr const char* k_ident_columns =
+    "netns_id, family, type, proto, local_addr_id, local_port, remote_addr_id, remote_port, "
+    "inode, cookie, uid, path, peer_inode";
+constexpr int k_ident_column_count = 13;
+constexpr const char* k_run_columns =
+    "ident_id, first_snapshot_id, last_snapshot_id, state, rx_queue, tx_queue, timer, "
+    "expires_ms, retrans, shutdown, tos, skm_rmem_alloc, skm_rcvbuf, skm_wmem_alloc, "
+    "skm_sndbuf, skm_fwd_alloc, skm_wmem_queued, skm_optmem, skm_backlog, skm_drops, "
     "ti_rto_us, ti_rtt_us, ti_rttvar_us, ti_snd_cwnd, ti_unacked, ti_backoff, ti_probes, "
     "ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, ti_bytes_acked, "
     "ti_bytes_received, ti_segs_out, ti_notsent_bytes, ti_snd_wnd, pid, fd";
-constexpr int k_socket_column_count = 48;
+constexpr int k_run_column_count = 37;
 
 std::string placeholders(int n) {
   std::string s;
@@ -150,6 +156,7 @@ int64_t SnapshotFile::addr_id(uint8_t family, const uint8_t* addr, uint8_t len) 
 
 // The prepared statements for socket rows, kept for one snapshot's transaction.
 struct SnapshotFile::SocketStmts {
+  store::Stmt ident;
   store::Stmt sock;
   store::Stmt extra;
   store::Stmt ti;
@@ -164,8 +171,11 @@ SnapshotFile::SocketStmts SnapshotFile::prepare_socket_stmts() {
     ti_vals += ",?" + std::to_string(++n);
   }
   return SocketStmts{
-      m_db->prepare(std::string("INSERT INTO sockets (") + k_socket_columns + ") VALUES ("
-                        + placeholders(k_socket_column_count) + ")",
+      m_db->prepare(std::string("INSERT INTO sock_ident (") + k_ident_columns + ") VALUES ("
+                        + placeholders(k_ident_column_count) + ")",
+                    true),
+      m_db->prepare(std::string("INSERT INTO sock_runs (") + k_run_columns + ") VALUES ("
+                        + placeholders(k_run_column_count) + ")",
                     true),
       m_db->prepare("INSERT OR IGNORE INTO extra_owners (sock_id, pid, fd) VALUES (?1,?2,?3)",
                     true),
@@ -200,49 +210,54 @@ void SnapshotFile::insert_sockets(SocketStmts& st,
       owner_of[i] = &it->second;
     }
   }
+  store::Stmt& ins_ident = st.ident;
   store::Stmt& ins_sock = st.sock;
   for (size_t i = 0; i < rows.size(); ++i) {
     const SocketRow& r = rows[i];
-    ins_sock.bind(1, sid).bind(2, nid).bind(3, static_cast<int64_t>(r.family));
-    ins_sock.bind(4, static_cast<int64_t>(r.type)).bind(5, static_cast<int64_t>(r.proto));
-    ins_sock.bind(6, static_cast<int64_t>(r.state));
+    ins_ident.bind(1, nid).bind(2, static_cast<int64_t>(r.family));
+    ins_ident.bind(3, static_cast<int64_t>(r.type)).bind(4, static_cast<int64_t>(r.proto));
     if (r.addr_len != 0) {
-      ins_sock.bind(7, addr_id(r.family, r.local_addr.data(), r.addr_len));
-      ins_sock.bind(8, static_cast<int64_t>(r.local_port));
-      ins_sock.bind(9, addr_id(r.family, r.remote_addr.data(), r.addr_len));
-      ins_sock.bind(10, static_cast<int64_t>(r.remote_port));
+      ins_ident.bind(5, addr_id(r.family, r.local_addr.data(), r.addr_len));
+      ins_ident.bind(6, static_cast<int64_t>(r.local_port));
+      ins_ident.bind(7, addr_id(r.family, r.remote_addr.data(), r.addr_len));
+      ins_ident.bind(8, static_cast<int64_t>(r.remote_port));
     }
-    ins_sock.bind(11, r.rx_queue).bind(12, r.tx_queue).bind(13, r.inode).bind(14, r.cookie);
-    ins_sock.bind(15, r.uid);
+    ins_ident.bind(9, r.inode).bind(10, r.cookie).bind(11, r.uid);
+    ins_ident.bind(12, r.path).bind(13, r.peer_inode);
+    ins_ident.run();
+
+    ins_sock.bind(1, m_db->last_insert_rowid()).bind(2, sid).bind(3, sid);
+    ins_sock.bind(4, static_cast<int64_t>(r.state));
+    ins_sock.bind(5, r.rx_queue).bind(6, r.tx_queue);
     if (r.timer) {
-      ins_sock.bind(16, static_cast<int64_t>(*r.timer));
+      ins_sock.bind(7, static_cast<int64_t>(*r.timer));
     }
-    ins_sock.bind(17, r.expires_ms).bind(18, r.retrans);
+    ins_sock.bind(8, r.expires_ms).bind(9, r.retrans);
     if (r.shutdown) {
-      ins_sock.bind(19, static_cast<int64_t>(*r.shutdown));
+      ins_sock.bind(10, static_cast<int64_t>(*r.shutdown));
     }
     if (r.tos) {
-      ins_sock.bind(20, static_cast<int64_t>(*r.tos));
+      ins_sock.bind(11, static_cast<int64_t>(*r.tos));
     }
     for (size_t m = 0; m < k_skmem_fields; ++m) {
       if (m < r.skmem_count) {
-        ins_sock.bind(21 + static_cast<int>(m), r.skmem[m]);
+        ins_sock.bind(12 + static_cast<int>(m), r.skmem[m]);
       }
     }
     if (r.skmem_count <= 8 && r.drops) {
-      ins_sock.bind(29, *r.drops); // /proc/net/udp drops when no SK_MEMINFO_DROPS
+      ins_sock.bind(20, *r.drops); // /proc/net/udp drops when no SK_MEMINFO_DROPS
     }
-    ins_sock.bind(30, r.path).bind(31, r.peer_inode);
-    int col = 32;
+    int col = 21;
     for (const TcpInfoField& f : tcp_info_inline_fields()) {
       ins_sock.bind(col++, read_tcp_info_field(r.tcp_info, f));
     }
     if (const Owner* owner = owner_of[i]) {
-      ins_sock.bind(47, static_cast<int64_t>(owner->pid));
-      ins_sock.bind(48, static_cast<int64_t>(owner->fd));
+      ins_sock.bind(36, static_cast<int64_t>(owner->pid));
+      ins_sock.bind(37, static_cast<int64_t>(owner->fd));
     }
     ins_sock.run();
-    const int64_t sock_id = m_db->last_insert_rowid();
+    // The socket's id in this snapshot, as the sockets view gives it.
+    const int64_t sock_id = (m_db->last_insert_rowid() << 24) | sid;
 
     if (r.inode != 0 && !extra.empty()) {
       const auto more = extra.find(r.inode);
@@ -516,12 +531,13 @@ void SnapshotFile::write_rest(int64_t sid, const Snapshot& snap, uint64_t socket
   store::Stmt ins_src = m_db->prepare(
       "INSERT INTO sources (snapshot_id, netns_id, source, method, status, rows, duration_us, "
       "error) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
-  store::Stmt ins_counter =
-      m_db->prepare("INSERT OR REPLACE INTO counters (snapshot_id, netns_id, file, name, value) "
-                    "VALUES (?1,?2,?3,?4,?5)",
-                    true);
-  store::Stmt ins_limit = m_db->prepare(
-      "INSERT OR REPLACE INTO limits (snapshot_id, netns_id, name, value) VALUES (?1,?2,?3,?4)");
+  store::Stmt ins_counter = m_db->prepare(
+      "INSERT OR REPLACE INTO counter_runs (first_snapshot_id, netns_id, name_id, "
+      "last_snapshot_id, value) VALUES (?1,?2,?3,?1,?4)",
+      true);
+  store::Stmt ins_limit =
+      m_db->prepare("INSERT OR REPLACE INTO limit_runs (first_snapshot_id, netns_id, name, "
+                    "last_snapshot_id, value) VALUES (?1,?2,?3,?1,?4)");
   for (const NetnsCapture& ns : snap.namespaces) {
     const int64_t nid = netns_id(ns.ref.inode);
     ins_ns.bind(1, sid).bind(2, nid).bind(3, ns.ref.via).bind(4, ns.ref.name);
@@ -539,33 +555,56 @@ void SnapshotFile::write_rest(int64_t sid, const Snapshot& snap, uint64_t socket
       ins_src.run();
     }
     for (const CounterRow& c : ns.counters) {
-      ins_counter.bind(1, sid).bind(2, nid).bind(3, c.file).bind(4, c.name).bind(5, c.value).run();
+      ins_counter.bind(1, sid).bind(2, nid).bind(3, counter_name_id(c.file, c.name));
+      ins_counter.bind(4, c.value).run();
     }
     for (const auto& [name, value] : ns.limits) {
       ins_limit.bind(1, sid).bind(2, nid).bind(3, name).bind(4, value).run();
     }
   }
 
-  store::Stmt ins_proc = m_db->prepare(
-      "INSERT OR REPLACE INTO processes (snapshot_id, pid, start_ticks, ppid, uid, netns_id, comm, "
-      "cmdline, fd_count, socket_fds, nofile_soft, nofile_hard, state) "
-      "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)");
+  // One row per pid (the last one seen, as INSERT OR REPLACE did in version 2).
+  std::map<int32_t, const ProcessRow*> procs;
   for (const ProcessRow& p : snap.owners.processes) {
-    ins_proc.bind(1, sid).bind(2, static_cast<int64_t>(p.pid)).bind(3, p.start_ticks);
+    procs[p.pid] = &p;
+  }
+  store::Stmt ins_ident =
+      m_db->prepare("INSERT INTO proc_ident (pid, start_ticks, ppid, uid, comm, cmdline) "
+                    "VALUES (?1,?2,?3,?4,?5,?6)");
+  store::Stmt ins_proc = m_db->prepare(
+      "INSERT INTO proc_runs (proc_id, first_snapshot_id, last_snapshot_id, netns_id, fd_count, "
+      "socket_fds, nofile_soft, nofile_hard, state) VALUES (?1,?2,?2,?3,?4,?5,?6,?7,?8)");
+  for (const auto& [pid, row] : procs) {
+    const ProcessRow& p = *row;
+    ins_ident.bind(1, static_cast<int64_t>(p.pid)).bind(2, p.start_ticks);
     if (p.ppid) {
-      ins_proc.bind(4, static_cast<int64_t>(*p.ppid));
+      ins_ident.bind(3, static_cast<int64_t>(*p.ppid));
     }
-    ins_proc.bind(5, p.uid);
+    ins_ident.bind(4, p.uid).bind(5, p.comm).bind(6, p.cmdline).run();
+    ins_proc.bind(1, m_db->last_insert_rowid()).bind(2, sid);
     if (p.netns_inode) {
-      ins_proc.bind(6, netns_id(*p.netns_inode));
+      ins_proc.bind(3, netns_id(*p.netns_inode));
     }
-    ins_proc.bind(7, p.comm).bind(8, p.cmdline).bind(9, p.fd_count).bind(10, p.socket_fds);
-    ins_proc.bind(11, p.nofile_soft).bind(12, p.nofile_hard);
+    ins_proc.bind(4, p.fd_count).bind(5, p.socket_fds);
+    ins_proc.bind(6, p.nofile_soft).bind(7, p.nofile_hard);
     if (p.state) {
-      ins_proc.bind(13, std::string_view(&*p.state, 1));
+      ins_proc.bind(8, std::string_view(&*p.state, 1));
     }
     ins_proc.run();
   }
+}
+
+int64_t SnapshotFile::counter_name_id(const std::string& file, const std::string& name) {
+  const auto key = std::make_pair(file, name);
+  const auto it = m_counter_names.find(key);
+  if (it != m_counter_names.end()) {
+    return it->second;
+  }
+  store::Stmt st = m_db->prepare("INSERT INTO counter_names (file, name) VALUES (?1, ?2)", true);
+  st.bind(1, file).bind(2, name).run();
+  const int64_t id = m_db->last_insert_rowid();
+  m_counter_names.emplace(key, id);
+  return id;
 }
 
 std::string SnapshotFile::commit() {

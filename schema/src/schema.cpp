@@ -17,8 +17,9 @@ struct Column {
 
 struct Table {
   std::string name;
-  std::string sql; // the CREATE TABLE text SQLite keeps in sqlite_schema
+  std::string sql; // the CREATE TABLE (VIEW) text SQLite keeps in sqlite_schema
   std::vector<Column> columns;
+  bool view = false; // from version 3, sockets, processes, counters and limits are views
 };
 
 // The tables and columns of schema version `version`, as the migrations create them, read
@@ -31,10 +32,11 @@ std::vector<Table> reference_tables(int version) {
     }
   }
   std::vector<Table> out;
-  Stmt tables = mem.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'table' "
-                            "AND name NOT LIKE 'sqlite_%' ORDER BY rowid");
+  Stmt tables = mem.prepare("SELECT name, sql, type = 'view' FROM sqlite_schema "
+                            "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' "
+                            "ORDER BY rowid");
   while (tables.step()) {
-    Table t{tables.get_text(0), tables.get_text(1), {}};
+    Table t{tables.get_text(0), tables.get_text(1), {}, tables.get_int(2) != 0};
     Stmt cols = mem.prepare("SELECT name, upper(type) FROM pragma_table_xinfo(?1) ORDER BY cid");
     cols.bind(1, t.name);
     while (cols.step()) {
@@ -62,16 +64,26 @@ struct FileColumn {
   int hidden = 0; // table_xinfo: 0 plain, 1 hidden (virtual tables), 2/3 generated
 };
 
-// True when every reference table is in the file with exactly the reference CREATE text.
-bool same_tables(Db& db, const std::vector<Table>& ref) {
+// The CREATE text of every table and view in the file, by name.
+std::map<std::string, std::string> schema_text(Db& db, const char* type) {
   std::map<std::string, std::string> have;
-  Stmt st = db.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'table'");
+  Stmt st = db.prepare("SELECT name, sql FROM sqlite_schema WHERE type = ?1");
+  st.bind(1, type);
   while (st.step()) {
     if (!st.is_null(0) && !st.is_null(1)) {
       have.emplace(st.get_text(0), st.get_text(1));
     }
   }
+  return have;
+}
+
+// True when every reference table is in the file with exactly the reference CREATE text.
+bool same_tables(Db& db, const std::vector<Table>& ref) {
+  const std::map<std::string, std::string> have = schema_text(db, "table");
   for (const Table& t : ref) {
+    if (t.view) {
+      continue;
+    }
     const auto found = have.find(t.name);
     if (found == have.end() || found->second != t.sql) {
       return false;
@@ -80,9 +92,28 @@ bool same_tables(Db& db, const std::vector<Table>& ref) {
   return true;
 }
 
+// The views readers query (version 3: sockets, processes, counters, limits) must be exactly
+// the reference text: a file's own view would run whatever SQL it holds on every read.
+// Views of versions 1-2 (sockets_v ...) are for the sqlite3 shell and are not read.
+void check_views(Db& db, const std::vector<Table>& ref) {
+  const std::map<std::string, std::string> have = schema_text(db, "view");
+  for (const Table& t : ref) {
+    if (!t.view || t.name.ends_with("_v") || t.name == "socket_owners") {
+      continue;
+    }
+    const auto found = have.find(t.name);
+    if (found == have.end()) {
+      throw SchemaError("missing view " + t.name);
+    }
+    if (found->second != t.sql) {
+      throw SchemaError("view " + t.name + " differs from the schema");
+    }
+  }
+}
+
 } // namespace
 
-void migrate(Db& db) {
+void migrate(Db& db, int target) {
   const int64_t current = db.query_int("PRAGMA user_version");
   if (current > k_schema_version) {
     throw SchemaError("schema version " + std::to_string(current) + " is newer than "
@@ -90,7 +121,7 @@ void migrate(Db& db) {
   }
   db.exec("PRAGMA application_id = " + std::to_string(k_application_id));
   for (const Migration& m : migrations()) {
-    if (m.version <= current) {
+    if (m.version <= current || m.version > target) {
       continue;
     }
     Txn txn(db);
@@ -131,6 +162,7 @@ int validate(Db& db) {
   // table (each of which prepares a statement of its own): under the fuzzer, validation was
   // half the cost of loading a small file.
   if (same_tables(db, reference(static_cast<int>(version)))) {
+    check_views(db, reference(static_cast<int>(version)));
     return static_cast<int>(version);
   }
   // Every table of the schema, with every column and its declared type; anything beyond it
@@ -142,6 +174,9 @@ int validate(Db& db) {
   Stmt list = db.prepare("SELECT type, strict FROM pragma_table_list(?1) WHERE schema = 'main'");
   Stmt cols = db.prepare("SELECT name, upper(type), hidden FROM pragma_table_xinfo(?1)");
   for (const Table& t : reference(static_cast<int>(version))) {
+    if (t.view) {
+      continue;
+    }
     list.reset();
     list.bind(1, t.name);
     if (!list.step()) {
@@ -177,6 +212,7 @@ int validate(Db& db) {
       }
     }
   }
+  check_views(db, reference(static_cast<int>(version)));
   return static_cast<int>(version);
 }
 

@@ -259,18 +259,31 @@ TEST_CASE("hostile: a future schema, a foreign file, a missing table, a wrong co
   }
   SECTION("a dropped table") {
     const std::string f = capture(dir.path());
-    patch(f, "DROP TABLE limits");
-    check_refused_by_all(f, "missing table limits");
+    patch(f, "DROP TABLE limit_runs");
+    check_refused_by_all(f, "missing table limit_runs");
   }
   SECTION("a view in place of a table") {
     const std::string f = capture(dir.path());
-    patch(f, "DROP TABLE limits; CREATE VIEW limits AS SELECT 1 AS snapshot_id");
-    check_refused_by_all(f, "limits is a view, not a table");
+    patch(f, "DROP TABLE limit_runs; CREATE VIEW limit_runs AS SELECT 1 AS first_snapshot_id");
+    check_refused_by_all(f, "limit_runs is a view, not a table");
+  }
+  SECTION("a view of the schema replaced by the file's own") {
+    const std::string f = capture(dir.path());
+    patch(f,
+          "DROP VIEW sockets_v; DROP VIEW socket_owners; DROP VIEW sockets; "
+          "CREATE VIEW sockets AS SELECT * FROM sock_runs");
+    check_refused_by_all(f, "view sockets differs from the schema");
+  }
+  SECTION("a view of the schema dropped") {
+    const std::string f = capture(dir.path());
+    patch(f, "DROP VIEW counters_v; DROP VIEW counters");
+    check_refused_by_all(f, "missing view counters");
   }
   SECTION("a dropped column") {
     const std::string f = capture(dir.path());
-    patch(f, "DROP VIEW sockets_v; ALTER TABLE processes DROP COLUMN cmdline");
-    check_refused_by_all(f, "table processes lacks column cmdline");
+    patch(f,
+          "DROP VIEW sockets_v; DROP VIEW processes; ALTER TABLE proc_ident DROP COLUMN cmdline");
+    check_refused_by_all(f, "table proc_ident lacks column cmdline");
   }
   SECTION("a column declared with another type") {
     // The table stays STRICT, so only the declared type tells: text where integers go.
@@ -278,29 +291,29 @@ TEST_CASE("hostile: a future schema, a foreign file, a missing table, a wrong co
     patch(f,
           "PRAGMA writable_schema = ON; "
           "UPDATE sqlite_schema SET sql = replace(sql, 'rx_queue          INTEGER', "
-          "'rx_queue          TEXT') WHERE name = 'sockets'");
+          "'rx_queue          TEXT') WHERE name = 'sock_runs'");
     {
       store::Db db = store::Db::create(f);
-      REQUIRE(db.query_int("SELECT count(*) FROM pragma_table_xinfo('sockets') "
+      REQUIRE(db.query_int("SELECT count(*) FROM pragma_table_xinfo('sock_runs') "
                            "WHERE name = 'rx_queue' AND type = 'TEXT'")
               == 1);
     }
-    check_refused_by_all(f, "column sockets.rx_queue is declared TEXT, expected INTEGER");
+    check_refused_by_all(f, "column sock_runs.rx_queue is declared TEXT, expected INTEGER");
   }
   SECTION("a generated column in place of a stored one") {
     const std::string f = capture(dir.path());
     patch(f,
           "PRAGMA writable_schema = ON; "
-          "UPDATE sqlite_schema SET sql = replace(sql, 'comm          TEXT    NOT NULL', "
+          "UPDATE sqlite_schema SET sql = replace(sql, 'comm        TEXT    NOT NULL', "
           "'comm TEXT GENERATED ALWAYS AS (printf(''%.*c'', 100000000, ''x'')) VIRTUAL') "
-          "WHERE name = 'processes'");
+          "WHERE name = 'proc_ident'");
     {
       store::Db db = store::Db::create(f);
-      REQUIRE(db.query_int("SELECT hidden FROM pragma_table_xinfo('processes') "
+      REQUIRE(db.query_int("SELECT hidden FROM pragma_table_xinfo('proc_ident') "
                            "WHERE name = 'comm'")
               == 2);
     }
-    check_refused_by_all(f, "column processes.comm is generated");
+    check_refused_by_all(f, "column proc_ident.comm is generated");
   }
   SECTION("a snapshot clock out of range") {
     const std::string f = capture(dir.path());
@@ -318,9 +331,9 @@ TEST_CASE("hostile: views, triggers, indexes and extra tables in a file never ru
         "DROP VIEW sockets_v; "
         "CREATE VIEW sockets_v AS SELECT canary('view') AS x; "
         "CREATE TRIGGER evil_trigger AFTER INSERT ON meta BEGIN SELECT canary('trigger'); END; "
-        "CREATE TRIGGER evil_update BEFORE UPDATE ON sockets BEGIN SELECT canary('t2'); END; "
-        "ALTER TABLE processes ADD COLUMN evil_text TEXT DEFAULT 'x'; "
-        "CREATE INDEX extra_index ON processes(comm, cmdline); "
+        "CREATE TRIGGER evil_update BEFORE UPDATE ON sock_runs BEGIN SELECT canary('t2'); END; "
+        "ALTER TABLE proc_ident ADD COLUMN evil_text TEXT DEFAULT 'x'; "
+        "CREATE INDEX extra_index ON proc_ident(comm, cmdline); "
         "CREATE TABLE extra_table (x TEXT); INSERT INTO extra_table VALUES ('ignored')");
   g_canary_calls = 0;
   fs::remove(g_canary_marker);
@@ -335,7 +348,9 @@ TEST_CASE("hostile: views, triggers, indexes and extra tables in a file never ru
   g_canary_calls = 0;
   fs::remove(g_canary_marker);
 
-  // The analyzer's own connection: defensive settings on, read-only, views refused.
+  // The analyzer's own connection: defensive settings on, read-only. Views are on (schema v3
+  // reads through its own views, whose text validation pins), but a view of the file's that
+  // calls a function is refused: trusted_schema is off.
   {
     store::Db db = analyze::open_validated(f);
     sqlite3* h = db.handle();
@@ -345,10 +360,11 @@ TEST_CASE("hostile: views, triggers, indexes and extra tables in a file never ru
     CHECK((sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, -1, &v) == SQLITE_OK
            && v == 0));
     CHECK((sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_TRIGGER, -1, &v) == SQLITE_OK && v == 0));
-    CHECK((sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_VIEW, -1, &v) == SQLITE_OK && v == 0));
+    CHECK((sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_VIEW, -1, &v) == SQLITE_OK && v == 1));
     CHECK(sqlite3_db_readonly(h, "main") == 1);
     CHECK_THROWS_AS(db.exec("INSERT INTO meta VALUES ('k', 'v')"), store::DbError);
-    CHECK_THROWS_AS(db.prepare("SELECT x FROM sockets_v"), store::DbError);
+    CHECK_THROWS_WITH(db.prepare("SELECT x FROM sockets_v"),
+                      Catch::Contains("unsafe use of canary()"));
     CHECK_THROWS_AS(db.exec("SELECT load_extension('/nonexistent/evil.so')"), store::DbError);
     CHECK_THROWS_AS(db.exec("ATTACH 'file:/tmp/evil.db' AS evil"), store::DbError);
   }
@@ -389,8 +405,8 @@ TEST_CASE("hostile: views, triggers, indexes and extra tables in a file never ru
   // selects the column nor evaluates the index condition, so there it is ignored.
   REQUIRE(sqlite3_auto_extension(k_canary_entry) == SQLITE_OK);
   patch(f,
-        "ALTER TABLE sockets ADD COLUMN evil INTEGER GENERATED ALWAYS AS (canary('gen')); "
-        "CREATE INDEX evil_index ON processes(pid) WHERE canary('partial') > 0");
+        "ALTER TABLE sock_runs ADD COLUMN evil INTEGER GENERATED ALWAYS AS (canary('gen')); "
+        "CREATE INDEX evil_index ON proc_ident(pid) WHERE canary('partial') > 0");
   g_canary_calls = 0;
   fs::remove(g_canary_marker);
   rep.format = analyze::Format::text;
@@ -424,13 +440,13 @@ TEST_CASE("hostile: a 1 MiB cmdline or unix path and a huge PATH are exit 3", "[
   test::TempDir dir;
   SECTION("cmdline") {
     const std::string f = capture(dir.path());
-    patch(f, "UPDATE processes SET cmdline = printf('%.*c', 1048576, 'x')");
+    patch(f, "UPDATE proc_ident SET cmdline = printf('%.*c', 1048576, 'x')");
     // show lists comm only and info neither: they never read the cmdline.
     check_refused_by_readers(f, "longer than this analyzer reads (64 KiB", {"show", "info"});
   }
   SECTION("unix path") {
     const std::string f = capture(dir.path());
-    patch(f, "UPDATE sockets SET path = printf('/%.*c', 1048576, 'p') WHERE family = 1");
+    patch(f, "UPDATE sock_ident SET path = printf('/%.*c', 1048576, 'p') WHERE family = 1");
     check_refused_by_readers(f, "longer than this analyzer reads (64 KiB", {"info"});
   }
   SECTION("host name") {

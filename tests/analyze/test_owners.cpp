@@ -173,10 +173,13 @@ TEST_CASE("series: a version-1 file with shared sockets gives owner sets and unk
           "[series][owners]") {
   test::TempDir dir;
   const std::string path = synth::write_series(dir.path().string(), synth::Host{}, nginx_snaps());
+  // What a schema-v1 collector wrote: no processes.state, one row per socket per snapshot.
+  synth::rewrite_as_version(path, 1);
   {
-    // What a schema-v1 collector wrote: no processes.state.
     store::Db db = store::Db::create(path);
-    db.exec("ALTER TABLE processes DROP COLUMN state; PRAGMA user_version = 1");
+    REQUIRE(db.query_int("SELECT count(*) FROM sqlite_schema WHERE name = 'sockets' "
+                         "AND type = 'table'")
+            == 1);
   }
   const Series s = load_series({path});
   REQUIRE(s.timelines.size() == 1);

@@ -29,14 +29,16 @@ TEST_CASE("store::round trip of a socket row through the views", "[store]") {
           "6,4026531840,0,'self','tcp:sock_diag',1,0,NULL,NULL)");
   db.exec("INSERT INTO netns VALUES (1, 4026531840)");
   db.exec("INSERT INTO addrs VALUES (1, 2, x'7f000001', '127.0.0.1')");
-  auto ins = db.prepare("INSERT INTO sockets (snapshot_id, netns_id, family, type, proto, state, "
-                        "local_addr_id, local_port, remote_addr_id, remote_port, rx_queue, "
-                        "tx_queue, inode, cookie, pid, fd) "
-                        "VALUES (1,1,2,1,6,10,1,5000,1,0,3,5,1234,?1,42,7)");
+  auto ins = db.prepare("INSERT INTO sock_ident (ident_id, netns_id, family, type, proto, "
+                        "local_addr_id, local_port, remote_addr_id, remote_port, inode, cookie) "
+                        "VALUES (1,1,2,1,6,1,5000,1,0,1234,?1)");
   ins.bind(1, uint64_t{0xFFFFFFFFFFFFFFFFULL});
   ins.run();
-  db.exec("INSERT INTO processes (snapshot_id, pid, start_ticks, comm, socket_fds) "
-          "VALUES (1, 42, 99, 'srv', 1)");
+  db.exec("INSERT INTO sock_runs (run_id, ident_id, first_snapshot_id, last_snapshot_id, state, "
+          "rx_queue, tx_queue, pid, fd) VALUES (1, 1, 1, 1, 10, 3, 5, 42, 7)");
+  db.exec("INSERT INTO proc_ident (proc_id, pid, start_ticks, comm) VALUES (1, 42, 99, 'srv')");
+  db.exec("INSERT INTO proc_runs (proc_id, first_snapshot_id, last_snapshot_id, socket_fds) "
+          "VALUES (1, 1, 1, 1)");
   auto q = db.prepare("SELECT proto, state, local, remote, rx_queue, tx_queue, comm, cookie, time "
                       "FROM sockets_v");
   REQUIRE(q.step());
@@ -51,6 +53,91 @@ TEST_CASE("store::round trip of a socket row through the views", "[store]") {
   CHECK(static_cast<uint64_t>(q.get_int(7)) == 0xFFFFFFFFFFFFFFFFULL);
   CHECK(q.get_text(8) == "2023-11-14T22:13:20.000Z");
   CHECK_FALSE(q.step());
+}
+
+TEST_CASE("store::a run gives one row per snapshot; time-relative fields move with the clock",
+          "[store]") {
+  Db db = Db::memory();
+  sockrewind::store::migrate(db);
+  for (int i = 1; i <= 3; ++i) {
+    // Snapshots 60 s apart on CLOCK_BOOTTIME.
+    db.exec("INSERT INTO snapshots VALUES (" + std::to_string(i) + ",'h','b','6.1',"
+            + std::to_string(1'700'000'000'000'000'000 + int64_t{i} * 60'000'000'000) + ","
+            + std::to_string(int64_t{i} * 60'000'000'000) + ",0,0,1,0,'self','x',1,0,NULL,NULL)");
+  }
+  db.exec("INSERT INTO netns VALUES (1, 4026531840)");
+  db.exec("INSERT INTO sock_ident (ident_id, netns_id, family, type, proto, inode) "
+          "VALUES (1, 1, 2, 1, 6, 77)");
+  // Keepalive timer (2) due in 100 s, last data 5 s ago, as of snapshot 1; unchanged to 3.
+  db.exec("INSERT INTO sock_runs (run_id, ident_id, first_snapshot_id, last_snapshot_id, state, "
+          "timer, expires_ms, ti_last_data_recv_ms, ti_last_ack_recv_ms) "
+          "VALUES (5, 1, 1, 3, 1, 2, 100000, 5000, NULL)");
+  auto q = db.prepare("SELECT sock_id, snapshot_id, expires_ms, ti_last_data_recv_ms, "
+                      "ti_last_ack_recv_ms, inode FROM sockets ORDER BY snapshot_id");
+  const int64_t expires[] = {100'000, 40'000, 0};
+  for (int64_t i = 1; i <= 3; ++i) {
+    REQUIRE(q.step());
+    CHECK(q.get_int(0) == ((int64_t{5} << 24) | i));
+    CHECK(q.get_int(1) == i);
+    CHECK(q.get_int(2) == expires[i - 1]);
+    CHECK(q.get_int(3) == 5000 + (i - 1) * 60'000);
+    CHECK(q.is_null(4));
+    CHECK(q.get_int(5) == 77);
+  }
+  CHECK_FALSE(q.step());
+  // A run may not cross a multiple of 64.
+  CHECK_THROWS_AS(db.exec("INSERT INTO sock_runs (ident_id, first_snapshot_id, "
+                          "last_snapshot_id, state) VALUES (1, 63, 64, 1)"),
+                  sockrewind::store::DbError);
+}
+
+TEST_CASE("store::migration 0003 keeps every row of a version-2 file", "[store]") {
+  Db db = Db::memory();
+  sockrewind::store::migrate(db, 2);
+  db.exec("INSERT INTO snapshots VALUES (1,'h','b','6.1',10,5,11,6,1,0,'self','x',2,0,NULL,NULL)");
+  db.exec("INSERT INTO snapshots VALUES (2,'h','b','6.1',20,15,21,16,1,0,'self','x',1,0,NULL,"
+          "NULL)");
+  db.exec("INSERT INTO netns VALUES (1, 4026531840)");
+  db.exec("INSERT INTO sockets (sock_id, snapshot_id, netns_id, family, type, proto, state, inode,"
+          " rx_queue, ti_last_data_recv_ms, pid, fd) VALUES (7, 1, 1, 2, 1, 6, 10, 5, 3, 40, 9, 4),"
+          " (8, 1, 1, 1, 1, 0, 1, 6, 0, NULL, 9, 5), (9, 2, 1, 2, 1, 6, 10, 5, 4, 41, 9, 4)");
+  db.exec("INSERT INTO extra_owners VALUES (7, 10, 3), (9, 10, 3)");
+  db.exec("INSERT INTO processes (snapshot_id, pid, start_ticks, comm, socket_fds, state) "
+          "VALUES (1, 9, 100, 'srv', 2, 'S'), (2, 9, 100, 'srv', 1, 'T')");
+  db.exec("INSERT INTO counters VALUES (1, 1, 'netstat', 'TcpExt.ListenOverflows', 3), "
+          "(2, 1, 'netstat', 'TcpExt.ListenOverflows', 4)");
+  db.exec("INSERT INTO limits VALUES (1, 1, 'net.core.somaxconn', '4096')");
+  const std::string before =
+      "SELECT snapshot_id, state, inode, rx_queue, ti_last_data_recv_ms, pid, fd FROM sockets "
+      "ORDER BY snapshot_id, inode";
+  std::vector<std::string> rows_v2;
+  {
+    auto q = db.prepare(before);
+    while (q.step()) {
+      rows_v2.push_back(std::to_string(q.get_int(0)) + "/" + std::to_string(q.get_int(2)) + "/"
+                        + std::to_string(q.get_int(3)) + "/"
+                        + (q.is_null(4) ? "-" : std::to_string(q.get_int(4))));
+    }
+  }
+  sockrewind::store::migrate(db);
+  CHECK(sockrewind::store::validate(db) == 3);
+  std::vector<std::string> rows_v3;
+  {
+    auto q = db.prepare(before);
+    while (q.step()) {
+      rows_v3.push_back(std::to_string(q.get_int(0)) + "/" + std::to_string(q.get_int(2)) + "/"
+                        + std::to_string(q.get_int(3)) + "/"
+                        + (q.is_null(4) ? "-" : std::to_string(q.get_int(4))));
+    }
+  }
+  CHECK(rows_v3 == rows_v2);
+  CHECK(rows_v3.size() == 3);
+  // Extra owners still meet their sockets, one per socket per snapshot.
+  CHECK(db.query_int("SELECT count(*) FROM extra_owners e JOIN sockets s USING (sock_id)") == 2);
+  CHECK(db.query_int("SELECT count(*) FROM processes") == 2);
+  CHECK(db.query_int("SELECT count(*) FROM processes WHERE snapshot_id = 2 AND state = 'T'") == 1);
+  CHECK(db.query_int("SELECT sum(value) FROM counters") == 7);
+  CHECK(db.query_int("SELECT value FROM limits WHERE snapshot_id = 1") == 4096);
 }
 
 TEST_CASE("store::STRICT tables reject wrong types", "[store]") {
@@ -76,14 +163,14 @@ TEST_CASE("store::validate rejects foreign, future and incomplete files", "[stor
   SECTION("missing table") {
     Db db = Db::memory();
     sockrewind::store::migrate(db);
-    db.exec("DROP VIEW sockets_v; DROP VIEW socket_owners; DROP TABLE tcp_info; "
-            "DROP TABLE extra_owners; DROP TABLE sockets");
-    CHECK_THROWS_WITH(sockrewind::store::validate(db), Catch::Contains("missing table sockets"));
+    db.exec("DROP TABLE sock_runs");
+    CHECK_THROWS_WITH(sockrewind::store::validate(db), Catch::Contains("missing table sock_runs"));
   }
   SECTION("non-strict table") {
     Db db = Db::memory();
     sockrewind::store::migrate(db);
-    db.exec("DROP TABLE limits; CREATE TABLE limits(snapshot_id, netns_id, name, value)");
+    db.exec("DROP TABLE limit_runs; CREATE TABLE limit_runs(first_snapshot_id, netns_id, name, "
+            "last_snapshot_id, value)");
     CHECK_THROWS_WITH(sockrewind::store::validate(db), Catch::Contains("not STRICT"));
   }
 }

@@ -1,4 +1,5 @@
 #include <sockrewind/collect/tcp_info.hpp>
+#include <sockrewind/store/schema.hpp>
 
 #include <arpa/inet.h>
 
@@ -312,6 +313,35 @@ std::string write_series(const std::string& dir,
     w.add(s);
   }
   return w.commit();
+}
+
+void rewrite_as_version(const std::string& path, int version) {
+  const std::string old = path + ".v3";
+  if (std::rename(path.c_str(), old.c_str()) != 0) {
+    throw std::runtime_error("rewrite_as_version: cannot rename " + path);
+  }
+  {
+    store::Db db = store::Db::create(path);
+    store::migrate(db, version);
+    db.exec("ATTACH DATABASE '" + old + "' AS src");
+    store::Txn txn(db);
+    store::Stmt tables = db.prepare("SELECT name FROM main.sqlite_schema WHERE type = 'table'");
+    while (tables.step()) {
+      const std::string t = tables.get_text(0);
+      std::string cols;
+      store::Stmt c = db.prepare("SELECT name FROM pragma_table_info(?1, 'main')");
+      c.bind(1, t);
+      while (c.step()) {
+        cols += (cols.empty() ? "" : ", ") + c.get_text(0);
+      }
+      db.exec("INSERT INTO main." + t + " (" + cols + ") SELECT " + cols + " FROM src." + t);
+    }
+    db.exec("UPDATE main.meta SET value = '" + std::to_string(version)
+            + "' WHERE key = 'schema_version'");
+    txn.commit();
+    db.exec("DETACH DATABASE src");
+  }
+  std::remove(old.c_str());
 }
 
 } // namespace sockrewind::synth

@@ -133,4 +133,9 @@ std::string write_series(const std::string& dir,
                          const std::vector<Snap>& snaps,
                          collect::TcpInfoMode mode = collect::TcpInfoMode::basic);
 
+// Rewrites the file at `path` (written by this build) as schema `version` (1 or 2) wrote it:
+// the rows of every table, through the version-3 views where they became views; version 1
+// without processes.state. For tests of older files.
+void rewrite_as_version(const std::string& path, int version);
+
 } // namespace sockrewind::synth

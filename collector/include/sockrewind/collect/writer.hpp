@@ -62,6 +62,7 @@ private:
   void write_rest(int64_t sid, const Snapshot& snap, uint64_t socket_count);
   int64_t netns_id(uint64_t inode);
   int64_t addr_id(uint8_t family, const uint8_t* addr, uint8_t len);
+  int64_t counter_name_id(const std::string& file, const std::string& name);
 
   std::string m_dir;
   std::string m_base;
@@ -71,6 +72,7 @@ private:
   std::unique_ptr<store::Db> m_db;
   std::map<uint64_t, int64_t> m_netns;
   std::map<std::string, int64_t> m_addrs;
+  std::map<std::pair<std::string, std::string>, int64_t> m_counter_names;
   bool m_committed = false;
 };
 

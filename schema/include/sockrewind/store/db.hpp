@@ -95,6 +95,8 @@ public:
 
   int column_count() const;
   bool is_null(int col) const;
+  // SQLITE_NULL, SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT or SQLITE_BLOB.
+  int column_type(int col) const;
   int64_t get_int(int col) const;
   double get_double(int col) const;
   std::string get_text(int col) const;

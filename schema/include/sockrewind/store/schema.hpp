@@ -14,7 +14,7 @@ namespace sockrewind::store {
 // PRAGMA application_id of every sockrewind file: 'SKRW'.
 inline constexpr int32_t k_application_id = 0x534B5257;
 // The newest schema version this build writes (PRAGMA user_version).
-inline constexpr int k_schema_version = 2;
+inline constexpr int k_schema_version = 3;
 // The oldest schema version this build can read.
 inline constexpr int k_min_schema_version = 1;
 
@@ -27,9 +27,10 @@ struct Migration {
 // All migrations in order (generated from schema/sql/NNNN_*.sql).
 const std::vector<Migration>& migrations();
 
-// Brings a new or older database up to k_schema_version, each migration in its own
-// transaction ending with PRAGMA user_version = N. Sets the application id.
-void migrate(Db& db);
+// Brings a new or older database up to `target` (k_schema_version unless a test wants an
+// older file), each migration in its own transaction ending with PRAGMA user_version = N.
+// Sets the application id.
+void migrate(Db& db, int target = k_schema_version);
 
 // A file that is not a usable sockrewind file; the message says why, without the path.
 class SchemaError : public std::runtime_error {

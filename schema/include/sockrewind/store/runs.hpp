@@ -1,0 +1,77 @@
+#pragma once
+// Writing schema v3's runs (schema/sql/0003_compact.sql): a socket, process, counter or limit
+// is stored once for the consecutive snapshots in which it did not change. The one place that
+// decides when a run goes on and how its rows look; pack and the fold feed it snapshot by
+// snapshot, in time order.
+//
+// Memory: one open run per socket, process, counter and limit of the snapshot just written
+// (what is alive at once), never the length of the series.
+
+#include <sockrewind/store/db.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace sockrewind::store {
+
+// One SQLite value as a row holds it (no blobs: none of the run tables has one).
+using Value = std::variant<std::monostate, int64_t, double, std::string>;
+
+// The columns of one socket, process, counter or limit row as the version-2 tables (and the
+// version-3 views) have them, without sock_id and snapshot_id: add_*() takes values in this
+// order.
+std::span<const std::string_view> socket_columns();
+std::span<const std::string_view> process_columns();
+
+// Reads column `col` of `st` as a Value (NULL, integer, real or text).
+Value read_value(const Stmt& st, int col);
+void bind_value(Stmt& st, int index, const Value& v);
+
+class RunWriter {
+public:
+  // `out` is a new file migrated to schema v3, inside the caller's transaction.
+  explicit RunWriter(Db& out);
+  ~RunWriter();
+  RunWriter(const RunWriter&) = delete;
+  RunWriter& operator=(const RunWriter&) = delete;
+  RunWriter(RunWriter&&) = delete;
+  RunWriter& operator=(RunWriter&&) = delete;
+
+  // Starts snapshot `sid`: the caller has written (or will write) its snapshots row with these
+  // times. Ids are 1, 2, 3, ... with no hole. A different `timeline` (host and boot) ends every
+  // run, as does a multiple of 64 (see the schema).
+  void begin_snapshot(int64_t sid,
+                      int64_t boottime_ns,
+                      int64_t boottime_end_ns,
+                      std::string_view timeline);
+
+  // A socket of the current snapshot, values in socket_columns() order (ids already in the
+  // output's numbering). Returns its sock_id in this snapshot, for extra_owners and tcp_info.
+  int64_t add_socket(std::span<const Value> row);
+  void add_process(std::span<const Value> row);
+  void add_counter(int64_t netns_id, const std::string& file, const std::string& name, int64_t v);
+  void add_limit(int64_t netns_id, const std::string& name, const std::string& value);
+
+  // Writes every open run. Call once, before the caller's COMMIT.
+  void finish();
+
+  struct Stats {
+    uint64_t socket_rows = 0; // add_socket calls
+    uint64_t socket_runs = 0; // rows written to sock_runs
+    uint64_t socket_idents = 0;
+  };
+
+  const Stats& stats() const { return m_stats; }
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> m_impl;
+  Stats m_stats;
+};
+
+} // namespace sockrewind::store
