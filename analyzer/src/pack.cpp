@@ -5,6 +5,7 @@
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/pack.hpp>
 #include <sockrewind/analyze/time.hpp>
+#include <sockrewind/store/atomic_file.hpp>
 #include <sockrewind/store/db.hpp>
 #include <sockrewind/store/schema.hpp>
 
@@ -19,6 +20,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <system_error>
@@ -256,8 +258,9 @@ struct Chosen {
   SnapshotInfo info;
 };
 
-[[noreturn]] void throw_errno(const std::string& what) {
-  throw LoadError(what + ": " + std::strerror(errno)); // NOLINT(concurrency-mt-unsafe)
+// The output file's errors (store::AtomicFile's, naming the path) as load errors (exit 3).
+[[noreturn]] void throw_file_error(const std::system_error& e) {
+  throw LoadError(std::string("pack: ") + e.what());
 }
 
 } // namespace
@@ -407,39 +410,18 @@ PackResult write_pack(const PackOptions& opts) {
     return std::tie(a.info.host, a.info.realtime_ns) < std::tie(b.info.host, b.info.realtime_ns);
   });
 
-  // The output: a temporary file beside it, linked to its name only when complete.
-  std::string dir = ".";
-  std::string base = opts.out;
-  if (const size_t slash = opts.out.rfind('/'); slash != std::string::npos) {
-    dir = slash == 0 ? "/" : opts.out.substr(0, slash);
-    base = opts.out.substr(slash + 1);
-  }
+  // The output: a temporary file beside it, given its name only when complete, never
+  // replacing anything.
   if (::access(opts.out.c_str(), F_OK) == 0) {
     throw UsageError("pack: " + opts.out + " exists; not replacing it");
   }
-  const std::string temp = dir + "/." + base + ".tmp-" + std::to_string(::getpid());
-  const int fd = ::open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    throw_errno("pack: cannot create " + temp);
+  std::optional<store::AtomicFile> file;
+  try {
+    file.emplace(opts.out, store::AtomicFile::Replace::never);
+  } catch (const std::system_error& e) {
+    throw_file_error(e);
   }
-
-  // Closes and removes the temporary name in every case: after link() the pack has its own.
-  struct Cleanup {
-    const std::string& path;
-    int fd;
-
-    Cleanup(const std::string& p, int f) : path(p), fd(f) {}
-
-    Cleanup(const Cleanup&) = delete;
-    Cleanup& operator=(const Cleanup&) = delete;
-    Cleanup(Cleanup&&) = delete;
-    Cleanup& operator=(Cleanup&&) = delete;
-
-    ~Cleanup() {
-      ::close(fd);
-      ::unlink(path.c_str());
-    }
-  } cleanup(temp, fd);
+  const std::string& temp = file->temp_path();
 
   const Redactor red(Redactor::random_key());
   {
@@ -649,12 +631,10 @@ PackResult write_pack(const PackOptions& opts) {
     out.exec("COMMIT");
     out.exec("VACUUM"); // no free page keeps anything that was not meant to be in the pack
   }
-  if (::fsync(fd) != 0) {
-    throw_errno("pack: fsync " + temp);
-  }
-  // link() never replaces an existing name.
-  if (::link(temp.c_str(), opts.out.c_str()) != 0) {
-    throw_errno("pack: cannot create " + opts.out);
+  try {
+    file->commit();
+  } catch (const std::system_error& e) {
+    throw_file_error(e);
   }
   result.path = opts.out;
   return result;
