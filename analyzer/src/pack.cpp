@@ -7,6 +7,7 @@
 #include <sockrewind/analyze/time.hpp>
 #include <sockrewind/store/atomic_file.hpp>
 #include <sockrewind/store/db.hpp>
+#include <sockrewind/store/meta.hpp>
 #include <sockrewind/store/schema.hpp>
 
 #include <arpa/inet.h>
@@ -615,19 +616,10 @@ PackResult write_pack(const PackOptions& opts) {
       ++result.snapshots;
     }
 
-    store::Stmt meta = out.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)");
-    const std::string mode = tcp_info_modes.size() == 1 ? *tcp_info_modes.begin() : "mixed";
-    const std::pair<const char*, std::string> rows[] = {
-        {"writer", "sockrewind-analyze pack"},
-        {"writer_version", SOCKREWIND_VERSION},
-        {"schema_version", std::to_string(store::k_schema_version)},
-        {"tcp_info", mode},
-        {"byte_order", std::endian::native == std::endian::little ? "little" : "big"},
-        {"redacted", opts.redact ? "yes" : "no"},
-    };
-    for (const auto& [k, v] : rows) {
-      meta.bind(1, k).bind(2, v).run();
-    }
+    store::write_meta(out,
+                      {"sockrewind-analyze pack",
+                       tcp_info_modes.size() == 1 ? *tcp_info_modes.begin() : "mixed",
+                       opts.redact});
     out.exec("COMMIT");
     out.exec("VACUUM"); // no free page keeps anything that was not meant to be in the pack
   }

@@ -1,5 +1,6 @@
 #include <sockrewind/collect/tcp_info.hpp>
 #include <sockrewind/collect/writer.hpp>
+#include <sockrewind/store/meta.hpp>
 #include <sockrewind/store/schema.hpp>
 
 #include <arpa/inet.h>
@@ -82,17 +83,8 @@ SnapshotFile::SnapshotFile(std::string dir, std::string base_name, TcpInfoMode m
                "PRAGMA synchronous = OFF; PRAGMA foreign_keys = OFF");
     store::migrate(*m_db);
     store::Txn txn(*m_db);
-    store::Stmt meta = m_db->prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)");
-    const std::pair<const char*, std::string> rows[] = {
-        {"writer", "sockrewind-collect"},
-        {"writer_version", SOCKREWIND_VERSION},
-        {"schema_version", std::to_string(store::k_schema_version)},
-        {"tcp_info", mode == TcpInfoMode::full ? "full" : "basic"},
-        {"byte_order", std::endian::native == std::endian::little ? "little" : "big"},
-    };
-    for (const auto& [k, v] : rows) {
-      meta.bind(1, k).bind(2, v).run();
-    }
+    store::write_meta(*m_db,
+                      {"sockrewind-collect", mode == TcpInfoMode::full ? "full" : "basic", {}});
     txn.commit();
   } catch (...) {
     m_db.reset(); // closed before m_file removes the temporary name
