@@ -388,21 +388,26 @@ PackResult write_pack(const PackOptions& opts) {
   const int64_t since = opts.since ? parse_time(*opts.since) : INT64_MIN;
   const int64_t until = opts.until ? parse_time(*opts.until) : INT64_MAX;
 
-  // Which snapshots: in the time window and host, each (host, boot, time) once.
+  // Which snapshots: in the time window and host, each snapshot (SnapshotInfo::key) once, from
+  // the first file that has it.
   PackResult result;
-  std::vector<Chosen> chosen;
-  std::set<std::tuple<std::string, std::string, int64_t, int64_t>> seen;
+  std::vector<Chosen> candidates;
   for (const std::string& file : opts.paths) {
-    for (const SnapshotInfo& s : load_snapshot_index(file)) {
+    for (SnapshotInfo& s : load_snapshot_index(file)) {
       if (s.realtime_ns < since || s.realtime_ns > until || (opts.host && s.host != *opts.host)) {
         continue;
       }
-      if (!seen.emplace(s.host, s.boot_id, s.realtime_ns, s.boottime_ns).second) {
-        ++result.duplicates;
-        continue;
-      }
-      chosen.push_back({file, s});
+      candidates.push_back({file, std::move(s)});
     }
+  }
+  std::vector<Chosen> chosen;
+  std::set<store::SnapshotKey> seen; // views into `candidates`, which no longer changes
+  for (const Chosen& c : candidates) {
+    if (!seen.insert(c.info.key()).second) {
+      ++result.duplicates;
+      continue;
+    }
+    chosen.push_back(c);
   }
   if (chosen.empty()) {
     throw UsageError("pack: no snapshot matches (check --since, --until, --host)");
