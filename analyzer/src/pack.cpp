@@ -5,8 +5,10 @@
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/pack.hpp>
 #include <sockrewind/analyze/time.hpp>
+#include <sockrewind/store/atomic_file.hpp>
 #include <sockrewind/store/db.hpp>
 #include <sockrewind/store/runs.hpp>
+#include <sockrewind/store/meta.hpp>
 #include <sockrewind/store/schema.hpp>
 
 #include <arpa/inet.h>
@@ -20,6 +22,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <system_error>
@@ -280,8 +283,9 @@ struct Chosen {
   SnapshotInfo info;
 };
 
-[[noreturn]] void throw_errno(const std::string& what) {
-  throw LoadError(what + ": " + std::strerror(errno)); // NOLINT(concurrency-mt-unsafe)
+// The output file's errors (store::AtomicFile's, naming the path) as load errors (exit 3).
+[[noreturn]] void throw_file_error(const std::system_error& e) {
+  throw LoadError(std::string("pack: ") + e.what());
 }
 
 } // namespace
@@ -408,21 +412,26 @@ PackResult write_pack(const PackOptions& opts) {
   const int64_t since = opts.since ? parse_time(*opts.since) : INT64_MIN;
   const int64_t until = opts.until ? parse_time(*opts.until) : INT64_MAX;
 
-  // Which snapshots: in the time window and host, each (host, boot, time) once.
+  // Which snapshots: in the time window and host, each snapshot (SnapshotInfo::key) once, from
+  // the first file that has it.
   PackResult result;
-  std::vector<Chosen> chosen;
-  std::set<std::tuple<std::string, std::string, int64_t, int64_t>> seen;
+  std::vector<Chosen> candidates;
   for (const std::string& file : opts.paths) {
-    for (const SnapshotInfo& s : load_snapshot_index(file)) {
+    for (SnapshotInfo& s : load_snapshot_index(file)) {
       if (s.realtime_ns < since || s.realtime_ns > until || (opts.host && s.host != *opts.host)) {
         continue;
       }
-      if (!seen.emplace(s.host, s.boot_id, s.realtime_ns, s.boottime_ns).second) {
-        ++result.duplicates;
-        continue;
-      }
-      chosen.push_back({file, s});
+      candidates.push_back({file, std::move(s)});
     }
+  }
+  std::vector<Chosen> chosen;
+  std::set<store::SnapshotKey> seen; // views into `candidates`, which no longer changes
+  for (const Chosen& c : candidates) {
+    if (!seen.insert(c.info.key()).second) {
+      ++result.duplicates;
+      continue;
+    }
+    chosen.push_back(c);
   }
   if (chosen.empty()) {
     throw UsageError("pack: no snapshot matches (check --since, --until, --host)");
@@ -431,39 +440,18 @@ PackResult write_pack(const PackOptions& opts) {
     return std::tie(a.info.host, a.info.realtime_ns) < std::tie(b.info.host, b.info.realtime_ns);
   });
 
-  // The output: a temporary file beside it, linked to its name only when complete.
-  std::string dir = ".";
-  std::string base = opts.out;
-  if (const size_t slash = opts.out.rfind('/'); slash != std::string::npos) {
-    dir = slash == 0 ? "/" : opts.out.substr(0, slash);
-    base = opts.out.substr(slash + 1);
-  }
+  // The output: a temporary file beside it, given its name only when complete, never
+  // replacing anything.
   if (::access(opts.out.c_str(), F_OK) == 0) {
     throw UsageError("pack: " + opts.out + " exists; not replacing it");
   }
-  const std::string temp = dir + "/." + base + ".tmp-" + std::to_string(::getpid());
-  const int fd = ::open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    throw_errno("pack: cannot create " + temp);
+  std::optional<store::AtomicFile> file;
+  try {
+    file.emplace(opts.out, store::AtomicFile::Replace::never);
+  } catch (const std::system_error& e) {
+    throw_file_error(e);
   }
-
-  // Closes and removes the temporary name in every case: after link() the pack has its own.
-  struct Cleanup {
-    const std::string& path;
-    int fd;
-
-    Cleanup(const std::string& p, int f) : path(p), fd(f) {}
-
-    Cleanup(const Cleanup&) = delete;
-    Cleanup& operator=(const Cleanup&) = delete;
-    Cleanup(Cleanup&&) = delete;
-    Cleanup& operator=(Cleanup&&) = delete;
-
-    ~Cleanup() {
-      ::close(fd);
-      ::unlink(path.c_str());
-    }
-  } cleanup(temp, fd);
+  const std::string& temp = file->temp_path();
 
   const Redactor red(Redactor::random_key());
   {
@@ -688,28 +676,17 @@ PackResult write_pack(const PackOptions& opts) {
     }
 
     runs.finish();
-    store::Stmt meta = out.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)");
-    const std::string mode = tcp_info_modes.size() == 1 ? *tcp_info_modes.begin() : "mixed";
-    const std::pair<const char*, std::string> rows[] = {
-        {"writer", "sockrewind-analyze pack"},
-        {"writer_version", SOCKREWIND_VERSION},
-        {"schema_version", std::to_string(store::k_schema_version)},
-        {"tcp_info", mode},
-        {"byte_order", std::endian::native == std::endian::little ? "little" : "big"},
-        {"redacted", opts.redact ? "yes" : "no"},
-    };
-    for (const auto& [k, v] : rows) {
-      meta.bind(1, k).bind(2, v).run();
-    }
+    store::write_meta(out,
+                      {"sockrewind-analyze pack",
+                       tcp_info_modes.size() == 1 ? *tcp_info_modes.begin() : "mixed",
+                       opts.redact});
     out.exec("COMMIT");
     out.exec("VACUUM"); // no free page keeps anything that was not meant to be in the pack
   }
-  if (::fsync(fd) != 0) {
-    throw_errno("pack: fsync " + temp);
-  }
-  // link() never replaces an existing name.
-  if (::link(temp.c_str(), opts.out.c_str()) != 0) {
-    throw_errno("pack: cannot create " + opts.out);
+  try {
+    file->commit();
+  } catch (const std::system_error& e) {
+    throw_file_error(e);
   }
   result.path = opts.out;
   return result;

@@ -10,9 +10,7 @@
 #include <sockrewind/analyze/text.hpp>
 #include <sockrewind/analyze/time.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
-
-#include <fcntl.h>
-#include <unistd.h>
+#include <sockrewind/store/atomic_file.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -27,6 +25,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 namespace sockrewind::analyze {
@@ -383,59 +382,15 @@ Json report_html_json(const Series& series, const std::vector<Finding>& findings
 } // namespace
 
 void write_file_atomically(const std::string& path, const std::string& data) {
-  std::string dir = ".";
-  std::string base = path;
-  if (const size_t slash = path.rfind('/'); slash != std::string::npos) {
-    dir = slash == 0 ? "/" : path.substr(0, slash);
-    base = path.substr(slash + 1);
-  }
-  if (base.empty()) {
-    throw_write_error(path, EISDIR);
-  }
-  // A new name of our own (O_EXCL), so nothing else is ever opened or truncated.
-  std::string temp;
-  int fd = -1;
-  for (int attempt = 0; fd < 0 && attempt < 16; ++attempt) {
-    const auto salt = static_cast<uint64_t>(
-        std::chrono::steady_clock::now().time_since_epoch().count() + attempt);
-    temp = dir;
-    temp += "/." + base + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(salt);
-    fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-    if (fd < 0 && errno != EEXIST) {
-      throw_write_error(path, errno);
-    }
-  }
-  if (fd < 0) {
-    throw_write_error(path, EEXIST);
-  }
-  const auto fail = [&](int err) {
-    ::close(fd);
-    ::unlink(temp.c_str());
-    throw_write_error(path, err);
-  };
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      fail(n < 0 ? errno : EIO);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    fail(errno);
-  }
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(temp.c_str());
-    throw_write_error(path, err);
-  }
-  if (::rename(temp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(temp.c_str());
-    throw_write_error(path, err);
+  // A new name of our own (O_EXCL), so nothing else is ever opened or truncated; it replaces
+  // `path` once complete.
+  try {
+    store::AtomicFile file(
+        path, store::AtomicFile::Replace::allowed, 0666, store::AtomicFile::TempName::unique);
+    file.write_all(data);
+    file.commit();
+  } catch (const std::system_error& e) {
+    throw_write_error(path, e.code().value());
   }
 }
 

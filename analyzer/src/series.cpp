@@ -660,15 +660,14 @@ Series load_series(const std::vector<std::string>& files) {
     all.insert(all.end(), std::make_move_iterator(idx.begin()), std::make_move_iterator(idx.end()));
   }
   std::stable_sort(all.begin(), all.end(), [](const SnapshotInfo& a, const SnapshotInfo& b) {
-    return std::tie(a.host, a.boot_id, a.boottime_ns) < std::tie(b.host, b.boot_id, b.boottime_ns);
+    return a.key() < b.key();
   });
 
   std::vector<std::unordered_map<int64_t, Slot>> slots(files.size());
   for (size_t i = 0; i < all.size(); ++i) {
     const SnapshotInfo& s = all[i];
     const uint32_t fi = file_index.at(s.file);
-    if (i > 0 && all[i - 1].host == s.host && all[i - 1].boot_id == s.boot_id
-        && all[i - 1].boottime_ns == s.boottime_ns) {
+    if (i > 0 && all[i - 1].key() == s.key()) {
       ++series.duplicate_snapshots;
       slots[fi][s.snapshot_id] = Slot{};
       continue;

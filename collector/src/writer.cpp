@@ -1,5 +1,6 @@
 #include <sockrewind/collect/tcp_info.hpp>
 #include <sockrewind/collect/writer.hpp>
+#include <sockrewind/store/meta.hpp>
 #include <sockrewind/store/schema.hpp>
 
 #include <arpa/inet.h>
@@ -24,10 +25,6 @@
 namespace sockrewind::collect {
 
 namespace {
-
-[[noreturn]] void throw_errno(const std::string& what) {
-  throw std::system_error(errno, std::generic_category(), what);
-}
 
 std::string addr_text(uint8_t family, const uint8_t* addr) {
   char buf[INET6_ADDRSTRLEN] = {};
@@ -81,49 +78,28 @@ std::string snapshot_base_name(const std::string& hostname, int64_t realtime_ns)
 SnapshotFile::SnapshotFile(std::string dir, std::string base_name, TcpInfoMode mode)
     : m_dir(std::move(dir)),
       m_base(std::move(base_name)),
-      m_temp_path(m_dir + "/." + m_base + ".sqlite.tmp-" + std::to_string(getpid())),
-      m_mode(mode),
-      // O_EXCL|O_NOFOLLOW: never follow or reuse something planted at this path.
-      m_fd(::open(m_temp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) {
-  if (m_fd < 0) {
-    throw_errno("cannot create " + m_temp_path);
-  }
+      // Never follows or reuses something planted at the temporary name.
+      m_file(m_dir + "/" + m_base + ".sqlite", store::AtomicFile::Replace::never),
+      m_mode(mode) {
   try {
-    m_db = std::make_unique<store::Db>(store::Db::create(m_temp_path));
+    m_db = std::make_unique<store::Db>(store::Db::create(m_file.temp_path()));
     // The file is private until renamed, so no rollback journal on disk and no syncs per
     // transaction: commit() fsyncs once. A failed run deletes the file.
     m_db->exec("PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = MEMORY; "
                "PRAGMA synchronous = OFF; PRAGMA foreign_keys = OFF");
     store::migrate(*m_db);
     store::Txn txn(*m_db);
-    store::Stmt meta = m_db->prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)");
-    const std::pair<const char*, std::string> rows[] = {
-        {"writer", "sockrewind-collect"},
-        {"writer_version", SOCKREWIND_VERSION},
-        {"schema_version", std::to_string(store::k_schema_version)},
-        {"tcp_info", mode == TcpInfoMode::full ? "full" : "basic"},
-        {"byte_order", std::endian::native == std::endian::little ? "little" : "big"},
-    };
-    for (const auto& [k, v] : rows) {
-      meta.bind(1, k).bind(2, v).run();
-    }
+    store::write_meta(*m_db,
+                      {"sockrewind-collect", mode == TcpInfoMode::full ? "full" : "basic", {}});
     txn.commit();
   } catch (...) {
-    m_db.reset();
-    ::close(m_fd);
-    ::unlink(m_temp_path.c_str());
+    m_db.reset(); // closed before m_file removes the temporary name
     throw;
   }
 }
 
 SnapshotFile::~SnapshotFile() {
-  m_db.reset();
-  if (m_fd >= 0) {
-    ::close(m_fd);
-  }
-  if (!m_committed) {
-    ::unlink(m_temp_path.c_str());
-  }
+  m_db.reset(); // closed before m_file removes the temporary name unless committed
 }
 
 int64_t SnapshotFile::netns_id(uint64_t inode) {
@@ -609,11 +585,6 @@ int64_t SnapshotFile::counter_name_id(const std::string& file, const std::string
 
 std::string SnapshotFile::commit() {
   m_db.reset(); // closes the connection: everything is in the file now
-  if (::fsync(m_fd) != 0) {
-    throw_errno("fsync " + m_temp_path);
-  }
-  ::close(m_fd);
-  m_fd = -1;
   for (int attempt = 1; attempt < 1000; ++attempt) {
     // Built by appending: g++ 12 -O3 warns (-Wrestrict, falsely) on "-" + std::string.
     std::string final_path = m_dir;
@@ -624,19 +595,9 @@ std::string SnapshotFile::commit() {
       final_path += std::to_string(attempt);
     }
     final_path += ".sqlite";
-    // RENAME_NOREPLACE: two runs in the same second never overwrite each other.
-    if (::renameat2(AT_FDCWD, m_temp_path.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE)
-        == 0) {
-      m_committed = true;
-      const int dfd = ::open(m_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (dfd >= 0) {
-        ::fsync(dfd);
-        ::close(dfd);
-      }
+    // Never replaces: two runs in the same second never overwrite each other.
+    if (m_file.commit_as(final_path)) {
       return final_path;
-    }
-    if (errno != EEXIST) {
-      throw_errno("rename " + m_temp_path + " to " + final_path);
     }
   }
   throw std::runtime_error("no free file name for " + m_base + " in " + m_dir);

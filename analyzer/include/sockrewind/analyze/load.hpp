@@ -2,6 +2,7 @@
 // Finding and opening snapshot files: read-only, validated, never trusting what a file defines.
 
 #include <sockrewind/store/db.hpp>
+#include <sockrewind/store/snapshot_key.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +32,9 @@ struct SnapshotInfo {
   int64_t issues = 0;
   std::string sources;
   std::string netns_mode;
+
+  // Which snapshot this is, across files (host, boot_id, boottime); refers to this object.
+  store::SnapshotKey key() const { return {host, boot_id, boottime_ns}; }
 };
 
 // Opens `file` read-only (defensive: no triggers, views or extensions; values above 64 KiB

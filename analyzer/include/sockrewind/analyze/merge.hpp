@@ -7,8 +7,8 @@
 
 namespace sockrewind::analyze {
 
-// Merges snapshots per host in time order; the same snapshot seen in two files (same host,
-// boot_id and boottime) is kept once. Sorted by host, then boot, then boottime.
+// Merges snapshots per host in time order; the same snapshot seen in two files (the same
+// SnapshotInfo::key(): host, boot_id and boottime) is kept once. Sorted by that key.
 std::vector<SnapshotInfo> merge_snapshots(std::vector<SnapshotInfo> all);
 
 // Intervals larger than this many times the median split a series (a gap).

@@ -2,6 +2,7 @@
 // Writing snapshots into a new file that appears under its final name only when complete.
 
 #include <sockrewind/collect/snapshot.hpp>
+#include <sockrewind/store/atomic_file.hpp>
 #include <sockrewind/store/db.hpp>
 
 #include <cstdint>
@@ -16,9 +17,10 @@ namespace sockrewind::collect {
 
 enum class TcpInfoMode { basic, full };
 
-// One output file. Created under a temporary name (".NAME.tmp-PID") with O_EXCL|O_NOFOLLOW and
-// mode 0600; each write() is one transaction; commit() fsyncs and renames it to its final name
-// without replacing anything. Destroyed without commit(), it removes the temporary file.
+// One output file, a store::AtomicFile: created under a temporary name (".NAME.sqlite.tmp-PID")
+// with O_EXCL|O_NOFOLLOW and mode 0600; each write() is one transaction; commit() fsyncs and
+// renames it to its final name without replacing anything. Destroyed without commit(), it
+// removes the temporary file.
 class SnapshotFile {
 public:
   // `dir` must exist. `base_name` is the final name without ".sqlite" (e.g. host-20260101T000000Z).
@@ -41,7 +43,7 @@ public:
   // name is taken). Returns the final path.
   std::string commit();
 
-  const std::string& temp_path() const { return m_temp_path; }
+  const std::string& temp_path() const { return m_file.temp_path(); }
 
 private:
   struct SocketStmts;
@@ -66,14 +68,12 @@ private:
 
   std::string m_dir;
   std::string m_base;
-  std::string m_temp_path;
+  store::AtomicFile m_file;
   TcpInfoMode m_mode;
-  int m_fd = -1;
   std::unique_ptr<store::Db> m_db;
   std::map<uint64_t, int64_t> m_netns;
   std::map<std::string, int64_t> m_addrs;
   std::map<std::pair<std::string, std::string>, int64_t> m_counter_names;
-  bool m_committed = false;
 };
 
 // "host-yyyymmddTHHMMSSZ" for a CLOCK_REALTIME value.
