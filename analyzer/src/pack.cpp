@@ -5,9 +5,9 @@
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/pack.hpp>
 #include <sockrewind/analyze/time.hpp>
+#include <sockrewind/store/archive.hpp>
 #include <sockrewind/store/atomic_file.hpp>
 #include <sockrewind/store/db.hpp>
-#include <sockrewind/store/runs.hpp>
 #include <sockrewind/store/meta.hpp>
 #include <sockrewind/store/schema.hpp>
 
@@ -104,179 +104,26 @@ std::string hex8(uint64_t v) {
   return s;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Copying rows: column lists and types from the output's schema (every input was validated
-// against the same schema), values as they are.
-
-using store::Value;
-
-struct Column {
-  std::string name;
-  char type; // 'i' INTEGER, 'r' REAL, 't' TEXT, 'b' BLOB
-};
-
-std::vector<Column> columns_of(store::Db& db, const std::string& table) {
-  std::vector<Column> out;
-  store::Stmt st = db.prepare("SELECT name, upper(type) FROM pragma_table_info(?1) ORDER BY cid");
-  st.bind(1, table);
-  while (st.step()) {
-    const std::string type = st.get_text(1);
-    out.push_back({st.get_text(0),
-                   type == "INTEGER" ? 'i'
-                   : type == "REAL"  ? 'r'
-                   : type == "BLOB"  ? 'b'
-                                     : 't'});
-  }
-  return out;
-}
-
-Value read_value(const store::Stmt& st, int col, char type) {
-  if (st.is_null(col)) {
-    return std::monostate{};
-  }
-  switch (type) {
-  case 'i':
-    return st.get_int(col);
-  case 'r':
-    return st.get_double(col);
-  case 'b':
-    return st.get_blob(col);
-  default:
-    return st.get_text(col);
-  }
-}
-
-void bind_value(store::Stmt& st, int index, const Value& v, char type) {
-  if (std::holds_alternative<std::monostate>(v)) {
-    st.bind_null(index);
-  } else if (const auto* i = std::get_if<int64_t>(&v)) {
-    st.bind(index, *i);
-  } else if (const auto* d = std::get_if<double>(&v)) {
-    st.bind(index, *d);
-  } else {
-    const auto& s = std::get<std::string>(v);
-    if (type == 'b') {
-      st.bind_blob(index,
-                   std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
-    } else {
-      st.bind(index, std::string_view(s));
-    }
-  }
-}
-
-std::string join_names(const std::vector<Column>& cols, bool skip_first) {
-  std::string s;
-  for (size_t i = skip_first ? 1 : 0; i < cols.size(); ++i) {
-    s += (s.empty() ? "" : ", ") + cols[i].name;
-  }
-  return s;
-}
-
-// One table copied from inputs to the output; `fix` rewrites a row (ids, redaction) in place.
-// With `new_rowid` the first column (an INTEGER PRIMARY KEY) is left to the output.
-class TableCopy {
+// pack --redact: the Redactor applied to what the archive writer copies.
+class RedactRewrite final : public store::Rewrite {
 public:
-  TableCopy(store::Db& out, const std::string& table, bool new_rowid)
-      : m_table(table),
-        m_cols(columns_of(out, table)),
-        m_new_rowid(new_rowid) {
-    std::string params;
-    for (size_t i = new_rowid ? 1 : 0, n = 1; i < m_cols.size(); ++i, ++n) {
-      params += (params.empty() ? "?" : ",?") + std::to_string(n);
-    }
-    m_insert = std::make_unique<store::Stmt>(out.prepare(
-        "INSERT INTO " + table + " (" + join_names(m_cols, new_rowid) + ") VALUES (" + params + ")",
-        true));
-  }
+  explicit RedactRewrite(const Redactor& r) : m_red(r) {}
 
-  // The select list for input `in` (validated), which may be of an older schema version: a
-  // column its version does not have (added by a later migration) is read as NULL.
-  const std::string& select_list(store::Db& in) {
-    auto [it, fresh] = m_input_lists.try_emplace(&in);
-    if (fresh) {
-      const auto version = static_cast<int>(in.query_int("PRAGMA user_version"));
-      std::set<std::string> have;
-      for (std::string& c : store::reference_columns(version, m_table)) {
-        have.insert(std::move(c));
-      }
-      for (const Column& c : m_cols) {
-        it->second += (it->second.empty() ? "" : ", ") + (have.contains(c.name) ? c.name : "NULL");
-      }
-    }
-    return it->second;
-  }
+  std::string address(std::string_view addr) const override { return m_red.address(addr); }
 
-  size_t index(const std::string& name) const {
-    for (size_t i = 0; i < m_cols.size(); ++i) {
-      if (m_cols[i].name == name) {
-        return i;
-      }
-    }
-    throw std::logic_error("pack: no column " + name);
-  }
+  std::string hostname(std::string_view s) const override { return m_red.hostname(s); }
 
-  // Reads the row at `st` (columns in select_list(in) order), lets `fix` change it, inserts it.
-  template <typename Fix> void copy_row(const store::Stmt& st, const Fix& fix) {
-    std::vector<Value> row(m_cols.size());
-    for (size_t i = 0; i < m_cols.size(); ++i) {
-      row[i] = read_value(st, static_cast<int>(i), m_cols[i].type);
-    }
-    fix(row);
-    for (size_t i = m_new_rowid ? 1 : 0, n = 1; i < m_cols.size(); ++i, ++n) {
-      bind_value(*m_insert, static_cast<int>(n), row[i], m_cols[i].type);
-    }
-    m_insert->run();
-  }
+  std::string unix_path(std::string_view s) const override { return m_red.unix_path(s); }
+
+  std::string cmdline(std::string_view s) const override { return m_red.cmdline(s); }
+
+  std::string netns_name(std::string_view s) const override { return m_red.name("netns", s); }
+
+  bool keep_issue_examples() const override { return false; }
 
 private:
-  std::string m_table;
-  std::vector<Column> m_cols;
-  bool m_new_rowid;
-  std::map<const store::Db*, std::string> m_input_lists;
-  std::unique_ptr<store::Stmt> m_insert;
+  const Redactor& m_red;
 };
-
-int64_t as_int(const Value& v) {
-  const auto* i = std::get_if<int64_t>(&v);
-  return i != nullptr ? *i : 0;
-}
-
-bool is_null(const Value& v) {
-  return std::holds_alternative<std::monostate>(v);
-}
-
-std::string addr_text(int64_t family, const std::string& blob) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  const int af = family == 2 ? AF_INET : AF_INET6;
-  if ((af == AF_INET && blob.size() != 4) || (af == AF_INET6 && blob.size() != 16)
-      || inet_ntop(af, blob.data(), buf, sizeof buf) == nullptr) {
-    return "?";
-  }
-  return buf;
-}
-
-// The select list of `cols` from `table` of a validated input of schema `version`: a column
-// that version does not have (added by a later migration) is read as NULL.
-std::string
-select_list(int version, const std::string& table, std::span<const std::string_view> cols) {
-  std::set<std::string, std::less<>> have;
-  for (std::string& c : store::reference_columns(version, table)) {
-    have.insert(std::move(c));
-  }
-  std::string list;
-  for (const std::string_view c : cols) {
-    list += (list.empty() ? "" : ", ") + (have.contains(c) ? std::string(c) : "NULL");
-  }
-  return list;
-}
-
-size_t column(std::span<const std::string_view> cols, std::string_view name) {
-  const auto it = std::find(cols.begin(), cols.end(), name);
-  if (it == cols.end()) {
-    throw std::logic_error("pack: no column " + std::string(name));
-  }
-  return static_cast<size_t>(it - cols.begin());
-}
 
 struct Chosen {
   std::string file;
@@ -454,234 +301,32 @@ PackResult write_pack(const PackOptions& opts) {
   const std::string& temp = file->temp_path();
 
   const Redactor red(Redactor::random_key());
+  const RedactRewrite redact(red);
+  const store::Rewrite keep;
   {
-    store::Db out = store::Db::create(temp);
-    out.exec("PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF; PRAGMA foreign_keys = OFF");
-    store::migrate(out);
-    out.exec("BEGIN");
-
-    TableCopy snapshots(out, "snapshots", false);
-    TableCopy snapshot_netns(out, "snapshot_netns", false);
-    TableCopy sources(out, "sources", false);
-    TableCopy issues(out, "capture_issues", false);
-    TableCopy extra(out, "extra_owners", false);
-    TableCopy tcp_info(out, "tcp_info", false);
-    // Sockets, processes, counters and limits become runs (schema v3).
-    store::RunWriter runs(out);
-    store::Stmt ins_netns = out.prepare("INSERT INTO netns (inode) VALUES (?1)");
-    store::Stmt ins_addr = out.prepare("INSERT INTO addrs (family, addr, text) VALUES (?1,?2,?3)");
-
-    std::map<int64_t, int64_t> netns_out;                     // inode -> output netns_id
-    std::map<std::pair<int, std::string>, int64_t> addrs_out; // (family, blob) -> addr_id
     std::map<std::string, std::unique_ptr<store::Db>> inputs;
-    std::set<std::string> tcp_info_modes;
-    int64_t next_sid = 0;
-
+    store::ArchiveWriter out(temp, opts.redact ? static_cast<const store::Rewrite&>(redact) : keep);
     for (const Chosen& c : chosen) {
-      auto& in_ptr = inputs[c.file];
-      if (!in_ptr) {
-        in_ptr = std::make_unique<store::Db>(open_validated(c.file));
-        store::Stmt mode = in_ptr->prepare("SELECT value FROM meta WHERE key = 'tcp_info'");
-        if (mode.step()) {
-          tcp_info_modes.insert(mode.get_text(0));
-        }
+      auto& in = inputs[c.file];
+      if (!in) {
+        in = std::make_unique<store::Db>(open_validated(c.file));
         ++result.files;
       }
-      store::Db& in = *in_ptr;
-      const int64_t old_sid = c.info.snapshot_id;
-      const int64_t sid = ++next_sid;
       try {
-        // Namespaces and addresses of this file, mapped into the output's numbering.
-        std::map<int64_t, int64_t> netns_map;
-        {
-          store::Stmt st = in.prepare("SELECT netns_id, inode FROM netns");
-          while (st.step()) {
-            const int64_t inode = st.get_int(1);
-            auto it = netns_out.find(inode);
-            if (it == netns_out.end()) {
-              ins_netns.bind(1, inode).run();
-              it = netns_out.emplace(inode, out.last_insert_rowid()).first;
-            }
-            netns_map[st.get_int(0)] = it->second;
-          }
-        }
-        std::map<int64_t, int64_t> addr_map;
-        {
-          store::Stmt st = in.prepare("SELECT addr_id, family, addr FROM addrs");
-          while (st.step()) {
-            const int64_t family = st.get_int(1);
-            std::string blob = st.get_blob(2);
-            if (opts.redact) {
-              blob = red.address(blob);
-            }
-            auto it = addrs_out.find({static_cast<int>(family), blob});
-            if (it == addrs_out.end()) {
-              ins_addr.bind(1, family)
-                  .bind_blob(2,
-                             std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(blob.data()),
-                                                      blob.size()))
-                  .bind(3, addr_text(family, blob))
-                  .run();
-              it = addrs_out
-                       .emplace(std::make_pair(static_cast<int>(family), blob),
-                                out.last_insert_rowid())
-                       .first;
-            }
-            addr_map[st.get_int(0)] = it->second;
-          }
-        }
-        const auto map_netns = [&](Value& v) {
-          if (!is_null(v)) {
-            const auto it = netns_map.find(as_int(v));
-            v = it != netns_map.end() ? Value{it->second} : Value{};
-          }
-        };
-        const auto map_addr = [&](Value& v) {
-          if (!is_null(v)) {
-            const auto it = addr_map.find(as_int(v));
-            v = it != addr_map.end() ? Value{it->second} : Value{};
-          }
-        };
-        const auto redact_text = [&](Value& v, auto fn) {
-          if (opts.redact && !is_null(v)) {
-            v = fn(std::get<std::string>(v));
-          }
-        };
-        // Every table keyed by snapshot_id.
-        const auto copy_snapshot_rows =
-            [&](TableCopy& t, const std::string& table, const auto& fix) {
-              store::Stmt st = in.prepare("SELECT " + t.select_list(in) + " FROM " + table
-                                          + " WHERE snapshot_id = ?1");
-              st.bind(1, old_sid);
-              const size_t sid_col = t.index("snapshot_id");
-              while (st.step()) {
-                t.copy_row(st, [&](std::vector<Value>& row) {
-                  row[sid_col] = sid;
-                  fix(row);
-                });
-              }
-            };
-
-        const size_t host_col = snapshots.index("host");
-        copy_snapshot_rows(snapshots, "snapshots", [&](std::vector<Value>& row) {
-          redact_text(row[host_col], [&](const std::string& s) { return red.hostname(s); });
-        });
-        const size_t sn_ns = snapshot_netns.index("netns_id");
-        const size_t sn_name = snapshot_netns.index("name");
-        copy_snapshot_rows(snapshot_netns, "snapshot_netns", [&](std::vector<Value>& row) {
-          map_netns(row[sn_ns]);
-          redact_text(row[sn_name], [&](const std::string& s) { return red.name("netns", s); });
-        });
-        const size_t src_ns = sources.index("netns_id");
-        copy_snapshot_rows(
-            sources, "sources", [&](std::vector<Value>& row) { map_netns(row[src_ns]); });
-        const size_t ci_ns = issues.index("netns_id");
-        const size_t ci_example = issues.index("example");
-        copy_snapshot_rows(issues, "capture_issues", [&](std::vector<Value>& row) {
-          map_netns(row[ci_ns]);
-          if (opts.redact) {
-            row[ci_example] = std::monostate{}; // examples quote paths, names and addresses
-          }
-        });
-        runs.begin_snapshot(sid,
-                            c.info.boottime_ns,
-                            c.info.boottime_ns + c.info.duration_ns,
-                            c.info.host + '\n' + c.info.boot_id);
-        const int version = static_cast<int>(in.query_int("PRAGMA user_version"));
-        {
-          store::Stmt st = in.prepare("SELECT netns_id, file, name, value FROM counters "
-                                      "WHERE snapshot_id = ?1");
-          st.bind(1, old_sid);
-          while (st.step()) {
-            Value ns = st.get_int(0);
-            map_netns(ns);
-            if (!is_null(ns)) {
-              runs.add_counter(as_int(ns), st.get_text(1), st.get_text(2), st.get_int(3));
-            }
-          }
-        }
-        {
-          store::Stmt st =
-              in.prepare("SELECT netns_id, name, value FROM limits WHERE snapshot_id = ?1");
-          st.bind(1, old_sid);
-          while (st.step()) {
-            Value ns = st.get_int(0);
-            map_netns(ns);
-            if (!is_null(ns)) {
-              runs.add_limit(as_int(ns), st.get_text(1), st.get_text(2));
-            }
-          }
-        }
-        {
-          const auto cols = store::process_columns();
-          store::Stmt st = in.prepare("SELECT " + select_list(version, "processes", cols)
-                                      + " FROM processes WHERE snapshot_id = ?1");
-          st.bind(1, old_sid);
-          const size_t p_ns = column(cols, "netns_id");
-          const size_t p_cmd = column(cols, "cmdline");
-          std::vector<Value> row(cols.size());
-          while (st.step()) {
-            for (size_t i = 0; i < cols.size(); ++i) {
-              row[i] = store::read_value(st, static_cast<int>(i));
-            }
-            map_netns(row[p_ns]);
-            redact_text(row[p_cmd], [&](const std::string& v) { return red.cmdline(v); });
-            runs.add_process(row);
-          }
-        }
-
-        // Sockets get new sock_ids; their extra owners and tcp_info follow them.
-        std::map<int64_t, int64_t> sock_map;
-        {
-          const auto cols = store::socket_columns();
-          const size_t s_ns = column(cols, "netns_id");
-          const size_t s_la = column(cols, "local_addr_id");
-          const size_t s_ra = column(cols, "remote_addr_id");
-          const size_t s_path = column(cols, "path");
-          store::Stmt st = in.prepare("SELECT sock_id, " + select_list(version, "sockets", cols)
-                                      + " FROM sockets WHERE snapshot_id = ?1 ORDER BY sock_id");
-          st.bind(1, old_sid);
-          std::vector<Value> row(cols.size());
-          while (st.step()) {
-            for (size_t i = 0; i < cols.size(); ++i) {
-              row[i] = store::read_value(st, static_cast<int>(i + 1));
-            }
-            map_netns(row[s_ns]);
-            map_addr(row[s_la]);
-            map_addr(row[s_ra]);
-            redact_text(row[s_path], [&](const std::string& p) { return red.unix_path(p); });
-            sock_map[st.get_int(0)] = runs.add_socket(row);
-          }
-        }
-        result.sockets += sock_map.size();
-        const auto copy_by_socket = [&](TableCopy& t, const std::string& table) {
-          store::Stmt st = in.prepare("SELECT " + t.select_list(in) + " FROM " + table
-                                      + " WHERE sock_id IN (SELECT sock_id FROM sockets WHERE "
-                                        "snapshot_id = ?1)");
-          st.bind(1, old_sid);
-          const size_t col = t.index("sock_id");
-          while (st.step()) {
-            t.copy_row(st, [&](std::vector<Value>& row) {
-              const auto it = sock_map.find(as_int(row[col]));
-              row[col] = it != sock_map.end() ? Value{it->second} : Value{};
-            });
-          }
-        };
-        copy_by_socket(extra, "extra_owners");
-        copy_by_socket(tcp_info, "tcp_info");
+        out.add(*in,
+                {c.info.snapshot_id,
+                 c.info.host,
+                 c.info.boot_id,
+                 c.info.realtime_ns,
+                 c.info.boottime_ns,
+                 c.info.boottime_ns + c.info.duration_ns});
       } catch (const store::DbError& e) {
         throw read_error(c.file, e);
       }
       ++result.snapshots;
     }
-
-    runs.finish();
-    store::write_meta(out,
-                      {"sockrewind-analyze pack",
-                       tcp_info_modes.size() == 1 ? *tcp_info_modes.begin() : "mixed",
-                       opts.redact});
-    out.exec("COMMIT");
-    out.exec("VACUUM"); // no free page keeps anything that was not meant to be in the pack
+    out.finish("sockrewind-analyze pack", opts.redact);
+    result.sockets = out.sockets();
   }
   try {
     file->commit();
