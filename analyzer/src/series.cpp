@@ -1,8 +1,8 @@
 // Loading and merging snapshot files into timelines of socket tracks and processes.
 #include <sockrewind/analyze/load.hpp>
-#include <sockrewind/analyze/merge.hpp>
 #include <sockrewind/analyze/progress.hpp>
 #include <sockrewind/analyze/series.hpp>
+#include <sockrewind/analyze/time.hpp>
 #include <sockrewind/store/db.hpp>
 
 #include <algorithm>
@@ -84,22 +84,19 @@ size_t Series::snapshot_count() const {
 }
 
 void split_runs(Timeline& tl) {
-  std::vector<double> intervals;
-  for (size_t i = 1; i < tl.snaps.size(); ++i) {
-    intervals.push_back(tl.dt(static_cast<uint32_t>(i - 1), static_cast<uint32_t>(i)));
+  std::vector<int64_t> boottime;
+  boottime.reserve(tl.snaps.size());
+  for (const Snap& s : tl.snaps) {
+    boottime.push_back(s.boottime_ns);
   }
-  double median = 0;
-  if (!intervals.empty()) {
-    std::vector<double> sorted = intervals;
-    std::sort(sorted.begin(), sorted.end());
-    const size_t mid = sorted.size() / 2;
-    median = sorted.size() % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2.0;
-  }
-  tl.median_interval_s = median;
+  const Intervals iv = snapshot_intervals(boottime);
+  tl.median_interval_s = iv.median_s;
   uint32_t run = 0;
+  size_t next_gap = 0;
   for (size_t i = 0; i < tl.snaps.size(); ++i) {
-    if (i > 0 && median > 0 && intervals[i - 1] > k_gap_factor * median) {
+    if (i > 0 && next_gap < iv.gaps.size() && iv.gaps[next_gap] == i - 1) {
       ++run;
+      ++next_gap;
     }
     tl.snaps[i].run = run;
   }
