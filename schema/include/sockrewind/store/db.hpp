@@ -94,6 +94,10 @@ public:
   void reset();
 
   int column_count() const;
+  // The index of the result column called `name` (its AS name; a plain column reference is
+  // called by the column's name). For reading rows by name: resolve each name once per
+  // statement, then read by index. Throws DbError when there is no such column.
+  int column_index(std::string_view name) const;
   bool is_null(int col) const;
   int64_t get_int(int col) const;
   double get_double(int col) const;
