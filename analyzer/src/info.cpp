@@ -15,18 +15,7 @@
 
 namespace sockrewind::analyze {
 
-namespace {} // namespace
-
 namespace {
-
-double median(std::vector<double> v) {
-  if (v.empty()) {
-    return 0.0;
-  }
-  std::sort(v.begin(), v.end());
-  const size_t mid = v.size() / 2;
-  return v.size() % 2 == 1 ? v[mid] : (v[mid - 1] + v[mid]) / 2.0;
-}
 
 std::string seconds(double s) {
   char buf[32];
@@ -71,20 +60,18 @@ void write_info(const std::vector<std::string>& files, std::ostream& out) {
         << "  kernel " << escape_text(first.kernel) << "\n";
     out << "  snapshots: " << end - begin << "  from " << iso8601(first.realtime_ns) << "  to "
         << iso8601(last.realtime_ns) << "\n";
-    std::vector<double> intervals;
-    for (size_t i = begin + 1; i < end; ++i) {
-      intervals.push_back(static_cast<double>(all[i].boottime_ns - all[i - 1].boottime_ns) / 1e9);
+    std::vector<int64_t> boottime;
+    for (size_t i = begin; i < end; ++i) {
+      boottime.push_back(all[i].boottime_ns);
     }
-    if (!intervals.empty()) {
-      const double m = median(intervals);
-      out << "  interval: median " << seconds(m) << ", min "
-          << seconds(*std::min_element(intervals.begin(), intervals.end())) << ", max "
-          << seconds(*std::max_element(intervals.begin(), intervals.end())) << "\n";
-      for (size_t i = 0; i < intervals.size(); ++i) {
-        if (m > 0 && intervals[i] > k_gap_factor * m) {
-          out << "  gap: " << seconds(intervals[i]) << " before "
-              << iso8601(all[begin + i + 1].realtime_ns) << "\n";
-        }
+    const Intervals iv = snapshot_intervals(boottime);
+    if (!iv.seconds.empty()) {
+      out << "  interval: median " << seconds(iv.median_s) << ", min "
+          << seconds(*std::min_element(iv.seconds.begin(), iv.seconds.end())) << ", max "
+          << seconds(*std::max_element(iv.seconds.begin(), iv.seconds.end())) << "\n";
+      for (const size_t i : iv.gaps) {
+        out << "  gap: " << seconds(iv.seconds[i]) << " before "
+            << iso8601(all[begin + i + 1].realtime_ns) << "\n";
       }
     }
     int64_t min_sockets = first.sockets;

@@ -1,8 +1,8 @@
 // Loading and merging snapshot files into timelines of socket tracks and processes.
 #include <sockrewind/analyze/load.hpp>
-#include <sockrewind/analyze/merge.hpp>
 #include <sockrewind/analyze/progress.hpp>
 #include <sockrewind/analyze/series.hpp>
+#include <sockrewind/analyze/time.hpp>
 #include <sockrewind/store/db.hpp>
 
 #include <algorithm>
@@ -84,22 +84,19 @@ size_t Series::snapshot_count() const {
 }
 
 void split_runs(Timeline& tl) {
-  std::vector<double> intervals;
-  for (size_t i = 1; i < tl.snaps.size(); ++i) {
-    intervals.push_back(tl.dt(static_cast<uint32_t>(i - 1), static_cast<uint32_t>(i)));
+  std::vector<int64_t> boottime;
+  boottime.reserve(tl.snaps.size());
+  for (const Snap& s : tl.snaps) {
+    boottime.push_back(s.boottime_ns);
   }
-  double median = 0;
-  if (!intervals.empty()) {
-    std::vector<double> sorted = intervals;
-    std::sort(sorted.begin(), sorted.end());
-    const size_t mid = sorted.size() / 2;
-    median = sorted.size() % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2.0;
-  }
-  tl.median_interval_s = median;
+  const Intervals iv = snapshot_intervals(boottime);
+  tl.median_interval_s = iv.median_s;
   uint32_t run = 0;
+  size_t next_gap = 0;
   for (size_t i = 0; i < tl.snaps.size(); ++i) {
-    if (i > 0 && median > 0 && intervals[i - 1] > k_gap_factor * median) {
+    if (i > 0 && next_gap < iv.gaps.size() && iv.gaps[next_gap] == i - 1) {
       ++run;
+      ++next_gap;
     }
     tl.snaps[i].run = run;
   }
@@ -265,6 +262,52 @@ char state_letter(const store::Stmt& st, int col) {
   return letter ? c : '\0';
 }
 
+// The sockets columns read_file_data reads, by name: each name is resolved to its index once
+// per statement, so reading a row costs no string lookup.
+struct SocketColumns {
+  int snapshot_id, netns_id, family, type, proto, state, local_addr_id, local_port, remote_addr_id,
+      remote_port, rx_queue, tx_queue, inode, cookie, timer, retrans, rmem_alloc, rcvbuf,
+      wmem_queued, sndbuf, drops, path, peer_inode, backoff, probes, total_retrans,
+      last_data_recv_ms, last_ack_recv_ms, bytes_acked, bytes_received, segs_out, snd_wnd, pid,
+      sock_id;
+
+  explicit SocketColumns(const store::Stmt& st)
+      : snapshot_id(st.column_index("snapshot_id")),
+        netns_id(st.column_index("netns_id")),
+        family(st.column_index("family")),
+        type(st.column_index("type")),
+        proto(st.column_index("proto")),
+        state(st.column_index("state")),
+        local_addr_id(st.column_index("local_addr_id")),
+        local_port(st.column_index("local_port")),
+        remote_addr_id(st.column_index("remote_addr_id")),
+        remote_port(st.column_index("remote_port")),
+        rx_queue(st.column_index("rx_queue")),
+        tx_queue(st.column_index("tx_queue")),
+        inode(st.column_index("inode")),
+        cookie(st.column_index("cookie")),
+        timer(st.column_index("timer")),
+        retrans(st.column_index("retrans")),
+        rmem_alloc(st.column_index("skm_rmem_alloc")),
+        rcvbuf(st.column_index("skm_rcvbuf")),
+        wmem_queued(st.column_index("skm_wmem_queued")),
+        sndbuf(st.column_index("skm_sndbuf")),
+        drops(st.column_index("skm_drops")),
+        path(st.column_index("path")),
+        peer_inode(st.column_index("peer_inode")),
+        backoff(st.column_index("ti_backoff")),
+        probes(st.column_index("ti_probes")),
+        total_retrans(st.column_index("ti_total_retrans")),
+        last_data_recv_ms(st.column_index("ti_last_data_recv_ms")),
+        last_ack_recv_ms(st.column_index("ti_last_ack_recv_ms")),
+        bytes_acked(st.column_index("ti_bytes_acked")),
+        bytes_received(st.column_index("ti_bytes_received")),
+        segs_out(st.column_index("ti_segs_out")),
+        snd_wnd(st.column_index("ti_snd_wnd")),
+        pid(st.column_index("pid")),
+        sock_id(st.column_index("sock_id")) {}
+};
+
 // Reads every row the analysis needs from one file. Only snapshots in `wanted` (the others are
 // duplicates of snapshots seen in another file).
 // `db` is the file open_validated() returned, or empty to open it here.
@@ -333,29 +376,30 @@ FileData read_file_data(const std::string& file,
         "ti_backoff, ti_probes, ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, "
         "ti_bytes_acked, ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, sock_id FROM sockets "
         "ORDER BY sock_id");
+    const SocketColumns c(st);
     while (st.step()) {
-      if (!keep(st.get_int(0))) {
+      if (!keep(st.get_int(c.snapshot_id))) {
         continue;
       }
       RawSock r;
-      r.snapshot_id = st.get_int(0);
-      r.netns_id = st.get_int(1);
-      r.family = clamp8(st.get_int(2));
-      r.type = clamp8(st.get_int(3));
-      r.proto = clamp16(st.get_int(4));
-      r.local_addr_id = st.is_null(6) ? -1 : st.get_int(6);
-      r.local_port = st.is_null(7) ? 0 : clamp16(st.get_int(7));
-      r.remote_addr_id = st.is_null(8) ? -1 : st.get_int(8);
-      r.remote_port = st.is_null(9) ? 0 : clamp16(st.get_int(9));
-      r.cookie = st.is_null(13) ? 0 : static_cast<uint64_t>(st.get_int(13));
-      if (!st.is_null(21)) {
-        r.path = st.get_text(21);
+      r.snapshot_id = st.get_int(c.snapshot_id);
+      r.netns_id = st.get_int(c.netns_id);
+      r.family = clamp8(st.get_int(c.family));
+      r.type = clamp8(st.get_int(c.type));
+      r.proto = clamp16(st.get_int(c.proto));
+      r.local_addr_id = st.is_null(c.local_addr_id) ? -1 : st.get_int(c.local_addr_id);
+      r.local_port = st.is_null(c.local_port) ? 0 : clamp16(st.get_int(c.local_port));
+      r.remote_addr_id = st.is_null(c.remote_addr_id) ? -1 : st.get_int(c.remote_addr_id);
+      r.remote_port = st.is_null(c.remote_port) ? 0 : clamp16(st.get_int(c.remote_port));
+      r.cookie = st.is_null(c.cookie) ? 0 : static_cast<uint64_t>(st.get_int(c.cookie));
+      if (!st.is_null(c.path)) {
+        r.path = st.get_text(c.path);
         r.has_path = true;
       }
-      r.peer_inode = st.is_null(22) ? 0 : static_cast<uint64_t>(st.get_int(22));
-      r.pid = st.is_null(32) ? -1 : st.get_int(32);
+      r.peer_inode = st.is_null(c.peer_inode) ? 0 : static_cast<uint64_t>(st.get_int(c.peer_inode));
+      r.pid = st.is_null(c.pid) ? -1 : st.get_int(c.pid);
       if (!extra.empty()) {
-        const int64_t sock_id = st.get_int(33);
+        const int64_t sock_id = st.get_int(c.sock_id);
         auto it = std::lower_bound(
             extra.begin(),
             extra.end(),
@@ -367,26 +411,26 @@ FileData read_file_data(const std::string& file,
         r.extra_count = static_cast<uint32_t>(d.extra_pids.size()) - r.extra_begin;
       }
       Sample& x = r.sample;
-      x.state = clamp8(st.get_int(5));
-      x.rx_queue = opt32(st, 10);
-      x.tx_queue = opt32(st, 11);
-      x.inode = clamp32(st.get_int(12));
-      x.timer = opt8(st, 14);
-      x.retrans = opt8(st, 15);
-      x.rmem_alloc = opt32(st, 16);
-      x.rcvbuf = opt32(st, 17);
-      x.wmem_queued = opt32(st, 18);
-      x.sndbuf = opt32(st, 19);
-      x.drops = opt32(st, 20);
-      x.backoff = opt8(st, 23);
-      x.probes = opt8(st, 24);
-      x.total_retrans = opt32(st, 25);
-      x.last_data_recv_ms = opt32(st, 26);
-      x.last_ack_recv_ms = opt32(st, 27);
-      x.bytes_acked = opt64(st, 28);
-      x.bytes_received = opt64(st, 29);
-      x.segs_out = opt32(st, 30);
-      x.snd_wnd = opt32(st, 31);
+      x.state = clamp8(st.get_int(c.state));
+      x.rx_queue = opt32(st, c.rx_queue);
+      x.tx_queue = opt32(st, c.tx_queue);
+      x.inode = clamp32(st.get_int(c.inode));
+      x.timer = opt8(st, c.timer);
+      x.retrans = opt8(st, c.retrans);
+      x.rmem_alloc = opt32(st, c.rmem_alloc);
+      x.rcvbuf = opt32(st, c.rcvbuf);
+      x.wmem_queued = opt32(st, c.wmem_queued);
+      x.sndbuf = opt32(st, c.sndbuf);
+      x.drops = opt32(st, c.drops);
+      x.backoff = opt8(st, c.backoff);
+      x.probes = opt8(st, c.probes);
+      x.total_retrans = opt32(st, c.total_retrans);
+      x.last_data_recv_ms = opt32(st, c.last_data_recv_ms);
+      x.last_ack_recv_ms = opt32(st, c.last_ack_recv_ms);
+      x.bytes_acked = opt64(st, c.bytes_acked);
+      x.bytes_received = opt64(st, c.bytes_received);
+      x.segs_out = opt32(st, c.segs_out);
+      x.snd_wnd = opt32(st, c.snd_wnd);
       d.sockets.push_back(std::move(r));
     }
   } catch (const store::DbError& e) {

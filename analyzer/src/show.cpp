@@ -142,55 +142,83 @@ Snapshot read_snapshot(const SnapshotInfo& info) {
       snap.comm[procs.get_int(0)] = procs.get_text(1);
     }
     store::Stmt st = db.prepare(
-        "SELECT s.sock_id, n.inode, s.family, s.type, s.proto, s.state, la.text, s.local_port, "
-        "ra.text, s.remote_port, s.rx_queue, s.tx_queue, s.inode, s.cookie, s.uid, s.timer, "
-        "s.expires_ms, s.retrans, s.shutdown, s.skm_rmem_alloc, s.skm_rcvbuf, s.skm_drops, "
-        "s.path, s.peer_inode, s.pid, s.fd "
+        "SELECT s.sock_id, n.inode AS netns_inode, s.family, s.type, s.proto, s.state, "
+        "la.text AS local_text, s.local_port, ra.text AS remote_text, s.remote_port, s.rx_queue, "
+        "s.tx_queue, s.inode, s.cookie, s.uid, s.timer, s.expires_ms, s.retrans, s.shutdown, "
+        "s.skm_rmem_alloc, s.skm_rcvbuf, s.skm_drops, s.path, s.peer_inode, s.pid, s.fd "
         "FROM sockets s JOIN netns n ON n.netns_id = s.netns_id "
         "LEFT JOIN addrs la ON la.addr_id = s.local_addr_id "
         "LEFT JOIN addrs ra ON ra.addr_id = s.remote_addr_id "
         "WHERE s.snapshot_id = ?1 ORDER BY s.sock_id");
     st.bind(1, info.snapshot_id);
+    // Columns by name, each resolved once for the statement.
+    const auto col = [&st](std::string_view name) { return st.column_index(name); };
+    const int c_sock_id = col("sock_id");
+    const int c_netns = col("netns_inode");
+    const int c_family = col("family");
+    const int c_type = col("type");
+    const int c_proto = col("proto");
+    const int c_state = col("state");
+    const int c_local_text = col("local_text");
+    const int c_local_port = col("local_port");
+    const int c_remote_text = col("remote_text");
+    const int c_remote_port = col("remote_port");
+    const int c_rx_queue = col("rx_queue");
+    const int c_tx_queue = col("tx_queue");
+    const int c_inode = col("inode");
+    const int c_cookie = col("cookie");
+    const int c_uid = col("uid");
+    const int c_timer = col("timer");
+    const int c_expires_ms = col("expires_ms");
+    const int c_retrans = col("retrans");
+    const int c_shutdown = col("shutdown");
+    const int c_rmem_alloc = col("skm_rmem_alloc");
+    const int c_rcvbuf = col("skm_rcvbuf");
+    const int c_drops = col("skm_drops");
+    const int c_path = col("path");
+    const int c_peer_inode = col("peer_inode");
+    const int c_pid = col("pid");
+    const int c_fd = col("fd");
     std::map<int64_t, size_t> by_id;
     while (st.step()) {
       Row r;
-      r.sock_id = st.get_int(0);
-      r.netns = static_cast<uint64_t>(st.get_int(1));
-      r.family = st.get_int(2);
-      r.type = st.get_int(3);
-      r.proto = st.get_int(4);
-      r.state = st.get_int(5);
+      r.sock_id = st.get_int(c_sock_id);
+      r.netns = static_cast<uint64_t>(st.get_int(c_netns));
+      r.family = st.get_int(c_family);
+      r.type = st.get_int(c_type);
+      r.proto = st.get_int(c_proto);
+      r.state = st.get_int(c_state);
       Track t;
       t.family = static_cast<uint8_t>(std::clamp<int64_t>(r.family, 0, 255));
       t.type = static_cast<uint8_t>(std::clamp<int64_t>(r.type, 0, 255));
       t.proto = static_cast<uint16_t>(std::clamp<int64_t>(r.proto, 0, 0xffff));
       r.proto_name = proto_name(t);
       r.rank = proto_rank(r.proto_name);
-      r.local_port = st.get_opt_int(7);
-      r.remote_port = st.get_opt_int(9);
-      r.rx_queue = st.get_opt_int(10);
-      r.tx_queue = st.get_opt_int(11);
-      r.inode = st.get_int(12);
-      r.cookie = st.get_opt_int(13);
-      r.uid = st.get_opt_int(14);
-      r.timer = st.get_opt_int(15);
-      r.expires_ms = st.get_opt_int(16);
-      r.retrans = st.get_opt_int(17);
-      r.shutdown = st.get_opt_int(18);
-      r.rmem_alloc = st.get_opt_int(19);
-      r.rcvbuf = st.get_opt_int(20);
-      r.drops = st.get_opt_int(21);
-      r.path = st.get_opt_text(22);
-      r.peer_inode = st.get_opt_int(23);
+      r.local_port = st.get_opt_int(c_local_port);
+      r.remote_port = st.get_opt_int(c_remote_port);
+      r.rx_queue = st.get_opt_int(c_rx_queue);
+      r.tx_queue = st.get_opt_int(c_tx_queue);
+      r.inode = st.get_int(c_inode);
+      r.cookie = st.get_opt_int(c_cookie);
+      r.uid = st.get_opt_int(c_uid);
+      r.timer = st.get_opt_int(c_timer);
+      r.expires_ms = st.get_opt_int(c_expires_ms);
+      r.retrans = st.get_opt_int(c_retrans);
+      r.shutdown = st.get_opt_int(c_shutdown);
+      r.rmem_alloc = st.get_opt_int(c_rmem_alloc);
+      r.rcvbuf = st.get_opt_int(c_rcvbuf);
+      r.drops = st.get_opt_int(c_drops);
+      r.path = st.get_opt_text(c_path);
+      r.peer_inode = st.get_opt_int(c_peer_inode);
       if (r.family == k_af_unix) {
         r.local = r.path ? *r.path : std::string("*");
         r.remote = r.peer_inode && *r.peer_inode != 0 ? std::to_string(*r.peer_inode) : "*";
       } else {
-        r.local = inet_endpoint(r.family, st.get_opt_text(6), r.local_port);
-        r.remote = inet_endpoint(r.family, st.get_opt_text(8), r.remote_port);
+        r.local = inet_endpoint(r.family, st.get_opt_text(c_local_text), r.local_port);
+        r.remote = inet_endpoint(r.family, st.get_opt_text(c_remote_text), r.remote_port);
       }
-      if (!st.is_null(24)) {
-        r.owners.push_back({st.get_int(24), st.get_opt_int(25)});
+      if (!st.is_null(c_pid)) {
+        r.owners.push_back({st.get_int(c_pid), st.get_opt_int(c_fd)});
       }
       by_id[r.sock_id] = snap.rows.size();
       snap.rows.push_back(std::move(r));

@@ -3,6 +3,7 @@
 #include <sockrewind/analyze/text.hpp>
 #include <sockrewind/analyze/time.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdio>
@@ -187,6 +188,26 @@ std::string format_ms(int64_t ms) {
     return buf;
   }
   return std::to_string(ms / 60'000) + "min" + std::to_string((ms % 60'000) / 1000) + "s";
+}
+
+Intervals snapshot_intervals(std::span<const int64_t> boottime_ns) {
+  Intervals r;
+  for (size_t i = 1; i < boottime_ns.size(); ++i) {
+    r.seconds.push_back(static_cast<double>(boottime_ns[i] - boottime_ns[i - 1]) / 1e9);
+  }
+  if (r.seconds.empty()) {
+    return r;
+  }
+  std::vector<double> sorted = r.seconds;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t mid = sorted.size() / 2;
+  r.median_s = sorted.size() % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2.0;
+  for (size_t i = 0; i < r.seconds.size(); ++i) {
+    if (r.median_s > 0 && r.seconds[i] > k_gap_factor * r.median_s) {
+      r.gaps.push_back(i);
+    }
+  }
+  return r;
 }
 
 } // namespace sockrewind::analyze

@@ -218,6 +218,19 @@ int Stmt::column_count() const {
 
 int Stmt::column_type(int col) const { return sqlite3_column_type(m_stmt.get(), col); }
 
+int Stmt::column_index(std::string_view name) const {
+  const int n = column_count();
+  for (int i = 0; i < n; ++i) {
+    const char* c = sqlite3_column_name(m_stmt.get(), i);
+    if (c != nullptr && name == c) {
+      return i;
+    }
+  }
+  throw DbError("no result column " + std::string(name) + " in: " + sqlite3_sql(m_stmt.get()),
+                SQLITE_ERROR,
+                SQLITE_ERROR);
+}
+
 bool Stmt::is_null(int col) const {
   return sqlite3_column_type(m_stmt.get(), col) == SQLITE_NULL;
 }

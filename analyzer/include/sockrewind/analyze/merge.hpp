@@ -11,7 +11,4 @@ namespace sockrewind::analyze {
 // SnapshotInfo::key(): host, boot_id and boottime) is kept once. Sorted by that key.
 std::vector<SnapshotInfo> merge_snapshots(std::vector<SnapshotInfo> all);
 
-// Intervals larger than this many times the median split a series (a gap).
-inline constexpr double k_gap_factor = 2.5;
-
 } // namespace sockrewind::analyze

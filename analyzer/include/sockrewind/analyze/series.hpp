@@ -208,7 +208,7 @@ Series load_series(const std::vector<std::string>& files);
 // number of samples placed in it; every counter and limit has one value per snapshot.
 void check_series(const Series& s);
 
-// Assigns Snap::run and median_interval_s (an interval > k_gap_factor x median is a gap).
+// Assigns Snap::run and median_interval_s by snapshot_intervals() (time.hpp): a gap starts a run.
 void split_runs(Timeline& tl);
 
 } // namespace sockrewind::analyze

@@ -1,9 +1,12 @@
 #pragma once
 // Times in and out: ISO 8601 (UTC) for CLOCK_REALTIME values, and short durations.
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sockrewind::analyze {
 
@@ -16,5 +19,19 @@ int64_t parse_time(std::string_view s);
 
 // A timer's remaining time: "200ms", "1.2s", "2min3s".
 std::string format_ms(int64_t ms);
+
+// Intervals larger than this many times the median split a series (a gap).
+inline constexpr double k_gap_factor = 2.5;
+
+// The intervals between consecutive snapshots of one boot, and its gaps.
+struct Intervals {
+  std::vector<double> seconds; // seconds[i]: from snapshot i to i + 1
+  double median_s = 0;         // 0 with fewer than two snapshots
+  std::vector<size_t> gaps;    // each i with seconds[i] > k_gap_factor x median_s (median_s > 0)
+};
+
+// The one median-interval and gap rule (info, series runs), from CLOCK_BOOTTIME values in
+// snapshot order.
+Intervals snapshot_intervals(std::span<const int64_t> boottime_ns);
 
 } // namespace sockrewind::analyze

@@ -94,6 +94,10 @@ public:
   void reset();
 
   int column_count() const;
+  // The index of the result column called `name` (its AS name; a plain column reference is
+  // called by the column's name). For reading rows by name: resolve each name once per
+  // statement, then read by index. Throws DbError when there is no such column.
+  int column_index(std::string_view name) const;
   bool is_null(int col) const;
   // SQLITE_NULL, SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT or SQLITE_BLOB.
   int column_type(int col) const;
