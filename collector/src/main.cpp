@@ -1,4 +1,5 @@
 // sockrewind-collect: take N socket snapshots and write them to one new SQLite file.
+#include <sockrewind/collect/fold.hpp>
 #include <sockrewind/collect/host.hpp>
 #include <sockrewind/collect/outdir.hpp>
 #include <sockrewind/collect/retention.hpp>
@@ -99,6 +100,7 @@ int run(int argc, char** argv) {
   int keep_days = 0; // 0: not given
   std::string max_bytes;
   bool nice = false;
+  std::string fold = "off";
 
   // The defaults that depend on the euid are spelled out rather than shown, so that --help (and
   // the man page made from it) reads the same for everyone.
@@ -151,6 +153,14 @@ int run(int argc, char** argv) {
             return parse_size(v) ? std::string() : "expected a size > 0 such as 1048576, 500M, 2G";
           },
           "SIZE");
+  app.add_option("--fold",
+                 fold,
+                 "hour: after writing, fold the collector's minute files of every ended hour in "
+                 "--out into one archive per host and hour, <host>-<yyyymmddTHH0000Z>-hour.sqlite "
+                 "(long runs of unchanged sockets, schema v3), then delete them; off: keep "
+                 "minute files")
+      ->check(CLI::IsMember({"off", "hour"}))
+      ->capture_default_str();
   app.add_flag("--nice",
                nice,
                "Lower the collector's own CPU priority (nice 19) and IO priority (idle class), "
@@ -234,7 +244,18 @@ int run(int argc, char** argv) {
     const std::string path = file.commit();
     (void)std::printf("%s\n", path.c_str());
     (void)std::fflush(stdout);
-    // Still holding the lock: no other run is writing or pruning here.
+    // Still holding the lock: no other run is writing, folding or pruning here.
+    std::string folded;
+    if (fold == "hour") {
+      const FoldResult r = fold_closed_hours(out_dir, now_utc_seconds());
+      print_warnings(r.warnings);
+      if (r.archives > 0) {
+        folded = ", folded " + std::to_string(r.absorbed) + " file(s) into "
+                 + std::to_string(r.archives) + " archive(s) (" + std::to_string(r.bytes_in / 1024)
+                 + " KiB read, " + std::to_string(r.bytes_out / 1024) + " KiB written, "
+                 + std::to_string(static_cast<int>(r.cpu_seconds * 1000)) + " ms CPU)";
+      }
+    }
     std::string pruned;
     if (retention.active()) {
       const PruneResult r =
@@ -249,12 +270,13 @@ int run(int argc, char** argv) {
       (void)std::fprintf(
           stderr,
           "sockrewind-collect: %d snapshot(s), %llu sockets, %zu netns, %llu capture "
-          "issue(s), %.3f s%s\n",
+          "issue(s), %.3f s%s%s\n",
           count,
           static_cast<unsigned long long>(sockets),
           namespaces,
           static_cast<unsigned long long>(issues),
           secs,
+          folded.c_str(),
           pruned.c_str());
     }
     return 0;

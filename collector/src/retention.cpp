@@ -15,6 +15,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <system_error>
 #include <tuple>
 
 namespace sockrewind::collect {
@@ -125,6 +126,46 @@ int unlink_if_same(int dfd, const std::string& name, dev_t dev, ino_t ino) {
   return ::unlinkat(dfd, name.c_str(), 0) == 0 ? 0 : errno;
 }
 
+// Lists the entries of `d` (read through its own descriptor; `dfd` is the directory) named
+// like the collector's output, with what lstat and a look at the header say.
+void list_dir(int dfd,
+              DIR* d,
+              uint32_t euid,
+              std::vector<ListedFile>& listing,
+              std::map<std::string, std::pair<dev_t, ino_t>, std::less<>>& identity) {
+  while (const dirent* de = ::readdir(d)) { // NOLINT(concurrency-mt-unsafe)
+    const std::string_view name = de->d_name;
+    if (!parse_collector_name(name)) {
+      continue; // never stat, open or delete anything not named like the collector's output
+    }
+    ListedFile f;
+    f.name = std::string(name);
+
+    struct stat st {};
+
+    if (::fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      continue; // gone meanwhile
+    }
+    f.regular = S_ISREG(st.st_mode);
+    f.uid = st.st_uid;
+    f.size = static_cast<uint64_t>(st.st_size);
+    if (f.regular && f.uid == euid) {
+      // O_NOFOLLOW|O_NONBLOCK: a symlink or FIFO swapped in since the lstat is refused or
+      // does not hang; the descriptor must be the inode that was listed.
+      const FdCloser fd(
+          ::openat(dfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+
+      struct stat now {};
+
+      f.sockrewind = fd.fd >= 0 && ::fstat(fd.fd, &now) == 0 && S_ISREG(now.st_mode)
+                     && now.st_dev == st.st_dev && now.st_ino == st.st_ino
+                     && is_sockrewind_header(fd.fd);
+    }
+    identity[f.name] = {st.st_dev, st.st_ino};
+    listing.push_back(std::move(f));
+  }
+}
+
 std::string bytes_text(uint64_t bytes) {
   return std::to_string(bytes) + " bytes";
 }
@@ -138,7 +179,16 @@ std::optional<CollectorName> parse_collector_name(std::string_view name) {
   }
   const std::string_view stem = name.substr(0, name.size() - k_ext.size());
   if (const auto t = parse_host_stamp(stem)) {
-    return CollectorName{*t, 1};
+    return CollectorName{*t, 1, false};
+  }
+  // "-hour": an hourly archive (fold.hpp), named by the hour's start.
+  constexpr std::string_view k_hour = "-hour";
+  if (stem.ends_with(k_hour)) {
+    if (const auto t = parse_host_stamp(stem.substr(0, stem.size() - k_hour.size()));
+        t && *t % 3600 == 0) {
+      return CollectorName{*t, 1, true};
+    }
+    return std::nullopt;
   }
   // "-N": N from 2 to 999, as the writer numbers names taken in the same second.
   const size_t dash = stem.rfind('-');
@@ -150,7 +200,7 @@ std::optional<CollectorName> parse_collector_name(std::string_view name) {
     return std::nullopt;
   }
   if (const auto t = parse_host_stamp(stem.substr(0, dash))) {
-    return CollectorName{*t, to_int(seq)};
+    return CollectorName{*t, to_int(seq), false};
   }
   return std::nullopt;
 }
@@ -202,7 +252,7 @@ std::vector<OwnFile> own_files(const std::vector<ListedFile>& listing, uint32_t 
       continue;
     }
     if (const auto n = parse_collector_name(f.name)) {
-      out.push_back(OwnFile{f.name, n->utc_seconds, n->seq, f.size});
+      out.push_back(OwnFile{f.name, n->utc_seconds, n->seq, f.size, n->archive});
     }
   }
   std::sort(out.begin(), out.end(), [](const OwnFile& a, const OwnFile& b) {
@@ -245,6 +295,30 @@ std::vector<std::string> select_for_pruning(const std::vector<ListedFile>& listi
   return out;
 }
 
+std::vector<OwnFile> own_files_in(const std::string& dir) {
+  const FdCloser dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  const int list_fd = dfd.fd >= 0 ? ::fcntl(dfd.fd, F_DUPFD_CLOEXEC, 0) : -1;
+  if (list_fd < 0) {
+    throw std::system_error(errno, std::generic_category(), "cannot list " + dir);
+  }
+
+  struct DirCloser {
+    void operator()(DIR* d) const noexcept { closedir(d); }
+  };
+
+  const std::unique_ptr<DIR, DirCloser> d(::fdopendir(list_fd));
+  if (!d) {
+    const int err = errno;
+    ::close(list_fd);
+    throw std::system_error(err, std::generic_category(), "cannot list " + dir);
+  }
+  const uint32_t euid = ::geteuid();
+  std::vector<ListedFile> listing;
+  std::map<std::string, std::pair<dev_t, ino_t>, std::less<>> identity;
+  list_dir(dfd.fd, d.get(), euid, listing, identity);
+  return own_files(listing, euid);
+}
+
 PruneResult prune_out_dir(const std::string& dir,
                           const RetentionPolicy& policy,
                           int64_t now_utc_seconds,
@@ -277,37 +351,7 @@ PruneResult prune_out_dir(const std::string& dir,
   const uint32_t euid = ::geteuid();
   std::vector<ListedFile> listing;
   std::map<std::string, std::pair<dev_t, ino_t>, std::less<>> identity;
-  while (const dirent* de = ::readdir(d.get())) { // NOLINT(concurrency-mt-unsafe)
-    const std::string_view name = de->d_name;
-    if (!parse_collector_name(name)) {
-      continue; // never stat, open or delete anything not named like the collector's output
-    }
-    ListedFile f;
-    f.name = std::string(name);
-
-    struct stat st {};
-
-    if (::fstatat(dfd.fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      continue; // gone meanwhile
-    }
-    f.regular = S_ISREG(st.st_mode);
-    f.uid = st.st_uid;
-    f.size = static_cast<uint64_t>(st.st_size);
-    if (f.regular && f.uid == euid) {
-      // O_NOFOLLOW|O_NONBLOCK: a symlink or FIFO swapped in since the lstat is refused or
-      // does not hang; the descriptor must be the inode that was listed.
-      const FdCloser fd(
-          ::openat(dfd.fd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-
-      struct stat now {};
-
-      f.sockrewind = fd.fd >= 0 && ::fstat(fd.fd, &now) == 0 && S_ISREG(now.st_mode)
-                     && now.st_dev == st.st_dev && now.st_ino == st.st_ino
-                     && is_sockrewind_header(fd.fd);
-    }
-    identity[f.name] = {st.st_dev, st.st_ino};
-    listing.push_back(std::move(f));
-  }
+  list_dir(dfd.fd, d.get(), euid, listing, identity);
 
   const std::vector<std::string> doomed =
       select_for_pruning(listing, euid, policy, now_utc_seconds, keep);

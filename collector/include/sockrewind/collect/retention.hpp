@@ -17,11 +17,13 @@
 namespace sockrewind::collect {
 
 // "<host>-<yyyymmddTHHMMSSZ>[-N].sqlite" (N ≥ 2, no leading zero, as the writer appends when
-// two runs start in the same second; any non-empty host). The time is seconds since the epoch
+// two runs start in the same second; any non-empty host), or an hourly archive
+// "<host>-<yyyymmddTHH0000Z>-hour.sqlite". The time is seconds since the epoch
 // (UTC) and `seq` is N (1 without the suffix). nullopt for any other name.
 struct CollectorName {
   int64_t utc_seconds = 0;
   int seq = 1;
+  bool archive = false; // "<host>-<yyyymmddTHH0000Z>-hour.sqlite": an hourly archive (fold.hpp)
 };
 
 std::optional<CollectorName> parse_collector_name(std::string_view name);
@@ -54,9 +56,13 @@ struct OwnFile {
   int64_t utc_seconds = 0;
   int seq = 1;
   uint64_t size = 0;
+  bool archive = false;
 };
 
 std::vector<OwnFile> own_files(const std::vector<ListedFile>& listing, uint32_t euid);
+
+// own_files() of the directory, oldest first. Throws std::system_error when it cannot be listed.
+std::vector<OwnFile> own_files_in(const std::string& dir);
 
 // The names to delete, oldest first (name time, then N, then name). Pure. First every file
 // whose name time is older than `now_utc_seconds` - keep_days days, then, oldest first, until
