@@ -164,7 +164,7 @@ TEST_CASE("install::cmake --install puts every file where documented", "[install
     }
   }
   CHECK(entry.rfind("* * * * * root nice -n 19 ionice -c3 " + (bin / "sockrewind-collect").string()
-                        + " --quiet --keep-days 7",
+                        + " --quiet --fold hour --keep-days 7",
                     0)
         == 0);
   CHECK(ends_with(entry, " >/dev/null"));
