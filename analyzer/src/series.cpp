@@ -313,7 +313,8 @@ struct SocketColumns {
 // `db` is the file open_validated() returned, or empty to open it here.
 FileData read_file_data(const std::string& file,
                         const std::unordered_map<int64_t, Slot>& wanted,
-                        std::optional<store::Db> db_open) {
+                        std::optional<store::Db> db_open,
+                        const SocketFilter& filter) {
   FileData d;
   const auto keep = [&wanted](int64_t snapshot_id) {
     const auto it = wanted.find(snapshot_id);
@@ -375,7 +376,15 @@ FileData read_file_data(const std::string& file,
         "skm_rmem_alloc, skm_rcvbuf, skm_wmem_queued, skm_sndbuf, skm_drops, path, peer_inode, "
         "ti_backoff, ti_probes, ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, "
         "ti_bytes_acked, ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, sock_id FROM sockets "
-        "ORDER BY sock_id");
+        + std::string(filter.port     ? "WHERE local_port = ?1 OR remote_port = ?1 "
+                      : filter.cookie ? "WHERE cookie = ?1 "
+                                      : "")
+        + "ORDER BY sock_id");
+    if (filter.port) {
+      st.bind(1, static_cast<int64_t>(*filter.port));
+    } else if (filter.cookie) {
+      st.bind(1, *filter.cookie);
+    }
     const SocketColumns c(st);
     while (st.step()) {
       if (!keep(st.get_int(c.snapshot_id))) {
@@ -684,9 +693,10 @@ private:
 
 } // namespace
 
-Series load_series(const std::vector<std::string>& files) {
+Series load_series(const std::vector<std::string>& files, const SocketFilter& filter) {
   Series series;
   series.files = files;
+  series.filtered = filter.active();
   std::vector<SnapshotInfo> all;
   std::unordered_map<std::string, uint32_t> file_index;
   std::optional<store::Db> first_db;
@@ -757,8 +767,8 @@ Series load_series(const std::vector<std::string>& files) {
       db = std::move(first_db);
     }
     return std::async(k == 0 ? std::launch::deferred : std::launch::async,
-                      [&files, &slots, fi, db = std::move(db)]() mutable {
-                        return read_file_data(files[fi], slots[fi], std::move(db));
+                      [&files, &slots, &filter, fi, db = std::move(db)]() mutable {
+                        return read_file_data(files[fi], slots[fi], std::move(db), filter);
                       });
   };
   if (!todo.empty()) {

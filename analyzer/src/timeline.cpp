@@ -418,7 +418,14 @@ void write_timeline(const TimelineOptions& opts, std::ostream& out) {
   if (opts.paths.empty()) {
     throw UsageError("no snapshot files given");
   }
-  const Series s = load_series(opts.paths);
+  // Only the sockets shown are decoded: those of the port, or of the cookie.
+  SocketFilter filter;
+  if (opts.socket) {
+    filter.cookie = parse_cookie(*opts.socket);
+  } else if (opts.port) {
+    filter.port = static_cast<uint16_t>(*opts.port);
+  }
+  const Series s = load_series(opts.paths, filter);
   check_series(s);
   require_snapshots(opts.paths, s.snapshot_count());
   if (opts.socket) {

@@ -4,10 +4,12 @@
 
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/series.hpp>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <sstream>
 
 using namespace sockrewind;
@@ -286,4 +288,44 @@ TEST_CASE("timeline: a reboot and a second host", "[timeline]") {
   CHECK_THROWS_WITH(timeline(o), Catch::Contains("several hosts"));
   o.socket = "7"; // only on web1
   CHECK(rows(timeline(o)).size() == 6);
+}
+
+TEST_CASE("timeline: a port or cookie filter decodes only those sockets, sample for sample",
+          "[timeline]") {
+  test::TempDir dir;
+  const std::vector<std::string> files = {test::write_web1(dir.path())};
+  const analyze::Series all = analyze::load_series(files);
+  for (const analyze::SocketFilter& f : {analyze::SocketFilter{uint16_t{80}, std::nullopt},
+                                         analyze::SocketFilter{std::nullopt, uint64_t{2}}}) {
+    const analyze::Series some = analyze::load_series(files, f);
+    analyze::check_series(some);
+    REQUIRE(some.timelines.size() == all.timelines.size());
+    const auto& a = all.timelines.at(0);
+    const auto& b = some.timelines.at(0);
+    CHECK(b.snaps.size() == a.snaps.size());
+    // Every track the filter keeps is the full load's track with the same samples; the rest
+    // were never decoded.
+    size_t wanted = 0;
+    for (const analyze::Track& t : a.tracks) {
+      const bool match =
+          f.port ? (t.local_port == *f.port || t.remote_port == *f.port) : t.cookie == *f.cookie;
+      wanted += match ? 1 : 0;
+    }
+    CHECK(wanted > 0);
+    CHECK(b.tracks.size() == wanted);
+    for (const analyze::Track& t : b.tracks) {
+      const auto it = std::find_if(a.tracks.begin(), a.tracks.end(), [&](const analyze::Track& u) {
+        return u.cookie == t.cookie && u.local_port == t.local_port
+               && u.remote_port == t.remote_port && u.path == t.path && !u.samples.empty()
+               && !t.samples.empty() && u.samples.front().snap == t.samples.front().snap;
+      });
+      REQUIRE(it != a.tracks.end());
+      REQUIRE(it->samples.size() == t.samples.size());
+      for (size_t i = 0; i < t.samples.size(); ++i) {
+        CHECK(it->samples[i].snap == t.samples[i].snap);
+        CHECK(it->samples[i].rx_queue == t.samples[i].rx_queue);
+        CHECK(it->samples[i].state == t.samples[i].state);
+      }
+    }
+  }
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -186,8 +187,19 @@ struct Timeline {
   static const ProcSample* proc_at(const Process& p, uint32_t snap);
 };
 
+// What load_series() may leave out: only the sockets a command will look at (timeline --port,
+// --socket), selected in SQL so the rest of the series is never decoded.
+struct SocketFilter {
+  std::optional<uint16_t> port;   // local or remote port
+  std::optional<uint64_t> cookie; // the socket of this cookie
+
+  bool active() const { return port.has_value() || cookie.has_value(); }
+};
+
 struct Series {
   std::vector<std::string> files;
+  // Loaded with an active SocketFilter: a snapshot holds fewer samples than Snap::sockets.
+  bool filtered = false;
   std::vector<Timeline> timelines; // sorted by host, then first snapshot time
   Strings strings;
   size_t snapshot_count() const;
@@ -199,7 +211,7 @@ struct Series {
 std::vector<uint32_t> owners_of(const Timeline& tl, const Sample& x);
 
 // Loads and merges `files` (already expanded). Throws LoadError naming the file on bad input.
-Series load_series(const std::vector<std::string>& files);
+Series load_series(const std::vector<std::string>& files, const SocketFilter& filter = {});
 
 // SR_ASSERTs the shape load_series gives a Series (an InternalError when broken): every
 // timeline has snapshots, in strict CLOCK_BOOTTIME order, runs never decreasing; every index
