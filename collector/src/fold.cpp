@@ -183,8 +183,9 @@ FoldResult fold_closed_hours(const std::string& dir, int64_t now_utc_seconds) {
     try {
       fold_hour(dir, archive, list, result);
     } catch (const std::exception& e) {
-      result.warnings.push_back("fold: " + dir + "/" + archive + " not written (" + e.what()
-                                + "); its minute files stay");
+      std::string w = "fold: ";
+      w.append(dir).append("/").append(archive).append(" not written (").append(e.what());
+      result.warnings.push_back(w.append("); its minute files stay"));
     }
   }
   result.cpu_seconds = cpu_seconds() - cpu0;
