@@ -189,3 +189,70 @@ TEST_CASE("retention: --max-bytes deletes the oldest until the rest fits", "[ret
   CHECK(select_for_pruning(aged, k_me, p, k_now, "h-20260110T000000Z.sqlite")
         == std::vector<std::string>{"h-20200101T000000Z.sqlite", "h-20260109T120000Z.sqlite"});
 }
+
+TEST_CASE("retention: hourly archives parse by the hour they start, on the hour only",
+          "[retention][fold]") {
+  const auto a = parse_collector_name("web-1-20260110T100000Z-hour.sqlite");
+  REQUIRE(a);
+  CHECK(a->archive);
+  CHECK(a->utc_seconds == k_now + 10 * 3600);
+  CHECK(a->seq == 1);
+  const auto m = parse_collector_name("web-1-20260110T100000Z.sqlite"); // a minute file
+  REQUIRE(m);
+  CHECK_FALSE(m->archive);
+  // A host whose name ends like an archive is still a host.
+  const auto h = parse_collector_name("x-hour-20260110T000000Z.sqlite");
+  REQUIRE(h);
+  CHECK_FALSE(h->archive);
+  CHECK(h->utc_seconds == k_now);
+
+  for (const char* name : {
+           "h-20260110T103000Z-hour.sqlite", // not on the hour
+           "h-20260110T100001Z-hour.sqlite",
+           "h-20260110T100100Z-hour.sqlite",
+           "h-hour.sqlite", // no stamp
+           "-hour.sqlite",
+           "20260110T100000Z-hour.sqlite",  // no host
+           "-20260110T100000Z-hour.sqlite", // empty host
+           "h-20260110T1000Z-hour.sqlite",  // short stamp
+           "h-20260110T100000-hour.sqlite", // no Z
+           "h-20260110T240000Z-hour.sqlite",
+           "h-20260110T100000Z-hour-2.sqlite",
+           "h-20260110T100000Z-2-hour.sqlite",
+           "h-20260110T100000Z-HOUR.sqlite",
+           "h-20260110T100000Z-day.sqlite",
+           "h-20260110T100000Zhour.sqlite",
+           "h-20260110T100000Z-hour.sqlite.tmp-12",
+           ".h-20260110T100000Z-hour.sqlite.tmp-12",
+       }) {
+    INFO(name);
+    CHECK_FALSE(parse_collector_name(name));
+  }
+}
+
+TEST_CASE("retention: archives are pruned by their name time among the minute files",
+          "[retention][fold]") {
+  const std::vector<ListedFile> listing = {
+      own("h-20260109T080000Z-hour.sqlite", 1000),
+      own("h-20260109T085900Z.sqlite", 100), // before the next archive's hour
+      own("h-20260109T090000Z-hour.sqlite", 1000),
+      own("h-20260109T093000Z.sqlite", 100),       // inside it (not yet folded)
+      own("h-20260108T230000Z-hour.sqlite", 1000), // more than a day old
+      own("h-20260110T000000Z.sqlite", 100),       // the new one
+  };
+  const std::string keep = "h-20260110T000000Z.sqlite";
+  RetentionPolicy p;
+  p.keep_days = 1;
+  CHECK(select_for_pruning(listing, k_me, p, k_now, keep)
+        == std::vector<std::string>{"h-20260108T230000Z-hour.sqlite"});
+  p.max_bytes = 1200; // 2300 after --keep-days: the oldest archive and minute file go
+  CHECK(select_for_pruning(listing, k_me, p, k_now, keep)
+        == std::vector<std::string>{"h-20260108T230000Z-hour.sqlite",
+                                    "h-20260109T080000Z-hour.sqlite",
+                                    "h-20260109T085900Z.sqlite"});
+  p.max_bytes = 1; // everything but the new file
+  CHECK(select_for_pruning(listing, k_me, p, k_now, keep).size() == 5);
+  p.keep_days.reset();
+  p.max_bytes = 1; // the new file is kept even when it is an archive's name
+  CHECK(select_for_pruning(listing, k_me, p, k_now, "h-20260109T090000Z-hour.sqlite").size() == 5);
+}

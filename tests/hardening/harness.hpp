@@ -7,10 +7,14 @@
 #include <sockrewind/store/db.hpp>
 #include <sockrewind/store/schema.hpp>
 
+#include <catch2/catch.hpp>
+
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,8 +22,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -206,6 +212,64 @@ inline int64_t validated_snapshots(const std::string& path) {
   }
   return db.query_int("SELECT count(*) FROM snapshots");
 }
+
+// Every *.sqlite in `dir` validated; returns their snapshot counts by name.
+inline std::map<std::string, int64_t> validate_dir(const std::filesystem::path& dir) {
+  std::map<std::string, int64_t> out;
+  for (const std::string& name : list_dir(dir)) {
+    if (ends_with(name, ".sqlite")) {
+      INFO("file " << name);
+      int64_t n = -1;
+      REQUIRE_NOTHROW(n = validated_snapshots((dir / name).string()));
+      out[name] = n;
+    }
+  }
+  return out;
+}
+
+// Temporary files (".<name>.sqlite.tmp-<pid>") in `dir`.
+inline size_t count_temp(const std::filesystem::path& dir) {
+  const std::vector<std::string> names = list_dir(dir);
+  return static_cast<size_t>(std::count_if(names.begin(), names.end(), is_temp_name));
+}
+
+// This machine's host name, as the collector puts it in its file names.
+inline std::string hostname() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof buf - 1);
+  return buf[0] != '\0' ? buf : "localhost";
+}
+
+// A tmpfs mounted on a fresh directory for the test's duration (root).
+class SmallTmpfs {
+public:
+  SmallTmpfs(const std::filesystem::path& at, const std::string& size) : m_path(at) {
+    std::filesystem::create_directories(m_path);
+    const std::string opts = "size=" + size + ",mode=0700";
+    if (::mount("tmpfs", m_path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) != 0) {
+      skip_test("cannot mount a tmpfs: " + std::string(std::strerror(errno)));
+    }
+  }
+
+  SmallTmpfs(const SmallTmpfs&) = delete;
+  SmallTmpfs& operator=(const SmallTmpfs&) = delete;
+  SmallTmpfs(SmallTmpfs&&) = delete;
+  SmallTmpfs& operator=(SmallTmpfs&&) = delete;
+
+  ~SmallTmpfs() { ::umount2(m_path.c_str(), MNT_DETACH); }
+
+  const std::filesystem::path& path() const { return m_path; }
+
+  uint64_t free_bytes() const {
+    struct statvfs sv {};
+
+    ::statvfs(m_path.c_str(), &sv);
+    return static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+  }
+
+private:
+  std::filesystem::path m_path;
+};
 
 // An integer from the environment (the long script scales the tests up with these).
 inline int env_int(const char* name, int fallback) {

@@ -59,62 +59,6 @@ void require_one_error_line(const RunResult& r, const std::string& contains) {
   CHECK(lines[0].find(contains) != std::string::npos);
 }
 
-// Every *.sqlite in `dir` validated; returns their snapshot counts by name.
-std::map<std::string, int64_t> validate_dir(const fs::path& dir) {
-  std::map<std::string, int64_t> out;
-  for (const std::string& name : list_dir(dir)) {
-    if (ends_with(name, ".sqlite")) {
-      INFO("file " << name);
-      int64_t n = -1;
-      REQUIRE_NOTHROW(n = validated_snapshots(str(dir / name)));
-      out[name] = n;
-    }
-  }
-  return out;
-}
-
-size_t count_temp(const fs::path& dir) {
-  const std::vector<std::string> names = list_dir(dir);
-  return static_cast<size_t>(std::count_if(names.begin(), names.end(), is_temp_name));
-}
-
-std::string hostname() {
-  char buf[256] = {};
-  ::gethostname(buf, sizeof buf - 1);
-  return buf[0] != '\0' ? buf : "localhost";
-}
-
-// A tmpfs mounted on a fresh directory for the test's duration (root).
-class SmallTmpfs {
-public:
-  SmallTmpfs(const fs::path& at, const std::string& size) : m_path(at) {
-    fs::create_directories(m_path);
-    const std::string opts = "size=" + size + ",mode=0700";
-    if (::mount("tmpfs", m_path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) != 0) {
-      skip_test("cannot mount a tmpfs: " + std::string(std::strerror(errno)));
-    }
-  }
-
-  SmallTmpfs(const SmallTmpfs&) = delete;
-  SmallTmpfs& operator=(const SmallTmpfs&) = delete;
-  SmallTmpfs(SmallTmpfs&&) = delete;
-  SmallTmpfs& operator=(SmallTmpfs&&) = delete;
-
-  ~SmallTmpfs() { ::umount2(m_path.c_str(), MNT_DETACH); }
-
-  const fs::path& path() const { return m_path; }
-
-  uint64_t free_bytes() const {
-    struct statvfs sv {};
-
-    ::statvfs(m_path.c_str(), &sv);
-    return static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
-  }
-
-private:
-  fs::path m_path;
-};
-
 // Blocks socket(AF_NETLINK, ...) with EACCES, as a seccomp policy or an LSM refusing sock_diag
 // would. Runs in the forked child before exec (system calls only).
 void refuse_netlink() {

@@ -273,6 +273,83 @@ TEST_CASE("retention::--max-bytes deletes the oldest until the rest fits but nev
   CHECK(tree(dir / "sub") == sub_before);
 }
 
+TEST_CASE("retention::hourly archives are pruned whole, oldest first by their name time",
+          "[retention][fold]") {
+  TempDir tmp;
+  const fs::path dir = tmp.path() / "out";
+  fs::create_directories(dir);
+  const int64_t now = now_seconds();
+  const int64_t hour = now - now % 3600;
+  const auto archive = [](int64_t t) { return "h-" + stamp(t) + "-hour.sqlite"; };
+  constexpr uint64_t k_archive = 256 * 1024;
+  constexpr uint64_t k_minute = 64 * 1024;
+
+  SECTION("--keep-days") {
+    const std::string old = archive(hour - 3 * 86400);
+    const std::string recent = archive(hour - 2 * 3600);
+    const std::string odd = "h-" + stamp(hour - 3 * 86400 + 1800) + "-hour.sqlite"; // not a name
+    for (const std::string& n : {old, recent, odd}) {
+      make_sqlite_like(dir / n, k_archive);
+    }
+    const RunResult r =
+        run_cmd(collector({"--out", str(dir), "--netns", "self", "--keep-days", "1"}), tmp.path());
+    INFO("stderr: " << r.err);
+    REQUIRE(r.code == 0);
+    CHECK(names_in(dir)
+          == std::set<std::string>{recent, odd, fs::path(r.path()).filename().string()});
+    CHECK(summary(r).find(", pruned 1 file(s), ") != std::string::npos);
+  }
+
+  SECTION("--max-bytes") {
+    // Oldest first by name time: archives and minute files interleaved.
+    const std::vector<std::pair<std::string, uint64_t>> files = {
+        {archive(hour - 5 * 3600), k_archive},
+        {"h-" + stamp(hour - 4 * 3600 - 60) + ".sqlite", k_minute},
+        {archive(hour - 4 * 3600), k_archive},
+        {"h-" + stamp(hour - 4 * 3600 + 1800) + ".sqlite", k_minute},
+        {archive(hour - 3 * 3600), k_archive},
+    };
+    for (const auto& [n, size] : files) {
+      make_sqlite_like(dir / n, size);
+    }
+    constexpr uint64_t k_limit = 700 * 1024;
+    const RunResult r = run_cmd(
+        collector({"--out", str(dir), "--netns", "self", "--max-bytes", "700K"}), tmp.path());
+    INFO("stderr: " << r.err);
+    REQUIRE(r.code == 0);
+    const std::string written = fs::path(r.path()).filename().string();
+    uint64_t total = fs::file_size(r.path());
+    for (const auto& [n, size] : files) {
+      total += size;
+    }
+    // The oldest go until the rest fits; the new file stays.
+    std::set<std::string> expected = {written};
+    size_t deleted = 0;
+    for (const auto& [n, size] : files) {
+      if (total > k_limit) {
+        total -= size;
+        ++deleted;
+      } else {
+        expected.insert(n);
+      }
+    }
+    INFO("new file " << fs::file_size(r.path()) << " bytes, " << deleted << " deleted");
+    REQUIRE(deleted >= 1); // an archive went...
+    REQUIRE(deleted < 5);  // ... and one stayed
+    CHECK(names_in(dir) == expected);
+    CHECK(summary(r).find(", pruned " + std::to_string(deleted) + " file(s), ")
+          != std::string::npos);
+
+    // A limit below the new file: every archive goes, the new file stays.
+    const RunResult all =
+        run_cmd(collector({"--out", str(dir), "--netns", "self", "--max-bytes", "1", "--quiet"}),
+                tmp.path());
+    INFO("stderr: " << all.err);
+    REQUIRE(all.code == 0);
+    CHECK(names_in(dir) == std::set<std::string>{fs::path(all.path()).filename().string()});
+  }
+}
+
 TEST_CASE("retention::bad --keep-days and --max-bytes are usage errors", "[retention]") {
   TempDir tmp;
   const fs::path dir = tmp.path() / "out";
