@@ -379,7 +379,7 @@ FileData read_file_data(const std::string& file,
         + std::string(filter.port     ? "WHERE local_port = ?1 OR remote_port = ?1 "
                       : filter.cookie ? "WHERE cookie = ?1 "
                                       : "")
-        + "ORDER BY sock_id");
+        + "ORDER BY snapshot_id, sock_id");
     if (filter.port) {
       st.bind(1, static_cast<int64_t>(*filter.port));
     } else if (filter.cookie) {

@@ -405,9 +405,14 @@ void check(const Context& ctx, Sink& out) {
       b.fact("top_destination", top_dest);
     }
     b.fact("hint", h.empty() ? Json(nullptr) : Json(h));
-    const std::vector<int64_t> file_nr = limit_numbers(tl, 0, "fs.file-nr", last.snap);
-    if (file_nr.size() == 3) {
-      b.fact("file_nr", file_nr);
+    // fs.file-nr is host-wide: the collector records it in one namespace, whichever index the
+    // timeline gave it (a pack of several files numbers namespaces by first appearance).
+    for (uint32_t ns = 0; ns < tl.netns.size(); ++ns) {
+      const std::vector<int64_t> file_nr = limit_numbers(tl, ns, "fs.file-nr", last.snap);
+      if (file_nr.size() == 3) {
+        b.fact("file_nr", file_nr);
+        break;
+      }
     }
     Json rows = Json::array();
     for (size_t i = v.begin > 0 ? v.begin - 1 : 0; i < std::min(v.end + 1, s.size()); ++i) {
