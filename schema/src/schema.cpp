@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <map>
 #include <utility>
 
@@ -80,16 +81,10 @@ std::map<std::string, std::string> schema_text(Db& db, const char* type) {
 // True when every reference table is in the file with exactly the reference CREATE text.
 bool same_tables(Db& db, const std::vector<Table>& ref) {
   const std::map<std::string, std::string> have = schema_text(db, "table");
-  for (const Table& t : ref) {
-    if (t.view) {
-      continue;
-    }
+  return std::all_of(ref.begin(), ref.end(), [&](const Table& t) {
     const auto found = have.find(t.name);
-    if (found == have.end() || found->second != t.sql) {
-      return false;
-    }
-  }
-  return true;
+    return t.view || (found != have.end() && found->second == t.sql);
+  });
 }
 
 // The views readers query (version 3: sockets, processes, counters, limits) must be exactly
