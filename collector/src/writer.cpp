@@ -507,10 +507,10 @@ void SnapshotFile::write_rest(int64_t sid, const Snapshot& snap, uint64_t socket
   store::Stmt ins_src = m_db->prepare(
       "INSERT INTO sources (snapshot_id, netns_id, source, method, status, rows, duration_us, "
       "error) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
-  store::Stmt ins_counter = m_db->prepare(
-      "INSERT OR REPLACE INTO counter_runs (first_snapshot_id, netns_id, name_id, "
-      "last_snapshot_id, value) VALUES (?1,?2,?3,?1,?4)",
-      true);
+  store::Stmt ins_counter =
+      m_db->prepare("INSERT OR REPLACE INTO counter_runs (first_snapshot_id, netns_id, name_id, "
+                    "last_snapshot_id, value) VALUES (?1,?2,?3,?1,?4)",
+                    true);
   store::Stmt ins_limit =
       m_db->prepare("INSERT OR REPLACE INTO limit_runs (first_snapshot_id, netns_id, name, "
                     "last_snapshot_id, value) VALUES (?1,?2,?3,?1,?4)");

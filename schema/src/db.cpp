@@ -216,7 +216,9 @@ int Stmt::column_count() const {
   return sqlite3_column_count(m_stmt.get());
 }
 
-int Stmt::column_type(int col) const { return sqlite3_column_type(m_stmt.get(), col); }
+int Stmt::column_type(int col) const {
+  return sqlite3_column_type(m_stmt.get(), col);
+}
 
 int Stmt::column_index(std::string_view name) const {
   const int n = column_count();
