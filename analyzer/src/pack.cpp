@@ -325,7 +325,7 @@ PackResult write_pack(const PackOptions& opts) {
       }
       ++result.snapshots;
     }
-    out.finish("sockrewind-analyze pack", opts.redact);
+    out.finish("sockrewind-analyze pack", opts.redact, store::ArchiveWriter::Vacuum::yes);
     result.sockets = out.sockets();
   }
   try {

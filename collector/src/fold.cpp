@@ -109,10 +109,21 @@ void fold_hour(const std::string& dir,
     {
       const store::Rewrite keep;
       store::ArchiveWriter w(out.temp_path(), keep);
+      // Each input is closed after its last snapshot: memory stays that of one file's pages.
+      std::map<const Input*, size_t> left;
+      for (const Chosen& c : chosen) {
+        ++left[c.in];
+      }
       for (const Chosen& c : chosen) {
         w.add(*c.in->db, *c.s);
+        if (--left[c.in] == 0) {
+          w.done_with(*c.in->db);
+          c.in->db.reset();
+        }
       }
-      w.finish("sockrewind-collect fold", std::nullopt);
+      // No VACUUM: the file was written once, in one transaction; rewriting it would double
+      // the fold's writing for a few free pages.
+      w.finish("sockrewind-collect fold", std::nullopt, store::ArchiveWriter::Vacuum::no);
     }
     out.commit();
 

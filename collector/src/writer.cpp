@@ -42,13 +42,13 @@ constexpr const char* k_ident_columns =
     "inode, cookie, uid, path, peer_inode";
 constexpr int k_ident_column_count = 13;
 constexpr const char* k_run_columns =
-    "ident_id, first_snapshot_id, last_snapshot_id, state, rx_queue, tx_queue, timer, "
+    "run_id, ident_id, first_snapshot_id, last_snapshot_id, state, rx_queue, tx_queue, timer, "
     "expires_ms, retrans, shutdown, tos, skm_rmem_alloc, skm_rcvbuf, skm_wmem_alloc, "
     "skm_sndbuf, skm_fwd_alloc, skm_wmem_queued, skm_optmem, skm_backlog, skm_drops, "
     "ti_rto_us, ti_rtt_us, ti_rttvar_us, ti_snd_cwnd, ti_unacked, ti_backoff, ti_probes, "
     "ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, ti_bytes_acked, "
     "ti_bytes_received, ti_segs_out, ti_notsent_bytes, ti_snd_wnd, pid, fd";
-constexpr int k_run_column_count = 37;
+constexpr int k_run_column_count = 38;
 
 std::string placeholders(int n) {
   std::string s;
@@ -202,38 +202,39 @@ void SnapshotFile::insert_sockets(SocketStmts& st,
     ins_ident.bind(12, r.path).bind(13, r.peer_inode);
     ins_ident.run();
 
-    ins_sock.bind(1, m_db->last_insert_rowid()).bind(2, sid).bind(3, sid);
-    ins_sock.bind(4, static_cast<int64_t>(r.state));
-    ins_sock.bind(5, r.rx_queue).bind(6, r.tx_queue);
+    const int64_t run_id = ++m_last_run;
+    ins_sock.bind(1, run_id).bind(2, m_db->last_insert_rowid()).bind(3, sid).bind(4, sid);
+    ins_sock.bind(5, static_cast<int64_t>(r.state));
+    ins_sock.bind(6, r.rx_queue).bind(7, r.tx_queue);
     if (r.timer) {
-      ins_sock.bind(7, static_cast<int64_t>(*r.timer));
+      ins_sock.bind(8, static_cast<int64_t>(*r.timer));
     }
-    ins_sock.bind(8, r.expires_ms).bind(9, r.retrans);
+    ins_sock.bind(9, r.expires_ms).bind(10, r.retrans);
     if (r.shutdown) {
-      ins_sock.bind(10, static_cast<int64_t>(*r.shutdown));
+      ins_sock.bind(11, static_cast<int64_t>(*r.shutdown));
     }
     if (r.tos) {
-      ins_sock.bind(11, static_cast<int64_t>(*r.tos));
+      ins_sock.bind(12, static_cast<int64_t>(*r.tos));
     }
     for (size_t m = 0; m < k_skmem_fields; ++m) {
       if (m < r.skmem_count) {
-        ins_sock.bind(12 + static_cast<int>(m), r.skmem[m]);
+        ins_sock.bind(13 + static_cast<int>(m), r.skmem[m]);
       }
     }
     if (r.skmem_count <= 8 && r.drops) {
-      ins_sock.bind(20, *r.drops); // /proc/net/udp drops when no SK_MEMINFO_DROPS
+      ins_sock.bind(21, *r.drops); // /proc/net/udp drops when no SK_MEMINFO_DROPS
     }
-    int col = 21;
+    int col = 22;
     for (const TcpInfoField& f : tcp_info_inline_fields()) {
       ins_sock.bind(col++, read_tcp_info_field(r.tcp_info, f));
     }
     if (const Owner* owner = owner_of[i]) {
-      ins_sock.bind(36, static_cast<int64_t>(owner->pid));
-      ins_sock.bind(37, static_cast<int64_t>(owner->fd));
+      ins_sock.bind(37, static_cast<int64_t>(owner->pid));
+      ins_sock.bind(38, static_cast<int64_t>(owner->fd));
     }
     ins_sock.run();
     // The socket's id in this snapshot, as the sockets view gives it.
-    const int64_t sock_id = (m_db->last_insert_rowid() << 24) | sid;
+    const int64_t sock_id = (run_id << 24) | sid;
 
     if (r.inode != 0 && !extra.empty()) {
       const auto more = extra.find(r.inode);

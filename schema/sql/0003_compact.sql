@@ -39,8 +39,10 @@ CREATE TABLE sock_ident (
 ) STRICT;
 
 -- A socket's changing fields over a run of snapshots.
+-- Clustered by first_snapshot_id (WITHOUT ROWID): the runs of one snapshot are found in the
+-- table itself, with no index to write or store. run_id numbers the runs of the file.
 CREATE TABLE sock_runs (
-  run_id            INTEGER PRIMARY KEY,
+  run_id            INTEGER NOT NULL,
   ident_id          INTEGER NOT NULL REFERENCES sock_ident(ident_id),
   first_snapshot_id INTEGER NOT NULL REFERENCES snapshots(snapshot_id),
   last_snapshot_id  INTEGER NOT NULL REFERENCES snapshots(snapshot_id),
@@ -78,10 +80,10 @@ CREATE TABLE sock_runs (
   ti_snd_wnd        INTEGER,
   pid               INTEGER,
   fd                INTEGER,
+  PRIMARY KEY (first_snapshot_id, run_id),
   CHECK (first_snapshot_id <= last_snapshot_id
          AND first_snapshot_id >> 6 = last_snapshot_id >> 6)
-) STRICT;
-CREATE INDEX sock_runs_first ON sock_runs (first_snapshot_id);
+) WITHOUT ROWID, STRICT;
 
 -- What identifies a process (pid + start time) and what does not change while it lives.
 CREATE TABLE proc_ident (

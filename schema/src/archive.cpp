@@ -389,7 +389,11 @@ void ArchiveWriter::add(Db& in, const SnapshotRef& s) {
   m_impl->add(in, s);
 }
 
-void ArchiveWriter::finish(std::string writer, std::optional<bool> redacted) {
+void ArchiveWriter::done_with(const Db& in) {
+  m_impl->inputs.erase(&in);
+}
+
+void ArchiveWriter::finish(std::string writer, std::optional<bool> redacted, Vacuum vacuum) {
   Impl& d = *m_impl;
   d.runs.finish();
   write_meta(d.out,
@@ -397,7 +401,9 @@ void ArchiveWriter::finish(std::string writer, std::optional<bool> redacted) {
               d.tcp_info_modes.size() == 1 ? *d.tcp_info_modes.begin() : "mixed",
               redacted});
   d.out.exec("COMMIT");
-  d.out.exec("VACUUM"); // no free page keeps anything that was not meant to be in the file
+  if (vacuum == Vacuum::yes) {
+    d.out.exec("VACUUM"); // no free page keeps anything that was not meant to be in the file
+  }
 }
 
 size_t ArchiveWriter::snapshots() const {

@@ -86,6 +86,11 @@ TEST_CASE("store::a run gives one row per snapshot; time-relative fields move wi
   }
   CHECK_FALSE(q.step());
   // A run may not cross a multiple of 64.
+  CHECK_THROWS_WITH(db.exec("INSERT INTO sock_runs (run_id, ident_id, first_snapshot_id, "
+                            "last_snapshot_id, state) VALUES (9, 1, 63, 64, 1)"),
+                    Catch::Contains("CHECK constraint failed"));
+  CHECK_NOTHROW(db.exec("INSERT INTO sock_runs (run_id, ident_id, first_snapshot_id, "
+                        "last_snapshot_id, state) VALUES (9, 1, 64, 127, 1)"));
   CHECK_THROWS_AS(db.exec("INSERT INTO sock_runs (ident_id, first_snapshot_id, "
                           "last_snapshot_id, state) VALUES (1, 63, 64, 1)"),
                   sockrewind::store::DbError);

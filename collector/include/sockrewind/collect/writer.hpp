@@ -74,6 +74,7 @@ private:
   std::map<uint64_t, int64_t> m_netns;
   std::map<std::string, int64_t> m_addrs;
   std::map<std::pair<std::string, std::string>, int64_t> m_counter_names;
+  int64_t m_last_run = 0; // sock_runs.run_id of the last socket written
 };
 
 // "host-yyyymmddTHHMMSSZ" for a CLOCK_REALTIME value.

@@ -67,12 +67,18 @@ public:
   ArchiveWriter& operator=(ArchiveWriter&&) = delete;
 
   // Copies snapshot `s` of `in` (validated) as the next snapshot of the output. Snapshots go
-  // in time order per host and boot. Throws DbError (the input's or the output's).
+  // in time order per host and boot. Throws DbError (the input's or the output's). What `in`
+  // maps into the output's numbering is kept until done_with(in): keep `in` open until then.
   void add(Db& in, const SnapshotRef& s);
+  // `in` will not be added from again (it may be closed).
+  void done_with(const Db& in);
 
-  // Writes the open runs and the meta rows (tcp_info: the inputs' mode, or "mixed"), commits,
-  // VACUUMs and closes the output. The caller then syncs and names it (AtomicFile::commit).
-  void finish(std::string writer, std::optional<bool> redacted);
+  // Writes the open runs and the meta rows (tcp_info: the inputs' mode, or "mixed"), commits
+  // and closes the output; with `vacuum`, rewrites it first so that no free page holds
+  // anything (pack --redact needs that; it doubles the writing). The caller then syncs and
+  // names it (AtomicFile::commit).
+  enum class Vacuum { no, yes };
+  void finish(std::string writer, std::optional<bool> redacted, Vacuum vacuum);
 
   size_t snapshots() const;
   size_t sockets() const;
