@@ -247,6 +247,13 @@ run_hist() {
     GROUP BY b ORDER BY min(n)" 2>/dev/null \
     | awk '{printf "%s%s: %s", (NR > 1 ? ", " : ""), $1, $2}' || true
 }
+# table_bytes FILE: where the bytes of FILE go, "table-or-index MiB (share), ..." (top 4).
+table_bytes() {
+  sqlite3 -separator ' ' "$1" "SELECT name, sum(pgsize) FROM dbstat GROUP BY name
+    ORDER BY 2 DESC LIMIT 4" 2>/dev/null | awk -v t="$(stat -c %s "$1")" \
+    '{printf "%s%s %.1f MiB (%.0f%%)", (NR > 1 ? ", " : ""), $1, $2 / 1048576, 100 * $2 / t}' \
+    || true
+}
 # findings FILE.json: "N (detector×count, ...)".
 findings() {
   if command -v jq >/dev/null; then
@@ -331,6 +338,9 @@ part_a() {
   hist=$(run_hist "$WORK/a_pack_new.sqlite")
   local gen_runs
   gen_runs=$(runs_of "$(find "$data/gen-new" -name '*.sqlite' | sort | head -1)")
+  local tb_old tb_new
+  tb_old=$(table_bytes "$WORK/a_pack_old.sqlite")
+  tb_new=$(table_bytes "$WORK/a_pack_new.sqlite")
 
   log "(a) zstd $ZSTD_ARGS of the v3 pack"
   zstd_timed a_zstd_new "$WORK/a_pack_new.sqlite"
@@ -406,6 +416,7 @@ part_a() {
     echo "| pack: sock_runs / sock_ident rows | – | $(thousands "$runs") / $(thousands "$idents") | – |"
     echo "| pack: socket-samples per run | – | $(div "$s_new" "$runs" %.1f) | – |"
     echo "| pack: runs by length (snapshots) | – | $hist | – |"
+    echo "| pack: largest tables and indexes | $tb_old | $tb_new | – |"
     echo "| first gen_series file: sock_runs / sock_ident rows | – | ${gen_runs/ / \/ } | – |"
     echo "| pack: rows of the \`sockets\` view = socket-samples | – |" \
       "$(thousands "$view_rows") $([[ $view_rows == "$pk_samples" ]] && echo "(yes)" || echo "(**no**: $pk_samples)") | – |"
@@ -481,6 +492,8 @@ capture() {
     >"$WORK/b_packsz_$v"
   runs_of "$WORK/b_pack_$v.sqlite" >"$WORK/b_packruns_$v"
   run_hist "$WORK/b_pack_$v.sqlite" >"$WORK/b_hist_$v"
+  table_bytes "$WORK/b_pack_$v.sqlite" >"$WORK/b_tables_$v"
+  table_bytes "$f" >"$WORK/b_ftables_$v"
   if [[ $v == new ]]; then
     zstd_timed b_zstd_new "$WORK/b_pack_new.sqlite"
     bytes_of "$WORK/b_pack_new.sqlite.zst" >"$WORK/b_zstd_new"
@@ -585,12 +598,16 @@ part_b() {
       "$(div "${fb[new]}" "${fb[old]}") |"
     echo "| … bytes per socket-sample | $(div "${fb[old]}" "${fs[old]}") |" \
       "$(div "${fb[new]}" "${fs[new]}") | – |"
+    echo "| collector file: largest tables and indexes | $(cat "$WORK/b_ftables_old") |" \
+      "$(cat "$WORK/b_ftables_new") | – |"
     echo "| collector file: sock_runs / sock_ident rows | – | ${fr[new]/ / \/ } | – |"
     echo "| \`pack\` of the file, MiB | $(mib "$((pb[old] / 1024))") | $(mib "$((pb[new] / 1024))") |" \
       "$(div "${pb[new]}" "${pb[old]}") |"
     echo "| … bytes per socket-sample | $(div "${pb[old]}" "${ps[old]}") | **$pbps_new** | – |"
     echo "| \`zstd $ZSTD_ARGS\` of the pack: bytes per socket-sample (wall s) | – |" \
       "**$zbps_new** ($(median "$WORK/b_zstd_new.dat" 1)) | – |"
+    echo "| pack: largest tables and indexes | $(cat "$WORK/b_tables_old") |" \
+      "$(cat "$WORK/b_tables_new") | – |"
     echo "| pack: sock_runs / sock_ident rows | – | ${pr[new]/ / \/ } | – |"
     echo "| pack: socket-samples per run | – | $(div "${ps[new]}" "$nruns" %.1f) | – |"
     echo "| pack: runs by length (snapshots) | – | $(cat "$WORK/b_hist_new") | – |"
