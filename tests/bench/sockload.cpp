@@ -1,13 +1,16 @@
-// sockload [--unread N] PORT PAIRS: a load generator for tests/bench/bench_collect.sh and
-// bench_flood.sh (not a test).
+// sockload [--unread N | --send N | --churn R] PORT PAIRS: a load generator for
+// tests/bench/bench_collect.sh, bench_flood.sh and bench_archive.sh (not a test).
 //
 // In the current network namespace it opens one TCP listener on 127.0.0.1:PORT and PAIRS client
 // connections to it, accepts them all (2*PAIRS established sockets + 1 listener), prints "ready"
 // on stdout, then sleeps until SIGTERM/SIGINT. The connections stay idle. With --unread N
 // (1..4096), every client writes N bytes once as soon as its connect completes and nobody ever
 // reads them: "ready" is printed only when every accepted socket holds N unread bytes (FIONREAD),
-// so each accepted socket shows Recv-Q = N. It only ever uses 127.0.0.1. Exit 0 on a signal, 1
-// with one error line on stderr on failure, 2 on a usage error.
+// so each accepted socket shows Recv-Q = N. After "ready", --send N (1..65536) makes every client
+// send N bytes once a second, which the accepted side reads (counters move, queues stay empty),
+// and --churn R (1..10000) opens and closes R short connections a second to the same listener,
+// client closing first, so about 60*R client sockets sit in TIME-WAIT. It only ever uses
+// 127.0.0.1. Exit 0 on a signal, 1 with one error line on stderr on failure, 2 on a usage error.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -126,16 +129,96 @@ std::size_t short_of(const std::vector<int>& accepted, std::size_t want) {
   return missing;
 }
 
+// Reads and discards whatever the accepted sockets hold (non-blocking).
+void drain(const std::vector<int>& accepted) {
+  static char buf[65536];
+  for (const int fd : accepted) {
+    while (::recv(fd, buf, sizeof buf, 0) > 0) {
+    }
+  }
+}
+
+// --send/--churn after "ready": one loop of 10 ms ticks until SIGTERM/SIGINT.
+void run_traffic(int lfd,
+                 const sockaddr_in& addr,
+                 const std::vector<int>& clients,
+                 const std::vector<int>& accepted,
+                 unsigned long send_bytes,
+                 unsigned long churn_rate) {
+  const std::vector<char> chunk(send_bytes, 'y');
+  constexpr double k_tick_s = 0.01;
+  double next_send = now_s();
+  double next_drain = next_send + 0.2;
+  double next_churn = next_send;
+  double churn_due = 0; // connections owed (fractions carried between ticks)
+  std::vector<int> open_clients;
+  std::vector<int> scratch;
+  while (g_stop == 0) {
+    const double t = now_s();
+    if (send_bytes > 0 && t >= next_send) {
+      for (const int fd : clients) {
+        // A full send buffer (EAGAIN) just skips this second for that client.
+        (void)::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      }
+      next_send += 1.0;
+    }
+    if (send_bytes > 0 && t >= next_drain) {
+      drain(accepted);
+      next_drain += 0.5;
+    }
+    if (churn_rate > 0 && t >= next_churn) {
+      // The previous tick's clients close first (they go to TIME-WAIT), then the server sides.
+      for (const int fd : open_clients) {
+        ::close(fd);
+      }
+      open_clients.clear();
+      scratch.clear();
+      accept_all(lfd, scratch);
+      for (const int fd : scratch) {
+        ::close(fd);
+      }
+      churn_due += static_cast<double>(churn_rate) * k_tick_s;
+      for (; churn_due >= 1.0; churn_due -= 1.0) {
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+          die("socket (churn)");
+        }
+        if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0
+            && errno != EINPROGRESS) {
+          ::close(fd); // e.g. EADDRNOTAVAIL when every port is in TIME-WAIT: try next tick
+          continue;
+        }
+        open_clients.push_back(fd);
+      }
+      next_churn += k_tick_s;
+    }
+    ::poll(nullptr, 0, 2);
+  }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   unsigned long port = 0;
   unsigned long pairs = 0;
   unsigned long unread = 0;
+  unsigned long send_bytes = 0;
+  unsigned long churn_rate = 0;
   int arg = 1;
-  if (argc == 5 && std::string_view(argv[1]) == "--unread") {
-    if (!parse_uint(argv[2], unread) || unread == 0 || unread > 4096) {
-      std::fprintf(stderr, "sockload: --unread takes 1..4096 bytes\n");
+  if (argc == 5) {
+    const std::string_view opt = argv[1];
+    unsigned long v = 0;
+    const bool num = parse_uint(argv[2], v) && v > 0;
+    if (opt == "--unread" && num && v <= 4096) {
+      unread = v;
+    } else if (opt == "--send" && num && v <= 65536) {
+      send_bytes = v;
+    } else if (opt == "--churn" && num && v <= 10000) {
+      churn_rate = v;
+    } else {
+      std::fprintf(stderr,
+                   "sockload: --unread takes 1..4096 bytes, --send 1..65536 bytes, --churn "
+                   "1..10000 connections a second\n");
       return 2;
     }
     arg = 3;
@@ -143,7 +226,8 @@ int main(int argc, char** argv) {
   if (argc != arg + 2 || !parse_uint(argv[arg], port) || port == 0 || port > 65535
       || !parse_uint(argv[arg + 1], pairs) || pairs == 0) {
     std::fprintf(stderr,
-                 "usage: sockload [--unread N] PORT PAIRS   (127.0.0.1 only; prints \"ready\")\n");
+                 "usage: sockload [--unread N | --send N | --churn R] PORT PAIRS   "
+                 "(127.0.0.1 only; prints \"ready\")\n");
     return 2;
   }
   const std::vector<char> payload(unread, 'x');
@@ -263,6 +347,10 @@ int main(int argc, char** argv) {
   std::printf("ready\n");
   std::fflush(stdout);
 
+  if (send_bytes > 0 || churn_rate > 0) {
+    run_traffic(lfd, addr, clients, accepted, send_bytes, churn_rate);
+    return 0;
+  }
   while (g_stop == 0) {
     ::pause();
   }
