@@ -15,8 +15,9 @@
 #       the other on the same load, each file packed by its own `pack`; then single-snapshot
 #       collector runs (the minute run) of both beside `ss -tanpie`, interleaved.
 #
-# The previous format comes from a second checkout (OLD_SRC, default /work/wt-old2 at 6f2dea2),
-# built Release into OLD_SRC/build-bench; this checkout is built Release into build-bench.
+# The previous format comes from a second checkout (OLD_SRC; by default the last schema-2 commit,
+# OLD_REV 6f2dea2, exported from this repository's history into build-bench-old/src), built
+# Release into OLD_BUILD; this checkout is built Release into build-bench.
 #
 # Environment knobs (defaults in brackets):
 #   PARTS ["a b"]          which data sets to run
@@ -30,7 +31,7 @@
 #   COUNT [30] CINTERVAL [2]                         (b): snapshots and seconds between them
 #   ZSTD_ARGS ["-19 --long=27 -T2"]  the compression of the packed v3 file
 #   ZSTD_OLD [1]           1: also compress the packed v2 file with ZSTD_ARGS (for comparison)
-#   OLD_SRC [/work/wt-old2]  OLD_BUILD [OLD_SRC/build-bench]
+#   OLD_REV [6f2dea2]  OLD_SRC [build-bench-old/src]  OLD_BUILD [OLD_SRC/build-bench]
 #   RUN_TIMEOUT [900]      seconds allowed to one command
 #   TOTAL_TIMEOUT [3600]   seconds allowed to the whole script
 #   NO_BUILD [0]           1: do not (re)build; use the binaries already built
@@ -40,7 +41,17 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
 BUILD="$REPO/build-bench"
-OLD_SRC=${OLD_SRC:-/work/wt-old2}
+OLD_REV=${OLD_REV:-6f2dea2}
+OLD_SRC=${OLD_SRC:-}
+OLD_LABEL=""
+if [[ -z $OLD_SRC ]]; then
+  OLD_LABEL=$OLD_REV
+  OLD_SRC="$REPO/build-bench-old/src"
+  if [[ ! -f $OLD_SRC/CMakeLists.txt ]]; then
+    mkdir -p "$OLD_SRC"
+    git -C "$REPO" archive "$OLD_REV" | tar -x -C "$OLD_SRC"
+  fi
+fi
 OLD_BUILD=${OLD_BUILD:-$OLD_SRC/build-bench}
 
 PARTS=${PARTS:-a b}
@@ -195,7 +206,7 @@ NEW_COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$REPO" --no-optional-locks status --porcelain 2>/dev/null | head -1) ]]; then
   NEW_COMMIT+=" + local changes"
 fi
-OLD_COMMIT=$(git -C "$OLD_SRC" rev-parse --short HEAD 2>/dev/null || echo unknown)
+OLD_COMMIT=${OLD_LABEL:-$(git -C "$OLD_SRC" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 
 # ---------------------------------------------------------------------------------------------
 # Helpers.
