@@ -1,6 +1,7 @@
 #include <sockrewind/collect/tcp_info.hpp>
 #include <sockrewind/collect/writer.hpp>
 #include <sockrewind/store/meta.hpp>
+#include <sockrewind/store/runs.hpp>
 #include <sockrewind/store/schema.hpp>
 
 #include <arpa/inet.h>
@@ -8,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdio>
@@ -36,19 +38,58 @@ std::string addr_text(uint8_t family, const uint8_t* addr) {
 
 // Schema v3 (schema/sql/0003_compact.sql): a socket is its identity (sock_ident) and its
 // changing fields over a run of snapshots (sock_runs). A collector file holds one-snapshot
-// runs; pack and the fold join the runs of consecutive snapshots.
-constexpr const char* k_ident_columns =
-    "netns_id, family, type, proto, local_addr_id, local_port, remote_addr_id, remote_port, "
-    "inode, cookie, uid, path, peer_inode";
-constexpr int k_ident_column_count = 13;
-constexpr const char* k_run_columns =
-    "run_id, ident_id, first_snapshot_id, last_snapshot_id, state, rx_queue, tx_queue, timer, "
-    "expires_ms, retrans, shutdown, tos, skm_rmem_alloc, skm_rcvbuf, skm_wmem_alloc, "
-    "skm_sndbuf, skm_fwd_alloc, skm_wmem_queued, skm_optmem, skm_backlog, skm_drops, "
-    "ti_rto_us, ti_rtt_us, ti_rttvar_us, ti_snd_cwnd, ti_unacked, ti_backoff, ti_probes, "
-    "ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, ti_bytes_acked, "
-    "ti_bytes_received, ti_segs_out, ti_notsent_bytes, ti_snd_wnd, pid, fd";
-constexpr int k_run_column_count = 38;
+// runs; pack and the fold join the runs of consecutive snapshots. The columns of both tables
+// are the store's (store::sock_ident_columns, sock_run_columns); each is bound by name.
+std::string column_list(std::span<const std::string_view> cols) {
+  std::string s;
+  for (const std::string_view c : cols) {
+    s += (s.empty() ? "" : ", ") + std::string(c);
+  }
+  return s;
+}
+
+// The 1-based parameter of column `name` among `cols` (after `before` leading parameters).
+int param(std::span<const std::string_view> cols, std::string_view name, int before = 0) {
+  const auto it = std::find(cols.begin(), cols.end(), name);
+  if (it == cols.end()) {
+    throw std::logic_error("writer: no column " + std::string(name));
+  }
+  return before + 1 + static_cast<int>(it - cols.begin());
+}
+
+// Parameters of the two INSERTs, resolved once.
+struct SocketParams {
+  std::span<const std::string_view> ident = store::sock_ident_columns();
+  std::span<const std::string_view> run = store::sock_run_columns();
+  int netns_id = param(ident, "netns_id"), family = param(ident, "family"),
+      type = param(ident, "type"), proto = param(ident, "proto"),
+      local_addr_id = param(ident, "local_addr_id"), local_port = param(ident, "local_port"),
+      remote_addr_id = param(ident, "remote_addr_id"), remote_port = param(ident, "remote_port"),
+      inode = param(ident, "inode"), cookie = param(ident, "cookie"), uid = param(ident, "uid"),
+      path = param(ident, "path"), peer_inode = param(ident, "peer_inode");
+  // sock_runs: run_id, ident_id, first_snapshot_id, last_snapshot_id, then `run`.
+  int state = param(run, "state", 4), rx_queue = param(run, "rx_queue", 4),
+      tx_queue = param(run, "tx_queue", 4), timer = param(run, "timer", 4),
+      expires_ms = param(run, "expires_ms", 4), retrans = param(run, "retrans", 4),
+      shutdown = param(run, "shutdown", 4), tos = param(run, "tos", 4),
+      skm_first = param(run, "skm_rmem_alloc", 4), skm_drops = param(run, "skm_drops", 4),
+      pid = param(run, "pid", 4), fd = param(run, "fd", 4);
+  std::vector<int> tcp_info; // per tcp_info_inline_fields()
+
+  SocketParams() {
+    for (const TcpInfoField& f : tcp_info_inline_fields()) {
+      tcp_info.push_back(param(run, "ti_" + std::string(f.column), 4));
+    }
+    if (skm_drops != skm_first + static_cast<int>(k_skmem_fields) - 1) {
+      throw std::logic_error("writer: skm_* columns out of SK_MEMINFO order");
+    }
+  }
+};
+
+const SocketParams& socket_params() {
+  static const SocketParams k_params;
+  return k_params;
+}
 
 std::string placeholders(int n) {
   std::string s;
@@ -147,11 +188,13 @@ SnapshotFile::SocketStmts SnapshotFile::prepare_socket_stmts() {
     ti_vals += ",?" + std::to_string(++n);
   }
   return SocketStmts{
-      m_db->prepare(std::string("INSERT INTO sock_ident (") + k_ident_columns + ") VALUES ("
-                        + placeholders(k_ident_column_count) + ")",
+      m_db->prepare("INSERT INTO sock_ident (" + column_list(socket_params().ident) + ") VALUES ("
+                        + placeholders(static_cast<int>(socket_params().ident.size())) + ")",
                     true),
-      m_db->prepare(std::string("INSERT INTO sock_runs (") + k_run_columns + ") VALUES ("
-                        + placeholders(k_run_column_count) + ")",
+      m_db->prepare("INSERT INTO sock_runs (run_id, ident_id, first_snapshot_id, "
+                    "last_snapshot_id, "
+                        + column_list(socket_params().run) + ") VALUES ("
+                        + placeholders(4 + static_cast<int>(socket_params().run.size())) + ")",
                     true),
       m_db->prepare("INSERT OR IGNORE INTO extra_owners (sock_id, pid, fd) VALUES (?1,?2,?3)",
                     true),
@@ -188,49 +231,52 @@ void SnapshotFile::insert_sockets(SocketStmts& st,
   }
   store::Stmt& ins_ident = st.ident;
   store::Stmt& ins_sock = st.sock;
+  const SocketParams& p = socket_params();
   for (size_t i = 0; i < rows.size(); ++i) {
     const SocketRow& r = rows[i];
-    ins_ident.bind(1, nid).bind(2, static_cast<int64_t>(r.family));
-    ins_ident.bind(3, static_cast<int64_t>(r.type)).bind(4, static_cast<int64_t>(r.proto));
+    ins_ident.bind(p.netns_id, nid).bind(p.family, static_cast<int64_t>(r.family));
+    ins_ident.bind(p.type, static_cast<int64_t>(r.type));
+    ins_ident.bind(p.proto, static_cast<int64_t>(r.proto));
     if (r.addr_len != 0) {
-      ins_ident.bind(5, addr_id(r.family, r.local_addr.data(), r.addr_len));
-      ins_ident.bind(6, static_cast<int64_t>(r.local_port));
-      ins_ident.bind(7, addr_id(r.family, r.remote_addr.data(), r.addr_len));
-      ins_ident.bind(8, static_cast<int64_t>(r.remote_port));
+      ins_ident.bind(p.local_addr_id, addr_id(r.family, r.local_addr.data(), r.addr_len));
+      ins_ident.bind(p.local_port, static_cast<int64_t>(r.local_port));
+      ins_ident.bind(p.remote_addr_id, addr_id(r.family, r.remote_addr.data(), r.addr_len));
+      ins_ident.bind(p.remote_port, static_cast<int64_t>(r.remote_port));
     }
-    ins_ident.bind(9, r.inode).bind(10, r.cookie).bind(11, r.uid);
-    ins_ident.bind(12, r.path).bind(13, r.peer_inode);
+    ins_ident.bind(p.inode, r.inode).bind(p.cookie, r.cookie).bind(p.uid, r.uid);
+    ins_ident.bind(p.path, r.path).bind(p.peer_inode, r.peer_inode);
     ins_ident.run();
 
     const int64_t run_id = ++m_last_run;
     ins_sock.bind(1, run_id).bind(2, m_db->last_insert_rowid()).bind(3, sid).bind(4, sid);
-    ins_sock.bind(5, static_cast<int64_t>(r.state));
-    ins_sock.bind(6, r.rx_queue).bind(7, r.tx_queue);
+    ins_sock.bind(p.state, static_cast<int64_t>(r.state));
+    ins_sock.bind(p.rx_queue, r.rx_queue).bind(p.tx_queue, r.tx_queue);
     if (r.timer) {
-      ins_sock.bind(8, static_cast<int64_t>(*r.timer));
+      ins_sock.bind(p.timer, static_cast<int64_t>(*r.timer));
     }
-    ins_sock.bind(9, r.expires_ms).bind(10, r.retrans);
+    ins_sock.bind(p.expires_ms, r.expires_ms).bind(p.retrans, r.retrans);
     if (r.shutdown) {
-      ins_sock.bind(11, static_cast<int64_t>(*r.shutdown));
+      ins_sock.bind(p.shutdown, static_cast<int64_t>(*r.shutdown));
     }
     if (r.tos) {
-      ins_sock.bind(12, static_cast<int64_t>(*r.tos));
+      ins_sock.bind(p.tos, static_cast<int64_t>(*r.tos));
     }
+    // skm_rmem_alloc .. skm_drops: consecutive columns in SK_MEMINFO order.
     for (size_t m = 0; m < k_skmem_fields; ++m) {
       if (m < r.skmem_count) {
-        ins_sock.bind(13 + static_cast<int>(m), r.skmem[m]);
+        ins_sock.bind(p.skm_first + static_cast<int>(m), r.skmem[m]);
       }
     }
     if (r.skmem_count <= 8 && r.drops) {
-      ins_sock.bind(21, *r.drops); // /proc/net/udp drops when no SK_MEMINFO_DROPS
+      ins_sock.bind(p.skm_drops, *r.drops); // /proc/net/udp drops when no SK_MEMINFO_DROPS
     }
-    int col = 22;
+    size_t t = 0;
     for (const TcpInfoField& f : tcp_info_inline_fields()) {
-      ins_sock.bind(col++, read_tcp_info_field(r.tcp_info, f));
+      ins_sock.bind(p.tcp_info[t++], read_tcp_info_field(r.tcp_info, f));
     }
     if (const Owner* owner = owner_of[i]) {
-      ins_sock.bind(37, static_cast<int64_t>(owner->pid));
-      ins_sock.bind(38, static_cast<int64_t>(owner->fd));
+      ins_sock.bind(p.pid, static_cast<int64_t>(owner->pid));
+      ins_sock.bind(p.fd, static_cast<int64_t>(owner->fd));
     }
     ins_sock.run();
     // The socket's id in this snapshot, as the sockets view gives it.

@@ -146,8 +146,42 @@ struct Entry {
 
 } // namespace
 
+namespace {
+
+// Which columns of a row go to the identity table and which to the runs table.
+struct Layout {
+  std::vector<std::string_view> run_cols;
+  std::vector<size_t> ident_src; // row index of each identity column
+  std::vector<size_t> run_src;   // row index of each run column
+};
+
+Layout split(std::span<const std::string_view> all, std::span<const std::string_view> ident) {
+  Layout l;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (std::find(ident.begin(), ident.end(), all[i]) == ident.end()) {
+      l.run_cols.push_back(all[i]);
+      l.run_src.push_back(i);
+    }
+  }
+  for (const std::string_view c : ident) {
+    l.ident_src.push_back(index_of(all, c));
+  }
+  return l;
+}
+
+} // namespace
+
 std::span<const std::string_view> socket_columns() {
   return k_socket_columns;
+}
+
+std::span<const std::string_view> sock_ident_columns() {
+  return k_ident_columns;
+}
+
+std::span<const std::string_view> sock_run_columns() {
+  static const Layout k_layout = split(k_socket_columns, k_ident_columns);
+  return k_layout.run_cols;
 }
 
 std::span<const std::string_view> process_columns() {
@@ -177,27 +211,6 @@ void bind_value(Stmt& st, int index, const Value& v) {
   } else {
     st.bind(index, std::string_view(std::get<std::string>(v)));
   }
-}
-
-// Which columns of a row go to the identity table and which to the runs table.
-struct Layout {
-  std::vector<std::string_view> run_cols;
-  std::vector<size_t> ident_src; // row index of each identity column
-  std::vector<size_t> run_src;   // row index of each run column
-};
-
-Layout split(std::span<const std::string_view> all, std::span<const std::string_view> ident) {
-  Layout l;
-  for (size_t i = 0; i < all.size(); ++i) {
-    if (std::find(ident.begin(), ident.end(), all[i]) == ident.end()) {
-      l.run_cols.push_back(all[i]);
-      l.run_src.push_back(i);
-    }
-  }
-  for (const std::string_view c : ident) {
-    l.ident_src.push_back(index_of(all, c));
-  }
-  return l;
 }
 
 struct RunWriter::Impl {

@@ -1,6 +1,7 @@
 #include "support.hpp"
 
 #include <sockrewind/store/db.hpp>
+#include <sockrewind/store/runs.hpp>
 #include <sockrewind/store/schema.hpp>
 
 #include <catch2/catch.hpp>
@@ -253,4 +254,36 @@ TEST_CASE("store::version 1 files stay readable; version 2 adds processes.state"
                             "socket_fds, state) VALUES (1, 42, 99, 'srv', 1, x'54')"),
                     sockrewind::store::DbError);
   }
+}
+
+TEST_CASE("store::the writers' column lists are the schema's tables", "[store]") {
+  Db db = Db::memory();
+  sockrewind::store::migrate(db);
+  const auto columns = [&db](const std::string& table, size_t skip) {
+    std::vector<std::string> out;
+    auto q = db.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid");
+    q.bind(1, table);
+    while (q.step()) {
+      out.push_back(q.get_text(0));
+    }
+    out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(skip));
+    return out;
+  };
+  const auto list = [](std::span<const std::string_view> v) {
+    return std::vector<std::string>(v.begin(), v.end());
+  };
+  CHECK(list(sockrewind::store::sock_ident_columns()) == columns("sock_ident", 1));
+  CHECK(list(sockrewind::store::sock_run_columns()) == columns("sock_runs", 4));
+  // Together they are the version-2 sockets columns (the view's, without its two ids).
+  std::vector<std::string> both = list(sockrewind::store::sock_ident_columns());
+  for (const std::string_view c : sockrewind::store::sock_run_columns()) {
+    both.emplace_back(c);
+  }
+  std::vector<std::string> socket = list(sockrewind::store::socket_columns());
+  std::sort(both.begin(), both.end());
+  std::sort(socket.begin(), socket.end());
+  CHECK(both == socket);
+  std::vector<std::string> view = columns("sockets", 2);
+  std::sort(view.begin(), view.end());
+  CHECK(view == socket);
 }

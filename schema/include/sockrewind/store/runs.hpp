@@ -27,6 +27,11 @@ using Value = std::variant<std::monostate, int64_t, double, std::string>;
 // order.
 std::span<const std::string_view> socket_columns();
 std::span<const std::string_view> process_columns();
+// How socket_columns() split between the two tables of schema 3, each in table order:
+// sock_ident's columns after ident_id, and sock_runs' after run_id, ident_id,
+// first_snapshot_id, last_snapshot_id. Every writer of sockets builds its INSERTs from these.
+std::span<const std::string_view> sock_ident_columns();
+std::span<const std::string_view> sock_run_columns();
 
 // Reads column `col` of `st` as a Value (NULL, integer, real or text).
 Value read_value(const Stmt& st, int col);
