@@ -196,19 +196,35 @@ void write_diff(const DiffOptions& opts, std::ostream& out) {
   if (opts.paths.empty()) {
     throw UsageError("no snapshot files given");
   }
-  const Series s = load_series(opts.paths);
+  // Two reads: the headers and counters of every snapshot to find the two compared, then the
+  // sockets and processes of those two only.
+  SocketFilter filter;
+  filter.snapshots.emplace();
+  size_t a = 0;
+  size_t b = 0;
+  {
+    const Series index = load_series(opts.paths, filter);
+    check_series(index);
+    require_snapshots(opts.paths, index.snapshot_count());
+    const HostSeries hs = host_series(index, pick_host(series_hosts(index), opts.host));
+    if (hs.snaps.empty()) {
+      throw UsageError("host " + escape_text(hs.host) + " has no snapshots");
+    }
+    a = resolve(opts.from, "--from", index, hs);
+    b = resolve(opts.to, "--to", index, hs);
+    if (a > b) {
+      throw UsageError("--from (#" + std::to_string(a + 1) + ") is after --to (#"
+                       + std::to_string(b + 1) + ")");
+    }
+    for (const size_t pos : {a, b}) {
+      const Timeline& tl = index.timelines[hs.snaps[pos].timeline];
+      filter.snapshots->push_back({tl.host, tl.boot_id, tl.snaps[hs.snaps[pos].snap].boottime_ns});
+    }
+  }
+  const Series s = load_series(opts.paths, filter);
   check_series(s);
-  require_snapshots(opts.paths, s.snapshot_count());
   const HostSeries hs = host_series(s, pick_host(series_hosts(s), opts.host));
-  if (hs.snaps.empty()) {
-    throw UsageError("host " + escape_text(hs.host) + " has no snapshots");
-  }
-  const size_t a = resolve(opts.from, "--from", s, hs);
-  const size_t b = resolve(opts.to, "--to", s, hs);
-  if (a > b) {
-    throw UsageError("--from (#" + std::to_string(a + 1) + ") is after --to (#"
-                     + std::to_string(b + 1) + ")");
-  }
+  SR_ASSERT(hs.snaps.size() > b); // the same files, read again
   const HostSnap& ha = hs.snaps[a];
   const HostSnap& hb = hs.snaps[b];
   const Timeline& ta = s.timelines[ha.timeline];

@@ -11,6 +11,8 @@
 #include <future>
 #include <limits>
 #include <optional>
+#include <set>
+#include <string>
 #include <tuple>
 #include <utility>
 
@@ -165,6 +167,7 @@ struct TimelineState {
 struct Slot {
   uint32_t timeline = k_na;
   uint32_t snap = 0;
+  bool rows = true; // false: only the header (SocketFilter::snapshots left it out)
 };
 
 uint32_t clamp32(int64_t v) {
@@ -316,9 +319,36 @@ FileData read_file_data(const std::string& file,
                         std::optional<store::Db> db_open,
                         const SocketFilter& filter) {
   FileData d;
+  // Counters and limits of every snapshot; sockets and processes of those with rows.
   const auto keep = [&wanted](int64_t snapshot_id) {
     const auto it = wanted.find(snapshot_id);
     return it != wanted.end() && it->second.timeline != k_na;
+  };
+  const auto keep_rows = [&wanted](int64_t snapshot_id) {
+    const auto it = wanted.find(snapshot_id);
+    return it != wanted.end() && it->second.timeline != k_na && it->second.rows;
+  };
+  // SocketFilter::snapshots, in SQL: "snapshot_id IN (...)" of the snapshots kept here.
+  std::string only_snapshots;
+  if (filter.snapshots) {
+    std::vector<int64_t> ids;
+    for (const auto& [id, slot] : wanted) {
+      if (slot.timeline != k_na && slot.rows) {
+        ids.push_back(id);
+      }
+    }
+    std::sort(ids.begin(), ids.end());
+    only_snapshots = "snapshot_id IN (";
+    for (size_t i = 0; i < ids.size(); ++i) {
+      only_snapshots += (i > 0 ? "," : "") + std::to_string(ids[i]);
+    }
+    only_snapshots += ")";
+  }
+  const auto where = [&only_snapshots](const std::string& cond) {
+    if (only_snapshots.empty()) {
+      return cond.empty() ? std::string() : " WHERE " + cond;
+    }
+    return " WHERE " + only_snapshots + (cond.empty() ? "" : " AND (" + cond + ")");
   };
   store::Db db = db_open ? std::move(*db_open) : open_validated(file);
   try {
@@ -334,9 +364,9 @@ FileData read_file_data(const std::string& file,
     const bool has_state = db.query_int("PRAGMA user_version") >= 2;
     store::Stmt pr = db.prepare(std::string("SELECT snapshot_id, pid, start_ticks, comm, cmdline, "
                                             "uid, fd_count, socket_fds, nofile_soft, ")
-                                + (has_state ? "state" : "NULL") + " FROM processes");
+                                + (has_state ? "state" : "NULL") + " FROM processes" + where(""));
     while (pr.step()) {
-      if (!keep(pr.get_int(0))) {
+      if (!keep_rows(pr.get_int(0))) {
         continue;
       }
       RawProc p;
@@ -375,19 +405,22 @@ FileData read_file_data(const std::string& file,
         "remote_addr_id, remote_port, rx_queue, tx_queue, inode, cookie, timer, retrans, "
         "skm_rmem_alloc, skm_rcvbuf, skm_wmem_queued, skm_sndbuf, skm_drops, path, peer_inode, "
         "ti_backoff, ti_probes, ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, "
-        "ti_bytes_acked, ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, sock_id FROM sockets "
-        + std::string(filter.port     ? "WHERE local_port = ?1 OR remote_port = ?1 "
-                      : filter.cookie ? "WHERE cookie = ?1 "
-                                      : "")
-        + "ORDER BY snapshot_id, sock_id");
+        "ti_bytes_acked, ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, sock_id FROM sockets"
+        + where(filter.port     ? "local_port = ?1 OR remote_port = ?1"
+                : filter.cookie ? "cookie = ?1"
+                : filter.pid    ? "pid = ?1"
+                                : "")
+        + " ORDER BY snapshot_id, sock_id");
     if (filter.port) {
       st.bind(1, static_cast<int64_t>(*filter.port));
     } else if (filter.cookie) {
       st.bind(1, *filter.cookie);
+    } else if (filter.pid) {
+      st.bind(1, static_cast<int64_t>(*filter.pid));
     }
     const SocketColumns c(st);
     while (st.step()) {
-      if (!keep(st.get_int(c.snapshot_id))) {
+      if (!keep_rows(st.get_int(c.snapshot_id))) {
         continue;
       }
       RawSock r;
@@ -717,6 +750,12 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
     return a.key() < b.key();
   });
 
+  std::set<store::SnapshotKey> picked;
+  if (filter.snapshots) {
+    for (const SocketFilter::Snapshot& k : *filter.snapshots) {
+      picked.insert(k.key());
+    }
+  }
   std::vector<std::unordered_map<int64_t, Slot>> slots(files.size());
   for (size_t i = 0; i < all.size(); ++i) {
     const SnapshotInfo& s = all[i];
@@ -741,7 +780,8 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
     snap.realtime_ns = s.realtime_ns;
     snap.boottime_ns = s.boottime_ns;
     slots[fi][s.snapshot_id] = Slot{static_cast<uint32_t>(series.timelines.size() - 1),
-                                    static_cast<uint32_t>(tl.snaps.size())};
+                                    static_cast<uint32_t>(tl.snaps.size()),
+                                    !filter.snapshots || picked.contains(s.key())};
     tl.snaps.push_back(snap);
   }
   for (Timeline& tl : series.timelines) {

@@ -418,12 +418,15 @@ void write_timeline(const TimelineOptions& opts, std::ostream& out) {
   if (opts.paths.empty()) {
     throw UsageError("no snapshot files given");
   }
-  // Only the sockets shown are decoded: those of the port, or of the cookie.
+  // Only the sockets shown are decoded: those of the port, of the cookie, or those the pid is
+  // the first owner of.
   SocketFilter filter;
   if (opts.socket) {
     filter.cookie = parse_cookie(*opts.socket);
   } else if (opts.port) {
     filter.port = static_cast<uint16_t>(*opts.port);
+  } else if (opts.pid) {
+    filter.pid = static_cast<int32_t>(*opts.pid);
   }
   const Series s = load_series(opts.paths, filter);
   check_series(s);

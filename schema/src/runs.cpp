@@ -484,10 +484,16 @@ void RunWriter::add_counter(int64_t netns_id,
   append_key(key, netns_id);
   append_key(key, file);
   append_key(key, name);
+  // Built element by element: GCC 12 -O2 warns (-Wmaybe-uninitialized, a false positive) on a
+  // braced list of variants here.
+  std::vector<Value> row;
+  row.reserve(2);
+  row.emplace_back(netns_id);
+  row.emplace_back(value);
   d.add(
       d.counters,
       key,
-      {netns_id, value},
+      std::move(row),
       [](const Entry& run, const std::vector<Value>& now) { return run.v == now; },
       [&] {
         const auto [it, fresh] = d.counter_names.try_emplace({file, name}, 0);

@@ -10,7 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <set>
 #include <sstream>
+#include <string>
+#include <tuple>
 
 using namespace sockrewind;
 using analyze::Format;
@@ -290,42 +293,104 @@ TEST_CASE("timeline: a reboot and a second host", "[timeline]") {
   CHECK(rows(timeline(o)).size() == 6);
 }
 
-TEST_CASE("timeline: a port or cookie filter decodes only those sockets, sample for sample",
+namespace {
+
+// One socket-sample as a comparable row: snapshot, identity, what the analysis reads, first
+// owner's pid.
+using SampleRow = std::tuple<uint32_t,
+                             uint64_t,
+                             uint16_t,
+                             uint16_t,
+                             std::string,
+                             uint32_t,
+                             uint32_t,
+                             uint8_t,
+                             int32_t>;
+
+SampleRow sample_row(const analyze::Series& s,
+                     const analyze::Timeline& tl,
+                     const analyze::Track& t,
+                     const analyze::Sample& x) {
+  return {x.snap,
+          t.cookie,
+          t.local_port,
+          t.remote_port,
+          std::string(s.strings.get(t.path)),
+          x.rx_queue,
+          x.tx_queue,
+          x.state,
+          x.owner == analyze::k_na ? -1 : tl.procs.at(x.owner).pid};
+}
+
+} // namespace
+
+TEST_CASE("timeline, diff: a socket or snapshot filter decodes only those samples, sample for "
+          "sample",
           "[timeline]") {
   test::TempDir dir;
   const std::vector<std::string> files = {test::write_web1(dir.path())};
   const analyze::Series all = analyze::load_series(files);
-  for (const analyze::SocketFilter& f : {analyze::SocketFilter{uint16_t{80}, std::nullopt},
-                                         analyze::SocketFilter{std::nullopt, uint64_t{2}}}) {
-    const analyze::Series some = analyze::load_series(files, f);
-    analyze::check_series(some);
-    REQUIRE(some.timelines.size() == all.timelines.size());
-    const auto& a = all.timelines.at(0);
-    const auto& b = some.timelines.at(0);
-    CHECK(b.snaps.size() == a.snaps.size());
-    // Every track the filter keeps is the full load's track with the same samples; the rest
-    // were never decoded.
-    size_t wanted = 0;
-    for (const analyze::Track& t : a.tracks) {
-      const bool match =
-          f.port ? (t.local_port == *f.port || t.remote_port == *f.port) : t.cookie == *f.cookie;
-      wanted += match ? 1 : 0;
-    }
-    CHECK(wanted > 0);
-    CHECK(b.tracks.size() == wanted);
-    for (const analyze::Track& t : b.tracks) {
-      const auto it = std::find_if(a.tracks.begin(), a.tracks.end(), [&](const analyze::Track& u) {
-        return u.cookie == t.cookie && u.local_port == t.local_port
-               && u.remote_port == t.remote_port && u.path == t.path && !u.samples.empty()
-               && !t.samples.empty() && u.samples.front().snap == t.samples.front().snap;
-      });
-      REQUIRE(it != a.tracks.end());
-      REQUIRE(it->samples.size() == t.samples.size());
-      for (size_t i = 0; i < t.samples.size(); ++i) {
-        CHECK(it->samples[i].snap == t.samples[i].snap);
-        CHECK(it->samples[i].rx_queue == t.samples[i].rx_queue);
-        CHECK(it->samples[i].state == t.samples[i].state);
+  REQUIRE(all.timelines.size() == 1);
+  const analyze::Timeline& a = all.timelines.at(0);
+  REQUIRE(a.snaps.size() >= 3);
+  // A pid that is some socket's first owner.
+  int32_t pid = -1;
+  for (const analyze::Track& t : a.tracks) {
+    for (const analyze::Sample& x : t.samples) {
+      if (pid < 0 && x.owner != analyze::k_na) {
+        pid = a.procs.at(x.owner).pid;
       }
     }
+  }
+  REQUIRE(pid > 0);
+  analyze::SocketFilter by_port;
+  by_port.port = 80;
+  analyze::SocketFilter by_cookie;
+  by_cookie.cookie = 2;
+  analyze::SocketFilter by_pid;
+  by_pid.pid = pid;
+  analyze::SocketFilter by_snapshots;
+  by_snapshots.snapshots = {{a.host, a.boot_id, a.snaps[0].boottime_ns},
+                            {a.host, a.boot_id, a.snaps[2].boottime_ns}};
+  for (const analyze::SocketFilter& f : {by_port, by_cookie, by_pid, by_snapshots}) {
+    const auto wanted = [&](const analyze::Track& t, const analyze::Sample& x) {
+      if (f.port) {
+        return t.local_port == *f.port || t.remote_port == *f.port;
+      }
+      if (f.cookie) {
+        return t.cookie == *f.cookie;
+      }
+      if (f.pid) {
+        return x.owner != analyze::k_na && a.procs.at(x.owner).pid == *f.pid;
+      }
+      return x.snap == 0 || x.snap == 2;
+    };
+    const analyze::Series some = analyze::load_series(files, f);
+    analyze::check_series(some);
+    REQUIRE(some.filtered);
+    REQUIRE(some.timelines.size() == 1);
+    const analyze::Timeline& b = some.timelines.at(0);
+    // Every snapshot's header and counters, whatever the filter.
+    CHECK(b.snaps.size() == a.snaps.size());
+    CHECK(b.netns.size() == a.netns.size());
+    // The samples kept are exactly the full load's samples the filter selects; the rest were
+    // never decoded.
+    std::multiset<SampleRow> expected;
+    std::multiset<SampleRow> got;
+    for (const analyze::Track& t : a.tracks) {
+      for (const analyze::Sample& x : t.samples) {
+        if (wanted(t, x)) {
+          expected.insert(sample_row(all, a, t, x));
+        }
+      }
+    }
+    for (const analyze::Track& t : b.tracks) {
+      for (const analyze::Sample& x : t.samples) {
+        got.insert(sample_row(some, b, t, x));
+      }
+    }
+    CHECK(!expected.empty());
+    CHECK(expected.size() < a.snaps.size() * a.tracks.size());
+    CHECK(got == expected);
   }
 }

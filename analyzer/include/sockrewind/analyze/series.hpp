@@ -6,6 +6,7 @@
 // is a compact fixed-size record: numbers the file left NULL are k_na, strings are interned.
 
 #include <sockrewind/assert.hpp>
+#include <sockrewind/store/snapshot_key.hpp>
 
 #include <cstdint>
 #include <limits>
@@ -188,12 +189,29 @@ struct Timeline {
 };
 
 // What load_series() may leave out: only the sockets a command will look at (timeline --port,
-// --socket), selected in SQL so the rest of the series is never decoded.
+// --socket, --pid), or only the snapshots it compares (diff), selected in SQL so the rest of the
+// series is never decoded. Every snapshot's header, counters and limits (a few hundred rows per
+// snapshot, whatever the number of sockets) are loaded whatever the filter.
 struct SocketFilter {
   std::optional<uint16_t> port;   // local or remote port
   std::optional<uint64_t> cookie; // the socket of this cookie
+  std::optional<int32_t> pid;     // the sockets this pid is the first owner of
 
-  bool active() const { return port.has_value() || cookie.has_value(); }
+  // Only these snapshots' sockets and processes (the other snapshots hold no samples and no
+  // process samples).
+  struct Snapshot {
+    std::string host;
+    std::string boot_id;
+    int64_t boottime_ns = 0;
+
+    store::SnapshotKey key() const { return {host, boot_id, boottime_ns}; }
+  };
+
+  std::optional<std::vector<Snapshot>> snapshots;
+
+  bool active() const {
+    return port.has_value() || cookie.has_value() || pid.has_value() || snapshots.has_value();
+  }
 };
 
 struct Series {
