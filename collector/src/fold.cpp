@@ -1,4 +1,5 @@
 #include <sockrewind/collect/fold.hpp>
+#include <sockrewind/collect/outdir.hpp>
 #include <sockrewind/collect/retention.hpp>
 #include <sockrewind/store/archive.hpp>
 #include <sockrewind/store/atomic_file.hpp>
@@ -74,6 +75,11 @@ void fold_hour(const std::string& dir,
       check_pages(*in.db);
       in.snaps = store::snapshot_refs(*in.db);
     } catch (const std::exception& e) {
+      struct stat gone {};
+
+      if (!f->archive && ::stat((dir + "/" + f->name).c_str(), &gone) != 0 && errno == ENOENT) {
+        continue; // deleted meanwhile by a run's retention: nothing to fold
+      }
       if (f->archive) {
         throw std::runtime_error(f->name + ": " + e.what());
       }
@@ -163,6 +169,8 @@ std::string hour_archive_name(const std::string& host, int64_t hour_utc_seconds)
 FoldResult fold_closed_hours(const std::string& dir, int64_t now_utc_seconds) {
   FoldResult result;
   const double cpu0 = cpu_seconds();
+  // Holding the fold's lock: every archive temporary file here is a killed fold's.
+  result.stale_temp_files = remove_stale_temp_files(dir, TempFiles::archive);
   std::vector<OwnFile> files;
   try {
     files = own_files_in(dir);

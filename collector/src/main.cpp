@@ -109,8 +109,11 @@ int run(int argc, char** argv) {
                  "Directory for the new file; created (mode 0700) if missing. Default: "
                  "/var/lib/sockrewind as root, else $XDG_STATE_HOME/sockrewind or "
                  "~/.local/state/sockrewind");
-  app.add_option("--count", count, "Number of snapshots in the file")
-      ->check(CLI::Range(1, 100000))
+  app.add_option("--count",
+                 count,
+                 "Number of snapshots in the file; 0: no new file, only --fold hour (and "
+                 "--keep-days/--max-bytes), as an hourly job of its own")
+      ->check(CLI::Range(0, 100000))
       ->capture_default_str();
   app.add_option("--interval", interval, "Seconds between the starts of two snapshots")
       ->check(CLI::Range(0.0, 86400.0))
@@ -158,7 +161,8 @@ int run(int argc, char** argv) {
                  "hour: after writing, fold the collector's minute files of every ended hour in "
                  "--out into one archive per host and hour, <host>-<yyyymmddTHH0000Z>-hour.sqlite "
                  "(long runs of unchanged sockets, schema v3), then delete them; off: keep "
-                 "minute files")
+                 "minute files. The fold holds a lock of its own, not the directory's: the next "
+                 "runs go on meanwhile, and a run that finds another folding skips its fold")
       ->check(CLI::IsMember({"off", "hour"}))
       ->capture_default_str();
   app.add_flag("--nice",
@@ -174,6 +178,10 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // --help and --version exit 0; every usage error is exit 2 (CLI11 has its own codes).
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (count == 0 && fold != "hour") {
+    print_error("--count 0 writes no snapshot: it needs --fold hour");
+    return 2;
   }
 
   // Before any thread is started: the capture's threads inherit the lowered priorities.
@@ -215,47 +223,38 @@ int run(int argc, char** argv) {
     lock.emplace(out_dir, lock_wait);
     remove_stale_temp_files(out_dir);
 
-    const HostInfo host = read_host_info();
-    const Clocks first = read_clocks();
-    SnapshotFile file(out_dir,
-                      snapshot_base_name(host.hostname, first.realtime_ns),
-                      tcp_info == "full" ? TcpInfoMode::full : TcpInfoMode::basic);
-
     const auto t0 = std::chrono::steady_clock::now();
     uint64_t sockets = 0;
     uint64_t issues = 0;
     size_t namespaces = 0;
-    for (int i = 0; i < count; ++i) {
-      if (i > 0) {
-        std::this_thread::sleep_until(
-            t0
-            + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                std::chrono::duration<double>(interval * i)));
+    std::string path;
+    if (count > 0) {
+      const HostInfo host = read_host_info();
+      const Clocks first = read_clocks();
+      SnapshotFile file(out_dir,
+                        snapshot_base_name(host.hostname, first.realtime_ns),
+                        tcp_info == "full" ? TcpInfoMode::full : TcpInfoMode::basic);
+      for (int i = 0; i < count; ++i) {
+        if (i > 0) {
+          std::this_thread::sleep_until(
+              t0
+              + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                  std::chrono::duration<double>(interval * i)));
+        }
+        // One snapshot at a time, its socket rows streamed into the file as they are dumped.
+        const Snapshot snap = file.capture(opts, host);
+        namespaces = snap.namespaces.size();
+        for (const NetnsCapture& ns : snap.namespaces) {
+          sockets += ns.socket_rows;
+          issues += ns.issues.size();
+        }
+        issues += snap.owners.issues.size() + snap.issues.size();
       }
-      // One snapshot at a time, its socket rows streamed into the file as they are dumped.
-      const Snapshot snap = file.capture(opts, host);
-      namespaces = snap.namespaces.size();
-      for (const NetnsCapture& ns : snap.namespaces) {
-        sockets += ns.socket_rows;
-        issues += ns.issues.size();
-      }
-      issues += snap.owners.issues.size() + snap.issues.size();
+      path = file.commit();
+      (void)std::printf("%s\n", path.c_str());
+      (void)std::fflush(stdout);
     }
-    const std::string path = file.commit();
-    (void)std::printf("%s\n", path.c_str());
-    (void)std::fflush(stdout);
-    // Still holding the lock: no other run is writing, folding or pruning here.
-    std::string folded;
-    if (fold == "hour") {
-      const FoldResult r = fold_closed_hours(out_dir, now_utc_seconds());
-      print_warnings(r.warnings);
-      if (r.archives > 0) {
-        folded = ", folded " + std::to_string(r.absorbed) + " file(s) into "
-                 + std::to_string(r.archives) + " archive(s) (" + std::to_string(r.bytes_in / 1024)
-                 + " KiB read, " + std::to_string(r.bytes_out / 1024) + " KiB written, "
-                 + std::to_string(static_cast<int>(r.cpu_seconds * 1000)) + " ms CPU)";
-      }
-    }
+    // Still holding the lock: no other run is writing or pruning here.
     std::string pruned;
     if (retention.active()) {
       const PruneResult r =
@@ -264,6 +263,28 @@ int run(int argc, char** argv) {
       pruned = ", " + pruned_text(r);
     }
     lock.reset();
+    // The fold under its own lock: the next minute's run need not wait for it. Another fold
+    // running (a big hour takes up to a minute) is not waited for either: it folds these too.
+    std::string folded;
+    if (fold == "hour") {
+      std::optional<OutDirLock> fold_lock;
+      try {
+        fold_lock.emplace(out_dir, 0.0, OutDirLock::k_fold_lock_name);
+      } catch (const LockBusy&) {
+        folded = ", fold skipped (another run is folding)";
+      }
+      if (fold_lock) {
+        const FoldResult r = fold_closed_hours(out_dir, now_utc_seconds());
+        print_warnings(r.warnings);
+        if (r.archives > 0) {
+          folded = ", folded " + std::to_string(r.absorbed) + " file(s) into "
+                   + std::to_string(r.archives) + " archive(s) ("
+                   + std::to_string(r.bytes_in / 1024) + " KiB read, "
+                   + std::to_string(r.bytes_out / 1024) + " KiB written, "
+                   + std::to_string(static_cast<int>(r.cpu_seconds * 1000)) + " ms CPU)";
+        }
+      }
+    }
     if (!quiet) {
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -85,7 +85,7 @@ void prepare_out_dir(const std::string& dir, bool strict) {
   }
 }
 
-int remove_stale_temp_files(const std::string& dir) {
+int remove_stale_temp_files(const std::string& dir, TempFiles kind) {
   struct DirCloser {
     void operator()(DIR* d) const noexcept { closedir(d); }
   };
@@ -100,6 +100,12 @@ int remove_stale_temp_files(const std::string& dir) {
     const std::string_view name = de->d_name;
     const size_t pos = name.rfind(k_marker);
     if (name.empty() || name[0] != '.' || pos == std::string_view::npos) {
+      continue;
+    }
+    constexpr std::string_view k_archive = "-hour";
+    const bool archive = pos >= k_archive.size()
+                         && name.substr(pos - k_archive.size(), k_archive.size()) == k_archive;
+    if (archive != (kind == TempFiles::archive)) {
       continue;
     }
     const std::string_view pid = name.substr(pos + k_marker.size());
@@ -130,8 +136,8 @@ long lock_holder(int fd) {
 
 } // namespace
 
-OutDirLock::OutDirLock(const std::string& dir, double wait_seconds)
-    : m_path(dir + "/.sockrewind.lock") {
+OutDirLock::OutDirLock(const std::string& dir, double wait_seconds, const char* name)
+    : m_path(dir + "/" + name) {
   using Clock = std::chrono::steady_clock;
   const auto deadline = Clock::now()
                         + std::chrono::duration_cast<Clock::duration>(

@@ -14,7 +14,10 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <ctime>
@@ -368,6 +371,83 @@ TEST_CASE("fold::ended hours become one archive per host and hour, each snapshot
 
 // ---------------------------------------------------------------------------------------------
 // Killed at any moment of a fold.
+
+TEST_CASE("fold::a fold holds a lock of its own: runs do not wait for it, and each cleans only "
+          "its own leftovers",
+          "[hardening][fold]") {
+  TempDir dir;
+  const fs::path out = dir.path() / "out";
+  const fs::path gen = dir.path() / "gen";
+  const fs::path logs = dir.path() / "logs";
+  for (const fs::path& d : {out, gen, logs}) {
+    fs::create_directories(d);
+  }
+  keep_clear_of_the_hour_end(30);
+  const std::string host = hostname();
+  const int64_t hour = hour_of(now_seconds()) - 3 * k_hour;
+  const std::vector<fs::path> made = make_minute_files(gen, logs, 3, 2);
+  const std::vector<std::string> minutes = place(made, out, host, hour);
+  const std::string archive = archive_name(host, hour);
+  // A killed minute run's temporary file, and a killed fold's.
+  const std::string run_temp = "." + host + "-" + stamp(hour + 3000) + ".sqlite.tmp-999999";
+  const std::string fold_temp = "." + archive + ".tmp-999998";
+  std::ofstream(out / run_temp) << "partial";
+  std::ofstream(out / fold_temp) << "partial";
+  const auto minute_files_now = [&] {
+    size_t n = 0;
+    for (const std::string& name : list_dir(out)) {
+      n += ends_with(name, ".sqlite") && !ends_with(name, "-hour.sqlite") ? 1U : 0U;
+    }
+    return n;
+  };
+
+  // Another fold holds the fold's lock: a run neither waits for it (--lock-wait 0 is about the
+  // directory's lock, which is free) nor folds; it removes only a minute run's leftover.
+  {
+    const int fd =
+        ::open(str(out / ".sockrewind-fold.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::flock(fd, LOCK_EX) == 0);
+    const RunResult r = run_cmd(
+        collector({"--out", str(out), "--netns", "self", "--fold", "hour", "--lock-wait", "0"}),
+        logs);
+    ::close(fd);
+    INFO("stderr " << r.err);
+    CHECK(r.code == 0);
+    CHECK(r.err.find("fold skipped (another run is folding)") != std::string::npos);
+    CHECK(warning_lines(r).empty());
+    CHECK(!fs::exists(out / archive));
+    for (const std::string& m : minutes) {
+      CHECK(fs::exists(out / m));
+    }
+    CHECK(!fs::exists(out / run_temp));
+    CHECK(fs::exists(out / fold_temp));
+  }
+  const size_t minute_files = minute_files_now();
+  REQUIRE(minute_files == minutes.size() + 1); // the run's own file
+
+  // The fold as a job of its own (--count 0): no new file; the hour folded; the killed fold's
+  // temporary file removed.
+  const RunResult f = run_cmd(
+      collector({"--out", str(out), "--netns", "self", "--fold", "hour", "--count", "0"}), logs);
+  INFO("stderr " << f.err);
+  CHECK(f.code == 0);
+  CHECK(f.out.empty());
+  CHECK(warning_lines(f).empty());
+  CHECK(f.err.find("folded 3 file(s) into 1 archive(s)") != std::string::npos);
+  CHECK(minute_files_now() == 1);
+  CHECK(!fs::exists(out / fold_temp));
+  REQUIRE(fs::exists(out / archive));
+  CHECK(key_set(out / archive) == keys_of_all(made));
+  CHECK(count_temp(out) == 0);
+
+  // --count 0 without a fold would do nothing: a usage error.
+  const RunResult u =
+      run_cmd(collector({"--out", str(out), "--netns", "self", "--count", "0"}), logs);
+  CHECK(u.code == 2);
+  CHECK(u.err_lines().size() == 1);
+  CHECK(u.err.find("--count 0") != std::string::npos);
+}
 
 TEST_CASE("fold::SIGKILL at random points of a fold loses no snapshot and leaves no debris",
           "[hardening][fold]") {

@@ -152,6 +152,21 @@ TEST_CASE("install::cmake --install puts every file where documented", "[install
   CHECK(unit_value(timer, "OnCalendar") == "minutely");
   CHECK(unit_value(timer, "Persistent") == "false");
   CHECK(unit_value(timer, "WantedBy") == "timers.target");
+  // The minute unit does not fold (the timer would skip the minutes a fold takes): a unit of
+  // its own does, hourly, with nothing but its directory.
+  CHECK(std::find(exec_args.begin(), exec_args.end(), "--fold") == exec_args.end());
+  const std::string fold_service = read_file(units / "sockrewind-fold.service");
+  const std::string fold_timer = read_file(units / "sockrewind-fold.timer");
+  CHECK(fold_service.find("@CMAKE_") == std::string::npos); // @system-service is systemd's
+  const std::vector<std::string> fold_exec = words(unit_value(fold_service, "ExecStart"));
+  REQUIRE(fold_exec.size() > 1);
+  CHECK(fold_exec[0] == (bin / "sockrewind-collect").string());
+  CHECK(unit_value(fold_service, "ExecStart").find("--count 0 --fold hour") != std::string::npos);
+  CHECK(unit_value(fold_service, "Type") == "oneshot");
+  CHECK(unit_value(fold_service, "CapabilityBoundingSet").empty());
+  CHECK(unit_value(fold_service, "ReadWritePaths") == "/var/lib/sockrewind");
+  CHECK(unit_value(fold_timer, "OnCalendar") == "*-*-* *:02:00");
+  CHECK(unit_value(fold_timer, "WantedBy") == "timers.target");
 
   // The cron.d example, one entry: every minute, as root, the installed binary.
   const std::string cron = read_file(prefix / "share/doc/sockrewind/examples/sockrewind.cron");
@@ -186,6 +201,22 @@ TEST_CASE("install::cmake --install puts every file where documented", "[install
     CHECK(list_dir(out).size() == 1);
   }
   {
+    // The fold unit's command: no new file in an empty directory, and no complaint.
+    const fs::path out = tmp.path() / "from-fold-unit";
+    std::vector<std::string> argv = fold_exec;
+    const auto it = std::find(argv.begin(), argv.end(), "--out");
+    if (it != argv.end()) {
+      argv.erase(it, it + 2);
+    }
+    argv.insert(argv.end(), {"--out", out.string(), "--netns", "self"});
+    const RunResult r = run_cmd(argv, tmp.path());
+    INFO("stderr: " << r.err);
+    CHECK(r.code == 0);
+    CHECK(r.err.empty());
+    CHECK(r.out.empty());
+    CHECK(list_dir(out).empty());
+  }
+  {
     const fs::path out = tmp.path() / "from-cron";
     std::string command = entry.substr(std::string("* * * * * root ").size());
     command.insert(command.rfind(" >/dev/null"), " --out " + out.string() + " --netns self");
@@ -202,7 +233,9 @@ TEST_CASE("install::cmake --install puts every file where documented", "[install
                                  "verify",
                                  "--man=no",
                                  (units / "sockrewind-collect.service").string(),
-                                 (units / "sockrewind-collect.timer").string()},
+                                 (units / "sockrewind-collect.timer").string(),
+                                 (units / "sockrewind-fold.service").string(),
+                                 (units / "sockrewind-fold.timer").string()},
                                 tmp.path());
     INFO("systemd-analyze verify: " << r.out << r.err);
     CHECK(r.code == 0);

@@ -8,8 +8,13 @@
 // then are the minute files it absorbed deleted. Killed before the rename, the minute files and
 // any earlier archive are untouched and the temporary file is removed by the next run; killed
 // after it, the next run finds the minute files' snapshots in the archive and deletes them. A
-// reader in between sees a snapshot twice at most, and counts it once. Call it holding the
-// directory's OutDirLock.
+// reader in between sees a snapshot twice at most, and counts it once.
+//
+// Call it holding the fold's own lock (OutDirLock with k_fold_lock_name), not the directory's:
+// a fold of a big hour takes seconds to a minute, and the minute runs go on meanwhile (they
+// only write files of the current hour, and only a fold writes or removes archive temporary
+// files). A file deleted by a run's retention while the fold reads it is folded anyway (its
+// archive is then pruned by age like it) or, when gone before the fold opens it, skipped.
 
 #include <cstdint>
 #include <string>
@@ -24,6 +29,7 @@ struct FoldResult {
   uint64_t bytes_out = 0; // archives written
   uint64_t snapshots = 0;
   double cpu_seconds = 0;            // user + system time of the fold
+  int stale_temp_files = 0;          // killed folds' temporary files removed
   std::vector<std::string> warnings; // one line each; the fold never fails the run
 };
 

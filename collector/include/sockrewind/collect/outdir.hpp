@@ -15,11 +15,16 @@ std::string default_out_dir();
 // as sshd's StrictModes does. Throws std::runtime_error with a one-line reason.
 void prepare_out_dir(const std::string& dir, bool strict);
 
-// Removes every ".*.sqlite.tmp-PID" file in `dir`: temporary files of runs that were killed.
-// Call it only while holding the directory's OutDirLock, so that no other run is writing one
-// (the PID in the name is not checked: it may have been reused, or belong to another pid
-// namespace). Returns how many were removed.
-int remove_stale_temp_files(const std::string& dir);
+// Which temporary files: a minute run's (".*.sqlite.tmp-PID"), or a fold's hourly archive's
+// (".*-hour.sqlite.tmp-PID").
+enum class TempFiles { snapshot, archive };
+
+// Removes every temporary file of `kind` in `dir`: those of runs (or folds) that were killed.
+// Call it only while holding the lock that guards their writers, the directory's OutDirLock
+// for snapshots, the fold's for archives, so that no other process is writing one (the PID in
+// the name is not checked: it may have been reused, or belong to another pid namespace).
+// Returns how many were removed.
+int remove_stale_temp_files(const std::string& dir, TempFiles kind = TempFiles::snapshot);
 
 // Another run held the directory's lock for longer than the caller would wait.
 class LockBusy : public std::runtime_error {
@@ -35,9 +40,13 @@ public:
 // which the next run simply locks again: flock dies with its holder.
 class OutDirLock {
 public:
+  static constexpr const char* k_lock_name = ".sockrewind.lock";
+  static constexpr const char* k_fold_lock_name = ".sockrewind-fold.lock";
+
   // Waits up to `wait_seconds` (0: not at all) for the lock. Throws LockBusy when another run
   // still holds it then, std::runtime_error when the lock file cannot be used.
-  OutDirLock(const std::string& dir, double wait_seconds);
+  // `name`: the lock file in `dir` (k_fold_lock_name: the fold's, held apart from the runs').
+  OutDirLock(const std::string& dir, double wait_seconds, const char* name = k_lock_name);
   OutDirLock(const OutDirLock&) = delete;
   OutDirLock& operator=(const OutDirLock&) = delete;
   OutDirLock(OutDirLock&&) = delete;
