@@ -370,7 +370,7 @@ TEST_CASE("fold::ended hours become one archive per host and hour, each snapshot
 }
 
 // ---------------------------------------------------------------------------------------------
-// Killed at any moment of a fold.
+// The fold's own lock.
 
 TEST_CASE("fold::a fold holds a lock of its own: runs do not wait for it, and each cleans only "
           "its own leftovers",
@@ -448,6 +448,9 @@ TEST_CASE("fold::a fold holds a lock of its own: runs do not wait for it, and ea
   CHECK(u.err_lines().size() == 1);
   CHECK(u.err.find("--count 0") != std::string::npos);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Killed at any moment of a fold.
 
 TEST_CASE("fold::SIGKILL at random points of a fold loses no snapshot and leaves no debris",
           "[hardening][fold]") {

@@ -184,17 +184,19 @@ TEST_CASE("install::cmake --install puts every file where documented", "[install
         == 0);
   CHECK(ends_with(entry, " >/dev/null"));
 
-  // The unit's and the cron entry's options are accepted by the installed binary (--out and
+  // The units' and the cron entry's options are accepted by the installed binary (--out and
   // --netns self added so that it writes here, quickly).
-  {
-    const fs::path out = tmp.path() / "from-unit";
-    std::vector<std::string> argv = exec;
+  const auto run_unit_command = [&](std::vector<std::string> argv, const fs::path& out) {
     const auto it = std::find(argv.begin(), argv.end(), "--out");
     if (it != argv.end()) {
       argv.erase(it, it + 2);
     }
     argv.insert(argv.end(), {"--out", out.string(), "--netns", "self"});
-    const RunResult r = run_cmd(argv, tmp.path());
+    return run_cmd(argv, tmp.path());
+  };
+  {
+    const fs::path out = tmp.path() / "from-unit";
+    const RunResult r = run_unit_command(exec, out);
     INFO("stderr: " << r.err);
     CHECK(r.code == 0);
     CHECK(r.err.empty());
@@ -203,13 +205,7 @@ TEST_CASE("install::cmake --install puts every file where documented", "[install
   {
     // The fold unit's command: no new file in an empty directory, and no complaint.
     const fs::path out = tmp.path() / "from-fold-unit";
-    std::vector<std::string> argv = fold_exec;
-    const auto it = std::find(argv.begin(), argv.end(), "--out");
-    if (it != argv.end()) {
-      argv.erase(it, it + 2);
-    }
-    argv.insert(argv.end(), {"--out", out.string(), "--netns", "self"});
-    const RunResult r = run_cmd(argv, tmp.path());
+    const RunResult r = run_unit_command(fold_exec, out);
     INFO("stderr: " << r.err);
     CHECK(r.code == 0);
     CHECK(r.err.empty());
