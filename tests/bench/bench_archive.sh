@@ -78,11 +78,9 @@ BASE_PORT=7000
 READY_TIMEOUT=180
 GOAL_BPS=10 # bytes per socket-sample of the compact form (issue 13)
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-  printf 'bench_archive.sh: error: %s\n' "$*" >&2
-  exit 1
-}
+BENCH_NAME=bench_archive.sh
+# shellcheck source=tests/bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 ((RUNS >= 1)) || die "RUNS must be >= 1"
 ((SNAPSHOTS > 0 && SOCKETS >= 20 && INTERVAL > 0)) || die "bad SNAPSHOTS/SOCKETS/INTERVAL"
@@ -103,7 +101,6 @@ fi
 # State and cleanup. Everything the script starts is ended by pid on any exit.
 WORK=$(mktemp -d /tmp/srbench-archive.XXXXXX)
 declare -a LOAD_PIDS=()
-WATCHDOG_PID=""
 NS=""
 
 stop_loads() {
@@ -143,10 +140,7 @@ cleanup() {
   trap - EXIT INT TERM
   stop_loads
   delete_netns
-  if [[ -n $WATCHDOG_PID ]]; then
-    kill "$WATCHDOG_PID" 2>/dev/null
-    wait "$WATCHDOG_PID" 2>/dev/null
-  fi
+  stop_watchdog
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -154,37 +148,13 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated (TOTAL_TIMEOUT=${TOTAL_TIMEOUT}s?)"; exit 124' TERM
 
-(
-  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-  sleep "$TOTAL_TIMEOUT" &
-  sleeper=$!
-  wait "$sleeper" && kill -TERM $$ 2>/dev/null
-) &
-WATCHDOG_PID=$!
+start_watchdog
 
 # ---------------------------------------------------------------------------------------------
-# Build (Release) both checkouts; WARNINGS_AS_ERRORS=OFF as in bench_collect.sh (g++ 12 false
-# -Wrestrict positives at -O2/-O3 must not stop a benchmark).
-build() {
-  local src=$1 dir=$2 target
-  log "building Release into $dir"
-  if [[ ! -f $dir/CMakeCache.txt ]]; then
-    cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DWARNINGS_AS_ERRORS=OFF \
-      >"$WORK/configure.log" 2>&1 || {
-      cat "$WORK/configure.log" >&2
-      die "cmake configure of $src failed"
-    }
-  fi
-  for target in sockrewind-collect sockrewind-analyze gen_series sockload; do
-    timeout 1800 cmake --build "$dir" -j2 --target "$target" >>"$WORK/build.log" 2>&1 || {
-      tail -40 "$WORK/build.log" >&2
-      die "build of $target in $dir failed"
-    }
-  done
-}
+# Build (Release) both checkouts.
 if [[ $NO_BUILD != 1 ]]; then
-  build "$REPO" "$BUILD"
-  build "$OLD_SRC" "$OLD_BUILD"
+  build_release "$REPO" "$BUILD" sockrewind-collect sockrewind-analyze gen_series sockload
+  build_release "$OLD_SRC" "$OLD_BUILD" sockrewind-collect sockrewind-analyze gen_series sockload
 fi
 declare -A COLLECT ANALYZE GEN SOCKLOAD_OF
 for v in old new; do
@@ -211,31 +181,6 @@ OLD_COMMIT=${OLD_LABEL:-$(git -C "$OLD_SRC" rev-parse --short HEAD 2>/dev/null |
 # ---------------------------------------------------------------------------------------------
 # Helpers.
 
-# timed LABEL CMD...: one run of CMD (stdout to $WORK/out, stderr to $WORK/err); appends
-# "wall_s maxrss_kib user_s sys_s cpu_s" to $WORK/LABEL.dat.
-timed() {
-  local label=$1
-  shift
-  if ! timeout -k 5 "$RUN_TIMEOUT" /usr/bin/time -f '%e %M %U %S' -o "$WORK/time" "$@" \
-    >"$WORK/out" 2>"$WORK/err"; then
-    tail -5 "$WORK/err" >&2
-    die "$label failed or timed out (${RUN_TIMEOUT}s): $*"
-  fi
-  tail -1 "$WORK/time" | awk '{printf "%s %s %s %s %.2f\n", $1, $2, $3, $4, $3 + $4}' \
-    >>"$WORK/$label.dat"
-}
-median() {
-  awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {
-    if (NR == 0) { print "nan"; exit }
-    if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
-}
-max_col() { awk -v c="$2" 'NR==1 || $c>m {m=$c} END {print m+0}' "$1"; }
-min_col() { awk -v c="$2" 'NR==1 || $c<m {m=$c} END {print m+0}' "$1"; }
-div() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN {printf f, (b > 0 ? a / b : 0)}'; }
-mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
-ok() { awk -v v="$1" -v g="$2" 'BEGIN {print (v <= g) ? "yes" : "**no**"}'; }
-thousands() { printf "%'d" "$1" 2>/dev/null || printf '%d' "$1"; }
-bytes_of() { stat -c %s "$@" | awk '{s += $1} END {print s + 0}'; }
 # samples FILE...: the socket-samples (sum of snapshots.sockets) of the files.
 samples() {
   local f s=0 n

@@ -43,11 +43,9 @@ RESULTS=${RESULTS:-$SCRIPT_DIR/last-report-results.md}
 GOAL_WALL_S=3
 GOAL_RSS_MIB=256
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-  printf 'bench_report.sh: error: %s\n' "$*" >&2
-  exit 1
-}
+BENCH_NAME=bench_report.sh
+# shellcheck source=tests/bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 ((RUNS >= 1)) || die "RUNS must be >= 1"
 ((SNAPSHOTS > 0 && SOCKETS >= 20 && INTERVAL > 0)) || die "bad SNAPSHOTS/SOCKETS/INTERVAL"
@@ -60,16 +58,12 @@ done
 # ---------------------------------------------------------------------------------------------
 # State and cleanup. Everything the script starts is ended by pid on any exit.
 WORK=$(mktemp -d /tmp/srbench-report.XXXXXX)
-WATCHDOG_PID=""
 
 cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
-  if [[ -n $WATCHDOG_PID ]]; then
-    kill "$WATCHDOG_PID" 2>/dev/null
-    wait "$WATCHDOG_PID" 2>/dev/null
-  fi
+  stop_watchdog
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -77,34 +71,12 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated (TOTAL_TIMEOUT=${TOTAL_TIMEOUT}s?)"; exit 124' TERM
 
-(
-  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-  sleep "$TOTAL_TIMEOUT" &
-  sleeper=$!
-  wait "$sleeper" && kill -TERM $$ 2>/dev/null
-) &
-WATCHDOG_PID=$!
+start_watchdog
 
 # ---------------------------------------------------------------------------------------------
-# Build (Release), as bench_collect.sh does; WARNINGS_AS_ERRORS=OFF for the same reason (g++ 12
-# false -Wrestrict positives at -O2/-O3 must not stop a benchmark).
+# Build (Release).
 if [[ $NO_BUILD != 1 ]]; then
-  log "building Release into $BUILD"
-  if [[ ! -f $BUILD/CMakeCache.txt ]]; then
-    cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWARNINGS_AS_ERRORS=OFF \
-      >"$WORK/configure.log" 2>&1 || {
-      cat "$WORK/configure.log" >&2
-      die "cmake configure failed"
-    }
-  fi
-  # One target per call: the first one re-runs CMake when a CMakeLists.txt changed, and only
-  # a later make invocation knows a target added by that change.
-  for target in sockrewind-analyze gen_series; do
-    timeout 1200 cmake --build "$BUILD" -j2 --target "$target" >>"$WORK/build.log" 2>&1 || {
-      tail -40 "$WORK/build.log" >&2
-      die "build of $target failed"
-    }
-  done
+  build_release "$REPO" "$BUILD" sockrewind-analyze gen_series
 fi
 [[ -x $ANALYZE ]] || die "$ANALYZE not built"
 [[ -x $GEN ]] || die "$GEN not built"
@@ -167,16 +139,10 @@ while pgrep -f 'bench_collect[.]sh' >/dev/null; do
   sleep 10
 done
 
-# measure SERIES: one report run; appends "wall_s maxrss_kib user_s sys_s" to $WORK/SERIES.dat and keeps
-# the JSON of the last run in $WORK/SERIES.json (the timed output goes to /dev/null).
+# measure SERIES: one report run; appends "wall_s maxrss_kib user_s sys_s cpu_s" to
+# $WORK/SERIES.dat (the warm-up run's JSON is kept in $WORK/SERIES.json).
 measure() {
-  local name=$1
-  if ! timeout -k 5 "$RUN_TIMEOUT" /usr/bin/time -f '%e %M %U %S' -o "$WORK/time" \
-    "$ANALYZE" report "$DATA/$name" --format json >/dev/null 2>"$WORK/err"; then
-    tail -5 "$WORK/err" >&2
-    die "report on $name failed or timed out (${RUN_TIMEOUT}s)"
-  fi
-  tail -1 "$WORK/time" >>"$WORK/$name.dat"
+  timed "$1" "$ANALYZE" report "$DATA/$1" --format json
 }
 
 for name in "$BASE_NAME" "$X4_NAME"; do
@@ -196,16 +162,6 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # Figures.
-median() {
-  awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {
-    if (NR == 0) { print "nan"; exit }
-    if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
-}
-max_col() { awk -v c="$2" 'NR==1 || $c>m {m=$c} END {print m+0}' "$1"; }
-div() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN {printf f, (b > 0 ? a / b : 0)}'; }
-mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
-ok() { awk -v v="$1" -v g="$2" 'BEGIN {print (v <= g) ? "yes" : "**no**"}'; }
-thousands() { printf "%'d" "$1" 2>/dev/null || printf '%d' "$1"; }
 # findings SERIES: "N (detector×count, ...)" from the warm-up run's JSON.
 findings() {
   if command -v jq >/dev/null; then
@@ -221,10 +177,8 @@ x_rows=$(cat "$WORK/$X4_NAME.rows")
 b_wall=$(median "$WORK/$BASE_NAME.dat" 1)
 x_wall=$(median "$WORK/$X4_NAME.dat" 1)
 b_rss=$(max_col "$WORK/$BASE_NAME.dat" 2)
-# CPU (user + sys) tells how much of the wall time was the report's own work on a busy host.
-cpu_col() { awk '{printf "%s %.2f\n", $0, $3 + $4}' "$1" >"$1.cpu" && mv "$1.cpu" "$1"; }
-cpu_col "$WORK/$BASE_NAME.dat"
-cpu_col "$WORK/$X4_NAME.dat"
+# CPU (user + sys, column 5) tells how much of the wall time was the report's own work on a
+# busy host.
 b_cpu=$(median "$WORK/$BASE_NAME.dat" 5)
 x_cpu=$(median "$WORK/$X4_NAME.dat" 5)
 x_rss=$(max_col "$WORK/$X4_NAME.dat" 2)

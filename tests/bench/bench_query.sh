@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# bench_query.sh: what the commands that look at part of a series cost on a day of minute
+# snapshots, this checkout beside an earlier one (OLD_REV) on the same files: `show --at`,
+# `timeline --port`, `timeline --pid`, `diff` and `info` read only what they show, `report` the
+# whole series. Each command's output is compared between the two (they must be identical).
+# A benchmark, not a test: it prints a Markdown table and writes it to
+# tests/bench/last-query-results.md. No root needed. Run from anywhere.
+#
+# Environment knobs (defaults in brackets):
+#   RUNS [3]              timed runs per command and build (medians; peak RSS the maximum)
+#   SNAPSHOTS [1440] SOCKETS [1000] INTERVAL [60]    gen_series' day (one file per 60 snapshots)
+#   PORT [443] PID [1001] the port and the pid looked at (gen_series: nginx's listener, a worker)
+#   REPORT [1]            1: also time `report` (the whole series in memory)
+#   OLD_REV [3d92457]     the earlier checkout, exported from this repository's history into
+#                         build-bench-query/old-src and built Release there
+#   DATA_DIR []           keep the generated day here and reuse it on the next run
+#   RUN_TIMEOUT [900] TOTAL_TIMEOUT [3600]   seconds allowed to one command / the whole script
+#   NO_BUILD [0]          1: use the binaries already built
+#   RESULTS [tests/bench/last-query-results.md]
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
+BUILD="$REPO/build-bench"
+OLD_REV=${OLD_REV:-3d92457}
+OLD_SRC="$REPO/build-bench-query/old-src"
+OLD_BUILD="$REPO/build-bench-query/old-build"
+RUNS=${RUNS:-3}
+SNAPSHOTS=${SNAPSHOTS:-1440}
+SOCKETS=${SOCKETS:-1000}
+INTERVAL=${INTERVAL:-60}
+PORT=${PORT:-443}
+PID=${PID:-1001}
+REPORT=${REPORT:-1}
+DATA_DIR=${DATA_DIR:-}
+RUN_TIMEOUT=${RUN_TIMEOUT:-900}
+TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-3600}
+NO_BUILD=${NO_BUILD:-0}
+RESULTS=${RESULTS:-$SCRIPT_DIR/last-query-results.md}
+
+BENCH_NAME=bench_query.sh
+# shellcheck source=tests/bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
+
+((RUNS >= 1)) || die "RUNS must be >= 1"
+((SNAPSHOTS >= 3 && SOCKETS >= 20 && INTERVAL > 0)) || die "bad SNAPSHOTS/SOCKETS/INTERVAL"
+[[ -x /usr/bin/time ]] || die "missing /usr/bin/time (Debian package 'time')"
+
+WORK=$(mktemp -d /tmp/srbench-query.XXXXXX)
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  stop_watchdog
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated (TOTAL_TIMEOUT=${TOTAL_TIMEOUT}s?)"; exit 124' TERM
+start_watchdog
+
+if [[ $NO_BUILD != 1 ]]; then
+  if [[ ! -f $OLD_SRC/CMakeLists.txt ]]; then
+    mkdir -p "$OLD_SRC"
+    git -C "$REPO" archive "$OLD_REV" | tar -x -C "$OLD_SRC"
+  fi
+  build_release "$REPO" "$BUILD" sockrewind-analyze gen_series
+  build_release "$OLD_SRC" "$OLD_BUILD" sockrewind-analyze
+fi
+declare -A ANALYZE=([old]="$OLD_BUILD/analyzer/sockrewind-analyze"
+  [new]="$BUILD/analyzer/sockrewind-analyze")
+GEN="$BUILD/tests/bench/gen_series"
+for bin in "${ANALYZE[old]}" "${ANALYZE[new]}" "$GEN"; do
+  [[ -x $bin ]] || die "$bin not built"
+done
+
+DATA=${DATA_DIR:-$WORK/data}
+DAY="$DATA/day-${SNAPSHOTS}x${SOCKETS}"
+if [[ ! -d $DAY ]]; then
+  log "generating $SNAPSHOTS x $SOCKETS into $DAY"
+  "$GEN" --out "$DAY.tmp" --snapshots "$SNAPSHOTS" --sockets "$SOCKETS" --interval "$INTERVAL" \
+    --host vm >/dev/null
+  mv "$DAY.tmp" "$DAY"
+fi
+rows=$(for f in "$DAY"/*.sqlite; do sqlite3 -readonly "$f" 'SELECT sum(sockets) FROM snapshots'; done \
+  | awk '{s += $1} END {print s + 0}')
+# The middle snapshot's time, for show --at; diff from the 2nd to the second-to-last snapshot.
+first=$(ls "$DAY"/*.sqlite | head -1)
+mid_file=$(ls "$DAY"/*.sqlite | awk -v n="$(ls "$DAY"/*.sqlite | wc -l)" 'NR == int((n + 1) / 2)')
+at=$(sqlite3 -readonly "$mid_file" \
+  "SELECT strftime('%Y-%m-%dT%H:%M:%SZ', realtime_ns / 1000000000 + 1, 'unixepoch')
+   FROM snapshots ORDER BY snapshot_id LIMIT 1")
+[[ -n $first && -n $at ]] || die "no snapshots in $DAY"
+
+declare -a NAMES=(show timeline-port timeline-pid diff info)
+declare -A ARGS=(
+  [show]="show $mid_file --at $at --format json"
+  [timeline-port]="timeline $DAY --port $PORT --format json"
+  [timeline-pid]="timeline $DAY --pid $PID --format json"
+  [diff]="diff $DAY --from 2 --to $((SNAPSHOTS - 1)) --format json"
+  [info]="info $DAY")
+if [[ $REPORT == 1 ]]; then
+  NAMES+=(report)
+  ARGS[report]="report $DAY --format json"
+fi
+same=()
+for name in "${NAMES[@]}"; do
+  for v in old new; do
+    log "$name ($v): warm-up, then $RUNS runs"
+    # shellcheck disable=SC2086 # ARGS are words without spaces (paths under mktemp/DATA_DIR)
+    "${ANALYZE[$v]}" ${ARGS[$name]} >"$WORK/$name.$v.json" 2>"$WORK/err" \
+      || die "$name ($v) failed: $(tail -1 "$WORK/err")"
+    for ((r = 1; r <= RUNS; r++)); do
+      # shellcheck disable=SC2086
+      timed "$name.$v" "${ANALYZE[$v]}" ${ARGS[$name]}
+    done
+  done
+  if cmp -s "$WORK/$name.old.json" "$WORK/$name.new.json"; then
+    same+=("yes")
+  else
+    same+=("**no**")
+  fi
+done
+
+{
+  echo "## Commands on part of a series: $OLD_REV vs $(git -C "$REPO" rev-parse --short HEAD)"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores; \`tests/bench/bench_query.sh\`;" \
+    "gen_series' day of $SNAPSHOTS × $SOCKETS sockets ($(thousands "$rows") socket-samples," \
+    "$(ls "$DAY"/*.sqlite | wc -l) schema-3 minute files of 60 snapshots)." \
+    "Medians of $RUNS runs after a warm-up (page cache warm); peak RSS the maximum."
+  echo
+  echo "| command | before: wall s | peak RSS MiB | now: wall s | peak RSS MiB | same output |"
+  echo "|---|---:|---:|---:|---:|:-:|"
+  for i in "${!NAMES[@]}"; do
+    name=${NAMES[$i]}
+    echo "| \`${ARGS[$name]//$DAY/DAY}\` | $(median "$WORK/$name.old.dat" 1) |" \
+      "$(mib "$(max_col "$WORK/$name.old.dat" 2)") | $(median "$WORK/$name.new.dat" 1) |" \
+      "$(mib "$(max_col "$WORK/$name.new.dat" 2)") | ${same[$i]} |"
+  done
+} | tee "$RESULTS.tmp"
+mv "$RESULTS.tmp" "$RESULTS"
+log "written to $RESULTS"

@@ -1,0 +1,91 @@
+# lib.sh: what the benchmark scripts share, sourced by them (not run). Before sourcing, a script
+# sets BENCH_NAME (its name, for messages), WORK (its scratch directory) and TOTAL_TIMEOUT.
+#   log MSG...                 a timestamped line on stderr
+#   die MSG...                 "BENCH_NAME: error: MSG" on stderr, exit 1
+#   start_watchdog             SIGTERM to the script after TOTAL_TIMEOUT s (its EXIT trap cleans
+#                              up); stop_watchdog ends it (call it from that trap)
+#   build_release SRC DIR TARGET...   configures DIR as a Release build of SRC (once) and builds
+#                              each target; WARNINGS_AS_ERRORS=OFF: g++ 12 gives false -Wrestrict
+#                              positives at -O2/-O3, which must not stop a benchmark
+#   timed LABEL CMD...         one run of CMD under GNU time and RUN_TIMEOUT (stdout to
+#                              $WORK/out, stderr to $WORK/err); appends "wall_s maxrss_kib user_s
+#                              sys_s cpu_s" to $WORK/LABEL.dat
+#   median FILE COLUMN         the median of a column of such a file ("nan" when empty)
+#   mib KIB                    KiB as MiB with one decimal
+#   max_col/min_col FILE COL   a column's maximum/minimum; div A B [FORMAT] A/B (0 when B is 0);
+#   ok VALUE GOAL              "yes" when VALUE <= GOAL; thousands N; bytes_of FILE... (sum)
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+die() {
+  printf '%s: error: %s\n' "${BENCH_NAME:-bench}" "$*" >&2
+  exit 1
+}
+
+WATCHDOG_PID=""
+
+start_watchdog() {
+  (
+    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+    sleep "$TOTAL_TIMEOUT" &
+    sleeper=$!
+    wait "$sleeper" && kill -TERM $$ 2>/dev/null
+  ) &
+  WATCHDOG_PID=$!
+}
+
+stop_watchdog() {
+  if [[ -n $WATCHDOG_PID ]]; then
+    kill "$WATCHDOG_PID" 2>/dev/null
+    wait "$WATCHDOG_PID" 2>/dev/null
+  fi
+  WATCHDOG_PID=""
+}
+
+build_release() {
+  local src=$1 dir=$2 target
+  shift 2
+  log "building Release into $dir"
+  if [[ ! -f $dir/CMakeCache.txt ]]; then
+    cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DWARNINGS_AS_ERRORS=OFF \
+      >"$WORK/configure.log" 2>&1 || {
+      cat "$WORK/configure.log" >&2
+      die "cmake configure of $src failed"
+    }
+  fi
+  # One target per call: the first one re-runs CMake when a CMakeLists.txt changed, and only
+  # a later make invocation knows a target added by that change.
+  for target in "$@"; do
+    timeout 1800 cmake --build "$dir" -j2 --target "$target" >>"$WORK/build.log" 2>&1 || {
+      tail -40 "$WORK/build.log" >&2
+      die "build of $target in $dir failed"
+    }
+  done
+}
+
+timed() {
+  local label=$1
+  shift
+  if ! timeout -k 5 "$RUN_TIMEOUT" /usr/bin/time -f '%e %M %U %S' -o "$WORK/time" "$@" \
+    >"$WORK/out" 2>"$WORK/err"; then
+    tail -5 "$WORK/err" >&2
+    die "$label failed or timed out (${RUN_TIMEOUT}s): $*"
+  fi
+  tail -1 "$WORK/time" | awk '{printf "%s %s %s %s %.2f\n", $1, $2, $3, $4, $3 + $4}' \
+    >>"$WORK/$label.dat"
+}
+
+median() {
+  awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {
+    if (NR == 0) { print "nan"; exit }
+    if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
+}
+
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+
+max_col() { awk -v c="$2" 'NR==1 || $c>m {m=$c} END {print m+0}' "$1"; }
+min_col() { awk -v c="$2" 'NR==1 || $c<m {m=$c} END {print m+0}' "$1"; }
+div() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN {printf f, (b > 0 ? a / b : 0)}'; }
+ok() { awk -v v="$1" -v g="$2" 'BEGIN {print (v <= g) ? "yes" : "**no**"}'; }
+thousands() { printf "%'d" "$1" 2>/dev/null || printf '%d' "$1"; }
+bytes_of() { stat -c %s "$@" | awk '{s += $1} END {print s + 0}'; }
