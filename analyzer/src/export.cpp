@@ -14,13 +14,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <system_error>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -40,11 +46,21 @@ enum class Kind {
   addr,  // String: the addr_id of the file, exported as the address text (127.0.0.1, ::1)
 };
 
+// Schema 3 stores time-relative socket fields as of a run's first snapshot; the sockets view
+// moves them by the CLOCK_BOOTTIME elapsed since (schema/sql/0003_compact.sql), and so does the
+// export when it reads the runs.
+enum class Adjust {
+  none,
+  countdown, // expires_ms: max(0, v - elapsed ms) while a timer runs (timer not NULL or 0)
+  countup,   // ti_last_*_ms: v + elapsed ms
+};
+
 struct Col {
   std::string_view name;
   Kind kind;
   bool nullable;
-  std::string_view sql; // the expression over the file's table or view
+  std::string_view sql; // the column of the file's table or view (and of its run tables)
+  Adjust adjust = Adjust::none;
 };
 
 struct Table {
@@ -52,6 +68,9 @@ struct Table {
   std::string_view from; // the file's table or view
   std::vector<Col> cols;
   std::string_view order_by; // after (host, time)
+  // Schema 3: the run tables behind the view `from`, read directly (one row per run, with
+  // first_snapshot_id and last_snapshot_id, every column of `cols` by the same name).
+  std::string_view runs_from = {};
 };
 
 constexpr bool k_null = true;
@@ -105,7 +124,7 @@ const std::vector<Table>& tables() {
                        u64("cookie", k_null),
                        i64("uid", k_null),
                        i64("timer", k_null),
-                       i64("expires_ms", k_null),
+                       {"expires_ms", Kind::i64, k_null, "expires_ms", Adjust::countdown},
                        i64("retrans", k_null),
                        i64("shutdown", k_null),
                        i64("tos", k_null)};
@@ -129,10 +148,11 @@ const std::vector<Table>& tables() {
                                      "ti_unacked",
                                      "ti_backoff",
                                      "ti_probes",
-                                     "ti_total_retrans",
-                                     "ti_last_data_recv_ms",
-                                     "ti_last_ack_recv_ms"}) {
+                                     "ti_total_retrans"}) {
       s.push_back(i64(c, k_null));
+    }
+    for (const std::string_view c : {"ti_last_data_recv_ms", "ti_last_ack_recv_ms"}) {
+      s.push_back({c, Kind::i64, k_null, c, Adjust::countup});
     }
     s.push_back(u64("ti_bytes_acked", k_null));
     s.push_back(u64("ti_bytes_received", k_null));
@@ -140,7 +160,11 @@ const std::vector<Table>& tables() {
          {"ti_segs_out", "ti_notsent_bytes", "ti_snd_wnd", "pid", "fd"}) {
       s.push_back(i64(c, k_null));
     }
-    t.push_back({"sockets", "sockets", std::move(s), "state, inode"});
+    t.push_back({"sockets",
+                 "sockets",
+                 std::move(s),
+                 "state, inode",
+                 "sock_runs JOIN sock_ident USING (ident_id)"});
     t.push_back({k_owners,
                  "",
                  {{"netns", Kind::netns, k_not_null, ""},
@@ -164,20 +188,23 @@ const std::vector<Table>& tables() {
                   i64("nofile_soft", k_null),
                   i64("nofile_hard", k_null),
                   text("state", k_null)},
-                 "pid"});
+                 "pid",
+                 "proc_runs JOIN proc_ident USING (proc_id)"});
     t.push_back({"counters",
                  "counters",
                  {{"netns", Kind::netns, k_not_null, "netns_id"},
                   text("file", k_not_null),
                   text("name", k_not_null),
                   u64("value", k_not_null)},
-                 "name"});
+                 "name",
+                 "counter_runs JOIN counter_names USING (name_id)"});
     t.push_back({"limits",
                  "limits",
                  {{"netns", Kind::netns, k_not_null, "netns_id"},
                   text("name", k_not_null),
                   text("value", k_not_null)},
-                 "name"});
+                 "name",
+                 "limit_runs"});
     t.push_back({"capture_issues",
                  "capture_issues",
                  {{"netns", Kind::netns, k_null, "netns_id"},
@@ -210,12 +237,33 @@ void append_uint(std::string& out, uint64_t v) {
   out.append(b, r.ptr);
 }
 
-// One output file: a buffer written to a store::AtomicFile in the temporary directory.
+// One output file, a store::AtomicFile in the temporary directory, shared by the workers.
+class OutFile {
+public:
+  explicit OutFile(const std::string& path)
+      : m_file(path, store::AtomicFile::Replace::never, 0644) {}
+
+  // Appends whole rows (one worker's buffer).
+  void append(std::string_view rows, size_t count) {
+    const std::lock_guard<std::mutex> lock(m_mutex);
+    m_file.write_all(rows);
+    m_rows += count;
+  }
+
+  void commit() { m_file.commit(); }
+
+  size_t rows() const { return m_rows; }
+
+private:
+  std::mutex m_mutex;
+  store::AtomicFile m_file;
+  size_t m_rows = 0;
+};
+
+// One worker's buffer for one output file, handed over in whole rows.
 class Sink {
 public:
-  explicit Sink(const std::string& path) : m_file(path, store::AtomicFile::Replace::never, 0644) {
-    m_buf.reserve(k_flush + 64 * 1024);
-  }
+  explicit Sink(OutFile& out) : m_out(out) { m_buf.reserve(k_flush + 64 * 1024); }
 
   std::string& buf() { return m_buf; }
 
@@ -228,20 +276,14 @@ public:
   }
 
   void flush() {
-    m_file.write_all(m_buf);
+    m_out.append(m_buf, m_rows);
     m_buf.clear();
+    m_rows = 0;
   }
-
-  void commit() {
-    flush();
-    m_file.commit();
-  }
-
-  size_t rows() const { return m_rows; }
 
 private:
   static constexpr size_t k_flush = 1 << 20;
-  store::AtomicFile m_file;
+  OutFile& m_out;
   std::string m_buf;
   size_t m_rows = 0;
 };
@@ -308,10 +350,11 @@ struct StmtCloser {
 using RawStmt = std::unique_ptr<sqlite3_stmt, StmtCloser>;
 
 // One input file: its chosen snapshots (snapshot_id -> the escaped row prefix "host\tboot_id\t
-// boottime_ns\trealtime_ns\t") and its lookup tables.
+// boottime_ns\trealtime_ns\t") and the CLOCK_BOOTTIME of every snapshot it has.
 struct Input {
   std::string file;
   std::unordered_map<int64_t, std::string> prefix;
+  std::unordered_map<int64_t, int64_t> boottime;
 };
 
 class Exporter {
@@ -319,6 +362,7 @@ public:
   Exporter(const Input& in, store::Db& db) : m_in(in), m_db(db) {
     const int64_t version = db.query_int("PRAGMA user_version");
     m_v1 = version < 2;
+    m_runs = version >= 3;
     store::Stmt ns = db.prepare("SELECT netns_id, inode FROM netns");
     while (ns.step()) {
       m_netns[ns.get_int(0)] = static_cast<uint64_t>(ns.get_int(1));
@@ -329,100 +373,120 @@ public:
       append_tsv_escaped(esc, ad.get_text(1));
       m_addrs[ad.get_int(0)] = std::move(esc);
     }
-  }
-
-  void load_extra_owners() {
     store::Stmt eo = m_db.prepare("SELECT sock_id, pid, fd FROM extra_owners");
     while (eo.step()) {
       m_extra[eo.get_int(0)].emplace_back(eo.get_int(1), eo.get_int(2));
     }
   }
 
-  // Streams `t` (and, for sockets, the owners) into `out`.
+  // Streams `t` (and, for sockets, the owners) into `out`. Schema 3 files are read from the run
+  // tables, each run written once per snapshot it covers, exactly as the view gives it.
   void run(const Table& t, Sink& out, Sink* owners) {
-    std::string sql = "SELECT snapshot_id";
+    const bool runs = m_runs && !t.runs_from.empty();
+    std::string sql = runs ? "SELECT first_snapshot_id, last_snapshot_id" : "SELECT snapshot_id";
     for (const Col& c : t.cols) {
       sql += ", ";
       sql += m_v1 && t.name == "processes" && c.name == "state" ? "NULL" : c.sql;
     }
     if (owners != nullptr) {
-      sql += ", sock_id";
+      sql += runs ? ", run_id" : ", sock_id";
     }
     sql += " FROM ";
-    sql += t.from;
+    sql += runs ? t.runs_from : t.from;
     sqlite3_stmt* raw = nullptr;
     if (sqlite3_prepare_v2(m_db.handle(), sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
       throw LoadError(m_in.file + ": " + sqlite3_errmsg(m_db.handle()));
     }
     const RawStmt st(raw);
-    // Owners come from these columns of the sockets row.
-    int c_netns = -1;
-    int c_inode = -1;
-    int c_cookie = -1;
-    int c_pid = -1;
-    int c_fd = -1;
-    for (size_t i = 0; i < t.cols.size(); ++i) {
+    const size_t first_col = runs ? 2 : 1;
+    const size_t ncols = t.cols.size();
+    std::vector<sqlite3_value*> v(ncols + 1);
+    size_t c_timer = ncols;
+    size_t c_netns = ncols;
+    size_t c_inode = ncols;
+    size_t c_cookie = ncols;
+    size_t c_pid = ncols;
+    size_t c_fd = ncols;
+    for (size_t i = 0; i < ncols; ++i) {
       const std::string_view n = t.cols[i].name;
-      const int idx = static_cast<int>(i) + 1;
-      c_netns = n == "netns" ? idx : c_netns;
-      c_inode = n == "inode" ? idx : c_inode;
-      c_cookie = n == "cookie" ? idx : c_cookie;
-      c_pid = n == "pid" ? idx : c_pid;
-      c_fd = n == "fd" ? idx : c_fd;
+      c_timer = n == "timer" ? i : c_timer;
+      c_netns = n == "netns" ? i : c_netns;
+      c_inode = n == "inode" ? i : c_inode;
+      c_cookie = n == "cookie" ? i : c_cookie;
+      c_pid = n == "pid" ? i : c_pid;
+      c_fd = n == "fd" ? i : c_fd;
     }
-    const int c_sock_id = static_cast<int>(t.cols.size()) + 1;
-    int64_t last_id = INT64_MIN;
-    const std::string* pre = nullptr;
     int rc = 0;
     while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
-      const int64_t id = sqlite3_column_int64(raw, 0);
-      if (id != last_id) {
+      for (size_t i = 0; i <= ncols; ++i) {
+        v[i] = sqlite3_column_value(raw, static_cast<int>(first_col + i));
+      }
+      const int64_t first = sqlite3_column_int64(raw, 0);
+      int64_t last = first;
+      if (runs) {
+        // The view's rule: snapshot N sees the runs that start in N's block of 64.
+        last = std::min<int64_t>(sqlite3_column_int64(raw, 1), first | 63);
+      }
+      const int64_t key = owners == nullptr ? 0 : sqlite3_value_int64(v[ncols]);
+      for (int64_t k = 0; k <= last - first; ++k) {
+        const int64_t id = first + k;
         const auto it = m_in.prefix.find(id);
-        pre = it == m_in.prefix.end() ? nullptr : &it->second;
-        last_id = id;
-      }
-      if (pre == nullptr) {
-        continue; // another host, or a snapshot an earlier file had
-      }
-      std::string& b = out.buf();
-      b += *pre;
-      for (size_t i = 0; i < t.cols.size(); ++i) {
-        if (i != 0) {
-          b += '\t';
+        if (it == m_in.prefix.end()) {
+          continue; // another host, or a snapshot an earlier file had
         }
-        put(b, raw, static_cast<int>(i) + 1, t.cols[i]);
-      }
-      out.end_row();
-      if (owners != nullptr && sqlite3_column_type(raw, c_pid) != SQLITE_NULL) {
-        const auto owner = [&](int64_t pid, const std::optional<int64_t>& fd, bool first) {
-          std::string& o = owners->buf();
-          o += *pre;
-          put(o, raw, c_netns, t.cols[static_cast<size_t>(c_netns - 1)]);
-          o += '\t';
-          put(o, raw, c_inode, t.cols[static_cast<size_t>(c_inode - 1)]);
-          o += '\t';
-          put(o, raw, c_cookie, t.cols[static_cast<size_t>(c_cookie - 1)]);
-          o += '\t';
-          append_int(o, pid);
-          o += '\t';
-          if (fd) {
-            append_int(o, *fd);
-          } else {
-            o += "\\N";
+        int64_t elapsed_ms = 0;
+        if (id != first) {
+          const auto a = m_in.boottime.find(first);
+          const auto b = m_in.boottime.find(id);
+          if (a == m_in.boottime.end() || b == m_in.boottime.end()) {
+            continue; // the view's join finds no such snapshot
           }
-          o += first ? "\t1" : "\t0";
-          owners->end_row();
-        };
-        owner(sqlite3_column_int64(raw, c_pid),
-              sqlite3_column_type(raw, c_fd) == SQLITE_NULL
-                  ? std::nullopt
-                  : std::optional<int64_t>(sqlite3_column_int64(raw, c_fd)),
-              true);
-        if (!m_extra.empty()) {
-          const auto it = m_extra.find(sqlite3_column_int64(raw, c_sock_id));
-          if (it != m_extra.end()) {
-            for (const auto& [pid, fd] : it->second) {
-              owner(pid, fd, false);
+          elapsed_ms = (b->second - a->second) / 1000000;
+        }
+        const std::string& pre = it->second;
+        std::string& b = out.buf();
+        b += pre;
+        for (size_t i = 0; i < ncols; ++i) {
+          if (i != 0) {
+            b += '\t';
+          }
+          const Col& c = t.cols[i];
+          if (c.adjust != Adjust::none && elapsed_ms != 0) {
+            put_adjusted(b, v[i], c, elapsed_ms, v[c_timer]);
+          } else {
+            put(b, v[i], c);
+          }
+        }
+        out.end_row();
+        if (owners != nullptr && sqlite3_value_type(v[c_pid]) != SQLITE_NULL) {
+          const int64_t sock_id = runs ? (key << 24) | id : key;
+          const auto owner =
+              [&](int64_t pid, sqlite3_value* fd, int64_t fd_value, bool first_owner) {
+                std::string& o = owners->buf();
+                o += pre;
+                put(o, v[c_netns], t.cols[c_netns]);
+                o += '\t';
+                put(o, v[c_inode], t.cols[c_inode]);
+                o += '\t';
+                put(o, v[c_cookie], t.cols[c_cookie]);
+                o += '\t';
+                append_int(o, pid);
+                o += '\t';
+                if (fd != nullptr && sqlite3_value_type(fd) == SQLITE_NULL) {
+                  o += "\\N";
+                } else {
+                  append_int(o, fd != nullptr ? sqlite3_value_int64(fd) : fd_value);
+                }
+                o += first_owner ? "\t1" : "\t0";
+                owners->end_row();
+              };
+          owner(sqlite3_value_int64(v[c_pid]), v[c_fd], 0, true);
+          if (!m_extra.empty()) {
+            const auto ex = m_extra.find(sock_id);
+            if (ex != m_extra.end()) {
+              for (const auto& [pid, fd] : ex->second) {
+                owner(pid, nullptr, fd, false);
+              }
             }
           }
         }
@@ -434,8 +498,8 @@ public:
   }
 
 private:
-  void put(std::string& b, sqlite3_stmt* st, int i, const Col& c) const {
-    if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+  void put(std::string& b, sqlite3_value* x, const Col& c) const {
+    if (sqlite3_value_type(x) == SQLITE_NULL) {
       if (!c.nullable) {
         throw LoadError(m_in.file + ": NULL in " + std::string(c.sql)
                         + ", which is NOT NULL: not a file sockrewind wrote");
@@ -445,19 +509,19 @@ private:
     }
     switch (c.kind) {
     case Kind::i64:
-      append_int(b, sqlite3_column_int64(st, i));
+      append_int(b, sqlite3_value_int64(x));
       return;
     case Kind::u64:
-      append_uint(b, static_cast<uint64_t>(sqlite3_column_int64(st, i)));
+      append_uint(b, static_cast<uint64_t>(sqlite3_value_int64(x)));
       return;
     case Kind::text: {
-      const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, i));
-      const auto n = static_cast<size_t>(sqlite3_column_bytes(st, i));
+      const auto* p = reinterpret_cast<const char*>(sqlite3_value_text(x));
+      const auto n = static_cast<size_t>(sqlite3_value_bytes(x));
       append_tsv_escaped(b, std::string_view(p == nullptr ? "" : p, n));
       return;
     }
     case Kind::netns: {
-      const auto it = m_netns.find(sqlite3_column_int64(st, i));
+      const auto it = m_netns.find(sqlite3_value_int64(x));
       if (it == m_netns.end()) {
         throw LoadError(m_in.file + ": a row names a network namespace the file does not have");
       }
@@ -465,7 +529,7 @@ private:
       return;
     }
     case Kind::addr: {
-      const auto it = m_addrs.find(sqlite3_column_int64(st, i));
+      const auto it = m_addrs.find(sqlite3_value_int64(x));
       if (it == m_addrs.end()) {
         throw LoadError(m_in.file + ": a socket names an address the file does not have");
       }
@@ -475,9 +539,34 @@ private:
     }
   }
 
+  // A time-relative value `elapsed_ms` after its run's first snapshot, as the view computes it.
+  void put_adjusted(std::string& b,
+                    sqlite3_value* x,
+                    const Col& c,
+                    int64_t elapsed_ms,
+                    sqlite3_value* timer) const {
+    if (sqlite3_value_type(x) == SQLITE_NULL) {
+      b += "\\N";
+      return;
+    }
+    const int64_t value = sqlite3_value_int64(x);
+    if (c.adjust == Adjust::countdown) {
+      const bool running =
+          sqlite3_value_type(timer) != SQLITE_NULL && sqlite3_value_int64(timer) != 0;
+      append_int(b, running ? std::max<int64_t>(0, value - elapsed_ms) : value);
+      return;
+    }
+    int64_t sum = 0;
+    if (__builtin_add_overflow(value, elapsed_ms, &sum)) {
+      throw LoadError(m_in.file + ": " + std::string(c.sql) + " out of range");
+    }
+    append_int(b, sum);
+  }
+
   const Input& m_in;
   store::Db& m_db;
   bool m_v1 = false;
+  bool m_runs = false;
   std::unordered_map<int64_t, uint64_t> m_netns;
   std::unordered_map<int64_t, std::string> m_addrs;
   std::unordered_map<int64_t, std::vector<std::pair<int64_t, int64_t>>> m_extra;
@@ -559,8 +648,9 @@ ExportResult write_export(const ExportOptions& opts) {
   std::vector<Input> inputs;
   std::set<std::tuple<std::string, std::string, int64_t>> seen;
   for (const std::string& file : opts.paths) {
-    Input in{file, {}};
+    Input in{file, {}, {}};
     for (const SnapshotInfo& s : load_snapshot_index(file)) {
+      in.boottime.emplace(s.snapshot_id, s.boottime_ns);
       if (opts.host && s.host != *opts.host) {
         continue;
       }
@@ -595,44 +685,81 @@ ExportResult write_export(const ExportOptions& opts) {
 
   try {
     TempDir dir(opts.out);
-    std::unordered_map<std::string_view, std::unique_ptr<Sink>> sinks;
-    const auto sink = [&](std::string_view name) -> Sink& {
-      auto& s = sinks[name];
-      if (!s) {
-        s = std::make_unique<Sink>(dir.path() + "/" + std::string(name) + ".tsv");
-      }
-      return *s;
-    };
-    Sink& schema = sink(k_schema_table);
-    append_int(schema.buf(), k_clickhouse_schema_version);
-    schema.buf() += "\tsockrewind-analyze " SOCKREWIND_VERSION;
-    schema.end_row();
-    for (const Table& t : tables()) {
-      sink(t.name);
+    std::map<std::string, std::unique_ptr<OutFile>> files;
+    for (const std::string& name : clickhouse_tables()) {
+      files[name] = std::make_unique<OutFile>(dir.path() + "/" + name + ".tsv");
     }
-    for (const Input& in : inputs) {
-      if (in.prefix.empty()) {
-        continue;
-      }
-      store::Db db = open_validated(in.file);
-      ++result.files;
+    {
+      Sink schema(*files.at(std::string(k_schema_table)));
+      append_int(schema.buf(), k_clickhouse_schema_version);
+      schema.buf() += "\tsockrewind-analyze " SOCKREWIND_VERSION;
+      schema.end_row();
+      schema.flush();
+    }
+    // Files are exported in parallel (each its own SQLite connection and buffers); rows of
+    // one file stay together in whole buffers, the order of files in the output is not kept.
+    std::atomic<size_t> next{0};
+    std::atomic<size_t> done_files{0};
+    std::mutex error_mutex;
+    std::exception_ptr error;
+    const auto worker = [&] {
       try {
-        Exporter ex(in, db);
-        ex.load_extra_owners();
-        for (const Table& t : tables()) {
-          if (t.name == k_owners) {
+        std::map<std::string_view, std::unique_ptr<Sink>> sinks;
+        for (const auto& [name, f] : files) {
+          sinks[name] = std::make_unique<Sink>(*f);
+        }
+        for (size_t i = next++; i < inputs.size(); i = next++) {
+          const Input& in = inputs[i];
+          if (in.prefix.empty()) {
             continue;
           }
-          ex.run(t, sink(t.name), t.name == "sockets" ? &sink(k_owners) : nullptr);
+          {
+            const std::lock_guard<std::mutex> lock(error_mutex);
+            if (error) {
+              return;
+            }
+          }
+          store::Db db = open_validated(in.file);
+          ++done_files;
+          try {
+            Exporter ex(in, db);
+            for (const Table& t : tables()) {
+              if (t.name != k_owners) {
+                ex.run(
+                    t, *sinks.at(t.name), t.name == "sockets" ? sinks.at(k_owners).get() : nullptr);
+              }
+            }
+          } catch (const store::DbError& e) {
+            throw read_error(in.file, e);
+          }
         }
-      } catch (const store::DbError& e) {
-        throw read_error(in.file, e);
+        for (auto& [name, sink] : sinks) {
+          sink->flush();
+        }
+      } catch (...) {
+        const std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) {
+          error = std::current_exception();
+        }
       }
+    };
+    const size_t n_jobs = std::max<size_t>(
+        1, std::min<size_t>({opts.jobs, inputs.size(), std::thread::hardware_concurrency()}));
+    std::vector<std::thread> threads;
+    for (size_t j = 1; j < n_jobs; ++j) {
+      threads.emplace_back(worker);
     }
-    for (const std::string& name : clickhouse_tables()) {
-      Sink& s = sink(name);
-      s.commit();
-      result.rows[name] = s.rows();
+    worker();
+    for (std::thread& th : threads) {
+      th.join();
+    }
+    if (error) {
+      std::rethrow_exception(error);
+    }
+    result.files = done_files;
+    for (auto& [name, f] : files) {
+      f->commit();
+      result.rows[name] = f->rows();
     }
     dir.commit();
   } catch (const std::system_error& e) {

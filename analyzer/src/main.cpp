@@ -157,6 +157,9 @@ int run(int argc, char** argv) {
                   "TabSeparated");
   exp->add_flag("--ddl", export_ddl, "Print the CREATE TABLE statements of the tables, then exit");
   add_host_option(exp, export_opts.host);
+  exp->add_option("--jobs", export_opts.jobs, "Files read in parallel (at most the CPUs)")
+      ->check(CLI::Range(1, 64))
+      ->default_str("2");
 
   try {
     app.parse(argc, argv);

@@ -21,6 +21,7 @@ struct ExportOptions {
   std::vector<std::string> paths; // files, already expanded
   std::string out;                // the directory to create (must not exist)
   std::optional<std::string> host;
+  size_t jobs = 2; // files exported in parallel (at most the CPUs)
 };
 
 struct ExportResult {
