@@ -35,6 +35,8 @@ fi
 "${client[@]}" --database "$database" --multiquery <<<"$ddl"
 for table in $(sed -n 's/^CREATE TABLE IF NOT EXISTS \([a-z_]*\).*/\1/p' <<<"$ddl"); do
   [[ -s $dir/$table.tsv ]] || continue # clickhouse-client refuses an empty INSERT
-  "${client[@]}" --database "$database" --query "INSERT INTO $table FORMAT TabSeparated" \
+  # Blocks of 256 Ki rows: a day of a busy host loads within the default memory limits.
+  "${client[@]}" --database "$database" --max_insert_block_size=262144 \
+    --query "INSERT INTO $table FORMAT TabSeparated" \
     <"$dir/$table.tsv"
 done

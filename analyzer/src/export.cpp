@@ -263,7 +263,7 @@ private:
 // One worker's buffer for one output file, handed over in whole rows.
 class Sink {
 public:
-  explicit Sink(OutFile& out) : m_out(out) { m_buf.reserve(k_flush + 64 * 1024); }
+  explicit Sink(OutFile& out) : m_out(out) { m_buf.reserve(k_flush + size_t{64} * 1024); }
 
   std::string& buf() { return m_buf; }
 
