@@ -185,6 +185,10 @@ c_ch=$(q "SELECT toString(cookie) FROM sockets WHERE host = 'fleet-b' AND toInt6
 "$analyze" report "${inputs[@]}" --format json >"$tmp/report.json"
 subjects() { jq -r --arg d "$1" ".findings[] | select(.detector == \$d) | .subject | $2" "$tmp/report.json" | sort -u; }
 query() { sed '/^--/d' "$src/scripts/fleet_queries/$1.sql"; }
+for name in listeners_backlogged close_wait_per_process counter_deltas; do # README quotes them
+  python3 -c 'import sys; sys.exit(sys.argv[1] not in open(sys.argv[2]).read())' \
+    "$(query "$name")" "$src/README.md" || fail "README does not quote scripts/fleet_queries/$name.sql"
+done
 same() {
   local what=$1 want=$2 have=$3
   [[ -n $want ]] || fail "$what: report found nothing to compare"
