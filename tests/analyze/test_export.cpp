@@ -249,3 +249,33 @@ TEST_CASE("export: an existing DIR is refused (exit 2) and left as it was", "[ex
   CHECK(ddl.out == clickhouse_ddl());
   CHECK(test::run_with_timeout({SOCKREWIND_ANALYZE_BIN, "export", "--to", "clickhouse"}).code == 2);
 }
+
+TEST_CASE("export: killed at any moment, DIR is absent or complete", "[export]") {
+  test::TempDir tmp;
+  const std::string in = k_samples + "close-wait-leak.sqlite";
+  const auto rows = static_cast<size_t>(sqlite_count(in, "SELECT count(*) FROM sockets"));
+  size_t complete = 0;
+  for (const char* delay : {"0.005", "0.01", "0.02", "0.03", "0.05", "0.08", "5"}) {
+    INFO(delay);
+    const fs::path out = tmp.path() / (std::string("out-") + delay);
+    const test::CmdResult r = test::run_cmd_output(
+        std::string("timeout -s KILL ") + delay + " " SOCKREWIND_ANALYZE_BIN " export "
+        + test::shell_quote(in) + " --to clickhouse --out " + test::shell_quote(out.string())
+        + " 2>/dev/null");
+    (void)r; // killed or not: what counts is what is left
+    if (!fs::exists(out)) {
+      continue;
+    }
+    ++complete;
+    CHECK(lines_of(out / "sockets.tsv").size() == rows);
+    for (const std::string& t : clickhouse_tables()) {
+      CHECK(fs::exists(out / (t + ".tsv")));
+    }
+  }
+  CHECK(complete >= 1); // the run without a deadline
+  // Only DIRs under their final names and, from killed runs, hidden ".out-*.tmp-PID" ones.
+  for (const std::string& e : dir_entries(tmp.path())) {
+    CHECK((e.rfind("out-", 0) == 0
+           || (e.rfind(".out-", 0) == 0 && e.find(".tmp-") != std::string::npos)));
+  }
+}
