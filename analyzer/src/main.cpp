@@ -2,6 +2,7 @@
 // 2 usage error, 3 unreadable, corrupt or incompatible input, 4 internal error (errors.hpp).
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/errors.hpp>
+#include <sockrewind/analyze/export.hpp>
 #include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/pack.hpp>
@@ -140,10 +141,33 @@ int run(int argc, char** argv) {
       "info", "Files, hosts, snapshot times, intervals and gaps, sources used, capture issues");
   info->add_option("PATH", info_paths, "Snapshot files or directories")->required();
 
+  ExportOptions export_opts;
+  bool export_ddl = false;
+  std::string export_to;
+  CLI::App* exp = app.add_subcommand(
+      "export", "Every snapshot as one file per ClickHouse table, or that schema's DDL (--ddl)");
+  exp->add_option("PATH", export_opts.paths, "Snapshot files or directories");
+  exp->add_option("--to", export_to, "Target database")
+      ->required()
+      ->check(CLI::IsMember({"clickhouse"}))
+      ->option_text("clickhouse");
+  exp->add_option("--out",
+                  export_opts.out,
+                  "The directory to create (must not exist): DIR/<table>.tsv, ClickHouse "
+                  "TabSeparated");
+  exp->add_flag("--ddl", export_ddl, "Print the CREATE TABLE statements of the tables, then exit");
+  add_host_option(exp, export_opts.host);
+  exp->add_option("--jobs", export_opts.jobs, "Files read in parallel (at most the CPUs)")
+      ->check(CLI::Range(1, 64))
+      ->default_str("2");
+
   try {
     app.parse(argc, argv);
     if (report->parsed() && !list_detectors && rep.paths.empty()) {
       throw CLI::RequiredError("PATH");
+    }
+    if (exp->parsed() && !export_ddl && (export_opts.paths.empty() || export_opts.out.empty())) {
+      throw CLI::RequiredError("PATH and --out (or --ddl)");
     }
     if (timeline->parsed() && !tl_opts.socket && !tl_opts.port && !tl_opts.pid) {
       throw CLI::RequiredError("one of --socket, --port, --pid");
@@ -181,6 +205,21 @@ int run(int argc, char** argv) {
                          r.files,
                          r.duplicates != 0 ? " (duplicates skipped)" : "",
                          pack_opts.redact ? ", redacted" : "");
+    } else if (exp->parsed()) {
+      if (export_ddl) {
+        std::cout << clickhouse_ddl();
+      } else {
+        export_opts.paths = expand_paths(export_opts.paths);
+        const ExportResult r = write_export(export_opts);
+        std::cout << r.dir << "\n";
+        (void)std::fprintf(stderr,
+                           "sockrewind-analyze: exported %zu snapshot(s), %zu socket rows from "
+                           "%zu file(s)%s\n",
+                           r.snapshots,
+                           r.rows.at("sockets"),
+                           r.files,
+                           r.duplicates != 0 ? " (duplicates skipped)" : "");
+      }
     } else if (info->parsed()) {
       write_info(expand_paths(info_paths), std::cout);
     }

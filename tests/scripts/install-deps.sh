@@ -8,7 +8,9 @@ pkgs=(g++ cmake make pkg-config libsqlite3-dev sqlite3 nlohmann-json3-dev libcli
 # The real-software lab (tests/lab/test_lab_real.cpp) starts its own servers and clients in
 # private network namespaces; the packages' system services are neither needed nor started.
 pkgs+=(nginx-light redis-server redis-tools haproxy memcached iperf3 apache2-utils curl)
-services=(nginx redis-server haproxy memcached iperf3) # units those packages may ship
+# The fleet round trip (tests/fleet) starts its own ClickHouse server on loopback.
+pkgs+=(clickhouse-server clickhouse-client jq)
+services=(nginx redis-server haproxy memcached iperf3 clickhouse-server) # units those packages may ship
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

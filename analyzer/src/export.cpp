@@ -1,0 +1,772 @@
+// export --to clickhouse: every snapshot of many files as one TabSeparated file per ClickHouse
+// table. One streaming SELECT per table and file, so memory holds one file's small lookup
+// tables (namespaces, addresses, extra owners) and a write buffer per table, never the series.
+// The DDL and the files come from the same column lists below, so they cannot disagree.
+#include <sockrewind/analyze/errors.hpp>
+#include <sockrewind/analyze/export.hpp>
+#include <sockrewind/analyze/load.hpp>
+#include <sockrewind/store/atomic_file.hpp>
+#include <sockrewind/store/db.hpp>
+
+#include <sqlite3.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <system_error>
+#include <thread>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+
+namespace sockrewind::analyze {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// How a column's SQLite value becomes a ClickHouse value.
+enum class Kind {
+  i64,   // Int64: every SQLite integer as it is
+  u64,   // UInt64: a 64-bit unsigned kernel value stored as the same bits (cookies, counters)
+  text,  // String: the bytes as they are
+  netns, // UInt64: the netns_id of the file, exported as the namespace's inode
+  addr,  // String: the addr_id of the file, exported as the address text (127.0.0.1, ::1)
+};
+
+// Schema 3 stores time-relative socket fields as of a run's first snapshot; the sockets view
+// moves them by the CLOCK_BOOTTIME elapsed since (schema/sql/0003_compact.sql), and so does the
+// export when it reads the runs.
+enum class Adjust {
+  none,
+  countdown, // expires_ms: max(0, v - elapsed ms) while a timer runs (timer not NULL or 0)
+  countup,   // ti_last_*_ms: v + elapsed ms
+};
+
+struct Col {
+  std::string_view name;
+  Kind kind;
+  bool nullable;
+  std::string_view sql; // the column of the file's table or view (and of its run tables)
+  Adjust adjust = Adjust::none;
+};
+
+struct Table {
+  std::string_view name;
+  std::string_view from; // the file's table or view
+  std::vector<Col> cols;
+  std::string_view order_by; // after (host, time)
+  // Schema 3: the run tables behind the view `from`, read directly (one row per run, with
+  // first_snapshot_id and last_snapshot_id, every column of `cols` by the same name).
+  std::string_view runs_from = {};
+};
+
+constexpr bool k_null = true;
+constexpr bool k_not_null = false;
+
+Col i64(std::string_view name, bool nullable) {
+  return {name, Kind::i64, nullable, name};
+}
+
+Col u64(std::string_view name, bool nullable) {
+  return {name, Kind::u64, nullable, name};
+}
+
+Col text(std::string_view name, bool nullable) {
+  return {name, Kind::text, nullable, name};
+}
+
+// The owners table is written beside sockets, from its pid/fd and the file's extra_owners.
+constexpr std::string_view k_owners = "owners";
+constexpr std::string_view k_schema_table = "sockrewind_schema";
+
+const std::vector<Table>& tables() {
+  static const std::vector<Table> k_tables = [] {
+    std::vector<Table> t;
+    t.push_back({"snapshots",
+                 "snapshots",
+                 {text("kernel", k_not_null),
+                  u64("realtime_end_ns", k_not_null),
+                  u64("boottime_end_ns", k_not_null),
+                  u64("self_netns", k_not_null),
+                  i64("euid", k_not_null),
+                  text("netns_mode", k_not_null),
+                  text("sources", k_not_null),
+                  i64("sockets", k_not_null),
+                  i64("issues", k_not_null),
+                  i64("cpu_user_us", k_null),
+                  i64("cpu_sys_us", k_null)},
+                 "boottime_ns"});
+    std::vector<Col> s{{"netns", Kind::netns, k_not_null, "netns_id"},
+                       i64("family", k_not_null),
+                       i64("type", k_not_null),
+                       i64("proto", k_not_null),
+                       i64("state", k_not_null),
+                       {"local_addr", Kind::addr, k_null, "local_addr_id"},
+                       i64("local_port", k_null),
+                       {"remote_addr", Kind::addr, k_null, "remote_addr_id"},
+                       i64("remote_port", k_null),
+                       i64("rx_queue", k_null),
+                       i64("tx_queue", k_null),
+                       u64("inode", k_not_null),
+                       u64("cookie", k_null),
+                       i64("uid", k_null),
+                       i64("timer", k_null),
+                       {"expires_ms", Kind::i64, k_null, "expires_ms", Adjust::countdown},
+                       i64("retrans", k_null),
+                       i64("shutdown", k_null),
+                       i64("tos", k_null)};
+    for (const std::string_view c : {"skm_rmem_alloc",
+                                     "skm_rcvbuf",
+                                     "skm_wmem_alloc",
+                                     "skm_sndbuf",
+                                     "skm_fwd_alloc",
+                                     "skm_wmem_queued",
+                                     "skm_optmem",
+                                     "skm_backlog",
+                                     "skm_drops"}) {
+      s.push_back(i64(c, k_null));
+    }
+    s.push_back(text("path", k_null));
+    s.push_back(u64("peer_inode", k_null));
+    for (const std::string_view c : {"ti_rto_us",
+                                     "ti_rtt_us",
+                                     "ti_rttvar_us",
+                                     "ti_snd_cwnd",
+                                     "ti_unacked",
+                                     "ti_backoff",
+                                     "ti_probes",
+                                     "ti_total_retrans"}) {
+      s.push_back(i64(c, k_null));
+    }
+    for (const std::string_view c : {"ti_last_data_recv_ms", "ti_last_ack_recv_ms"}) {
+      s.push_back({c, Kind::i64, k_null, c, Adjust::countup});
+    }
+    s.push_back(u64("ti_bytes_acked", k_null));
+    s.push_back(u64("ti_bytes_received", k_null));
+    for (const std::string_view c :
+         {"ti_segs_out", "ti_notsent_bytes", "ti_snd_wnd", "pid", "fd"}) {
+      s.push_back(i64(c, k_null));
+    }
+    t.push_back({"sockets",
+                 "sockets",
+                 std::move(s),
+                 "state, inode",
+                 "sock_runs JOIN sock_ident USING (ident_id)"});
+    t.push_back({k_owners,
+                 "",
+                 {{"netns", Kind::netns, k_not_null, ""},
+                  u64("inode", k_not_null),
+                  u64("cookie", k_null),
+                  i64("pid", k_not_null),
+                  i64("fd", k_null),
+                  i64("first_owner", k_not_null)},
+                 "pid"});
+    t.push_back({"processes",
+                 "processes",
+                 {i64("pid", k_not_null),
+                  i64("start_ticks", k_not_null),
+                  i64("ppid", k_null),
+                  i64("uid", k_null),
+                  {"netns", Kind::netns, k_null, "netns_id"},
+                  text("comm", k_not_null),
+                  text("cmdline", k_null),
+                  i64("fd_count", k_null),
+                  i64("socket_fds", k_not_null),
+                  i64("nofile_soft", k_null),
+                  i64("nofile_hard", k_null),
+                  text("state", k_null)},
+                 "pid",
+                 "proc_runs JOIN proc_ident USING (proc_id)"});
+    t.push_back({"counters",
+                 "counters",
+                 {{"netns", Kind::netns, k_not_null, "netns_id"},
+                  text("file", k_not_null),
+                  text("name", k_not_null),
+                  u64("value", k_not_null)},
+                 "name",
+                 "counter_runs JOIN counter_names USING (name_id)"});
+    t.push_back({"limits",
+                 "limits",
+                 {{"netns", Kind::netns, k_not_null, "netns_id"},
+                  text("name", k_not_null),
+                  text("value", k_not_null)},
+                 "name",
+                 "limit_runs"});
+    t.push_back({"capture_issues",
+                 "capture_issues",
+                 {{"netns", Kind::netns, k_null, "netns_id"},
+                  text("source", k_not_null),
+                  text("kind", k_not_null),
+                  i64("count", k_not_null),
+                  text("example", k_null)},
+                 "source, kind"});
+    return t;
+  }();
+  return k_tables;
+}
+
+std::string ch_type(const Col& c) {
+  const char* base = c.kind == Kind::i64                            ? "Int64"
+                     : c.kind == Kind::u64 || c.kind == Kind::netns ? "UInt64"
+                                                                    : "String";
+  return c.nullable ? std::string("Nullable(") + base + ")" : std::string(base);
+}
+
+void append_int(std::string& out, int64_t v) {
+  char b[24];
+  const auto r = std::to_chars(std::begin(b), std::end(b), v);
+  out.append(b, r.ptr);
+}
+
+void append_uint(std::string& out, uint64_t v) {
+  char b[24];
+  const auto r = std::to_chars(std::begin(b), std::end(b), v);
+  out.append(b, r.ptr);
+}
+
+// One output file, a store::AtomicFile in the temporary directory, shared by the workers.
+class OutFile {
+public:
+  explicit OutFile(const std::string& path)
+      : m_file(path, store::AtomicFile::Replace::never, 0644) {}
+
+  // Appends whole rows (one worker's buffer).
+  void append(std::string_view rows, size_t count) {
+    const std::lock_guard<std::mutex> lock(m_mutex);
+    m_file.write_all(rows);
+    m_rows += count;
+  }
+
+  void commit() { m_file.commit(); }
+
+  size_t rows() const { return m_rows; }
+
+private:
+  std::mutex m_mutex;
+  store::AtomicFile m_file;
+  size_t m_rows = 0;
+};
+
+// One worker's buffer for one output file, handed over in whole rows.
+class Sink {
+public:
+  explicit Sink(OutFile& out) : m_out(out) { m_buf.reserve(k_flush + size_t{64} * 1024); }
+
+  std::string& buf() { return m_buf; }
+
+  void end_row() {
+    m_buf += '\n';
+    ++m_rows;
+    if (m_buf.size() >= k_flush) {
+      flush();
+    }
+  }
+
+  void flush() {
+    m_out.append(m_buf, m_rows);
+    m_buf.clear();
+    m_rows = 0;
+  }
+
+private:
+  static constexpr size_t k_flush = 1 << 20;
+  OutFile& m_out;
+  std::string m_buf;
+  size_t m_rows = 0;
+};
+
+// The temporary directory beside the output: removed unless renamed into place.
+class TempDir {
+public:
+  explicit TempDir(const std::string& final_dir) {
+    fs::path p(final_dir);
+    if (!p.has_filename()) {
+      p = p.parent_path();
+    }
+    m_final = p.string();
+    m_parent = p.has_parent_path() ? p.parent_path().string() : std::string(".");
+    m_path = m_parent + "/." + p.filename().string() + ".tmp-" + std::to_string(::getpid());
+    if (::mkdir(m_path.c_str(), 0755) != 0) {
+      throw std::system_error(errno, std::generic_category(), "cannot create " + m_path);
+    }
+  }
+
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  TempDir(TempDir&&) = delete;
+  TempDir& operator=(TempDir&&) = delete;
+
+  ~TempDir() {
+    if (!m_done) {
+      std::error_code ec;
+      fs::remove_all(m_path, ec);
+    }
+  }
+
+  const std::string& path() const { return m_path; }
+
+  // Gives the directory its final name (never replacing one) and syncs the parent.
+  void commit() {
+    if (::renameat2(AT_FDCWD, m_path.c_str(), AT_FDCWD, m_final.c_str(), RENAME_NOREPLACE) != 0) {
+      throw std::system_error(
+          errno, std::generic_category(), "cannot rename " + m_path + " to " + m_final);
+    }
+    m_done = true;
+    const int fd = ::open(m_parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ::fsync(fd) != 0) {
+      const int err = errno;
+      if (fd >= 0) {
+        ::close(fd);
+      }
+      throw std::system_error(err, std::generic_category(), "cannot sync " + m_parent);
+    }
+    ::close(fd);
+  }
+
+private:
+  std::string m_final;
+  std::string m_parent;
+  std::string m_path;
+  bool m_done = false;
+};
+
+struct StmtCloser {
+  void operator()(sqlite3_stmt* s) const noexcept { sqlite3_finalize(s); }
+};
+
+using RawStmt = std::unique_ptr<sqlite3_stmt, StmtCloser>;
+
+// One input file: its chosen snapshots (snapshot_id -> the escaped row prefix "host\tboot_id\t
+// boottime_ns\trealtime_ns\t") and the CLOCK_BOOTTIME of every snapshot it has.
+struct Input {
+  std::string file;
+  std::unordered_map<int64_t, std::string> prefix;
+  std::unordered_map<int64_t, int64_t> boottime;
+};
+
+class Exporter {
+public:
+  Exporter(const Input& in, store::Db& db) : m_in(in), m_db(db) {
+    const int64_t version = db.query_int("PRAGMA user_version");
+    m_v1 = version < 2;
+    m_runs = version >= 3;
+    store::Stmt ns = db.prepare("SELECT netns_id, inode FROM netns");
+    while (ns.step()) {
+      m_netns[ns.get_int(0)] = static_cast<uint64_t>(ns.get_int(1));
+    }
+    store::Stmt ad = db.prepare("SELECT addr_id, text FROM addrs");
+    while (ad.step()) {
+      std::string esc;
+      append_tsv_escaped(esc, ad.get_text(1));
+      m_addrs[ad.get_int(0)] = std::move(esc);
+    }
+    store::Stmt eo = m_db.prepare("SELECT sock_id, pid, fd FROM extra_owners");
+    while (eo.step()) {
+      m_extra[eo.get_int(0)].emplace_back(eo.get_int(1), eo.get_int(2));
+    }
+  }
+
+  // Streams `t` (and, for sockets, the owners) into `out`. Schema 3 files are read from the run
+  // tables, each run written once per snapshot it covers, exactly as the view gives it.
+  void run(const Table& t, Sink& out, Sink* owners) {
+    const bool runs = m_runs && !t.runs_from.empty();
+    std::string sql = runs ? "SELECT first_snapshot_id, last_snapshot_id" : "SELECT snapshot_id";
+    for (const Col& c : t.cols) {
+      sql += ", ";
+      sql += m_v1 && t.name == "processes" && c.name == "state" ? "NULL" : c.sql;
+    }
+    if (owners != nullptr) {
+      sql += runs ? ", run_id" : ", sock_id";
+    }
+    sql += " FROM ";
+    sql += runs ? t.runs_from : t.from;
+    sqlite3_stmt* raw = nullptr;
+    if (sqlite3_prepare_v2(m_db.handle(), sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+      throw LoadError(m_in.file + ": " + sqlite3_errmsg(m_db.handle()));
+    }
+    const RawStmt st(raw);
+    const size_t first_col = runs ? 2 : 1;
+    const size_t ncols = t.cols.size();
+    std::vector<sqlite3_value*> v(ncols + 1);
+    size_t c_timer = ncols;
+    size_t c_netns = ncols;
+    size_t c_inode = ncols;
+    size_t c_cookie = ncols;
+    size_t c_pid = ncols;
+    size_t c_fd = ncols;
+    for (size_t i = 0; i < ncols; ++i) {
+      const std::string_view n = t.cols[i].name;
+      c_timer = n == "timer" ? i : c_timer;
+      c_netns = n == "netns" ? i : c_netns;
+      c_inode = n == "inode" ? i : c_inode;
+      c_cookie = n == "cookie" ? i : c_cookie;
+      c_pid = n == "pid" ? i : c_pid;
+      c_fd = n == "fd" ? i : c_fd;
+    }
+    int rc = 0;
+    while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
+      for (size_t i = 0; i <= ncols; ++i) {
+        v[i] = sqlite3_column_value(raw, static_cast<int>(first_col + i));
+      }
+      const int64_t first = sqlite3_column_int64(raw, 0);
+      int64_t last = first;
+      if (runs) {
+        // The view's rule: snapshot N sees the runs that start in N's block of 64.
+        last = std::min<int64_t>(sqlite3_column_int64(raw, 1), first | 63);
+      }
+      const int64_t key = owners == nullptr ? 0 : sqlite3_value_int64(v[ncols]);
+      for (int64_t k = 0; k <= last - first; ++k) {
+        const int64_t id = first + k;
+        const auto it = m_in.prefix.find(id);
+        if (it == m_in.prefix.end()) {
+          continue; // another host, or a snapshot an earlier file had
+        }
+        int64_t elapsed_ms = 0;
+        if (id != first) {
+          const auto a = m_in.boottime.find(first);
+          const auto b = m_in.boottime.find(id);
+          if (a == m_in.boottime.end() || b == m_in.boottime.end()) {
+            continue; // the view's join finds no such snapshot
+          }
+          elapsed_ms = (b->second - a->second) / 1000000;
+        }
+        const std::string& pre = it->second;
+        std::string& b = out.buf();
+        b += pre;
+        for (size_t i = 0; i < ncols; ++i) {
+          if (i != 0) {
+            b += '\t';
+          }
+          const Col& c = t.cols[i];
+          if (c.adjust != Adjust::none && elapsed_ms != 0) {
+            put_adjusted(b, v[i], c, elapsed_ms, v[c_timer]);
+          } else {
+            put(b, v[i], c);
+          }
+        }
+        out.end_row();
+        if (owners != nullptr && sqlite3_value_type(v[c_pid]) != SQLITE_NULL) {
+          const int64_t sock_id = runs ? (key << 24) | id : key;
+          const auto owner =
+              [&](int64_t pid, sqlite3_value* fd, int64_t fd_value, bool first_owner) {
+                std::string& o = owners->buf();
+                o += pre;
+                put(o, v[c_netns], t.cols[c_netns]);
+                o += '\t';
+                put(o, v[c_inode], t.cols[c_inode]);
+                o += '\t';
+                put(o, v[c_cookie], t.cols[c_cookie]);
+                o += '\t';
+                append_int(o, pid);
+                o += '\t';
+                if (fd != nullptr && sqlite3_value_type(fd) == SQLITE_NULL) {
+                  o += "\\N";
+                } else {
+                  append_int(o, fd != nullptr ? sqlite3_value_int64(fd) : fd_value);
+                }
+                o += first_owner ? "\t1" : "\t0";
+                owners->end_row();
+              };
+          owner(sqlite3_value_int64(v[c_pid]), v[c_fd], 0, true);
+          if (!m_extra.empty()) {
+            const auto ex = m_extra.find(sock_id);
+            if (ex != m_extra.end()) {
+              for (const auto& [pid, fd] : ex->second) {
+                owner(pid, nullptr, fd, false);
+              }
+            }
+          }
+        }
+      }
+    }
+    if (rc != SQLITE_DONE) {
+      throw LoadError(m_in.file + ": " + sqlite3_errmsg(m_db.handle()));
+    }
+  }
+
+private:
+  void put(std::string& b, sqlite3_value* x, const Col& c) const {
+    if (sqlite3_value_type(x) == SQLITE_NULL) {
+      if (!c.nullable) {
+        throw LoadError(m_in.file + ": NULL in " + std::string(c.sql)
+                        + ", which is NOT NULL: not a file sockrewind wrote");
+      }
+      b += "\\N";
+      return;
+    }
+    switch (c.kind) {
+    case Kind::i64:
+      append_int(b, sqlite3_value_int64(x));
+      return;
+    case Kind::u64:
+      append_uint(b, static_cast<uint64_t>(sqlite3_value_int64(x)));
+      return;
+    case Kind::text: {
+      const auto* p = reinterpret_cast<const char*>(sqlite3_value_text(x));
+      const auto n = static_cast<size_t>(sqlite3_value_bytes(x));
+      append_tsv_escaped(b, std::string_view(p == nullptr ? "" : p, n));
+      return;
+    }
+    case Kind::netns: {
+      const auto it = m_netns.find(sqlite3_value_int64(x));
+      if (it == m_netns.end()) {
+        throw LoadError(m_in.file + ": a row names a network namespace the file does not have");
+      }
+      append_uint(b, it->second);
+      return;
+    }
+    case Kind::addr: {
+      const auto it = m_addrs.find(sqlite3_value_int64(x));
+      if (it == m_addrs.end()) {
+        throw LoadError(m_in.file + ": a socket names an address the file does not have");
+      }
+      b += it->second;
+      return;
+    }
+    }
+  }
+
+  // A time-relative value `elapsed_ms` after its run's first snapshot, as the view computes it.
+  void put_adjusted(std::string& b,
+                    sqlite3_value* x,
+                    const Col& c,
+                    int64_t elapsed_ms,
+                    sqlite3_value* timer) const {
+    if (sqlite3_value_type(x) == SQLITE_NULL) {
+      b += "\\N";
+      return;
+    }
+    const int64_t value = sqlite3_value_int64(x);
+    if (c.adjust == Adjust::countdown) {
+      const bool running =
+          sqlite3_value_type(timer) != SQLITE_NULL && sqlite3_value_int64(timer) != 0;
+      append_int(b, running ? std::max<int64_t>(0, value - elapsed_ms) : value);
+      return;
+    }
+    int64_t sum = 0;
+    if (__builtin_add_overflow(value, elapsed_ms, &sum)) {
+      throw LoadError(m_in.file + ": " + std::string(c.sql) + " out of range");
+    }
+    append_int(b, sum);
+  }
+
+  const Input& m_in;
+  store::Db& m_db;
+  bool m_v1 = false;
+  bool m_runs = false;
+  std::unordered_map<int64_t, uint64_t> m_netns;
+  std::unordered_map<int64_t, std::string> m_addrs;
+  std::unordered_map<int64_t, std::vector<std::pair<int64_t, int64_t>>> m_extra;
+};
+
+[[noreturn]] void throw_output_error(const std::system_error& e) {
+  throw LoadError(std::string("export: ") + e.what());
+}
+
+} // namespace
+
+void append_tsv_escaped(std::string& out, std::string_view s) {
+  for (const char ch : s) {
+    switch (ch) {
+    case '\\':
+      out += "\\\\";
+      break;
+    case '\t':
+      out += "\\t";
+      break;
+    case '\n':
+      out += "\\n";
+      break;
+    case '\r':
+      out += "\\r";
+      break;
+    case '\0':
+      out += "\\0";
+      break;
+    case '\b':
+      out += "\\b";
+      break;
+    case '\f':
+      out += "\\f";
+      break;
+    default:
+      out += ch;
+    }
+  }
+}
+
+std::vector<std::string> clickhouse_tables() {
+  std::vector<std::string> out{std::string(k_schema_table)};
+  for (const Table& t : tables()) {
+    out.emplace_back(t.name);
+  }
+  return out;
+}
+
+std::string clickhouse_ddl() {
+  const std::string v = std::to_string(k_clickhouse_schema_version);
+  std::string out = "-- sockrewind ClickHouse schema " + v
+                    + " (sockrewind-analyze export --to clickhouse --ddl; ClickHouse 18.16+)\n"
+                      "-- Every data table starts with the snapshot: host, boot_id, boottime_ns "
+                      "(CLOCK_BOOTTIME) and realtime_ns (CLOCK_REALTIME), exact\n"
+                      "-- nanoseconds; `time` (UTC seconds) is derived from realtime_ns for "
+                      "partitions and ranges. Kernel u64 values (cookies, counters,\n"
+                      "-- inodes) are UInt64, other integers Int64, addresses text; Nullable "
+                      "where the source may not have provided a value.\n";
+  out += "CREATE TABLE IF NOT EXISTS sockrewind_schema (version UInt32, writer String) "
+         "ENGINE = TinyLog;\n";
+  for (const Table& t : tables()) {
+    out += "CREATE TABLE IF NOT EXISTS " + std::string(t.name)
+           + " (\n  host String,\n  boot_id String,\n  boottime_ns UInt64,\n  realtime_ns "
+             "UInt64,\n  time DateTime MATERIALIZED toDateTime(intDiv(realtime_ns, "
+             "1000000000))";
+    for (const Col& c : t.cols) {
+      out += ",\n  " + std::string(c.name) + " " + ch_type(c);
+    }
+    out += "\n) ENGINE = MergeTree() PARTITION BY toDate(time) ORDER BY (host, time, "
+           + std::string(t.order_by) + ");\n";
+  }
+  return out;
+}
+
+ExportResult write_export(const ExportOptions& opts) {
+  ExportResult result;
+  // Every input is validated and indexed before anything is written.
+  std::vector<Input> inputs;
+  std::set<std::tuple<std::string, std::string, int64_t>> seen;
+  for (const std::string& file : opts.paths) {
+    Input in{file, {}, {}};
+    for (const SnapshotInfo& s : load_snapshot_index(file)) {
+      in.boottime.emplace(s.snapshot_id, s.boottime_ns);
+      if (opts.host && s.host != *opts.host) {
+        continue;
+      }
+      if (!seen.emplace(s.host, s.boot_id, s.boottime_ns).second) {
+        ++result.duplicates;
+        continue;
+      }
+      std::string p;
+      append_tsv_escaped(p, s.host);
+      p += '\t';
+      append_tsv_escaped(p, s.boot_id);
+      p += '\t';
+      append_int(p, s.boottime_ns);
+      p += '\t';
+      append_int(p, s.realtime_ns);
+      p += '\t';
+      in.prefix.emplace(s.snapshot_id, std::move(p));
+    }
+    result.snapshots += in.prefix.size();
+    inputs.push_back(std::move(in));
+  }
+  if (result.snapshots == 0) {
+    if (opts.host) {
+      throw UsageError("export: no snapshot of host " + *opts.host);
+    }
+    require_snapshots(opts.paths, 0);
+  }
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(opts.out, ec))) {
+    throw UsageError("export: " + opts.out + " exists; not replacing it");
+  }
+
+  try {
+    TempDir dir(opts.out);
+    std::map<std::string, std::unique_ptr<OutFile>> files;
+    for (const std::string& name : clickhouse_tables()) {
+      files[name] = std::make_unique<OutFile>(dir.path() + "/" + name + ".tsv");
+    }
+    {
+      Sink schema(*files.at(std::string(k_schema_table)));
+      append_int(schema.buf(), k_clickhouse_schema_version);
+      schema.buf() += "\tsockrewind-analyze " SOCKREWIND_VERSION;
+      schema.end_row();
+      schema.flush();
+    }
+    // Files are exported in parallel (each its own SQLite connection and buffers); rows of
+    // one file stay together in whole buffers, the order of files in the output is not kept.
+    std::atomic<size_t> next{0};
+    std::atomic<size_t> done_files{0};
+    std::mutex error_mutex;
+    std::exception_ptr error;
+    const auto worker = [&] {
+      try {
+        std::map<std::string_view, std::unique_ptr<Sink>> sinks;
+        for (const auto& [name, f] : files) {
+          sinks[name] = std::make_unique<Sink>(*f);
+        }
+        for (size_t i = next++; i < inputs.size(); i = next++) {
+          const Input& in = inputs[i];
+          if (in.prefix.empty()) {
+            continue;
+          }
+          {
+            const std::lock_guard<std::mutex> lock(error_mutex);
+            if (error) {
+              return;
+            }
+          }
+          store::Db db = open_validated(in.file);
+          ++done_files;
+          try {
+            Exporter ex(in, db);
+            for (const Table& t : tables()) {
+              if (t.name != k_owners) {
+                ex.run(
+                    t, *sinks.at(t.name), t.name == "sockets" ? sinks.at(k_owners).get() : nullptr);
+              }
+            }
+          } catch (const store::DbError& e) {
+            throw read_error(in.file, e);
+          }
+        }
+        for (auto& [name, sink] : sinks) {
+          sink->flush();
+        }
+      } catch (...) {
+        const std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) {
+          error = std::current_exception();
+        }
+      }
+    };
+    const size_t n_jobs = std::max<size_t>(
+        1, std::min<size_t>({opts.jobs, inputs.size(), std::thread::hardware_concurrency()}));
+    std::vector<std::thread> threads;
+    for (size_t j = 1; j < n_jobs; ++j) {
+      threads.emplace_back(worker);
+    }
+    worker();
+    for (std::thread& th : threads) {
+      th.join();
+    }
+    if (error) {
+      std::rethrow_exception(error);
+    }
+    result.files = done_files;
+    for (auto& [name, f] : files) {
+      f->commit();
+      result.rows[name] = f->rows();
+    }
+    dir.commit();
+  } catch (const std::system_error& e) {
+    throw_output_error(e);
+  }
+  result.dir = opts.out;
+  return result;
+}
+
+} // namespace sockrewind::analyze
