@@ -7,6 +7,7 @@
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/store/atomic_file.hpp>
 #include <sockrewind/store/db.hpp>
+#include <sockrewind/store/runs.hpp>
 
 #include <sqlite3.h>
 
@@ -109,56 +110,29 @@ const std::vector<Table>& tables() {
                   i64("cpu_user_us", k_null),
                   i64("cpu_sys_us", k_null)},
                  "boottime_ns"});
-    std::vector<Col> s{{"netns", Kind::netns, k_not_null, "netns_id"},
-                       i64("family", k_not_null),
-                       i64("type", k_not_null),
-                       i64("proto", k_not_null),
-                       i64("state", k_not_null),
-                       {"local_addr", Kind::addr, k_null, "local_addr_id"},
-                       i64("local_port", k_null),
-                       {"remote_addr", Kind::addr, k_null, "remote_addr_id"},
-                       i64("remote_port", k_null),
-                       i64("rx_queue", k_null),
-                       i64("tx_queue", k_null),
-                       u64("inode", k_not_null),
-                       u64("cookie", k_null),
-                       i64("uid", k_null),
-                       i64("timer", k_null),
-                       {"expires_ms", Kind::i64, k_null, "expires_ms", Adjust::countdown},
-                       i64("retrans", k_null),
-                       i64("shutdown", k_null),
-                       i64("tos", k_null)};
-    for (const std::string_view c : {"skm_rmem_alloc",
-                                     "skm_rcvbuf",
-                                     "skm_wmem_alloc",
-                                     "skm_sndbuf",
-                                     "skm_fwd_alloc",
-                                     "skm_wmem_queued",
-                                     "skm_optmem",
-                                     "skm_backlog",
-                                     "skm_drops"}) {
-      s.push_back(i64(c, k_null));
-    }
-    s.push_back(text("path", k_null));
-    s.push_back(u64("peer_inode", k_null));
-    for (const std::string_view c : {"ti_rto_us",
-                                     "ti_rtt_us",
-                                     "ti_rttvar_us",
-                                     "ti_snd_cwnd",
-                                     "ti_unacked",
-                                     "ti_backoff",
-                                     "ti_probes",
-                                     "ti_total_retrans"}) {
-      s.push_back(i64(c, k_null));
-    }
-    for (const std::string_view c : {"ti_last_data_recv_ms", "ti_last_ack_recv_ms"}) {
-      s.push_back({c, Kind::i64, k_null, c, Adjust::countup});
-    }
-    s.push_back(u64("ti_bytes_acked", k_null));
-    s.push_back(u64("ti_bytes_received", k_null));
-    for (const std::string_view c :
-         {"ti_segs_out", "ti_notsent_bytes", "ti_snd_wnd", "pid", "fd"}) {
-      s.push_back(i64(c, k_null));
+    // The sockets columns are the store's (one owner of that list); what ClickHouse needs to
+    // know of each is said here: names resolved through netns and addrs, unsigned 64-bit
+    // values, text, time-relative fields, and the columns the schema declares NOT NULL.
+    std::vector<Col> s;
+    for (const std::string_view c : store::socket_columns()) {
+      const bool nullable = c != "family" && c != "type" && c != "proto" && c != "state"
+                            && c != "inode" && c != "netns_id";
+      if (c == "netns_id") {
+        s.push_back({"netns", Kind::netns, nullable, c});
+      } else if (c == "local_addr_id" || c == "remote_addr_id") {
+        s.push_back({c.substr(0, c.size() - 3), Kind::addr, nullable, c});
+      } else if (c == "inode" || c == "cookie" || c == "peer_inode" || c == "ti_bytes_acked"
+                 || c == "ti_bytes_received") {
+        s.push_back(u64(c, nullable));
+      } else if (c == "path") {
+        s.push_back(text(c, nullable));
+      } else if (c == "expires_ms") {
+        s.push_back({c, Kind::i64, nullable, c, Adjust::countdown});
+      } else if (c == "ti_last_data_recv_ms" || c == "ti_last_ack_recv_ms") {
+        s.push_back({c, Kind::i64, nullable, c, Adjust::countup});
+      } else {
+        s.push_back(i64(c, nullable));
+      }
     }
     t.push_back({"sockets",
                  "sockets",
@@ -174,20 +148,21 @@ const std::vector<Table>& tables() {
                   i64("fd", k_null),
                   i64("first_owner", k_not_null)},
                  "pid"});
+    // The processes columns are the store's too.
+    std::vector<Col> p;
+    for (const std::string_view c : store::process_columns()) {
+      const bool nullable = c != "pid" && c != "start_ticks" && c != "comm" && c != "socket_fds";
+      if (c == "netns_id") {
+        p.push_back({"netns", Kind::netns, nullable, c});
+      } else if (c == "comm" || c == "cmdline" || c == "state") {
+        p.push_back(text(c, nullable));
+      } else {
+        p.push_back(i64(c, nullable));
+      }
+    }
     t.push_back({"processes",
                  "processes",
-                 {i64("pid", k_not_null),
-                  i64("start_ticks", k_not_null),
-                  i64("ppid", k_null),
-                  i64("uid", k_null),
-                  {"netns", Kind::netns, k_null, "netns_id"},
-                  text("comm", k_not_null),
-                  text("cmdline", k_null),
-                  i64("fd_count", k_null),
-                  i64("socket_fds", k_not_null),
-                  i64("nofile_soft", k_null),
-                  i64("nofile_hard", k_null),
-                  text("state", k_null)},
+                 std::move(p),
                  "pid",
                  "proc_runs JOIN proc_ident USING (proc_id)"});
     t.push_back({"counters",
