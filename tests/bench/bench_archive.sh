@@ -100,28 +100,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # State and cleanup. Everything the script starts is ended by pid on any exit.
 WORK=$(mktemp -d /tmp/srbench-archive.XXXXXX)
-declare -a LOAD_PIDS=()
 NS=""
-
-stop_loads() {
-  local pid
-  for pid in "${LOAD_PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for _ in $(seq 50); do
-    local alive=0
-    for pid in "${LOAD_PIDS[@]}"; do
-      kill -0 "$pid" 2>/dev/null && alive=1
-    done
-    ((alive)) || break
-    sleep 0.1
-  done
-  for pid in "${LOAD_PIDS[@]}"; do
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  LOAD_PIDS=()
-}
 
 delete_netns() {
   local pid
@@ -134,19 +113,11 @@ delete_netns() {
   NS=""
 }
 
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
+cleanup_extra() {
   stop_loads
   delete_netns
-  stop_watchdog
-  rm -rf "$WORK"
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated (TOTAL_TIMEOUT=${TOTAL_TIMEOUT}s?)"; exit 124' TERM
+install_traps
 
 start_watchdog
 

@@ -35,11 +35,9 @@ RESULTS=${RESULTS:-$SCRIPT_DIR/last-results.md}
 BASE_PORT=7000
 READY_TIMEOUT=180
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-  printf 'bench_collect.sh: error: %s\n' "$*" >&2
-  exit 1
-}
+BENCH_NAME=bench_collect.sh
+# shellcheck source=tests/bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces)"
 ((RUNS >= 5)) || die "RUNS must be >= 5"
@@ -54,29 +52,7 @@ done
 # State and cleanup. Everything the script starts is recorded here and ended by pid on any exit.
 WORK=$(mktemp -d /tmp/srbench.XXXXXX)
 declare -a NETNS_LIST=()
-declare -a LOAD_PIDS=()
-WATCHDOG_PID=""
 NS=""
-
-stop_loads() {
-  local pid
-  for pid in "${LOAD_PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for _ in $(seq 50); do
-    local alive=0
-    for pid in "${LOAD_PIDS[@]}"; do
-      kill -0 "$pid" 2>/dev/null && alive=1
-    done
-    ((alive)) || break
-    sleep 0.1
-  done
-  for pid in "${LOAD_PIDS[@]}"; do
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  LOAD_PIDS=()
-}
 
 delete_netns() {
   local ns=$1 pid
@@ -87,34 +63,17 @@ delete_netns() {
   ip netns del "$ns" 2>/dev/null || true
 }
 
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
+cleanup_extra() {
   stop_loads
   local ns
   for ns in "${NETNS_LIST[@]}"; do
     delete_netns "$ns"
   done
-  if [[ -n $WATCHDOG_PID ]]; then
-    kill "$WATCHDOG_PID" 2>/dev/null
-    wait "$WATCHDOG_PID" 2>/dev/null
-  fi
-  rm -rf "$WORK"
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated (TOTAL_TIMEOUT=${TOTAL_TIMEOUT}s?)"; exit 124' TERM
+install_traps
 
 # The whole run is bounded: the watchdog sends us SIGTERM, and the EXIT trap cleans up.
-(
-  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-  sleep "$TOTAL_TIMEOUT" &
-  sleeper=$!
-  wait "$sleeper" && kill -TERM $$ 2>/dev/null
-) &
-WATCHDOG_PID=$!
+start_watchdog
 
 # ---------------------------------------------------------------------------------------------
 # Build (Release). WARNINGS_AS_ERRORS=OFF: g++ 12 -O2/-O3 gives false -Wrestrict positives in

@@ -47,17 +47,7 @@ source "$SCRIPT_DIR/lib.sh"
 [[ -x /usr/bin/time ]] || die "missing /usr/bin/time (Debian package 'time')"
 
 WORK=$(mktemp -d /tmp/srbench-query.XXXXXX)
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  stop_watchdog
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated (TOTAL_TIMEOUT=${TOTAL_TIMEOUT}s?)"; exit 124' TERM
+install_traps
 start_watchdog
 
 if [[ $NO_BUILD != 1 ]]; then

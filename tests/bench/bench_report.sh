@@ -59,17 +59,7 @@ done
 # State and cleanup. Everything the script starts is ended by pid on any exit.
 WORK=$(mktemp -d /tmp/srbench-report.XXXXXX)
 
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  stop_watchdog
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated (TOTAL_TIMEOUT=${TOTAL_TIMEOUT}s?)"; exit 124' TERM
+install_traps
 
 start_watchdog
 

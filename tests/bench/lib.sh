@@ -2,8 +2,11 @@
 # sets BENCH_NAME (its name, for messages), WORK (its scratch directory) and TOTAL_TIMEOUT.
 #   log MSG...                 a timestamped line on stderr
 #   die MSG...                 "BENCH_NAME: error: MSG" on stderr, exit 1
-#   start_watchdog             SIGTERM to the script after TOTAL_TIMEOUT s (its EXIT trap cleans
-#                              up); stop_watchdog ends it (call it from that trap)
+#   install_traps              on EXIT: cleanup_extra (when the script defines one), the watchdog
+#                              ended, $WORK removed, the exit code kept; INT/TERM exit 130/124
+#   start_watchdog             SIGTERM to the script after TOTAL_TIMEOUT s (then the EXIT trap
+#                              cleans up)
+#   stop_loads                 TERM, then KILL, to every pid in the LOAD_PIDS array
 #   build_release SRC DIR TARGET...   configures DIR as a Release build of SRC (once) and builds
 #                              each target; WARNINGS_AS_ERRORS=OFF: g++ 12 gives false -Wrestrict
 #                              positives at -O2/-O3, which must not stop a benchmark
@@ -40,6 +43,45 @@ stop_watchdog() {
     wait "$WATCHDOG_PID" 2>/dev/null
   fi
   WATCHDOG_PID=""
+}
+
+bench_cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  if declare -F cleanup_extra >/dev/null; then
+    cleanup_extra
+  fi
+  stop_watchdog
+  rm -rf "$WORK"
+  exit "$rc"
+}
+
+install_traps() {
+  trap bench_cleanup EXIT
+  trap 'log "interrupted"; exit 130' INT
+  trap 'log "terminated (TOTAL_TIMEOUT=${TOTAL_TIMEOUT}s?)"; exit 124' TERM
+}
+
+declare -a LOAD_PIDS=()
+stop_loads() {
+  local pid
+  for pid in "${LOAD_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for _ in $(seq 50); do
+    local alive=0
+    for pid in "${LOAD_PIDS[@]}"; do
+      kill -0 "$pid" 2>/dev/null && alive=1
+    done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for pid in "${LOAD_PIDS[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  LOAD_PIDS=()
 }
 
 build_release() {
