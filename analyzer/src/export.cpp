@@ -203,13 +203,13 @@ std::string ch_type(const Col& c) {
 void append_int(std::string& out, int64_t v) {
   char b[24];
   const auto r = std::to_chars(std::begin(b), std::end(b), v);
-  out.append(b, r.ptr);
+  out.append(b, static_cast<size_t>(r.ptr - b)); // (pointer, length): no iterator-range replace
 }
 
 void append_uint(std::string& out, uint64_t v) {
   char b[24];
   const auto r = std::to_chars(std::begin(b), std::end(b), v);
-  out.append(b, r.ptr);
+  out.append(b, static_cast<size_t>(r.ptr - b)); // (pointer, length): no iterator-range replace
 }
 
 // One output file, a store::AtomicFile in the temporary directory, shared by the workers.
