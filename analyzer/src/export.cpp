@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cerrno>
 #include <charconv>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -273,7 +274,9 @@ public:
     }
     m_final = p.string();
     m_parent = p.has_parent_path() ? p.parent_path().string() : std::string(".");
-    m_path = m_parent + "/." + p.filename().string() + ".tmp-" + std::to_string(::getpid());
+    const std::string prefix = "." + p.filename().string() + ".tmp-";
+    m_path = m_parent + "/" + prefix + std::to_string(::getpid());
+    remove_stale(prefix);
     if (::mkdir(m_path.c_str(), 0755) != 0) {
       throw std::system_error(errno, std::generic_category(), "cannot create " + m_path);
     }
@@ -312,6 +315,27 @@ public:
   }
 
 private:
+  // Removes what killed exports of the same DIR left: "<prefix>PID" directories whose PID is
+  // no longer running (a live one may be another export writing now).
+  void remove_stale(const std::string& prefix) const {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(m_parent, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind(prefix, 0) != 0) {
+        continue;
+      }
+      pid_t pid = 0;
+      const char* digits = name.data() + prefix.size();
+      const auto [end, err] = std::from_chars(digits, name.data() + name.size(), pid);
+      if (err != std::errc() || end != name.data() + name.size() || pid <= 0 || pid == ::getpid()) {
+        continue;
+      }
+      if (::kill(pid, 0) != 0 && errno == ESRCH && e.is_directory(ec) && !e.is_symlink(ec)) {
+        fs::remove_all(e.path(), ec);
+      }
+    }
+  }
+
   std::string m_final;
   std::string m_parent;
   std::string m_path;

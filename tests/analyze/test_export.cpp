@@ -278,4 +278,14 @@ TEST_CASE("export: killed at any moment, DIR is absent or complete", "[export]")
     CHECK((e.rfind("out-", 0) == 0
            || (e.rfind(".out-", 0) == 0 && e.find(".tmp-") != std::string::npos)));
   }
+  // The next export of a DIR removes what killed ones of that DIR left, and nothing else.
+  fs::create_directories(tmp.path() / ".again.tmp-999999999" / "sub");
+  fs::create_directories(tmp.path() / ".other.tmp-999999999");
+  const test::CmdResult again = test::run_cmd_output(
+      SOCKREWIND_ANALYZE_BIN " export " + test::shell_quote(in) + " --to clickhouse --out "
+      + test::shell_quote((tmp.path() / "again").string()) + " 2>&1");
+  CHECK(again.status == 0);
+  CHECK(fs::exists(tmp.path() / "again" / "sockets.tsv"));
+  CHECK(!fs::exists(tmp.path() / ".again.tmp-999999999"));
+  CHECK(fs::exists(tmp.path() / ".other.tmp-999999999"));
 }

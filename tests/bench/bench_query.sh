@@ -9,7 +9,9 @@
 # Environment knobs (defaults in brackets):
 #   RUNS [3]              timed runs per command and build (medians; peak RSS the maximum)
 #   SNAPSHOTS [1440] SOCKETS [1000] INTERVAL [60]    gen_series' day (one file per 60 snapshots)
-#   PORT [443] PID [1001] the port and the pid looked at (gen_series: nginx's listener, a worker)
+#   PORTS ["22 443"]      the ports `timeline --port` looks at (gen_series: sshd's, a few per cent
+#                         of the sockets; nginx's, a third of them)
+#   PID [1001]            the pid `timeline --pid` looks at (gen_series: an nginx worker)
 #   REPORT [1]            1: also time `report` (the whole series in memory)
 #   OLD_REV [3d92457]     the earlier checkout, exported from this repository's history into
 #                         build-bench-query/old-src and built Release there
@@ -29,7 +31,7 @@ RUNS=${RUNS:-3}
 SNAPSHOTS=${SNAPSHOTS:-1440}
 SOCKETS=${SOCKETS:-1000}
 INTERVAL=${INTERVAL:-60}
-PORT=${PORT:-443}
+PORTS=${PORTS:-22 443}
 PID=${PID:-1001}
 REPORT=${REPORT:-1}
 DATA_DIR=${DATA_DIR:-}
@@ -66,6 +68,7 @@ for bin in "${ANALYZE[old]}" "${ANALYZE[new]}" "$GEN"; do
 done
 
 DATA=${DATA_DIR:-$WORK/data}
+mkdir -p "$DATA"
 DAY="$DATA/day-${SNAPSHOTS}x${SOCKETS}"
 if [[ ! -d $DAY ]]; then
   log "generating $SNAPSHOTS x $SOCKETS into $DAY"
@@ -83,10 +86,14 @@ at=$(sqlite3 -readonly "$mid_file" \
    FROM snapshots ORDER BY snapshot_id LIMIT 1")
 [[ -n $first && -n $at ]] || die "no snapshots in $DAY"
 
-declare -a NAMES=(show timeline-port timeline-pid diff info)
-declare -A ARGS=(
-  [show]="show $mid_file --at $at --format json"
-  [timeline-port]="timeline $DAY --port $PORT --format json"
+declare -a NAMES=(show)
+declare -A ARGS=([show]="show $mid_file --at $at --format json")
+for port in $PORTS; do
+  NAMES+=("timeline-port-$port")
+  ARGS[timeline-port-$port]="timeline $DAY --port $port --format json"
+done
+NAMES+=(timeline-pid diff info)
+ARGS+=(
   [timeline-pid]="timeline $DAY --pid $PID --format json"
   [diff]="diff $DAY --from 2 --to $((SNAPSHOTS - 1)) --format json"
   [info]="info $DAY")
