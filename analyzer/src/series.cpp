@@ -219,7 +219,8 @@ struct RawSock {
   // This socket's rows of extra_owners: FileData::extra_pids[extra_begin, + extra_count).
   uint32_t extra_begin = 0;
   uint32_t extra_count = 0;
-  Sample sample; // sample.snap, sample.owner and sample.owner_set are set when placed
+  int64_t sock_id = 0; // the file's, for the order within a snapshot
+  Sample sample;       // sample.snap, sample.owner and sample.owner_set are set when placed
 };
 
 struct RawProc {
@@ -361,7 +362,8 @@ FileData read_file_data(const std::string& file,
       d.addrs.emplace_back(ad.get_int(0), ad.get_text(1));
     }
     // processes.state came with schema version 2 (a validated file of version >= 2 has it).
-    const bool has_state = db.query_int("PRAGMA user_version") >= 2;
+    const int64_t version = db.query_int("PRAGMA user_version");
+    const bool has_state = version >= 2;
     store::Stmt pr = db.prepare(std::string("SELECT snapshot_id, pid, start_ticks, comm, cmdline, "
                                             "uid, fd_count, socket_fds, nofile_soft, ")
                                 + (has_state ? "state" : "NULL") + " FROM processes" + where(""));
@@ -400,17 +402,59 @@ FileData read_file_data(const std::string& file,
     while (ex.step()) {
       extra.emplace_back(ex.get_int(0), static_cast<int32_t>(ex.get_int(1)));
     }
-    store::Stmt st = db.prepare(
-        "SELECT snapshot_id, netns_id, family, type, proto, state, local_addr_id, local_port, "
-        "remote_addr_id, remote_port, rx_queue, tx_queue, inode, cookie, timer, retrans, "
-        "skm_rmem_alloc, skm_rcvbuf, skm_wmem_queued, skm_sndbuf, skm_drops, path, peer_inode, "
-        "ti_backoff, ti_probes, ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, "
-        "ti_bytes_acked, ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, sock_id FROM sockets"
-        + where(filter.port     ? "local_port = ?1 OR remote_port = ?1"
-                : filter.cookie ? "cookie = ?1"
-                : filter.pid    ? "pid = ?1"
-                                : "")
-        + " ORDER BY snapshot_id, sock_id");
+    // Schema 3: the run tables themselves, each run decoded once and copied into every
+    // snapshot it covers (as the `sockets` view gives them, which decodes the run again for
+    // each snapshot and joins the snapshots table twice per row).
+    const bool runs = version >= 3;
+    std::unordered_map<int64_t, int64_t> boottime; // snapshot_id -> CLOCK_BOOTTIME (runs only)
+    if (runs) {
+      store::Stmt bt = db.prepare("SELECT snapshot_id, boottime_ns FROM snapshots");
+      while (bt.step()) {
+        boottime.emplace(bt.get_int(0), bt.get_int(1));
+      }
+    }
+    const std::string cond = filter.port     ? "local_port = ?1 OR remote_port = ?1"
+                             : filter.cookie ? "cookie = ?1"
+                             : filter.pid    ? "pid = ?1"
+                                             : "";
+    std::string sql;
+    if (runs) {
+      // A run is seen by the snapshots from its first to its last within the first's block of
+      // 64 ids (the view's rule); with SocketFilter::snapshots, only runs one of them sees.
+      std::string where_runs = cond.empty() ? "" : "(" + cond + ")";
+      if (filter.snapshots) {
+        std::string any;
+        for (const auto& [id, slot] : wanted) {
+          if (slot.timeline != k_na && slot.rows) {
+            const std::string n = std::to_string(id);
+            any.append(any.empty() ? "" : " OR ").append("(first_snapshot_id BETWEEN ");
+            any.append(n).append(" >> 6 << 6 AND ").append(n);
+            any.append(" AND last_snapshot_id >= ").append(n).append(")");
+          }
+        }
+        const std::string snaps = any.empty() ? "0" : "(" + any + ")";
+        where_runs = where_runs.empty() ? snaps : where_runs + " AND " + snaps;
+      }
+      sql = "SELECT first_snapshot_id AS snapshot_id, "
+            "min(last_snapshot_id, first_snapshot_id | 63) AS last_snapshot_id, netns_id, family, "
+            "type, proto, state, local_addr_id, local_port, remote_addr_id, remote_port, "
+            "rx_queue, tx_queue, inode, cookie, timer, retrans, skm_rmem_alloc, skm_rcvbuf, "
+            "skm_wmem_queued, skm_sndbuf, skm_drops, path, peer_inode, ti_backoff, ti_probes, "
+            "ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, ti_bytes_acked, "
+            "ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, run_id AS sock_id "
+            "FROM sock_runs JOIN sock_ident USING (ident_id)"
+            + (where_runs.empty() ? std::string() : " WHERE " + where_runs)
+            + " ORDER BY first_snapshot_id, run_id";
+    } else {
+      sql = "SELECT snapshot_id, netns_id, family, type, proto, state, local_addr_id, "
+            "local_port, remote_addr_id, remote_port, rx_queue, tx_queue, inode, cookie, timer, "
+            "retrans, skm_rmem_alloc, skm_rcvbuf, skm_wmem_queued, skm_sndbuf, skm_drops, path, "
+            "peer_inode, ti_backoff, ti_probes, ti_total_retrans, ti_last_data_recv_ms, "
+            "ti_last_ack_recv_ms, ti_bytes_acked, ti_bytes_received, ti_segs_out, ti_snd_wnd, "
+            "pid, sock_id FROM sockets"
+            + where(cond) + " ORDER BY snapshot_id, sock_id";
+    }
+    store::Stmt st = db.prepare(sql);
     if (filter.port) {
       st.bind(1, static_cast<int64_t>(*filter.port));
     } else if (filter.cookie) {
@@ -419,12 +463,43 @@ FileData read_file_data(const std::string& file,
       st.bind(1, static_cast<int64_t>(*filter.pid));
     }
     const SocketColumns c(st);
+    const int last_col = runs ? st.column_index("last_snapshot_id") : -1;
+    // Owners beyond the first of the socket `sock_id` (in `extra`, sorted by sock_id).
+    const auto add_extra = [&](RawSock& r) {
+      if (extra.empty()) {
+        return;
+      }
+      auto it = std::lower_bound(
+          extra.begin(),
+          extra.end(),
+          std::pair<int64_t, int32_t>(r.sock_id, std::numeric_limits<int32_t>::min()));
+      r.extra_begin = static_cast<uint32_t>(d.extra_pids.size());
+      for (; it != extra.end() && it->first == r.sock_id; ++it) {
+        d.extra_pids.push_back(it->second);
+      }
+      r.extra_count = static_cast<uint32_t>(d.extra_pids.size()) - r.extra_begin;
+    };
+    // A time-relative field `elapsed_ms` after its run's first snapshot, as the view moves it.
+    const auto moved = [&st](int col, int64_t elapsed_ms) {
+      if (st.is_null(col)) {
+        return k_na;
+      }
+      int64_t v = 0;
+      return __builtin_add_overflow(st.get_int(col), elapsed_ms, &v) ? k_na - 1 : clamp32(v);
+    };
     while (st.step()) {
-      if (!keep_rows(st.get_int(c.snapshot_id))) {
+      const int64_t first = st.get_int(c.snapshot_id);
+      const int64_t last = runs ? st.get_int(last_col) : first;
+      bool any = false;
+      for (int64_t id = first; id <= last && !any; ++id) {
+        any = keep_rows(id);
+      }
+      if (!any) {
         continue;
       }
       RawSock r;
-      r.snapshot_id = st.get_int(c.snapshot_id);
+      r.snapshot_id = first;
+      r.sock_id = st.get_int(c.sock_id);
       r.netns_id = st.get_int(c.netns_id);
       r.family = clamp8(st.get_int(c.family));
       r.type = clamp8(st.get_int(c.type));
@@ -440,18 +515,6 @@ FileData read_file_data(const std::string& file,
       }
       r.peer_inode = st.is_null(c.peer_inode) ? 0 : static_cast<uint64_t>(st.get_int(c.peer_inode));
       r.pid = st.is_null(c.pid) ? -1 : st.get_int(c.pid);
-      if (!extra.empty()) {
-        const int64_t sock_id = st.get_int(c.sock_id);
-        auto it = std::lower_bound(
-            extra.begin(),
-            extra.end(),
-            std::pair<int64_t, int32_t>(sock_id, std::numeric_limits<int32_t>::min()));
-        r.extra_begin = static_cast<uint32_t>(d.extra_pids.size());
-        for (; it != extra.end() && it->first == sock_id; ++it) {
-          d.extra_pids.push_back(it->second);
-        }
-        r.extra_count = static_cast<uint32_t>(d.extra_pids.size()) - r.extra_begin;
-      }
       Sample& x = r.sample;
       x.state = clamp8(st.get_int(c.state));
       x.rx_queue = opt32(st, c.rx_queue);
@@ -473,7 +536,38 @@ FileData read_file_data(const std::string& file,
       x.bytes_received = opt64(st, c.bytes_received);
       x.segs_out = opt32(st, c.segs_out);
       x.snd_wnd = opt32(st, c.snd_wnd);
-      d.sockets.push_back(std::move(r));
+      if (!runs) {
+        add_extra(r);
+        d.sockets.push_back(std::move(r));
+        continue;
+      }
+      const auto first_time = boottime.find(first);
+      if (first_time == boottime.end()) {
+        continue; // the view's join finds no first snapshot: no row
+      }
+      const int64_t run_id = r.sock_id;
+      for (int64_t id = first; id <= last; ++id) {
+        const auto t = boottime.find(id);
+        if (t == boottime.end() || !keep_rows(id)) {
+          continue;
+        }
+        RawSock copy = r;
+        copy.snapshot_id = id;
+        copy.sock_id = (run_id << 24) | id;
+        if (id != first) {
+          const int64_t elapsed_ms = (t->second - first_time->second) / 1000000;
+          copy.sample.last_data_recv_ms = moved(c.last_data_recv_ms, elapsed_ms);
+          copy.sample.last_ack_recv_ms = moved(c.last_ack_recv_ms, elapsed_ms);
+        }
+        add_extra(copy);
+        d.sockets.push_back(std::move(copy));
+      }
+    }
+    if (runs) {
+      // The order the view gives: by snapshot, then sock_id (run_id within a snapshot).
+      std::stable_sort(d.sockets.begin(), d.sockets.end(), [](const RawSock& a, const RawSock& b) {
+        return std::tie(a.snapshot_id, a.sock_id) < std::tie(b.snapshot_id, b.sock_id);
+      });
     }
   } catch (const store::DbError& e) {
     throw read_error(file, e);
