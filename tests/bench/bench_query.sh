@@ -121,7 +121,9 @@ for name in "${NAMES[@]}"; do
 done
 
 {
-  echo "## Commands on part of a series: $OLD_REV vs $(git -C "$REPO" rev-parse --short HEAD)"
+  built=$(git -C "$REPO" rev-parse --short HEAD)
+  [[ $NO_BUILD == 1 ]] && built+=" (NO_BUILD=1: the binaries as they were last built)"
+  echo "## Commands on part of a series: $OLD_REV vs $built"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores; \`tests/bench/bench_query.sh\`;" \
     "gen_series' day of $SNAPSHOTS × $SOCKETS sockets ($(thousands "$rows") socket-samples," \
