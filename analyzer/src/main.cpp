@@ -5,6 +5,7 @@
 #include <sockrewind/analyze/info.hpp>
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/pack.hpp>
+#include <sockrewind/analyze/replay_model.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -140,6 +141,22 @@ int run(int argc, char** argv) {
       "info", "Files, hosts, snapshot times, intervals and gaps, sources used, capture issues");
   info->add_option("PATH", info_paths, "Snapshot files or directories")->required();
 
+  ReplayOptions replay_opts;
+  CLI::App* replay = app.add_subcommand(
+      "replay",
+      "Step through the snapshots in the terminal (like atop -r): sort, filter, follow a "
+      "socket, jump to findings; keys on the bottom line and under ?");
+  replay->add_option("PATH", replay_opts.paths, "Snapshot files or directories")->required();
+  replay
+      ->add_option(
+          "--play-interval", replay_opts.play_ms, "Milliseconds per snapshot when playing (Space)")
+      ->check(CLI::Range(50, 60000))
+      ->default_val(1000);
+  add_host_option(replay, replay_opts.host);
+  // Hidden: time opening and stepping without a terminal (tests/bench/bench_replay.sh).
+  replay->add_flag("--bench", replay_opts.bench)->group("");
+  replay->add_option("--bench-steps", replay_opts.bench_steps)->group("");
+
   try {
     app.parse(argc, argv);
     if (report->parsed() && !list_detectors && rep.paths.empty()) {
@@ -181,6 +198,9 @@ int run(int argc, char** argv) {
                          r.files,
                          r.duplicates != 0 ? " (duplicates skipped)" : "",
                          pack_opts.redact ? ", redacted" : "");
+    } else if (replay->parsed()) {
+      replay_opts.paths = expand_paths(replay_opts.paths);
+      rc = run_replay(replay_opts);
     } else if (info->parsed()) {
       write_info(expand_paths(info_paths), std::cout);
     }
