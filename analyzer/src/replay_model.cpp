@@ -278,27 +278,92 @@ Model::Model(std::vector<std::string> files, const std::optional<std::string>& h
   go(0);
 }
 
-Model::~Model() = default;
-
-store::Db& Model::db(const std::string& file) {
-  auto& handle = m_dbs[file];
-  if (!handle) {
-    handle = std::make_unique<store::Db>(open_validated(file));
+Model::~Model() {
+  {
+    const std::lock_guard<std::mutex> lock(m_mutex);
+    m_stop = true;
   }
-  return *handle;
+  m_cv.notify_all();
+  if (m_worker.joinable()) {
+    m_worker.join();
+  }
 }
 
-void Model::read_current() {
-  const SnapshotInfo& info = m_index[m_pos];
-  store::Db& d = db(info.file);
-  m_view = read_snapshot(d, info);
-  m_counters = read_counters(d, info);
-  m_ids.clear();
-  m_ids.reserve(m_view.rows.size());
-  for (const SocketRow& r : m_view.rows) {
-    m_ids.push_back(row_identity(r));
+Model::Loaded Model::load(size_t pos, Dbs& dbs) const {
+  const SnapshotInfo& info = m_index[pos];
+  auto& handle = dbs[info.file];
+  if (!handle) {
+    handle = std::make_unique<store::Db>(open_validated(info.file));
   }
-  std::sort(m_ids.begin(), m_ids.end());
+  Loaded l;
+  l.pos = pos;
+  l.view = read_snapshot(*handle, info);
+  l.counters = read_counters(*handle, info);
+  l.ids.reserve(l.view.rows.size());
+  for (const SocketRow& r : l.view.rows) {
+    l.ids.push_back(row_identity(r));
+  }
+  std::sort(l.ids.begin(), l.ids.end());
+  return l;
+}
+
+void Model::worker() {
+  Dbs dbs; // this thread's own connections
+  std::unique_lock<std::mutex> lock(m_mutex);
+  for (;;) {
+    m_cv.wait(lock, [this] { return m_stop || m_want.has_value(); });
+    if (m_stop) {
+      return;
+    }
+    const size_t pos = *m_want;
+    m_want.reset();
+    if (m_ready && m_ready->pos == pos) {
+      continue;
+    }
+    m_busy = pos;
+    lock.unlock();
+    std::unique_ptr<Loaded> result;
+    try {
+      result = std::make_unique<Loaded>(load(pos, dbs));
+    } catch (...) {
+      // Dropped: the UI thread reads it again itself and reports the error.
+    }
+    lock.lock();
+    m_busy.reset();
+    if (result) {
+      m_ready = std::move(result);
+    }
+    m_cv.notify_all();
+  }
+}
+
+void Model::read_ahead(size_t pos) {
+  if (pos >= m_index.size()) {
+    return;
+  }
+  {
+    const std::lock_guard<std::mutex> lock(m_mutex);
+    m_want = pos;
+  }
+  m_cv.notify_all();
+}
+
+void Model::wait_read_ahead() {
+  std::unique_lock<std::mutex> lock(m_mutex);
+  m_cv.wait(lock, [this] { return !m_want && !m_busy; });
+}
+
+Model::Loaded Model::take(size_t pos) {
+  {
+    std::unique_lock<std::mutex> lock(m_mutex);
+    m_cv.wait(lock, [&] { return m_busy != pos && m_want != pos; });
+    if (m_ready && m_ready->pos == pos) {
+      Loaded l = std::move(*m_ready);
+      m_ready.reset();
+      return l;
+    }
+  }
+  return load(pos, m_dbs);
 }
 
 void Model::go(size_t pos) {
@@ -306,33 +371,30 @@ void Model::go(size_t pos) {
   if (m_loaded && pos == m_pos) {
     return;
   }
-  std::vector<uint64_t> prev_ids;
-  CounterValues prev_counters;
+  Loaded prev;
   if (m_loaded && pos == m_pos + 1) {
-    prev_ids = std::move(m_ids);
-    prev_counters = std::move(m_counters);
+    prev = std::move(m_cur);
   } else if (pos > 0) {
-    m_pos = pos - 1;
-    read_current();
-    prev_ids = std::move(m_ids);
-    prev_counters = std::move(m_counters);
+    prev = take(pos - 1);
   }
+  m_cur = take(pos);
   m_pos = pos;
-  read_current();
   m_loaded = true;
+  if (!m_worker.joinable()) {
+    m_worker = std::thread([this] { worker(); });
+  }
+  read_ahead(pos + 1);
   if (pos == 0) {
     m_diff = SnapshotDiff{};
     m_diff.first = true;
     return;
   }
-  const SnapshotInfo& prev = m_index[pos - 1];
-  if (prev.boot_id != m_index[pos].boot_id) {
-    m_diff = diff_snapshots(prev_ids, m_ids, {}, {});
+  if (m_index[pos - 1].boot_id != m_index[pos].boot_id) {
+    m_diff = diff_snapshots(prev.ids, m_cur.ids, {}, {});
     m_diff.reboot = true;
-    m_diff.counters.clear();
     return;
   }
-  m_diff = diff_snapshots(prev_ids, m_ids, prev_counters, m_counters);
+  m_diff = diff_snapshots(prev.ids, m_cur.ids, prev.counters, m_cur.counters);
 }
 
 size_t Model::find_time(int64_t realtime_ns) const {
@@ -355,7 +417,7 @@ Follow Model::follow(const SocketRow& r) const {
   SocketFilter filter;
   filter.cookie = cookie;
   const Series s = load_series(m_files, filter);
-  const std::string& boot = m_index[m_pos].boot_id;
+  const std::string& boot = m_index[m_pos].boot_id;         // cookies are unique within a boot
   std::map<std::pair<std::string, int64_t>, size_t> pos_of; // (boot, boottime) -> position
   for (size_t i = 0; i < m_index.size(); ++i) {
     pos_of[{m_index[i].boot_id, m_index[i].boottime_ns}] = i;

@@ -8,13 +8,16 @@
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/snapshot_view.hpp>
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace sockrewind::analyze::replay {
@@ -113,13 +116,16 @@ public:
 
   const std::string& host() const { return m_host; }
 
-  const SnapshotView& view() const { return m_view; }
+  const SnapshotView& view() const { return m_cur.view; }
 
   const SnapshotDiff& diff() const { return m_diff; }
 
   // Shows snapshot `pos` (clamped): reads it (and, unless it is the next one, its predecessor
-  // for the diff).
+  // for the diff). The next snapshot is then read ahead on a worker thread (its own
+  // connections), so that stepping forward takes it ready-made.
   void go(size_t pos);
+  // Waits until the read-ahead is done (for --bench: a user who looks at the screen first).
+  void wait_read_ahead();
   // The last snapshot at or before `realtime_ns` (the first when none is).
   size_t find_time(int64_t realtime_ns) const;
 
@@ -134,20 +140,37 @@ public:
   // Where a finding fires: the snapshot of its first_seen time.
   size_t finding_pos(const Finding& f) const { return find_time(f.first_seen_ns); }
 
+  // One snapshot as the model keeps it.
+  struct Loaded {
+    size_t pos = 0;
+    SnapshotView view;
+    std::vector<uint64_t> ids; // sorted identities of view.rows
+    CounterValues counters;
+  };
+
 private:
-  store::Db& db(const std::string& file);
-  void read_current();
+  using Dbs = std::map<std::string, std::unique_ptr<store::Db>>;
+  Loaded load(size_t pos, Dbs& dbs) const;
+  Loaded take(size_t pos); // from the read-ahead when it holds `pos`, else read now
+  void read_ahead(size_t pos);
+  void worker();
 
   std::vector<std::string> m_files;
   std::string m_host;
   std::vector<SnapshotInfo> m_index;
-  std::map<std::string, std::unique_ptr<store::Db>> m_dbs;
+  Dbs m_dbs; // the UI thread's connections
   size_t m_pos = 0;
   bool m_loaded = false;
-  SnapshotView m_view;
-  std::vector<uint64_t> m_ids; // sorted identities of m_view.rows
-  CounterValues m_counters;
+  Loaded m_cur;
   SnapshotDiff m_diff;
+  // Read-ahead: the worker reads m_want into m_ready with its own connections.
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::optional<size_t> m_want;
+  std::optional<size_t> m_busy;
+  std::unique_ptr<Loaded> m_ready;
+  bool m_stop = false;
+  std::thread m_worker; // last: started once the rest is constructed
   std::vector<Finding> m_findings;
   bool m_findings_loaded = false;
 };
