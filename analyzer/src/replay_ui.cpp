@@ -441,6 +441,14 @@ private:
     case 'j':
       move_sel(1, n, m_follow_sel);
       break;
+    case 'g':
+    case KEY_HOME:
+      m_follow_sel = 0;
+      break;
+    case 'G':
+    case KEY_END:
+      m_follow_sel = n == 0 ? 0 : n - 1;
+      break;
     case KEY_PPAGE:
       move_sel(-std::max(1L, static_cast<long>(LINES - 4)), n, m_follow_sel);
       break;
