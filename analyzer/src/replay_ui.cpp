@@ -67,8 +67,7 @@ std::string pad_left(const std::string& s, size_t width) {
 // Restores the terminal whatever way the view ends (return, exception).
 class Screen {
 public:
-  Screen() {
-    m_term = newterm(nullptr, stdout, stdin);
+  Screen() : m_term(newterm(nullptr, stdout, stdin)) {
     if (m_term == nullptr) {
       return;
     }
@@ -183,7 +182,7 @@ private:
     go(m_m.pos() + 1);
   }
 
-  void move_sel(long delta, size_t count, size_t& sel) {
+  static void move_sel(long delta, size_t count, size_t& sel) {
     if (count == 0) {
       sel = 0;
       return;
@@ -472,7 +471,7 @@ private:
 
   // ---- drawing ----
 
-  void line(int y, const std::string& s, attr_t attr = A_NORMAL) {
+  static void line(int y, const std::string& s, attr_t attr = A_NORMAL) {
     if (y < 0 || y >= LINES) {
       return;
     }
@@ -485,7 +484,7 @@ private:
     return m_color ? static_cast<attr_t>(COLOR_PAIR(p)) : fallback;
   }
 
-  void message(const std::string& s) {
+  static void message(const std::string& s) {
     line(LINES - 1, s, A_BOLD);
     refresh();
   }
@@ -545,9 +544,9 @@ private:
     size_t details = 0;
   };
 
-  Widths widths() const {
+  static Widths widths() {
     const size_t fixed = 6 + 11 + 7 + 7; // Netid, State, Recv-Q, Send-Q with separators
-    const size_t cols = static_cast<size_t>(COLS);
+    const auto cols = static_cast<size_t>(COLS);
     const size_t rest = cols > fixed ? cols - fixed : 0;
     Widths w;
     // 18 columns each at 80 (IPv4 with an ephemeral port fits), up to 46 (IPv6) when wider.
@@ -675,7 +674,7 @@ private:
     }
   }
 
-  void draw_help() {
+  static void draw_help() {
     static const std::vector<std::string> k_help{
         "sockrewind-analyze replay: keys",
         "",
@@ -816,6 +815,8 @@ int run_replay(const ReplayOptions& opts) {
   if (opts.bench) {
     return bench(opts);
   }
+  // UTF-8 paths and names draw as text. Before the model starts its read-ahead thread.
+  (void)std::setlocale(LC_ALL, ""); // NOLINT(concurrency-mt-unsafe): no other thread yet
   // Bad files first (exit 3 as in every command), then the terminal.
   Model model(opts.paths, opts.host);
   const char* term = std::getenv("TERM"); // NOLINT(concurrency-mt-unsafe)
@@ -827,19 +828,14 @@ int run_replay(const ReplayOptions& opts) {
                        dumb ? "TERM is dumb or unset" : "stdout is not a terminal");
     return 2;
   }
-  (void)std::setlocale(LC_ALL, ""); // UTF-8 paths and names draw as text
 
-  struct sigaction sa {};
-
+  using SigAction = struct sigaction;
+  SigAction sa{};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
-
-  struct sigaction old_int {};
-
-  struct sigaction old_term {};
-
-  struct sigaction old_hup {};
-
+  SigAction old_int{};
+  SigAction old_term{};
+  SigAction old_hup{};
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
   sigaction(SIGHUP, &sa, &old_hup);
@@ -861,7 +857,7 @@ int run_replay(const ReplayOptions& opts) {
   if (g_signal != 0) {
     // Die of the signal as if unhandled (exit status 128+N), the terminal already restored.
     const int sig = g_signal;
-    std::fflush(stdout);
+    (void)std::fflush(stdout);
     (void)std::raise(sig);
     return 128 + sig;
   }

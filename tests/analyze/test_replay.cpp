@@ -62,6 +62,7 @@ SnapshotView five() {
 // Cookies of the rows visible_rows gives.
 std::vector<int64_t> cookies(const SnapshotView& v, const std::vector<size_t>& idx) {
   std::vector<int64_t> out;
+  out.reserve(idx.size());
   for (const size_t i : idx) {
     out.push_back(*v.rows[i].cookie);
   }
