@@ -153,6 +153,13 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(50, 60000))
       ->default_val(1000);
   add_host_option(replay, replay_opts.host);
+  replay->footer(
+      "Keys: n/p (Right/Left) next/previous snapshot, g/G first/last, Space play/pause, t jump "
+      "to a snapshot number or ISO 8601 time, s sort (ss, Recv-Q, Send-Q, state, owner, port), "
+      "r reverse, / filter (port:N pid:N state:NAME text), c clear the filter, Up/Down select, "
+      "Enter follow the socket over the series, f findings pane (Tab to it, Enter jumps to the "
+      "snapshot and subject), ? help, q quit. Needs a terminal: otherwise exit 2 (use show or "
+      "timeline).");
   // Hidden: time opening and stepping without a terminal (tests/bench/bench_replay.sh).
   replay->add_flag("--bench", replay_opts.bench)->group("");
   replay->add_option("--bench-steps", replay_opts.bench_steps)->group("");

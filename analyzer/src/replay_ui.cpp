@@ -821,11 +821,15 @@ int run_replay(const ReplayOptions& opts) {
   Model model(opts.paths, opts.host);
   const char* term = std::getenv("TERM"); // NOLINT(concurrency-mt-unsafe)
   const bool dumb = term == nullptr || *term == '\0' || std::string_view(term) == "dumb";
-  if (isatty(STDOUT_FILENO) == 0 || isatty(STDIN_FILENO) == 0 || dumb) {
+  const bool out_tty = isatty(STDOUT_FILENO) != 0;
+  if (!out_tty || isatty(STDIN_FILENO) == 0 || dumb) {
+    const char* why = !out_tty ? "stdout is not a terminal"
+                      : dumb   ? "TERM is dumb or unset"
+                               : "stdin is not a terminal";
     (void)std::fprintf(stderr,
                        "sockrewind-analyze replay: needs a full-screen terminal (%s); use `show` "
                        "for one snapshot or `timeline` for one socket over time\n",
-                       dumb ? "TERM is dumb or unset" : "stdout is not a terminal");
+                       why);
     return 2;
   }
 
