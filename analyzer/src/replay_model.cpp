@@ -224,11 +224,12 @@ std::string SnapshotDiff::text(size_t width) const {
   if (first) {
     return "first snapshot";
   }
-  std::string s = reboot ? "reboot; " : "";
-  s += "+" + std::to_string(added) + " new, -" + std::to_string(gone) + " gone";
   if (reboot) {
-    return s;
+    // Cookies and counters start again with a boot: nothing to compare.
+    const std::string s = "reboot: a new boot ID, sockets and counters not compared";
+    return s.size() > width ? s.substr(0, width) : s;
   }
+  std::string s = "+" + std::to_string(added) + " new, -" + std::to_string(gone) + " gone";
   bool any = false;
   std::set<std::string> shown; // one entry per counter name (the largest netns' delta)
   for (const CounterDelta& c : counters) {
@@ -390,7 +391,7 @@ void Model::go(size_t pos) {
     return;
   }
   if (m_index[pos - 1].boot_id != m_index[pos].boot_id) {
-    m_diff = diff_snapshots(prev.ids, m_cur.ids, {}, {});
+    m_diff = SnapshotDiff{};
     m_diff.reboot = true;
     return;
   }

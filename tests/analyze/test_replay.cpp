@@ -177,6 +177,9 @@ TEST_CASE("replay: the snapshot diff counts new and gone sockets and counter del
   CHECK(down.gone == 0);
   CHECK(down.text(200) == "+0 new, -0 gone; Tcp.RetransSegs -40, TcpExt.ListenOverflows -5");
   CHECK(diff_snapshots(cur, cur, cc, cc).text(80) == "+0 new, -0 gone; counters unchanged");
+  SnapshotDiff reboot;
+  reboot.reboot = true;
+  CHECK(reboot.text(80) == "reboot: a new boot ID, sockets and counters not compared");
   SnapshotDiff first;
   first.first = true;
   CHECK(first.text(80) == "first snapshot");
@@ -316,4 +319,33 @@ TEST_CASE("replay: findings of a sample, where they fire and their subject's fil
     listener = listener || m.view().rows[i].state == analyze::k_listen;
   }
   CHECK(listener);
+}
+
+TEST_CASE("replay: stepping over a reboot says so instead of comparing", "[replay]") {
+  using test::k_ns;
+  using test::k_t0_s;
+  test::TempDir dir;
+  synth::Snap a;
+  a.realtime_ns = k_t0_s * k_ns;
+  a.boottime_ns = 5000 * k_ns;
+  a.sockets.push_back({.state = 10, .lport = 80, .inode = 1, .cookie = 7, .owners = {{1, 3}}});
+  a.procs.push_back({.pid = 1, .start_ticks = 1, .comm = "init"});
+  synth::Snap b = a;
+  b.realtime_ns = (k_t0_s + 600) * k_ns;
+  b.boottime_ns = 30 * k_ns; // after the reboot
+  synth::Host h1;
+  h1.hostname = "box";
+  synth::Host h2 = h1;
+  h2.boot_id = "00000000-0000-0000-0000-000000000002";
+  std::filesystem::create_directories(dir.path() / "1");
+  std::filesystem::create_directories(dir.path() / "2");
+  const std::string f1 = synth::write_series((dir.path() / "1").string(), h1, {a});
+  const std::string f2 = synth::write_series((dir.path() / "2").string(), h2, {b});
+  Model m({f2, f1}, std::nullopt); // file order does not matter: time order
+  REQUIRE(m.size() == 2);
+  CHECK(m.index()[0].boot_id == h1.boot_id);
+  m.go(1);
+  CHECK(m.diff().reboot);
+  CHECK(m.diff().added == 0);
+  CHECK(m.diff().text(80) == "reboot: a new boot ID, sockets and counters not compared");
 }
