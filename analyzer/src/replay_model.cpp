@@ -319,6 +319,7 @@ void Model::worker() {
     const size_t pos = *m_want;
     m_want.reset();
     if (m_ready && m_ready->pos == pos) {
+      m_cv.notify_all(); // take() and wait_read_ahead() wait for m_want to clear
       continue;
     }
     m_busy = pos;
@@ -367,24 +368,56 @@ Model::Loaded Model::take(size_t pos) {
   return load(pos, m_dbs);
 }
 
+void Model::keep_ready(Loaded&& l) {
+  const std::lock_guard<std::mutex> lock(m_mutex);
+  if (!m_busy) {
+    m_ready = std::make_unique<Loaded>(std::move(l));
+  }
+}
+
 void Model::go(size_t pos) {
   pos = std::min(pos, m_index.size() - 1);
   if (m_loaded && pos == m_pos) {
     return;
   }
+  const bool forward = !m_loaded || pos > m_pos;
+  Loaded cur;
   Loaded prev;
   if (m_loaded && pos == m_pos + 1) {
     prev = std::move(m_cur);
-  } else if (pos > 0) {
-    prev = take(pos - 1);
+    cur = take(pos);
+  } else if (m_loaded && pos + 1 == m_pos && m_has_prev) {
+    // One back: the kept predecessor is shown; the snapshot left is kept as the next one.
+    cur = std::move(m_prev);
+    keep_ready(std::move(m_cur));
+    if (pos > 0) {
+      prev = take(pos - 1);
+    }
+  } else {
+    // A jump: the worker reads the predecessor while this thread reads the snapshot.
+    if (pos > 0 && m_worker.joinable()) {
+      read_ahead(pos - 1);
+    }
+    cur = take(pos);
+    if (pos > 0) {
+      prev = take(pos - 1);
+    }
   }
-  m_cur = take(pos);
+  m_cur = std::move(cur);
+  m_prev = std::move(prev);
+  m_has_prev = pos > 0;
   m_pos = pos;
   m_loaded = true;
   if (!m_worker.joinable()) {
     m_worker = std::thread([this] { worker(); });
   }
-  read_ahead(pos + 1);
+  // Read ahead in the direction of travel: the next snapshot, or (going back) the one the
+  // next step back needs for its diff.
+  if (forward || pos < 2) {
+    read_ahead(pos + 1);
+  } else {
+    read_ahead(pos - 2);
+  }
   if (pos == 0) {
     m_diff = SnapshotDiff{};
     m_diff.first = true;
@@ -395,7 +428,7 @@ void Model::go(size_t pos) {
     m_diff.reboot = true;
     return;
   }
-  m_diff = diff_snapshots(prev.ids, m_cur.ids, prev.counters, m_cur.counters);
+  m_diff = diff_snapshots(m_prev.ids, m_cur.ids, m_prev.counters, m_cur.counters);
 }
 
 size_t Model::find_time(int64_t realtime_ns) const {

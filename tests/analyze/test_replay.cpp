@@ -253,9 +253,20 @@ TEST_CASE("replay: the model steps through a file, diffs and jumps in time", "[r
   m.go(1); // backwards
   CHECK(m.diff().added == 2);
   CHECK(m.diff().gone == 1);
-  // Past the end: the last.
+  // Past the end: the last (the snapshot left by the step back is reused: same diff).
   m.go(99);
   CHECK(m.pos() == 2);
+  CHECK(m.view().rows.size() == 1);
+  CHECK(m.diff().gone == 2);
+  // Back twice, reading ahead backwards, then forward again.
+  m.go(1);
+  m.go(0);
+  CHECK(m.diff().first);
+  CHECK(m.view().rows.size() == 2);
+  m.go(1);
+  CHECK(m.diff().added == 2);
+  CHECK(m.view().rows.size() == 3);
+  m.go(2);
   // Times: the last snapshot at or before, the first when before all.
   CHECK(m.find_time(k_t0_s * k_ns) == 0);
   CHECK(m.find_time((k_t0_s + 61) * k_ns) == 1);
@@ -348,4 +359,82 @@ TEST_CASE("replay: stepping over a reboot says so instead of comparing", "[repla
   CHECK(m.diff().reboot);
   CHECK(m.diff().added == 0);
   CHECK(m.diff().text(80) == "reboot: a new boot ID, sockets and counters not compared");
+}
+
+TEST_CASE("replay: any walk through the series shows what a fresh read shows", "[replay]") {
+  using test::k_ns;
+  using test::k_t0_s;
+  test::TempDir dir;
+  // 8 snapshots; socket c lives in snapshots [c % 5, c % 5 + c % 4] (some in one snapshot).
+  std::vector<synth::Snap> snaps(8);
+  for (size_t i = 0; i < snaps.size(); ++i) {
+    snaps[i].realtime_ns = (k_t0_s + static_cast<int64_t>(i) * 60) * k_ns;
+    snaps[i].boottime_ns = (1000 + static_cast<int64_t>(i) * 60) * k_ns;
+    for (uint64_t c = 1; c <= 30; ++c) {
+      if (i >= c % 5 && i <= c % 5 + c % 4) {
+        snaps[i].sockets.push_back({.state = 1,
+                                    .lport = 80,
+                                    .rport = static_cast<uint16_t>(6000 + c),
+                                    .rx = static_cast<uint32_t>(i),
+                                    .tx = 0,
+                                    .inode = 1000 + c,
+                                    .cookie = c,
+                                    .owners = {{100, static_cast<int>(c)}}});
+      }
+    }
+    snaps[i].procs.push_back({.pid = 100, .start_ticks = 5, .comm = "app"});
+    snaps[i].counters["Tcp.OutSegs"] = static_cast<int64_t>(i * 7);
+  }
+  const std::string file = synth::write_series(dir.path().string(), synth::Host{}, snaps);
+  Model m({file}, std::nullopt);
+  REQUIRE(m.size() == 8);
+  // The expected identities and diff of each position, from independent reads.
+  const auto ids_at = [&](size_t pos) {
+    std::vector<uint64_t> ids;
+    for (const SocketRow& r : analyze::read_snapshot(m.index()[pos]).rows) {
+      ids.push_back(row_identity(r));
+    }
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  };
+  std::vector<std::vector<uint64_t>> ids;
+  for (size_t p = 0; p < m.size(); ++p) {
+    ids.push_back(ids_at(p));
+  }
+  uint32_t seed = 12345;
+  const auto next_rand = [&seed]() {
+    seed = seed * 1103515245U + 12345U;
+    return (seed >> 16) % 1000;
+  };
+  for (int step = 0; step < 300; ++step) {
+    const uint32_t r = next_rand();
+    size_t to = m.pos();
+    if (r < 400) {
+      to = m.pos() + 1 < m.size() ? m.pos() + 1 : 0;
+    } else if (r < 800) {
+      to = m.pos() > 0 ? m.pos() - 1 : m.size() - 1;
+    } else {
+      to = next_rand() % m.size();
+    }
+    if (next_rand() < 300) {
+      m.wait_read_ahead();
+    }
+    m.go(to);
+    REQUIRE(m.pos() == to);
+    std::vector<uint64_t> got;
+    for (const SocketRow& row : m.view().rows) {
+      got.push_back(row_identity(row));
+    }
+    std::sort(got.begin(), got.end());
+    REQUIRE(got == ids[to]);
+    if (to == 0) {
+      CHECK(m.diff().first);
+    } else {
+      const SnapshotDiff want = diff_snapshots(ids[to - 1], ids[to], {}, {});
+      REQUIRE(m.diff().added == want.added);
+      REQUIRE(m.diff().gone == want.gone);
+      REQUIRE(m.diff().counters.size() == 1);
+      CHECK(m.diff().counters[0].delta == 7);
+    }
+  }
 }

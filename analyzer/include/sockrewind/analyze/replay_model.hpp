@@ -151,7 +151,8 @@ public:
 private:
   using Dbs = std::map<std::string, std::unique_ptr<store::Db>>;
   Loaded load(size_t pos, Dbs& dbs) const;
-  Loaded take(size_t pos); // from the read-ahead when it holds `pos`, else read now
+  Loaded take(size_t pos);     // from the read-ahead when it holds `pos`, else read now
+  void keep_ready(Loaded&& l); // offers `l` as the read-ahead (unless one is being read)
   void read_ahead(size_t pos);
   void worker();
 
@@ -162,6 +163,8 @@ private:
   size_t m_pos = 0;
   bool m_loaded = false;
   Loaded m_cur;
+  Loaded m_prev; // m_cur's predecessor (its diff), when m_has_prev
+  bool m_has_prev = false;
   SnapshotDiff m_diff;
   // Read-ahead: the worker reads m_want into m_ready with its own connections.
   std::mutex m_mutex;
