@@ -4,7 +4,8 @@ set -euo pipefail
 pkgs=(g++ cmake make pkg-config libsqlite3-dev sqlite3 nlohmann-json3-dev libcli11-dev catch2
       libmnl-dev iproute2 net-tools nftables clang-format-14 clang-tidy-14 procps
       clang-14 libclang-rt-14-dev
-      chromium fonts-dejavu-core) # headless Chromium renders the HTML report in the tests
+      chromium fonts-dejavu-core # headless Chromium renders the HTML report in the tests
+      libncurses-dev tmux) # replay's terminal view, and its tests drive it in tmux
 # The real-software lab (tests/lab/test_lab_real.cpp) starts its own servers and clients in
 # private network namespaces; the packages' system services are neither needed nor started.
 pkgs+=(nginx-light redis-server redis-tools haproxy memcached iperf3 apache2-utils curl)

@@ -1,0 +1,79 @@
+#pragma once
+// One snapshot read straight from a file's tables, row by row as `ss -tuwxanp` shows it: what
+// `show` prints and `replay` draws, one snapshot at a time (never the whole series).
+
+#include <sockrewind/analyze/load.hpp>
+#include <sockrewind/store/db.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sockrewind::analyze {
+
+struct RowOwner {
+  int64_t pid = 0;
+  std::optional<int64_t> fd;
+};
+
+// One socket row of a snapshot (values as the file holds them; NULL is nullopt).
+struct SocketRow {
+  int64_t sock_id = 0;
+  uint64_t netns = 0; // netns inode
+  int64_t family = 0;
+  int64_t type = 0;
+  int64_t proto = 0;
+  int64_t state = 0;
+  std::string proto_name; // ss Netid: tcp, udp, u_str, ...
+  int rank = 0;           // ss's order of proto_name
+  std::string local;      // "127.0.0.1:80", "[::1]:*", a unix path or "*"
+  std::string remote;     // likewise; for unix the peer inode or "*"
+  std::optional<int64_t> local_port;
+  std::optional<int64_t> remote_port;
+  std::optional<int64_t> rx_queue;
+  std::optional<int64_t> tx_queue;
+  int64_t inode = 0;
+  std::optional<int64_t> cookie;
+  std::optional<int64_t> uid;
+  std::optional<int64_t> timer;
+  std::optional<int64_t> expires_ms;
+  std::optional<int64_t> retrans;
+  std::optional<int64_t> shutdown;
+  std::optional<int64_t> rmem_alloc;
+  std::optional<int64_t> rcvbuf;
+  std::optional<int64_t> drops;
+  std::optional<std::string> path;
+  std::optional<int64_t> peer_inode;
+  std::vector<RowOwner> owners;
+};
+
+struct SnapshotView {
+  SnapshotInfo info;
+  int64_t self_netns = 0;
+  int64_t euid = 0;
+  nlohmann::json netns = nlohmann::json::array();
+  std::vector<SocketRow> rows;         // in ss order (netns, proto, local port, local, remote)
+  std::map<int64_t, std::string> comm; // pid -> comm
+};
+
+// Reads the snapshot `info` names from its file (opened with open_validated). Throws LoadError.
+SnapshotView read_snapshot(const SnapshotInfo& info);
+// The same from `db`, the file info.file already opened with open_validated().
+SnapshotView read_snapshot(store::Db& db, const SnapshotInfo& info);
+
+// Kernel counters of one snapshot: (netns inode, name) -> value.
+using CounterValues = std::map<std::pair<uint64_t, std::string>, int64_t>;
+CounterValues read_counters(store::Db& db, const SnapshotInfo& info);
+
+// Row text as `show` prints it.
+std::string opt_text(const std::optional<int64_t>& v); // "-" for NULL
+std::string row_state_text(const SocketRow& r);        // "ESTAB", "LISTEN", ...
+std::string users_text(const SocketRow& r, const std::map<int64_t, std::string>& comm);
+std::string timer_text(const SocketRow& r); // "" without a timer
+std::string details_text(const SocketRow& r, const std::map<int64_t, std::string>& comm);
+
+} // namespace sockrewind::analyze

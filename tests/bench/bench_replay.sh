@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# bench_replay.sh: measures `sockrewind-analyze replay` without a terminal, through its hidden
+# `--bench` flag (the model's own open and step functions; the drawing of ~20 rows is not in
+# them) on series written by tests/bench/gen_series:
+#   - a day of one-minute snapshots of 10,000 sockets (24 files of 60, as cron leaves them):
+#     opening (snapshot index of all files + the first snapshot + its rows) in the process, and
+#     the whole process' wall time to that point;
+#   - 6 snapshots of 100,000 sockets: stepping to the next snapshot.
+# A step is timed twice: "ready" after the read-ahead of the next snapshot has finished (a user
+# who looked at the screen for the read time), and "back to back" (a key held down: the read).
+# A benchmark, not a test: prints a Markdown table and writes it to
+# tests/bench/last-replay-results.md. No root needed. Run from anywhere.
+#
+# Environment knobs (defaults in brackets):
+#   RUNS [3]        runs per series (medians)
+#   DATA_DIR []     keep the generated series here and reuse them (default: temporary)
+#   NO_BUILD [0]    1: use the binaries already in BUILD
+#   BUILD [build-bench]  the build directory (Release)
+#   RESULTS [tests/bench/last-replay-results.md]
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
+BUILD=${BUILD:-$REPO/build-bench}
+ANALYZE="$BUILD/analyzer/sockrewind-analyze"
+GEN="$BUILD/tests/bench/gen_series"
+RUNS=${RUNS:-3}
+DATA_DIR=${DATA_DIR:-}
+NO_BUILD=${NO_BUILD:-0}
+RESULTS=${RESULTS:-$SCRIPT_DIR/last-replay-results.md}
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+  printf 'bench_replay.sh: error: %s\n' "$*" >&2
+  exit 1
+}
+((RUNS >= 1)) || die "RUNS must be >= 1"
+
+WORK=$(mktemp -d /tmp/srbench-replay.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+if [[ $NO_BUILD != 1 ]]; then
+  log "building Release into $BUILD"
+  if [[ ! -f $BUILD/CMakeCache.txt ]]; then
+    cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWARNINGS_AS_ERRORS=OFF \
+      >"$WORK/configure.log" 2>&1 || {
+      cat "$WORK/configure.log" >&2
+      die "cmake configure failed"
+    }
+  fi
+  for target in sockrewind-analyze gen_series; do
+    cmake --build "$BUILD" -j2 --target "$target" >>"$WORK/build.log" 2>&1 || {
+      tail -40 "$WORK/build.log" >&2
+      die "build of $target failed"
+    }
+  done
+fi
+[[ -x $ANALYZE ]] || die "$ANALYZE not built"
+[[ -x $GEN ]] || die "$GEN not built"
+
+if [[ -n $DATA_DIR ]]; then
+  mkdir -p "$DATA_DIR"
+  DATA=$(cd "$DATA_DIR" && pwd)
+else
+  DATA=$WORK/data
+fi
+
+# gen NAME SNAPSHOTS SOCKETS FILES
+gen() {
+  local dir=$DATA/$1
+  if [[ -f $dir/.complete ]]; then
+    log "reusing $dir"
+    return
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  log "generating $1: $2 snapshots of $3 sockets"
+  "$GEN" --out "$dir" --snapshots "$2" --sockets "$3" --interval 60 --files "$4" >&2
+  touch "$dir/.complete"
+}
+gen day-10k 1440 10000 24
+gen burst-100k 6 100000 1
+
+# field NAME LINE: the number after NAME in a --bench line.
+field() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' <<<"$2"; }
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+declare -A fig
+for series in day-10k burst-100k; do
+  : >"$WORK/$series.open" >"$WORK/$series.wall" >"$WORK/$series.ready" >"$WORK/$series.b2b"
+  for ((r = 1; r <= RUNS; r++)); do
+    start=$(date +%s%N)
+    line=$("$ANALYZE" replay "$DATA/$series" --bench --bench-steps 0)
+    end=$(date +%s%N)
+    echo "scale=1; ($end - $start) / 1000000" | bc >>"$WORK/$series.wall"
+    field open_ms "$line" >>"$WORK/$series.open"
+    line=$("$ANALYZE" replay "$DATA/$series" --bench --bench-steps 10)
+    log "$series run $r: $line"
+    field step_ready_median_ms "$line" >>"$WORK/$series.ready"
+    field step_back_to_back_median_ms "$line" >>"$WORK/$series.b2b"
+    fig[$series.sockets]=$(field sockets "$line")
+    fig[$series.snapshots]=$(field snapshots "$line")
+  done
+  for k in open wall ready b2b; do
+    fig[$series.$k]=$(median <"$WORK/$series.$k")
+  done
+done
+
+table=$(
+  cat <<EOF
+| series | snapshots | sockets/snapshot | open (in process) | process to first screen | step, read-ahead ready | step, back to back |
+|---|---|---|---|---|---|---|
+| day, 10k sockets (24 files) | ${fig[day-10k.snapshots]} | ${fig[day-10k.sockets]} | ${fig[day-10k.open]} ms | ${fig[day-10k.wall]} ms | ${fig[day-10k.ready]} ms | ${fig[day-10k.b2b]} ms |
+| 100k sockets | ${fig[burst-100k.snapshots]} | ${fig[burst-100k.sockets]} | ${fig[burst-100k.open]} ms | ${fig[burst-100k.wall]} ms | ${fig[burst-100k.ready]} ms | ${fig[burst-100k.b2b]} ms |
+
+Goals: open a day at 10k sockets <= 1000 ms; step <= 50 ms at 100k sockets per snapshot.
+Medians of $RUNS runs on $(nproc) CPUs ($(uname -r)), $(date -u +%Y-%m-%d).
+EOF
+)
+printf '%s\n' "$table"
+printf '%s\n' "$table" >"$RESULTS"
