@@ -16,6 +16,7 @@
 #   DATA_DIR []     keep the generated series here and reuse them (default: temporary)
 #   NO_BUILD [0]    1: use the binaries already in BUILD
 #   BUILD [build-bench]  the build directory (Release)
+#   TOTAL_TIMEOUT [3600] seconds allowed to the whole script
 #   RESULTS [tests/bench/last-replay-results.md]
 set -euo pipefail
 
@@ -29,31 +30,18 @@ DATA_DIR=${DATA_DIR:-}
 NO_BUILD=${NO_BUILD:-0}
 RESULTS=${RESULTS:-$SCRIPT_DIR/last-replay-results.md}
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-  printf 'bench_replay.sh: error: %s\n' "$*" >&2
-  exit 1
-}
+BENCH_NAME=bench_replay.sh
+# shellcheck source=tests/bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 ((RUNS >= 1)) || die "RUNS must be >= 1"
 
 WORK=$(mktemp -d /tmp/srbench-replay.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-3600}
+install_traps
+start_watchdog
 
 if [[ $NO_BUILD != 1 ]]; then
-  log "building Release into $BUILD"
-  if [[ ! -f $BUILD/CMakeCache.txt ]]; then
-    cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWARNINGS_AS_ERRORS=OFF \
-      >"$WORK/configure.log" 2>&1 || {
-      cat "$WORK/configure.log" >&2
-      die "cmake configure failed"
-    }
-  fi
-  for target in sockrewind-analyze gen_series; do
-    cmake --build "$BUILD" -j2 --target "$target" >>"$WORK/build.log" 2>&1 || {
-      tail -40 "$WORK/build.log" >&2
-      die "build of $target failed"
-    }
-  done
+  build_release "$REPO" "$BUILD" sockrewind-analyze gen_series
 fi
 [[ -x $ANALYZE ]] || die "$ANALYZE not built"
 [[ -x $GEN ]] || die "$GEN not built"
@@ -83,7 +71,6 @@ gen burst-100k 6 100000 1
 
 # field NAME LINE: the number after NAME in a --bench line.
 field() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' <<<"$2"; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 declare -A fig
 for series in day-10k burst-100k; do
@@ -102,7 +89,7 @@ for series in day-10k burst-100k; do
     fig[$series.snapshots]=$(field snapshots "$line")
   done
   for k in open wall ready b2b; do
-    fig[$series.$k]=$(median <"$WORK/$series.$k")
+    fig[$series.$k]=$(median "$WORK/$series.$k" 1)
   done
 done
 
