@@ -5,6 +5,7 @@
 #include <sockrewind/analyze/errors.hpp>
 #include <sockrewind/analyze/export.hpp>
 #include <sockrewind/analyze/load.hpp>
+#include <sockrewind/assert.hpp>
 #include <sockrewind/store/atomic_file.hpp>
 #include <sockrewind/store/db.hpp>
 #include <sockrewind/store/runs.hpp>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -26,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <system_error>
 #include <thread>
@@ -378,9 +381,19 @@ public:
     }
   }
 
+  bool runs() const { return m_runs; }
+
   // Streams `t` (and, for sockets, the owners) into `out`. Schema 3 files are read from the run
-  // tables, each run written once per snapshot it covers, exactly as the view gives it.
-  void run(const Table& t, Sink& out, Sink* owners) {
+  // tables: each run is formatted once and written once per snapshot it covers, its
+  // time-relative fields moved by the time elapsed since its first snapshot, exactly as the
+  // view gives it; so the cost follows the runs more than the rows.
+  //
+  // `range`: only the runs that start in these snapshots (a part of a big file, so that one
+  // file is read by several workers); nullopt: all.
+  void run(const Table& t,
+           Sink& out,
+           Sink* owners,
+           std::optional<std::pair<int64_t, int64_t>> range = std::nullopt) {
     const bool runs = m_runs && !t.runs_from.empty();
     std::string sql = runs ? "SELECT first_snapshot_id, last_snapshot_id" : "SELECT snapshot_id";
     for (const Col& c : t.cols) {
@@ -392,11 +405,13 @@ public:
     }
     sql += " FROM ";
     sql += runs ? t.runs_from : t.from;
-    sqlite3_stmt* raw = nullptr;
-    if (sqlite3_prepare_v2(m_db.handle(), sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
-      throw LoadError(m_in.file + ": " + sqlite3_errmsg(m_db.handle()));
+    if (range) {
+      SR_ASSERT(runs);
+      sql += " WHERE first_snapshot_id BETWEEN " + std::to_string(range->first) + " AND "
+             + std::to_string(range->second);
     }
-    const RawStmt st(raw);
+    const RawStmt st(prepare(sql));
+    sqlite3_stmt* raw = st.get();
     const size_t first_col = runs ? 2 : 1;
     const size_t ncols = t.cols.size();
     std::vector<sqlite3_value*> v(ncols + 1);
@@ -415,6 +430,11 @@ public:
       c_pid = n == "pid" ? i : c_pid;
       c_fd = n == "fd" ? i : c_fd;
     }
+    std::string body;   // the row after the prefix, as in the run's first snapshot
+    std::string holder; // the owners row of the first owner after the prefix ("" if none)
+    std::string ident;  // netns, inode and cookie with a tab after each (extra owners' rows)
+
+    std::vector<Moved> moved;
     int rc = 0;
     while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
       for (size_t i = 0; i <= ncols; ++i) {
@@ -427,8 +447,9 @@ public:
         last = std::min<int64_t>(sqlite3_column_int64(raw, 1), first | 63);
       }
       const int64_t key = owners == nullptr ? 0 : sqlite3_value_int64(v[ncols]);
-      for (int64_t k = 0; k <= last - first; ++k) {
-        const int64_t id = first + k;
+      const bool once = last == first;
+      bool formatted = false;
+      for (int64_t id = first; id <= last; ++id) {
         const auto it = m_in.prefix.find(id);
         if (it == m_in.prefix.end()) {
           continue; // another host, or a snapshot an earlier file had
@@ -442,68 +463,138 @@ public:
           }
           elapsed_ms = (b->second - a->second) / 1000000;
         }
+        if (!formatted) {
+          formatted = true;
+          if (!once) {
+            body.clear();
+            format_row(t, v, body, &moved);
+          }
+          if (owners != nullptr) {
+            format_holder(t, v, {c_netns, c_inode, c_cookie, c_pid, c_fd}, holder, ident);
+          }
+        }
         const std::string& pre = it->second;
         std::string& b = out.buf();
         b += pre;
-        for (size_t i = 0; i < ncols; ++i) {
-          if (i != 0) {
-            b += '\t';
+        if (once) {
+          format_row(t, v, b, nullptr); // a row of its own: formatted where it goes
+        } else if (elapsed_ms == 0 || moved.empty()) {
+          b += body;
+        } else {
+          size_t at = 0;
+          for (const Moved& m : moved) {
+            b.append(body, at, m.begin - at);
+            put_adjusted(b, v[m.col], t.cols[m.col], elapsed_ms, v[c_timer]);
+            at = m.end;
           }
-          const Col& c = t.cols[i];
-          if (c.adjust != Adjust::none && elapsed_ms != 0) {
-            put_adjusted(b, v[i], c, elapsed_ms, v[c_timer]);
-          } else {
-            put(b, v[i], c);
-          }
+          b.append(body, at, std::string::npos);
         }
         out.end_row();
-        if (owners != nullptr && sqlite3_value_type(v[c_pid]) != SQLITE_NULL) {
-          const int64_t sock_id = runs ? (key << 24) | id : key;
-          const auto owner =
-              [&](int64_t pid, sqlite3_value* fd, int64_t fd_value, bool first_owner) {
-                std::string& o = owners->buf();
-                o += pre;
-                put(o, v[c_netns], t.cols[c_netns]);
-                o += '\t';
-                put(o, v[c_inode], t.cols[c_inode]);
-                o += '\t';
-                put(o, v[c_cookie], t.cols[c_cookie]);
-                o += '\t';
-                append_int(o, pid);
-                o += '\t';
-                if (fd != nullptr && sqlite3_value_type(fd) == SQLITE_NULL) {
-                  o += "\\N";
-                } else {
-                  append_int(o, fd != nullptr ? sqlite3_value_int64(fd) : fd_value);
-                }
-                o += first_owner ? "\t1" : "\t0";
-                owners->end_row();
-              };
-          owner(sqlite3_value_int64(v[c_pid]), v[c_fd], 0, true);
-          if (!m_extra.empty()) {
-            const auto ex = m_extra.find(sock_id);
-            if (ex != m_extra.end()) {
-              for (const auto& [pid, fd] : ex->second) {
-                owner(pid, nullptr, fd, false);
-              }
-            }
-          }
+        if (owners == nullptr || holder.empty()) {
+          continue;
+        }
+        owners->buf() += pre;
+        owners->buf() += holder;
+        owners->end_row();
+        if (m_extra.empty()) {
+          continue;
+        }
+        const auto ex = m_extra.find(runs ? (key << 24) | id : key);
+        if (ex == m_extra.end()) {
+          continue;
+        }
+        for (const auto& [pid, fd] : ex->second) {
+          std::string& o = owners->buf();
+          o += pre;
+          o += ident;
+          append_int(o, pid);
+          o += '\t';
+          append_int(o, fd);
+          o.append("\t0", 2);
+          owners->end_row();
         }
       }
     }
+    check_done(rc);
+  }
+
+private:
+  // A time-relative column in a run's formatted row.
+  struct Moved {
+    size_t col = 0;   // index into Table::cols
+    size_t begin = 0; // its text in the row
+    size_t end = 0;
+  };
+
+  // Appends the row's columns to `out`; `moved` (when given) gets where each time-relative
+  // column's text is.
+  void format_row(const Table& t,
+                  const std::vector<sqlite3_value*>& v,
+                  std::string& out,
+                  std::vector<Moved>* moved) const {
+    if (moved != nullptr) {
+      moved->clear();
+    }
+    for (size_t i = 0; i < t.cols.size(); ++i) {
+      if (i != 0) {
+        out += '\t';
+      }
+      const size_t begin = out.size();
+      put(out, v[i], t.cols[i]);
+      if (moved != nullptr && t.cols[i].adjust != Adjust::none) {
+        moved->push_back({i, begin, out.size()});
+      }
+    }
+  }
+
+  // The owners row of a socket's first owner (empty when it has none) and the identity part
+  // every owner's row starts with. `c`: the columns netns, inode, cookie, pid, fd.
+  void format_holder(const Table& t,
+                     const std::vector<sqlite3_value*>& v,
+                     const std::array<size_t, 5>& c,
+                     std::string& holder,
+                     std::string& ident) const {
+    ident.clear();
+    holder.clear();
+    for (size_t k = 0; k < 3; ++k) {
+      put(ident, v[c[k]], t.cols[c[k]]);
+      ident += '\t';
+    }
+    if (sqlite3_value_type(v[c[3]]) == SQLITE_NULL) {
+      return;
+    }
+    holder = ident;
+    append_int(holder, sqlite3_value_int64(v[c[3]]));
+    holder += '\t';
+    if (sqlite3_value_type(v[c[4]]) == SQLITE_NULL) {
+      holder.append("\\N", 2);
+    } else {
+      append_int(holder, sqlite3_value_int64(v[c[4]]));
+    }
+    holder.append("\t1", 2);
+  }
+
+  RawStmt prepare(const std::string& sql) const {
+    sqlite3_stmt* raw = nullptr;
+    if (sqlite3_prepare_v2(m_db.handle(), sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+      throw LoadError(m_in.file + ": " + sqlite3_errmsg(m_db.handle()));
+    }
+    return RawStmt(raw);
+  }
+
+  void check_done(int rc) const {
     if (rc != SQLITE_DONE) {
       throw LoadError(m_in.file + ": " + sqlite3_errmsg(m_db.handle()));
     }
   }
 
-private:
   void put(std::string& b, sqlite3_value* x, const Col& c) const {
     if (sqlite3_value_type(x) == SQLITE_NULL) {
       if (!c.nullable) {
         throw LoadError(m_in.file + ": NULL in " + std::string(c.sql)
                         + ", which is NOT NULL: not a file sockrewind wrote");
       }
-      b += "\\N";
+      b.append("\\N", 2);
       return;
     }
     switch (c.kind) {
@@ -545,7 +636,7 @@ private:
                     int64_t elapsed_ms,
                     sqlite3_value* timer) const {
     if (sqlite3_value_type(x) == SQLITE_NULL) {
-      b += "\\N";
+      b.append("\\N", 2);
       return;
     }
     const int64_t value = sqlite3_value_int64(x);
@@ -695,8 +786,44 @@ ExportResult write_export(const ExportOptions& opts) {
       schema.end_row();
       schema.flush();
     }
-    // Files are exported in parallel (each its own SQLite connection and buffers); rows of
-    // one file stay together in whole buffers, the order of files in the output is not kept.
+    // Files are exported in parallel, each its own SQLite connection and buffers; rows of one
+    // part stay together in whole buffers, the order of files in the output is not kept. A
+    // schema-3 file is split into parts by snapshot when there are fewer files than workers can
+    // share (its sockets, by the first snapshot of their runs; the other tables with part 0).
+    const size_t n_jobs =
+        std::max<size_t>(1, std::min<size_t>(opts.jobs, std::thread::hardware_concurrency()));
+
+    struct Part {
+      size_t input = 0;
+      size_t index = 0; // 0: the file's first part, which also exports its other tables
+      std::optional<std::pair<int64_t, int64_t>> range;
+    };
+
+    std::vector<Part> parts;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const Input& in = inputs[i];
+      if (in.prefix.empty()) {
+        continue;
+      }
+      const size_t split =
+          std::min(in.boottime.size(), (2 * n_jobs + inputs.size() - 1) / inputs.size());
+      if (split <= 1) {
+        parts.push_back({i, 0, std::nullopt});
+        continue;
+      }
+      std::vector<int64_t> ids;
+      for (const auto& [id, boottime] : in.boottime) {
+        ids.push_back(id);
+      }
+      std::sort(ids.begin(), ids.end());
+      for (size_t k = 0; k < split; ++k) {
+        const size_t lo = ids.size() * k / split;
+        const size_t hi = ids.size() * (k + 1) / split;
+        if (lo < hi) {
+          parts.push_back({i, k, std::make_pair(ids[lo], ids[hi - 1])});
+        }
+      }
+    }
     std::atomic<size_t> next{0};
     std::atomic<size_t> done_files{0};
     std::mutex error_mutex;
@@ -707,11 +834,9 @@ ExportResult write_export(const ExportOptions& opts) {
         for (const auto& [name, f] : files) {
           sinks[name] = std::make_unique<Sink>(*f);
         }
-        for (size_t i = next++; i < inputs.size(); i = next++) {
-          const Input& in = inputs[i];
-          if (in.prefix.empty()) {
-            continue;
-          }
+        for (size_t p = next++; p < parts.size(); p = next++) {
+          const Part& part = parts[p];
+          const Input& in = inputs[part.input];
           {
             const std::lock_guard<std::mutex> lock(error_mutex);
             if (error) {
@@ -719,13 +844,21 @@ ExportResult write_export(const ExportOptions& opts) {
             }
           }
           store::Db db = open_validated(in.file);
-          ++done_files;
+          done_files += part.index == 0 ? 1 : 0;
           try {
             Exporter ex(in, db);
-            for (const Table& t : tables()) {
-              if (t.name != k_owners) {
-                ex.run(
-                    t, *sinks.at(t.name), t.name == "sockets" ? sinks.at(k_owners).get() : nullptr);
+            // A file of an older schema (no runs) is read whole, by its part 0.
+            const bool whole = !part.range || !ex.runs();
+            if (!whole || part.index == 0) {
+              for (const Table& t : tables()) {
+                if (t.name == "sockets") {
+                  ex.run(t,
+                         *sinks.at(t.name),
+                         sinks.at(k_owners).get(),
+                         whole ? std::nullopt : part.range);
+                } else if (t.name != k_owners && part.index == 0) {
+                  ex.run(t, *sinks.at(t.name), nullptr);
+                }
               }
             }
           } catch (const store::DbError& e) {
@@ -742,10 +875,8 @@ ExportResult write_export(const ExportOptions& opts) {
         }
       }
     };
-    const size_t n_jobs = std::max<size_t>(
-        1, std::min<size_t>({opts.jobs, inputs.size(), std::thread::hardware_concurrency()}));
     std::vector<std::thread> threads;
-    for (size_t j = 1; j < n_jobs; ++j) {
+    for (size_t j = 1; j < std::min(n_jobs, parts.size()); ++j) {
       threads.emplace_back(worker);
     }
     worker();
