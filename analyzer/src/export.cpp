@@ -23,6 +23,7 @@
 #include <charconv>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <map>
@@ -204,13 +205,44 @@ std::string ch_type(const Col& c) {
   return c.nullable ? std::string("Nullable(") + base + ")" : std::string(base);
 }
 
-void append_int(std::string& out, int64_t v) {
-  char b[24];
-  const auto r = std::to_chars(std::begin(b), std::end(b), v);
-  out.append(b, static_cast<size_t>(r.ptr - b)); // (pointer, length): no iterator-range replace
+// Writes `s` escaped as ClickHouse's TabSeparated reads it at `p` (room for 2 * s.size());
+// returns the end.
+char* write_tsv_escaped(char* p, std::string_view s) {
+  for (const char ch : s) {
+    char esc = 0;
+    switch (ch) {
+    case '\\':
+      esc = '\\';
+      break;
+    case '\t':
+      esc = 't';
+      break;
+    case '\n':
+      esc = 'n';
+      break;
+    case '\r':
+      esc = 'r';
+      break;
+    case '\0':
+      esc = '0';
+      break;
+    case '\b':
+      esc = 'b';
+      break;
+    case '\f':
+      esc = 'f';
+      break;
+    default:
+      *p++ = ch;
+      continue;
+    }
+    *p++ = '\\';
+    *p++ = esc;
+  }
+  return p;
 }
 
-void append_uint(std::string& out, uint64_t v) {
+void append_int(std::string& out, int64_t v) {
   char b[24];
   const auto r = std::to_chars(std::begin(b), std::end(b), v);
   out.append(b, static_cast<size_t>(r.ptr - b)); // (pointer, length): no iterator-range replace
@@ -373,6 +405,7 @@ public:
     while (ad.step()) {
       std::string esc;
       append_tsv_escaped(esc, ad.get_text(1));
+      m_addr_max = std::max(m_addr_max, esc.size());
       m_addrs[ad.get_int(0)] = std::move(esc);
     }
     store::Stmt eo = m_db.prepare("SELECT sock_id, pid, fd FROM extra_owners");
@@ -527,7 +560,8 @@ private:
   };
 
   // Appends the row's columns to `out`; `moved` (when given) gets where each time-relative
-  // column's text is.
+  // column's text is. The row is written in place: `out` grows once by the most these values
+  // can take (a number 20 characters, an escaped text twice its bytes, an address its text).
   void format_row(const Table& t,
                   const std::vector<sqlite3_value*>& v,
                   std::string& out,
@@ -535,16 +569,25 @@ private:
     if (moved != nullptr) {
       moved->clear();
     }
+    size_t room = t.cols.size();
+    for (size_t i = 0; i < t.cols.size(); ++i) {
+      room += bound(v[i], t.cols[i]);
+    }
+    const size_t old = out.size();
+    out.resize(old + room);
+    char* const base = out.data();
+    char* p = base + old;
     for (size_t i = 0; i < t.cols.size(); ++i) {
       if (i != 0) {
-        out += '\t';
+        *p++ = '\t';
       }
-      const size_t begin = out.size();
-      put(out, v[i], t.cols[i]);
+      char* const begin = p;
+      p = put(p, v[i], t.cols[i]);
       if (moved != nullptr && t.cols[i].adjust != Adjust::none) {
-        moved->push_back({i, begin, out.size()});
+        moved->push_back({i, static_cast<size_t>(begin - base), static_cast<size_t>(p - base)});
       }
     }
+    out.resize(static_cast<size_t>(p - base));
   }
 
   // The owners row of a socket's first owner (empty when it has none) and the identity part
@@ -557,8 +600,11 @@ private:
     ident.clear();
     holder.clear();
     for (size_t k = 0; k < 3; ++k) {
-      put(ident, v[c[k]], t.cols[c[k]]);
-      ident += '\t';
+      const size_t old = ident.size();
+      ident.resize(old + bound(v[c[k]], t.cols[c[k]]) + 1);
+      char* p = put(ident.data() + old, v[c[k]], t.cols[c[k]]);
+      *p++ = '\t';
+      ident.resize(static_cast<size_t>(p - ident.data()));
     }
     if (sqlite3_value_type(v[c[3]]) == SQLITE_NULL) {
       return;
@@ -588,45 +634,53 @@ private:
     }
   }
 
-  void put(std::string& b, sqlite3_value* x, const Col& c) const {
+  // The most characters put() writes for `x`.
+  size_t bound(sqlite3_value* x, const Col& c) const {
+    if (c.kind == Kind::text) {
+      return 2 * static_cast<size_t>(sqlite3_value_bytes(x)) + 2;
+    }
+    return c.kind == Kind::addr ? std::max<size_t>(m_addr_max, 2) : 20;
+  }
+
+  // Writes `x` as ClickHouse reads column `c` at `p` (which has room for bound(x, c)); returns
+  // the end.
+  char* put(char* p, sqlite3_value* x, const Col& c) const {
     if (sqlite3_value_type(x) == SQLITE_NULL) {
       if (!c.nullable) {
         throw LoadError(m_in.file + ": NULL in " + std::string(c.sql)
                         + ", which is NOT NULL: not a file sockrewind wrote");
       }
-      b.append("\\N", 2);
-      return;
+      p[0] = '\\';
+      p[1] = 'N';
+      return p + 2;
     }
     switch (c.kind) {
     case Kind::i64:
-      append_int(b, sqlite3_value_int64(x));
-      return;
+      return std::to_chars(p, p + 20, sqlite3_value_int64(x)).ptr;
     case Kind::u64:
-      append_uint(b, static_cast<uint64_t>(sqlite3_value_int64(x)));
-      return;
+      return std::to_chars(p, p + 20, static_cast<uint64_t>(sqlite3_value_int64(x))).ptr;
     case Kind::text: {
-      const auto* p = reinterpret_cast<const char*>(sqlite3_value_text(x));
+      const auto* t = reinterpret_cast<const char*>(sqlite3_value_text(x));
       const auto n = static_cast<size_t>(sqlite3_value_bytes(x));
-      append_tsv_escaped(b, std::string_view(p == nullptr ? "" : p, n));
-      return;
+      return write_tsv_escaped(p, std::string_view(t == nullptr ? "" : t, n));
     }
     case Kind::netns: {
       const auto it = m_netns.find(sqlite3_value_int64(x));
       if (it == m_netns.end()) {
         throw LoadError(m_in.file + ": a row names a network namespace the file does not have");
       }
-      append_uint(b, it->second);
-      return;
+      return std::to_chars(p, p + 20, it->second).ptr;
     }
     case Kind::addr: {
       const auto it = m_addrs.find(sqlite3_value_int64(x));
       if (it == m_addrs.end()) {
         throw LoadError(m_in.file + ": a socket names an address the file does not have");
       }
-      b += it->second;
-      return;
+      std::memcpy(p, it->second.data(), it->second.size());
+      return p + it->second.size();
     }
     }
+    return p;
   }
 
   // A time-relative value `elapsed_ms` after its run's first snapshot, as the view computes it.
@@ -659,6 +713,7 @@ private:
   bool m_runs = false;
   std::unordered_map<int64_t, uint64_t> m_netns;
   std::unordered_map<int64_t, std::string> m_addrs;
+  size_t m_addr_max = 0; // the longest escaped address text
   std::unordered_map<int64_t, std::vector<std::pair<int64_t, int64_t>>> m_extra;
 };
 
@@ -669,33 +724,9 @@ private:
 } // namespace
 
 void append_tsv_escaped(std::string& out, std::string_view s) {
-  for (const char ch : s) {
-    switch (ch) {
-    case '\\':
-      out += "\\\\";
-      break;
-    case '\t':
-      out += "\\t";
-      break;
-    case '\n':
-      out += "\\n";
-      break;
-    case '\r':
-      out += "\\r";
-      break;
-    case '\0':
-      out += "\\0";
-      break;
-    case '\b':
-      out += "\\b";
-      break;
-    case '\f':
-      out += "\\f";
-      break;
-    default:
-      out += ch;
-    }
-  }
+  const size_t old = out.size();
+  out.resize(old + 2 * s.size());
+  out.resize(static_cast<size_t>(write_tsv_escaped(out.data() + old, s) - out.data()));
 }
 
 std::vector<std::string> clickhouse_tables() {
