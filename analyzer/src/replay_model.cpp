@@ -256,8 +256,8 @@ Model::Model(std::vector<std::string> files, const std::optional<std::string>& h
   std::vector<std::string> hosts;
   for (const std::string& f : m_files) {
     auto& handle = m_dbs[f];
-    handle = std::make_unique<store::Db>(open_validated(f));
-    for (SnapshotInfo& s : load_snapshot_index(*handle, f)) {
+    handle = std::make_unique<Conn>(open_validated(f));
+    for (SnapshotInfo& s : load_snapshot_index(handle->db, f)) {
       hosts.push_back(s.host);
       all.push_back(std::move(s));
     }
@@ -294,12 +294,12 @@ Model::Loaded Model::load(size_t pos, Dbs& dbs) const {
   const SnapshotInfo& info = m_index[pos];
   auto& handle = dbs[info.file];
   if (!handle) {
-    handle = std::make_unique<store::Db>(open_validated(info.file));
+    handle = std::make_unique<Conn>(open_validated(info.file));
   }
   Loaded l;
   l.pos = pos;
-  l.view = read_snapshot(*handle, info);
-  l.counters = read_counters(*handle, info);
+  l.view = handle->reader.read(info);
+  l.counters = handle->reader.counters(info);
   l.ids.reserve(l.view.rows.size());
   for (const SocketRow& r : l.view.rows) {
     l.ids.push_back(row_identity(r));

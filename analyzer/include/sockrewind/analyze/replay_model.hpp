@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace sockrewind::analyze::replay {
@@ -149,7 +150,15 @@ public:
   };
 
 private:
-  using Dbs = std::map<std::string, std::unique_ptr<store::Db>>;
+  // One file's connection and its reader (which keeps prepared statements and lookups).
+  struct Conn {
+    explicit Conn(store::Db&& d) : db(std::move(d)), reader(db) {}
+
+    store::Db db;
+    SnapshotReader reader;
+  };
+
+  using Dbs = std::map<std::string, std::unique_ptr<Conn>>;
   Loaded load(size_t pos, Dbs& dbs) const;
   Loaded take(size_t pos);     // from the read-ahead when it holds `pos`, else read now
   void keep_ready(Loaded&& l); // offers `l` as the read-ahead (unless one is being read)
