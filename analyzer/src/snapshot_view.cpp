@@ -225,20 +225,43 @@ void permute(std::vector<SocketRow>& rows, std::vector<uint32_t>& order) {
   }
 }
 
-// ss order; a total order (sock_id last), so the SQL's row order does not matter. Numbers
-// first, the texts only on ties.
+// The first 16 bytes of `s` as two big-endian words (zero padded): comparing the words orders
+// as comparing the texts does, until both are equal.
+std::array<uint64_t, 2> text_prefix(const std::string& s) {
+  std::array<uint64_t, 2> w{0, 0};
+  const size_t n = std::min<size_t>(s.size(), 16);
+  for (size_t i = 0; i < n; ++i) {
+    w[i / 8] |= uint64_t{static_cast<unsigned char>(s[i])} << (8 * (7 - i % 8));
+  }
+  return w;
+}
+
+// ss order; a total order (sock_id last), so the SQL's row order does not matter. Sorted on
+// compact keys (numbers and the texts' first bytes); the rows' texts only on ties.
 void sort_ss(std::vector<SocketRow>& rows) {
   struct Key {
     uint64_t netns;
     int64_t family;
     int64_t port;
+    std::array<uint64_t, 2> local;
+    std::array<uint64_t, 2> remote;
     int rank;
     uint32_t idx;
+    uint32_t local_size;
+    uint32_t remote_size;
   };
   std::vector<Key> keys(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
     const SocketRow& r = rows[i];
-    keys[i] = {r.netns, r.family, r.local_port.value_or(0), r.rank, static_cast<uint32_t>(i)};
+    keys[i] = {r.netns,
+               r.family,
+               r.local_port.value_or(0),
+               text_prefix(r.local),
+               text_prefix(r.remote),
+               r.rank,
+               static_cast<uint32_t>(i),
+               static_cast<uint32_t>(std::min<size_t>(r.local.size(), UINT32_MAX)),
+               static_cast<uint32_t>(std::min<size_t>(r.remote.size(), UINT32_MAX))};
   }
   std::sort(keys.begin(), keys.end(), [&rows](const Key& ka, const Key& kb) {
     if (ka.netns != kb.netns) {
@@ -247,13 +270,47 @@ void sort_ss(std::vector<SocketRow>& rows) {
     if (ka.rank != kb.rank) {
       return ka.rank < kb.rank;
     }
+    if (ka.rank >= 7) { // names outside ss's list
+      const std::string& pa = rows[ka.idx].proto_name;
+      const std::string& pb = rows[kb.idx].proto_name;
+      if (pa != pb) {
+        return pa < pb;
+      }
+    }
+    if (std::tie(ka.family, ka.port) != std::tie(kb.family, kb.port)) {
+      return std::tie(ka.family, ka.port) < std::tie(kb.family, kb.port);
+    }
+    // Equal prefixes of texts of at most 16 bytes: the shorter one (padded with NULs) first.
+    const auto text_less = [](const std::array<uint64_t, 2>& pa,
+                              uint32_t na,
+                              const std::array<uint64_t, 2>& pb,
+                              uint32_t nb,
+                              const std::string& a,
+                              const std::string& b) -> int {
+      if (pa[0] != pb[0]) {
+        return pa[0] < pb[0] ? -1 : 1;
+      }
+      if (pa[1] != pb[1]) {
+        return pa[1] < pb[1] ? -1 : 1;
+      }
+      if (na <= 16 && nb <= 16) {
+        return na == nb ? 0 : (na < nb ? -1 : 1);
+      }
+      const int c = a.compare(b);
+      return c == 0 ? 0 : (c < 0 ? -1 : 1);
+    };
     const SocketRow& a = rows[ka.idx];
     const SocketRow& b = rows[kb.idx];
-    if (ka.rank >= 7 && a.proto_name != b.proto_name) { // names outside ss's list
-      return a.proto_name < b.proto_name;
+    if (const int c = text_less(ka.local, ka.local_size, kb.local, kb.local_size, a.local, b.local);
+        c != 0) {
+      return c < 0;
     }
-    return std::tie(ka.family, ka.port, a.local, a.remote, a.sock_id)
-           < std::tie(kb.family, kb.port, b.local, b.remote, b.sock_id);
+    if (const int c
+        = text_less(ka.remote, ka.remote_size, kb.remote, kb.remote_size, a.remote, b.remote);
+        c != 0) {
+      return c < 0;
+    }
+    return a.sock_id < b.sock_id;
   });
   std::vector<uint32_t> order(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -268,10 +325,12 @@ SnapshotReader::SnapshotReader(store::Db& db) : m_impl(std::make_unique<Impl>(db
 
 SnapshotReader::~SnapshotReader() = default;
 
-SnapshotView SnapshotReader::read(const SnapshotInfo& info) {
+SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRow>&& reuse) {
   Impl& m = *m_impl;
   SnapshotView snap;
   snap.info = info;
+  snap.rows = std::move(reuse); // its memory: 100k rows are ~45 MB, fresh pages cost
+  snap.rows.clear();
   try {
     if (m.version < 0) {
       m.version = m.db.query_int("PRAGMA user_version");

@@ -159,7 +159,8 @@ private:
   };
 
   using Dbs = std::map<std::string, std::unique_ptr<Conn>>;
-  Loaded load(size_t pos, Dbs& dbs) const;
+  Loaded load(size_t pos, Dbs& dbs);
+  void recycle(std::vector<SocketRow>&& rows); // keeps the larger memory as m_spare
   Loaded take(size_t pos);     // from the read-ahead when it holds `pos`, else read now
   void keep_ready(Loaded&& l); // offers `l` as the read-ahead (unless one is being read)
   void read_ahead(size_t pos);
@@ -181,6 +182,7 @@ private:
   std::optional<size_t> m_want;
   std::optional<size_t> m_busy;
   std::unique_ptr<Loaded> m_ready;
+  std::vector<SocketRow> m_spare; // rows memory of a snapshot no longer shown, for a read
   bool m_stop = false;
   std::thread m_worker; // last: started once the rest is constructed
   std::vector<Finding> m_findings;

@@ -78,8 +78,9 @@ public:
   SnapshotReader(SnapshotReader&&) = delete;
   SnapshotReader& operator=(SnapshotReader&&) = delete;
 
-  // The snapshot `info` names (info.file is the reader's file). Throws LoadError.
-  SnapshotView read(const SnapshotInfo& info);
+  // The snapshot `info` names (info.file is the reader's file). Throws LoadError. The rows
+  // are built in `reuse`'s memory (the rows of a snapshot no longer shown), if given.
+  SnapshotView read(const SnapshotInfo& info, std::vector<SocketRow>&& reuse = {});
   CounterValues counters(const SnapshotInfo& info);
 
   // Reads the rows through the `sockets` view even in a schema-3 file (for the tests: the
