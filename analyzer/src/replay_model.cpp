@@ -170,7 +170,9 @@ visible_rows(const SnapshotView& v, const Filter& f, SortKey key, bool reverse) 
     };
     break;
   }
-  std::stable_sort(out.begin(), out.end(), less);
+  if (key != SortKey::ss) { // ss order is the rows' own: `out` holds it already
+    std::stable_sort(out.begin(), out.end(), less);
+  }
   if (reverse) {
     std::reverse(out.begin(), out.end());
   }
@@ -256,8 +258,8 @@ Model::Model(std::vector<std::string> files, const std::optional<std::string>& h
   std::vector<std::string> hosts;
   for (const std::string& f : m_files) {
     auto& handle = m_dbs[f];
-    handle = std::make_unique<store::Db>(open_validated(f));
-    for (SnapshotInfo& s : load_snapshot_index(*handle, f)) {
+    handle = std::make_unique<Conn>(open_validated(f));
+    for (SnapshotInfo& s : load_snapshot_index(handle->db, f)) {
       hosts.push_back(s.host);
       all.push_back(std::move(s));
     }
@@ -290,16 +292,21 @@ Model::~Model() {
   }
 }
 
-Model::Loaded Model::load(size_t pos, Dbs& dbs) const {
+Model::Loaded Model::load(size_t pos, Dbs& dbs) {
   const SnapshotInfo& info = m_index[pos];
   auto& handle = dbs[info.file];
   if (!handle) {
-    handle = std::make_unique<store::Db>(open_validated(info.file));
+    handle = std::make_unique<Conn>(open_validated(info.file));
   }
   Loaded l;
   l.pos = pos;
-  l.view = read_snapshot(*handle, info);
-  l.counters = read_counters(*handle, info);
+  std::vector<SocketRow> spare;
+  {
+    const std::lock_guard<std::mutex> lock(m_mutex);
+    spare.swap(m_spare);
+  }
+  l.view = handle->reader.read(info, std::move(spare));
+  l.counters = handle->reader.counters(info);
   l.ids.reserve(l.view.rows.size());
   for (const SocketRow& r : l.view.rows) {
     l.ids.push_back(row_identity(r));
@@ -368,6 +375,19 @@ Model::Loaded Model::take(size_t pos) {
   return load(pos, m_dbs);
 }
 
+void Model::recycle(std::vector<SocketRow>&& rows) {
+  if (rows.capacity() == 0) {
+    return;
+  }
+  {
+    const std::lock_guard<std::mutex> lock(m_mutex);
+    if (m_spare.capacity() < rows.capacity()) {
+      m_spare.swap(rows);
+    }
+  }
+  // `rows` (the smaller) is freed here, outside the lock.
+}
+
 void Model::keep_ready(Loaded&& l) {
   const std::lock_guard<std::mutex> lock(m_mutex);
   if (!m_busy) {
@@ -403,8 +423,13 @@ void Model::go(size_t pos) {
       prev = take(pos - 1);
     }
   }
+  // The snapshots no longer shown: the larger's rows memory is kept for the next read.
+  Loaded old_cur = std::move(m_cur);
+  Loaded old_prev = std::move(m_prev);
   m_cur = std::move(cur);
   m_prev = std::move(prev);
+  recycle(std::move(old_prev.view.rows));
+  recycle(std::move(old_cur.view.rows));
   m_has_prev = pos > 0;
   m_pos = pos;
   m_loaded = true;

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
+#include <unordered_map>
 #include <tuple>
 #include <utility>
 
@@ -28,35 +30,323 @@ int proto_rank(const std::string& name) {
   return static_cast<int>(it - k_order.begin());
 }
 
-std::string inet_endpoint(int64_t family,
-                          const std::optional<std::string>& addr,
-                          const std::optional<int64_t>& port) {
-  std::string a = addr ? *addr : std::string("*");
-  if (family == k_af_inet6 && addr) {
-    a = "[" + a + "]";
-  }
-  return a + ":" + (!port || *port == 0 ? std::string("*") : std::to_string(*port));
-}
-
 } // namespace
 
 std::string opt_text(const std::optional<int64_t>& v) {
   return v ? std::to_string(*v) : std::string("-");
 }
 
-SnapshotView read_snapshot(store::Db& db, const SnapshotInfo& info) {
+struct SnapshotReader::Impl {
+  explicit Impl(store::Db& d) : db(d) {}
+
+  store::Db& db;
+  int64_t version = -1; // PRAGMA user_version, read once
+  std::optional<store::Stmt> head, ns, procs, extra_runs, extra_table, runs, table, view, counters,
+      addr_one, netns_all;
+  // Address texts by addr_id: nullopt = no such row or a NULL text (the LEFT JOIN's NULL).
+  bool addrs_bulk = false; // the whole table was read
+  std::unordered_map<int64_t, std::optional<std::string>> addrs;
+  std::unordered_map<int64_t, uint64_t> netns; // netns_id -> inode (the whole table)
+
+  store::Stmt& prepared(std::optional<store::Stmt>& st, const char* sql) {
+    if (!st) {
+      st.emplace(db.prepare(sql, true));
+    } else {
+      st->reset();
+    }
+    return *st;
+  }
+
+  void load_netns() {
+    netns.clear();
+    store::Stmt& st = prepared(netns_all, "SELECT netns_id, inode FROM netns");
+    while (st.step()) {
+      netns[st.get_int(0)] = static_cast<uint64_t>(st.get_int(1));
+    }
+  }
+
+  // The netns inode of `id`, nullopt when the table has no such row (the JOIN drops the row).
+  std::optional<uint64_t> netns_inode(int64_t id) {
+    auto it = netns.find(id);
+    if (it == netns.end()) {
+      load_netns(); // a file still being written may have gained one
+      it = netns.find(id);
+      if (it == netns.end()) {
+        return std::nullopt;
+      }
+    }
+    return it->second;
+  }
+
+  // Reads the whole addrs table when it is not much larger than a snapshot's needs (one scan
+  // instead of a lookup per address); else addresses are looked up one by one as met.
+  void prepare_addrs(int64_t sockets) {
+    if (addrs_bulk) {
+      return;
+    }
+    const int64_t max_id = db.query_int("SELECT coalesce(max(addr_id), 0) FROM addrs");
+    if (max_id > 8 * std::max<int64_t>(sockets, 0) + 65536) {
+      return;
+    }
+    store::Stmt st = db.prepare("SELECT addr_id, text FROM addrs");
+    while (st.step()) {
+      addrs[st.get_int(0)] = st.get_opt_text(1);
+    }
+    addrs_bulk = true;
+  }
+
+  const std::optional<std::string>& addr(int64_t id) {
+    const auto it = addrs.find(id);
+    if (it != addrs.end()) {
+      return it->second;
+    }
+    store::Stmt& st = prepared(addr_one, "SELECT text FROM addrs WHERE addr_id = ?1");
+    st.bind(1, id);
+    std::optional<std::string> text;
+    if (st.step()) {
+      text = st.get_opt_text(0);
+    }
+    return addrs.emplace(id, std::move(text)).first->second;
+  }
+};
+
+namespace {
+
+// The columns every socket query gives, in this order.
+constexpr const char* k_sock_columns
+    = "netns_id, family, type, proto, state, local_addr_id, local_port, remote_addr_id, "
+      "remote_port, rx_queue, tx_queue, inode, cookie, uid, timer, expires_ms, retrans, shutdown, "
+      "skm_rmem_alloc, skm_rcvbuf, skm_drops, path, peer_inode, pid, fd";
+
+enum Col : uint8_t {
+  c_sock_id,
+  c_netns_id,
+  c_family,
+  c_type,
+  c_proto,
+  c_state,
+  c_local_addr,
+  c_local_port,
+  c_remote_addr,
+  c_remote_port,
+  c_rx_queue,
+  c_tx_queue,
+  c_inode,
+  c_cookie,
+  c_uid,
+  c_timer,
+  c_expires_ms,
+  c_retrans,
+  c_shutdown,
+  c_rmem_alloc,
+  c_rcvbuf,
+  c_drops,
+  c_path,
+  c_peer_inode,
+  c_pid,
+  c_fd,
+};
+
+// `a:port` (`[a]:port` for IPv6), `*` for a missing address or port 0.
+void inet_endpoint(std::string& out,
+                   int64_t family,
+                   const std::optional<std::string>& addr,
+                   const std::optional<int64_t>& port) {
+  char num[24];
+  size_t num_len = 1;
+  if (!port || *port == 0) {
+    num[0] = '*';
+  } else {
+    const auto res = std::to_chars(num, num + sizeof num, *port);
+    num_len = static_cast<size_t>(res.ptr - num);
+  }
+  const bool v6 = family == k_af_inet6 && addr;
+  out.reserve((addr ? addr->size() : 1) + (v6 ? 2 : 0) + 1 + num_len);
+  if (v6) {
+    out += '[';
+  }
+  if (addr) {
+    out += *addr;
+  } else {
+    out += '*';
+  }
+  if (v6) {
+    out += ']';
+  }
+  out += ':';
+  out.append(num, num_len);
+}
+
+// A std::string per distinct proto name, copied into each row (short: no allocation).
+const std::string& proto_text(int64_t family, int64_t type, int64_t proto) {
+  static const std::string k_tcp = "tcp";
+  static const std::string k_udp = "udp";
+  static const std::string k_u_str = "u_str";
+  static const std::string k_u_dgr = "u_dgr";
+  if (family == k_af_unix) {
+    if (type == 1) {
+      return k_u_str;
+    }
+    if (type == 2) {
+      return k_u_dgr;
+    }
+  } else if (proto == 6) {
+    return k_tcp;
+  } else if (proto == 17) {
+    return k_udp;
+  }
+  thread_local std::string other;
+  Track t;
+  t.family = static_cast<uint8_t>(std::clamp<int64_t>(family, 0, 255));
+  t.type = static_cast<uint8_t>(std::clamp<int64_t>(type, 0, 255));
+  t.proto = static_cast<uint16_t>(std::clamp<int64_t>(proto, 0, 0xffff));
+  other = proto_name(t);
+  return other;
+}
+
+// Puts rows[order[k]] at position k, moving each row once (no second vector of rows).
+void permute(std::vector<SocketRow>& rows, std::vector<uint32_t>& order) {
+  constexpr uint32_t k_done = UINT32_MAX;
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (order[i] == k_done || order[i] == i) {
+      order[i] = k_done;
+      continue;
+    }
+    SocketRow tmp = std::move(rows[i]);
+    size_t j = i;
+    while (order[j] != i) {
+      const uint32_t from = order[j];
+      rows[j] = std::move(rows[from]);
+      order[j] = k_done;
+      j = from;
+    }
+    rows[j] = std::move(tmp);
+    order[j] = k_done;
+  }
+}
+
+// The first 16 bytes of `s` as two big-endian words (zero padded): comparing the words orders
+// as comparing the texts does, until both are equal.
+std::array<uint64_t, 2> text_prefix(const std::string& s) {
+  std::array<uint64_t, 2> w{0, 0};
+  const size_t n = std::min<size_t>(s.size(), 16);
+  for (size_t i = 0; i < n; ++i) {
+    w[i / 8] |= uint64_t{static_cast<unsigned char>(s[i])} << (8 * (7 - i % 8));
+  }
+  return w;
+}
+
+// ss order; a total order (sock_id last), so the SQL's row order does not matter. Sorted on
+// compact keys (numbers and the texts' first bytes); the rows' texts only on ties.
+void sort_ss(std::vector<SocketRow>& rows) {
+  struct Key {
+    uint64_t netns;
+    int64_t family;
+    int64_t port;
+    std::array<uint64_t, 2> local;
+    std::array<uint64_t, 2> remote;
+    int rank;
+    uint32_t idx;
+    uint32_t local_size;
+    uint32_t remote_size;
+  };
+  std::vector<Key> keys(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const SocketRow& r = rows[i];
+    keys[i] = {r.netns,
+               r.family,
+               r.local_port.value_or(0),
+               text_prefix(r.local),
+               text_prefix(r.remote),
+               r.rank,
+               static_cast<uint32_t>(i),
+               static_cast<uint32_t>(std::min<size_t>(r.local.size(), UINT32_MAX)),
+               static_cast<uint32_t>(std::min<size_t>(r.remote.size(), UINT32_MAX))};
+  }
+  std::sort(keys.begin(), keys.end(), [&rows](const Key& ka, const Key& kb) {
+    if (ka.netns != kb.netns) {
+      return ka.netns < kb.netns;
+    }
+    if (ka.rank != kb.rank) {
+      return ka.rank < kb.rank;
+    }
+    if (ka.rank >= 7) { // names outside ss's list
+      const std::string& pa = rows[ka.idx].proto_name;
+      const std::string& pb = rows[kb.idx].proto_name;
+      if (pa != pb) {
+        return pa < pb;
+      }
+    }
+    if (std::tie(ka.family, ka.port) != std::tie(kb.family, kb.port)) {
+      return std::tie(ka.family, ka.port) < std::tie(kb.family, kb.port);
+    }
+    // Equal prefixes of texts of at most 16 bytes: the shorter one (padded with NULs) first.
+    const auto text_less = [](const std::array<uint64_t, 2>& pa,
+                              uint32_t na,
+                              const std::array<uint64_t, 2>& pb,
+                              uint32_t nb,
+                              const std::string& a,
+                              const std::string& b) -> int {
+      if (pa[0] != pb[0]) {
+        return pa[0] < pb[0] ? -1 : 1;
+      }
+      if (pa[1] != pb[1]) {
+        return pa[1] < pb[1] ? -1 : 1;
+      }
+      if (na <= 16 && nb <= 16) {
+        return na == nb ? 0 : (na < nb ? -1 : 1);
+      }
+      const int c = a.compare(b);
+      return c == 0 ? 0 : (c < 0 ? -1 : 1);
+    };
+    const SocketRow& a = rows[ka.idx];
+    const SocketRow& b = rows[kb.idx];
+    if (const int c = text_less(ka.local, ka.local_size, kb.local, kb.local_size, a.local, b.local);
+        c != 0) {
+      return c < 0;
+    }
+    if (const int c
+        = text_less(ka.remote, ka.remote_size, kb.remote, kb.remote_size, a.remote, b.remote);
+        c != 0) {
+      return c < 0;
+    }
+    return a.sock_id < b.sock_id;
+  });
+  std::vector<uint32_t> order(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    order[i] = keys[i].idx;
+  }
+  permute(rows, order);
+}
+
+} // namespace
+
+SnapshotReader::SnapshotReader(store::Db& db) : m_impl(std::make_unique<Impl>(db)) {}
+
+SnapshotReader::~SnapshotReader() = default;
+
+SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRow>&& reuse) {
+  Impl& m = *m_impl;
   SnapshotView snap;
   snap.info = info;
+  snap.rows = std::move(reuse); // its memory: 100k rows are ~45 MB, fresh pages cost
+  snap.rows.clear();
   try {
-    store::Stmt head = db.prepare("SELECT self_netns, euid FROM snapshots WHERE snapshot_id = ?1");
+    if (m.version < 0) {
+      m.version = m.db.query_int("PRAGMA user_version");
+    }
+    store::Stmt& head
+        = m.prepared(m.head, "SELECT self_netns, euid FROM snapshots WHERE snapshot_id = ?1");
     head.bind(1, info.snapshot_id);
     if (head.step()) {
       snap.self_netns = head.get_int(0);
       snap.euid = head.get_int(1);
     }
-    store::Stmt ns = db.prepare("SELECT n.inode, sn.found_via, sn.name, sn.pid, sn.status "
-                                "FROM snapshot_netns sn JOIN netns n ON n.netns_id = sn.netns_id "
-                                "WHERE sn.snapshot_id = ?1 ORDER BY n.inode");
+    store::Stmt& ns
+        = m.prepared(m.ns,
+                     "SELECT n.inode, sn.found_via, sn.name, sn.pid, sn.status "
+                     "FROM snapshot_netns sn JOIN netns n ON n.netns_id = sn.netns_id "
+                     "WHERE sn.snapshot_id = ?1 ORDER BY n.inode");
     ns.bind(1, info.snapshot_id);
     while (ns.step()) {
       json j;
@@ -67,71 +357,57 @@ SnapshotView read_snapshot(store::Db& db, const SnapshotInfo& info) {
       j["status"] = ns.get_text(4);
       snap.netns.push_back(std::move(j));
     }
-    store::Stmt procs = db.prepare("SELECT pid, comm FROM processes WHERE snapshot_id = ?1");
+    store::Stmt& procs
+        = m.prepared(m.procs, "SELECT pid, comm FROM processes WHERE snapshot_id = ?1");
     procs.bind(1, info.snapshot_id);
     while (procs.step()) {
       snap.comm[procs.get_int(0)] = procs.get_text(1);
     }
-    std::multimap<int64_t, RowOwner> extra_owners; // sock_id -> owner, in (pid, fd) order
-    store::Stmt extra = db.prepare("SELECT e.sock_id, e.pid, e.fd FROM extra_owners e "
-                                   "JOIN sockets s ON s.sock_id = e.sock_id "
-                                   "WHERE s.snapshot_id = ?1 ORDER BY e.sock_id, e.pid, e.fd");
-    extra.bind(1, info.snapshot_id);
-    while (extra.step()) {
-      extra_owners.emplace(extra.get_int(0), RowOwner{extra.get_int(1), extra.get_int(2)});
-    }
-    store::Stmt st = db.prepare(
-        "SELECT s.sock_id, n.inode AS netns_inode, s.family, s.type, s.proto, s.state, "
-        "la.text AS local_text, s.local_port, ra.text AS remote_text, s.remote_port, s.rx_queue, "
-        "s.tx_queue, s.inode, s.cookie, s.uid, s.timer, s.expires_ms, s.retrans, s.shutdown, "
-        "s.skm_rmem_alloc, s.skm_rcvbuf, s.skm_drops, s.path, s.peer_inode, s.pid, s.fd "
-        "FROM sockets s JOIN netns n ON n.netns_id = s.netns_id "
-        "LEFT JOIN addrs la ON la.addr_id = s.local_addr_id "
-        "LEFT JOIN addrs ra ON ra.addr_id = s.remote_addr_id "
-        "WHERE s.snapshot_id = ?1");
+    const bool runs = m.version >= 3 && !m_use_view;
+    static const std::string k_runs_sql
+        = "SELECT (r.run_id << 24) | sn.snapshot_id AS sock_id, i.netns_id, i.family, i.type, "
+          "i.proto, r.state, i.local_addr_id, i.local_port, i.remote_addr_id, i.remote_port, "
+          "r.rx_queue, r.tx_queue, i.inode, i.cookie, i.uid, r.timer, "
+          // The view's rule: a running timer counts down by the time since the run's first.
+          "iif(r.timer IS NULL OR r.timer = 0, r.expires_ms, "
+          "max(0, r.expires_ms - (sn.boottime_ns - f.boottime_ns) / 1000000)), "
+          "r.retrans, r.shutdown, r.skm_rmem_alloc, r.skm_rcvbuf, r.skm_drops, i.path, "
+          "i.peer_inode, r.pid, r.fd "
+          // The runs snapshot S sees: first in S's block of 64 ids, first <= S <= last.
+          "FROM snapshots sn "
+          "JOIN sock_runs r ON r.first_snapshot_id BETWEEN (sn.snapshot_id >> 6) << 6 "
+          "AND sn.snapshot_id AND r.last_snapshot_id >= sn.snapshot_id "
+          "JOIN snapshots f ON f.snapshot_id = r.first_snapshot_id "
+          "JOIN sock_ident i ON i.ident_id = r.ident_id "
+          "WHERE sn.snapshot_id = ?1";
+    static const std::string k_table_sql = std::string("SELECT sock_id, ") + k_sock_columns
+                                           + " FROM sockets WHERE snapshot_id = ?1";
+    store::Stmt& st = runs         ? m.prepared(m.runs, k_runs_sql.c_str())
+                      : m_use_view ? m.prepared(m.view, k_table_sql.c_str())
+                                   : m.prepared(m.table, k_table_sql.c_str());
     st.bind(1, info.snapshot_id);
-    // Columns by name, each resolved once for the statement.
-    const auto col = [&st](std::string_view name) { return st.column_index(name); };
-    const int c_sock_id = col("sock_id");
-    const int c_netns = col("netns_inode");
-    const int c_family = col("family");
-    const int c_type = col("type");
-    const int c_proto = col("proto");
-    const int c_state = col("state");
-    const int c_local_text = col("local_text");
-    const int c_local_port = col("local_port");
-    const int c_remote_text = col("remote_text");
-    const int c_remote_port = col("remote_port");
-    const int c_rx_queue = col("rx_queue");
-    const int c_tx_queue = col("tx_queue");
-    const int c_inode = col("inode");
-    const int c_cookie = col("cookie");
-    const int c_uid = col("uid");
-    const int c_timer = col("timer");
-    const int c_expires_ms = col("expires_ms");
-    const int c_retrans = col("retrans");
-    const int c_shutdown = col("shutdown");
-    const int c_rmem_alloc = col("skm_rmem_alloc");
-    const int c_rcvbuf = col("skm_rcvbuf");
-    const int c_drops = col("skm_drops");
-    const int c_path = col("path");
-    const int c_peer_inode = col("peer_inode");
-    const int c_pid = col("pid");
-    const int c_fd = col("fd");
+    m.prepare_addrs(info.sockets);
+    if (m.netns.empty()) {
+      m.load_netns();
+    }
     snap.rows.reserve(static_cast<size_t>(std::max<int64_t>(info.sockets, 0)));
+    int64_t min_id = INT64_MAX;
+    int64_t max_id = INT64_MIN;
     while (st.step()) {
-      SocketRow r;
+      const std::optional<uint64_t> netns = m.netns_inode(st.get_int(c_netns_id));
+      if (!netns) {
+        continue; // as the JOIN netns of the view's readers: no such namespace, no row
+      }
+      SocketRow& r = snap.rows.emplace_back();
       r.sock_id = st.get_int(c_sock_id);
-      r.netns = static_cast<uint64_t>(st.get_int(c_netns));
+      min_id = std::min(min_id, r.sock_id);
+      max_id = std::max(max_id, r.sock_id);
+      r.netns = *netns;
       r.family = st.get_int(c_family);
       r.type = st.get_int(c_type);
       r.proto = st.get_int(c_proto);
       r.state = st.get_int(c_state);
-      Track t;
-      t.family = static_cast<uint8_t>(std::clamp<int64_t>(r.family, 0, 255));
-      t.type = static_cast<uint8_t>(std::clamp<int64_t>(r.type, 0, 255));
-      t.proto = static_cast<uint16_t>(std::clamp<int64_t>(r.proto, 0, 0xffff));
-      r.proto_name = proto_name(t);
+      r.proto_name = proto_text(r.family, r.type, r.proto);
       r.rank = proto_rank(r.proto_name);
       r.local_port = st.get_opt_int(c_local_port);
       r.remote_port = st.get_opt_int(c_remote_port);
@@ -153,19 +429,50 @@ SnapshotView read_snapshot(store::Db& db, const SnapshotInfo& info) {
         r.local = r.path ? *r.path : std::string("*");
         r.remote = r.peer_inode && *r.peer_inode != 0 ? std::to_string(*r.peer_inode) : "*";
       } else {
-        r.local = inet_endpoint(r.family, st.get_opt_text(c_local_text), r.local_port);
-        r.remote = inet_endpoint(r.family, st.get_opt_text(c_remote_text), r.remote_port);
+        static const std::optional<std::string> k_none;
+        inet_endpoint(r.local,
+                      r.family,
+                      st.is_null(c_local_addr) ? k_none : m.addr(st.get_int(c_local_addr)),
+                      r.local_port);
+        inet_endpoint(r.remote,
+                      r.family,
+                      st.is_null(c_remote_addr) ? k_none : m.addr(st.get_int(c_remote_addr)),
+                      r.remote_port);
       }
       if (!st.is_null(c_pid)) {
         r.owners.push_back({st.get_int(c_pid), st.get_opt_int(c_fd)});
       }
-      snap.rows.push_back(std::move(r));
     }
     // The (few) further owners, in (sock_id, pid, fd) order, after each socket's first owner.
-    if (!extra_owners.empty()) {
+    // Schema 3: a sock_id is (run_id << 24) | snapshot_id, so the snapshot's are found in the
+    // range of its rows' ids.
+    std::vector<std::pair<int64_t, RowOwner>> extra;
+    if (!snap.rows.empty()) {
+      store::Stmt& ex
+          = runs ? m.prepared(m.extra_runs,
+                              "SELECT sock_id, pid, fd FROM extra_owners "
+                              "WHERE sock_id BETWEEN ?2 AND ?3 AND (sock_id & 16777215) = ?1 "
+                              "ORDER BY sock_id, pid, fd")
+                 : m.prepared(m.extra_table,
+                              "SELECT e.sock_id, e.pid, e.fd FROM extra_owners e "
+                              "JOIN sockets s ON s.sock_id = e.sock_id "
+                              "WHERE s.snapshot_id = ?1 ORDER BY e.sock_id, e.pid, e.fd");
+      ex.bind(1, info.snapshot_id);
+      if (runs) {
+        ex.bind(2, min_id);
+        ex.bind(3, max_id);
+      }
+      while (ex.step()) {
+        extra.emplace_back(ex.get_int(0), RowOwner{ex.get_int(1), ex.get_int(2)});
+      }
+    }
+    if (!extra.empty()) {
       for (SocketRow& r : snap.rows) {
-        const auto [lo, hi] = extra_owners.equal_range(r.sock_id);
-        for (auto it = lo; it != hi; ++it) {
+        auto it = std::lower_bound(
+            extra.begin(), extra.end(), r.sock_id, [](const auto& e, int64_t id) {
+              return e.first < id;
+            });
+        for (; it != extra.end() && it->first == r.sock_id; ++it) {
           r.owners.push_back(it->second);
         }
       }
@@ -173,39 +480,17 @@ SnapshotView read_snapshot(store::Db& db, const SnapshotInfo& info) {
   } catch (const store::DbError& e) {
     throw read_error(info.file, e);
   }
-  // ss order; a total order (sock_id last), so the SQL's row order does not matter. Sorting
-  // indices rather than the rows themselves (large structs) halves the time at 100k sockets.
-  std::vector<uint32_t> order(snap.rows.size());
-  for (size_t i = 0; i < order.size(); ++i) {
-    order[i] = static_cast<uint32_t>(i);
-  }
-  std::sort(order.begin(), order.end(), [&snap](uint32_t ia, uint32_t ib) {
-    const SocketRow& a = snap.rows[ia];
-    const SocketRow& b = snap.rows[ib];
-    const int64_t pa = a.local_port.value_or(0);
-    const int64_t pb = b.local_port.value_or(0);
-    return std::tie(a.netns, a.rank, a.proto_name, a.family, pa, a.local, a.remote, a.sock_id)
-           < std::tie(b.netns, b.rank, b.proto_name, b.family, pb, b.local, b.remote, b.sock_id);
-  });
-  std::vector<SocketRow> sorted;
-  sorted.reserve(order.size());
-  for (const uint32_t i : order) {
-    sorted.push_back(std::move(snap.rows[i]));
-  }
-  snap.rows = std::move(sorted);
+  sort_ss(snap.rows);
   return snap;
 }
 
-SnapshotView read_snapshot(const SnapshotInfo& info) {
-  store::Db db = open_validated(info.file);
-  return read_snapshot(db, info);
-}
-
-CounterValues read_counters(store::Db& db, const SnapshotInfo& info) {
+CounterValues SnapshotReader::counters(const SnapshotInfo& info) {
   CounterValues out;
   try {
-    store::Stmt st = db.prepare("SELECT n.inode, c.name, c.value FROM counters c "
-                                "JOIN netns n ON n.netns_id = c.netns_id WHERE c.snapshot_id = ?1");
+    store::Stmt& st
+        = m_impl->prepared(m_impl->counters,
+                           "SELECT n.inode, c.name, c.value FROM counters c "
+                           "JOIN netns n ON n.netns_id = c.netns_id WHERE c.snapshot_id = ?1");
     st.bind(1, info.snapshot_id);
     while (st.step()) {
       out[{static_cast<uint64_t>(st.get_int(0)), st.get_text(1)}] = st.get_int(2);
@@ -214,6 +499,19 @@ CounterValues read_counters(store::Db& db, const SnapshotInfo& info) {
     throw read_error(info.file, e);
   }
   return out;
+}
+
+SnapshotView read_snapshot(store::Db& db, const SnapshotInfo& info) {
+  return SnapshotReader(db).read(info);
+}
+
+SnapshotView read_snapshot(const SnapshotInfo& info) {
+  store::Db db = open_validated(info.file);
+  return read_snapshot(db, info);
+}
+
+CounterValues read_counters(store::Db& db, const SnapshotInfo& info) {
+  return SnapshotReader(db).counters(info);
 }
 
 std::string row_state_text(const SocketRow& r) {

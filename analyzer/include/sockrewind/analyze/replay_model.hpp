@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace sockrewind::analyze::replay {
@@ -149,8 +150,17 @@ public:
   };
 
 private:
-  using Dbs = std::map<std::string, std::unique_ptr<store::Db>>;
-  Loaded load(size_t pos, Dbs& dbs) const;
+  // One file's connection and its reader (which keeps prepared statements and lookups).
+  struct Conn {
+    explicit Conn(store::Db&& d) : db(std::move(d)), reader(db) {}
+
+    store::Db db;
+    SnapshotReader reader;
+  };
+
+  using Dbs = std::map<std::string, std::unique_ptr<Conn>>;
+  Loaded load(size_t pos, Dbs& dbs);
+  void recycle(std::vector<SocketRow>&& rows); // keeps the larger memory as m_spare
   Loaded take(size_t pos);     // from the read-ahead when it holds `pos`, else read now
   void keep_ready(Loaded&& l); // offers `l` as the read-ahead (unless one is being read)
   void read_ahead(size_t pos);
@@ -172,6 +182,7 @@ private:
   std::optional<size_t> m_want;
   std::optional<size_t> m_busy;
   std::unique_ptr<Loaded> m_ready;
+  std::vector<SocketRow> m_spare; // rows memory of a snapshot no longer shown, for a read
   bool m_stop = false;
   std::thread m_worker; // last: started once the rest is constructed
   std::vector<Finding> m_findings;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,13 +61,42 @@ struct SnapshotView {
   std::map<int64_t, std::string> comm; // pid -> comm
 };
 
+// Kernel counters of one snapshot: (netns inode, name) -> value.
+using CounterValues = std::map<std::pair<uint64_t, std::string>, int64_t>;
+
+// Reads snapshots of one file, one at a time, keeping what every read needs again between
+// reads: the prepared statements and the address texts and netns inodes already looked up
+// (`replay` keeps one per connection and steps through the file). Schema-3 files are read
+// from their run tables (sock_runs JOIN sock_ident) with the `sockets` view's rules, older
+// ones from their `sockets` table. Not thread-safe; `db` must outlive the reader.
+class SnapshotReader {
+public:
+  explicit SnapshotReader(store::Db& db);
+  ~SnapshotReader();
+  SnapshotReader(const SnapshotReader&) = delete;
+  SnapshotReader& operator=(const SnapshotReader&) = delete;
+  SnapshotReader(SnapshotReader&&) = delete;
+  SnapshotReader& operator=(SnapshotReader&&) = delete;
+
+  // The snapshot `info` names (info.file is the reader's file). Throws LoadError. The rows
+  // are built in `reuse`'s memory (the rows of a snapshot no longer shown), if given.
+  SnapshotView read(const SnapshotInfo& info, std::vector<SocketRow>&& reuse = {});
+  CounterValues counters(const SnapshotInfo& info);
+
+  // Reads the rows through the `sockets` view even in a schema-3 file (for the tests: the
+  // run-table read must give the same rows).
+  void use_view(bool on) { m_use_view = on; }
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> m_impl;
+  bool m_use_view = false;
+};
+
 // Reads the snapshot `info` names from its file (opened with open_validated). Throws LoadError.
 SnapshotView read_snapshot(const SnapshotInfo& info);
 // The same from `db`, the file info.file already opened with open_validated().
 SnapshotView read_snapshot(store::Db& db, const SnapshotInfo& info);
-
-// Kernel counters of one snapshot: (netns inode, name) -> value.
-using CounterValues = std::map<std::pair<uint64_t, std::string>, int64_t>;
 CounterValues read_counters(store::Db& db, const SnapshotInfo& info);
 
 // Row text as `show` prints it.
