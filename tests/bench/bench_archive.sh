@@ -376,23 +376,6 @@ part_a() {
 # (b) a live mixed capture.
 in_ns() { nsenter --net="/run/netns/$NS" "$@"; }
 
-# start_load NAME PORT ARGS...: one sockload in $NS; waits for "ready".
-start_load() {
-  local name=$1
-  shift
-  ip netns exec "$NS" "$SOCKLOAD" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-  LOAD_PIDS+=($!)
-  local pid=$! deadline=$((SECONDS + READY_TIMEOUT))
-  until grep -qx ready "$WORK/$name.out" 2>/dev/null; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      cat "$WORK/$name.err" >&2
-      die "sockload $name exited before ready"
-    fi
-    ((SECONDS < deadline)) || die "sockload $name not ready after ${READY_TIMEOUT}s"
-    sleep 0.1
-  done
-}
-
 tcp_states() {
   in_ns ss -Htan 2>/dev/null | awk '{n[$1]++} END {for (s in n) printf "%s %d, ", s, n[s]}' \
     | sed 's/, $//'
@@ -448,10 +431,10 @@ part_b() {
   log "(b) $IDLE_CONNS idle connections in $IDLE_LOADERS processes, $ACTIVE_CONNS active," \
     "$CHURN_RATE short connections a second, in $NS"
   for ((i = 0; i < IDLE_LOADERS; i++)); do
-    start_load "idle$i" $((BASE_PORT + i)) $((per + (i < extra ? 1 : 0)))
+    start_sockload "idle$i" $((BASE_PORT + i)) $((per + (i < extra ? 1 : 0)))
   done
-  start_load active --send "$ACTIVE_BYTES" $((BASE_PORT + 100)) "$ACTIVE_CONNS"
-  start_load churn --churn "$CHURN_RATE" $((BASE_PORT + 200)) 1
+  start_sockload active --send "$ACTIVE_BYTES" $((BASE_PORT + 100)) "$ACTIVE_CONNS"
+  start_sockload churn --churn "$CHURN_RATE" $((BASE_PORT + 200)) 1
   log "(b) warm-up ${WARMUP} s (TIME-WAIT fills up)"
   sleep "$WARMUP"
   local states_before

@@ -134,19 +134,6 @@ fi
 
 in_ns() { nsenter --net="/run/netns/$NS" "$@"; }
 
-start_load() { # NAME ARGS...: one sockload in $NS; waits for "ready"
-  local name=$1
-  shift
-  ip netns exec "$NS" "$SOCKLOAD" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-  LOAD_PIDS+=($!)
-  local pid=$! deadline=$((SECONDS + READY_TIMEOUT))
-  until grep -qx ready "$WORK/$name.out" 2>/dev/null; do
-    kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.err" >&2; die "sockload $name exited"; }
-    ((SECONDS < deadline)) || die "sockload $name not ready after ${READY_TIMEOUT}s"
-    sleep 0.1
-  done
-}
-
 if [[ " $PARTS " == *" b "* ]]; then
   if [[ $(id -u) -ne 0 ]]; then
     log "(b) skipped: needs root (network namespaces)"
@@ -161,10 +148,10 @@ if [[ " $PARTS " == *" b "* ]]; then
     # Idle connections in 3 processes (under the open-file cap of one process).
     per=$((IDLE_CONNS / 3))
     for i in 0 1 2; do
-      start_load "idle$i" $((BASE_PORT + i)) $((i == 2 ? IDLE_CONNS - 2 * per : per))
+      start_sockload "idle$i" $((BASE_PORT + i)) $((i == 2 ? IDLE_CONNS - 2 * per : per))
     done
-    start_load active --send "$ACTIVE_BYTES" $((BASE_PORT + 100)) "$ACTIVE_CONNS"
-    start_load churn --churn "$CHURN_RATE" $((BASE_PORT + 200)) 1
+    start_sockload active --send "$ACTIVE_BYTES" $((BASE_PORT + 100)) "$ACTIVE_CONNS"
+    start_sockload churn --churn "$CHURN_RATE" $((BASE_PORT + 200)) 1
     log "(b) warm-up ${WARMUP} s (TIME-WAIT fills up)"
     sleep "$WARMUP"
     log "(b) $COUNT snapshots, ${CINTERVAL} s apart"

@@ -6,6 +6,8 @@
 #                              ended, $WORK removed, the exit code kept; INT/TERM exit 130/124
 #   start_watchdog             SIGTERM to the script after TOTAL_TIMEOUT s (then the EXIT trap
 #                              cleans up)
+#   start_sockload NAME ARGS...  one $SOCKLOAD ARGS in network namespace $NS, its pid added to
+#                              LOAD_PIDS; waits (READY_TIMEOUT s, default 180) for its "ready"
 #   stop_loads                 TERM, then KILL, to every pid in the LOAD_PIDS array
 #   build_release SRC DIR TARGET...   configures DIR as a Release build of SRC (once) and builds
 #                              each target; WARNINGS_AS_ERRORS=OFF: g++ 12 gives false -Wrestrict
@@ -64,6 +66,22 @@ install_traps() {
 }
 
 declare -a LOAD_PIDS=()
+start_sockload() {
+  local name=$1
+  shift
+  ip netns exec "$NS" "$SOCKLOAD" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+  LOAD_PIDS+=($!)
+  local pid=$! deadline=$((SECONDS + ${READY_TIMEOUT:-180}))
+  until grep -qx ready "$WORK/$name.out" 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      cat "$WORK/$name.err" >&2
+      die "sockload $name exited before ready"
+    fi
+    ((SECONDS < deadline)) || die "sockload $name not ready after ${READY_TIMEOUT:-180}s"
+    sleep 0.1
+  done
+}
+
 stop_loads() {
   local pid
   for pid in "${LOAD_PIDS[@]}"; do
