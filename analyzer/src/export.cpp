@@ -477,7 +477,7 @@ public:
       int64_t last = first;
       if (runs) {
         // The view's rule: snapshot N sees the runs that start in N's block of 64.
-        last = std::min<int64_t>(sqlite3_column_int64(raw, 1), first | 63);
+        last = store::run_seen_until(first, sqlite3_column_int64(raw, 1));
       }
       const int64_t key = owners == nullptr ? 0 : sqlite3_value_int64(v[ncols]);
       const bool once = last == first;
@@ -494,7 +494,7 @@ public:
           if (a == m_in.boottime.end() || b == m_in.boottime.end()) {
             continue; // the view's join finds no such snapshot
           }
-          elapsed_ms = (b->second - a->second) / 1000000;
+          elapsed_ms = store::run_elapsed_ms(a->second, b->second);
         }
         if (!formatted) {
           formatted = true;
@@ -532,7 +532,7 @@ public:
         if (m_extra.empty()) {
           continue;
         }
-        const auto ex = m_extra.find(runs ? (key << 24) | id : key);
+        const auto ex = m_extra.find(runs ? store::run_sock_id(key, id) : key);
         if (ex == m_extra.end()) {
           continue;
         }
@@ -697,11 +697,11 @@ private:
     if (c.adjust == Adjust::countdown) {
       const bool running =
           sqlite3_value_type(timer) != SQLITE_NULL && sqlite3_value_int64(timer) != 0;
-      append_int(b, running ? std::max<int64_t>(0, value - elapsed_ms) : value);
+      append_int(b, store::run_expires_ms(value, running, elapsed_ms));
       return;
     }
     int64_t sum = 0;
-    if (__builtin_add_overflow(value, elapsed_ms, &sum)) {
+    if (!store::run_since_ms(value, elapsed_ms, sum)) {
       throw LoadError(m_in.file + ": " + std::string(c.sql) + " out of range");
     }
     append_int(b, sum);

@@ -4,6 +4,7 @@
 #include <sockrewind/analyze/series.hpp>
 #include <sockrewind/analyze/time.hpp>
 #include <sockrewind/store/db.hpp>
+#include <sockrewind/store/runs.hpp>
 
 #include <algorithm>
 #include <cstddef>
@@ -426,17 +427,15 @@ FileData read_file_data(const std::string& file,
         std::string any;
         for (const auto& [id, slot] : wanted) {
           if (slot.timeline != k_na && slot.rows) {
-            const std::string n = std::to_string(id);
-            any.append(any.empty() ? "" : " OR ").append("(first_snapshot_id BETWEEN ");
-            any.append(n).append(" >> 6 << 6 AND ").append(n);
-            any.append(" AND last_snapshot_id >= ").append(n).append(")");
+            any.append(any.empty() ? "(" : " OR (");
+            any.append(store::sql_runs_seen_by("sock_runs", std::to_string(id))).append(")");
           }
         }
         const std::string snaps = any.empty() ? "0" : "(" + any + ")";
         where_runs = where_runs.empty() ? snaps : where_runs + " AND " + snaps;
       }
       sql = "SELECT first_snapshot_id AS snapshot_id, "
-            "min(last_snapshot_id, first_snapshot_id | 63) AS last_snapshot_id, netns_id, family, "
+            "last_snapshot_id, netns_id, family, "
             "type, proto, state, local_addr_id, local_port, remote_addr_id, remote_port, "
             "rx_queue, tx_queue, inode, cookie, timer, retrans, skm_rmem_alloc, skm_rcvbuf, "
             "skm_wmem_queued, skm_sndbuf, skm_drops, path, peer_inode, ti_backoff, ti_probes, "
@@ -485,11 +484,11 @@ FileData read_file_data(const std::string& file,
         return k_na;
       }
       int64_t v = 0;
-      return __builtin_add_overflow(st.get_int(col), elapsed_ms, &v) ? k_na - 1 : clamp32(v);
+      return store::run_since_ms(st.get_int(col), elapsed_ms, v) ? clamp32(v) : k_na - 1;
     };
     while (st.step()) {
       const int64_t first = st.get_int(c.snapshot_id);
-      const int64_t last = runs ? st.get_int(last_col) : first;
+      const int64_t last = runs ? store::run_seen_until(first, st.get_int(last_col)) : first;
       bool any = false;
       for (int64_t id = first; id <= last && !any; ++id) {
         any = keep_rows(id);
@@ -553,9 +552,9 @@ FileData read_file_data(const std::string& file,
         }
         RawSock copy = r;
         copy.snapshot_id = id;
-        copy.sock_id = (run_id << 24) | id;
+        copy.sock_id = store::run_sock_id(run_id, id);
         if (id != first) {
-          const int64_t elapsed_ms = (t->second - first_time->second) / 1000000;
+          const int64_t elapsed_ms = store::run_elapsed_ms(first_time->second, t->second);
           copy.sample.last_data_recv_ms = moved(c.last_data_recv_ms, elapsed_ms);
           copy.sample.last_ack_recv_ms = moved(c.last_ack_recv_ms, elapsed_ms);
         }

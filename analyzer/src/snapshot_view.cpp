@@ -4,12 +4,13 @@
 #include <sockrewind/analyze/snapshot_view.hpp>
 #include <sockrewind/analyze/text.hpp>
 #include <sockrewind/analyze/time.hpp>
+#include <sockrewind/store/runs.hpp>
 
 #include <algorithm>
 #include <array>
 #include <charconv>
-#include <unordered_map>
 #include <tuple>
+#include <unordered_map>
 #include <utility>
 
 namespace sockrewind::analyze {
@@ -113,10 +114,10 @@ struct SnapshotReader::Impl {
 namespace {
 
 // The columns every socket query gives, in this order.
-constexpr const char* k_sock_columns
-    = "netns_id, family, type, proto, state, local_addr_id, local_port, remote_addr_id, "
-      "remote_port, rx_queue, tx_queue, inode, cookie, uid, timer, expires_ms, retrans, shutdown, "
-      "skm_rmem_alloc, skm_rcvbuf, skm_drops, path, peer_inode, pid, fd";
+constexpr const char* k_sock_columns =
+    "netns_id, family, type, proto, state, local_addr_id, local_port, remote_addr_id, "
+    "remote_port, rx_queue, tx_queue, inode, cookie, uid, timer, expires_ms, retrans, shutdown, "
+    "skm_rmem_alloc, skm_rcvbuf, skm_drops, path, peer_inode, pid, fd";
 
 enum Col : uint8_t {
   c_sock_id,
@@ -145,6 +146,8 @@ enum Col : uint8_t {
   c_peer_inode,
   c_pid,
   c_fd,
+  c_run_first_boottime, // schema-3 runs only: CLOCK_BOOTTIME of the run's first snapshot
+  c_run_boottime,       // and of the snapshot read
 };
 
 // `a:port` (`[a]:port` for IPv6), `*` for a missing address or port 0.
@@ -250,6 +253,7 @@ void sort_ss(std::vector<SocketRow>& rows) {
     uint32_t local_size;
     uint32_t remote_size;
   };
+
   std::vector<Key> keys(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
     const SocketRow& r = rows[i];
@@ -305,8 +309,8 @@ void sort_ss(std::vector<SocketRow>& rows) {
         c != 0) {
       return c < 0;
     }
-    if (const int c
-        = text_less(ka.remote, ka.remote_size, kb.remote, kb.remote_size, a.remote, b.remote);
+    if (const int c =
+            text_less(ka.remote, ka.remote_size, kb.remote, kb.remote_size, a.remote, b.remote);
         c != 0) {
       return c < 0;
     }
@@ -335,18 +339,17 @@ SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRo
     if (m.version < 0) {
       m.version = m.db.query_int("PRAGMA user_version");
     }
-    store::Stmt& head
-        = m.prepared(m.head, "SELECT self_netns, euid FROM snapshots WHERE snapshot_id = ?1");
+    store::Stmt& head =
+        m.prepared(m.head, "SELECT self_netns, euid FROM snapshots WHERE snapshot_id = ?1");
     head.bind(1, info.snapshot_id);
     if (head.step()) {
       snap.self_netns = head.get_int(0);
       snap.euid = head.get_int(1);
     }
-    store::Stmt& ns
-        = m.prepared(m.ns,
-                     "SELECT n.inode, sn.found_via, sn.name, sn.pid, sn.status "
-                     "FROM snapshot_netns sn JOIN netns n ON n.netns_id = sn.netns_id "
-                     "WHERE sn.snapshot_id = ?1 ORDER BY n.inode");
+    store::Stmt& ns = m.prepared(m.ns,
+                                 "SELECT n.inode, sn.found_via, sn.name, sn.pid, sn.status "
+                                 "FROM snapshot_netns sn JOIN netns n ON n.netns_id = sn.netns_id "
+                                 "WHERE sn.snapshot_id = ?1 ORDER BY n.inode");
     ns.bind(1, info.snapshot_id);
     while (ns.step()) {
       json j;
@@ -357,31 +360,28 @@ SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRo
       j["status"] = ns.get_text(4);
       snap.netns.push_back(std::move(j));
     }
-    store::Stmt& procs
-        = m.prepared(m.procs, "SELECT pid, comm FROM processes WHERE snapshot_id = ?1");
+    store::Stmt& procs =
+        m.prepared(m.procs, "SELECT pid, comm FROM processes WHERE snapshot_id = ?1");
     procs.bind(1, info.snapshot_id);
     while (procs.step()) {
       snap.comm[procs.get_int(0)] = procs.get_text(1);
     }
     const bool runs = m.version >= 3 && !m_use_view;
-    static const std::string k_runs_sql
-        = "SELECT (r.run_id << 24) | sn.snapshot_id AS sock_id, i.netns_id, i.family, i.type, "
-          "i.proto, r.state, i.local_addr_id, i.local_port, i.remote_addr_id, i.remote_port, "
-          "r.rx_queue, r.tx_queue, i.inode, i.cookie, i.uid, r.timer, "
-          // The view's rule: a running timer counts down by the time since the run's first.
-          "iif(r.timer IS NULL OR r.timer = 0, r.expires_ms, "
-          "max(0, r.expires_ms - (sn.boottime_ns - f.boottime_ns) / 1000000)), "
-          "r.retrans, r.shutdown, r.skm_rmem_alloc, r.skm_rcvbuf, r.skm_drops, i.path, "
-          "i.peer_inode, r.pid, r.fd "
-          // The runs snapshot S sees: first in S's block of 64 ids, first <= S <= last.
-          "FROM snapshots sn "
-          "JOIN sock_runs r ON r.first_snapshot_id BETWEEN (sn.snapshot_id >> 6) << 6 "
-          "AND sn.snapshot_id AND r.last_snapshot_id >= sn.snapshot_id "
-          "JOIN snapshots f ON f.snapshot_id = r.first_snapshot_id "
+    // The runs the snapshot sees, with the columns of the table path in the same places (the
+    // run_id in sock_id's, expires_ms as stored) and the two times that move expires_ms after.
+    static const std::string k_runs_sql =
+        "SELECT r.run_id, i.netns_id, i.family, i.type, "
+        "i.proto, r.state, i.local_addr_id, i.local_port, i.remote_addr_id, i.remote_port, "
+        "r.rx_queue, r.tx_queue, i.inode, i.cookie, i.uid, r.timer, r.expires_ms, "
+        "r.retrans, r.shutdown, r.skm_rmem_alloc, r.skm_rcvbuf, r.skm_drops, i.path, "
+        "i.peer_inode, r.pid, r.fd, f.boottime_ns, sn.boottime_ns "
+        "FROM snapshots sn JOIN sock_runs r ON "
+        + store::sql_runs_seen_by("r", "sn.snapshot_id")
+        + " JOIN snapshots f ON f.snapshot_id = r.first_snapshot_id "
           "JOIN sock_ident i ON i.ident_id = r.ident_id "
           "WHERE sn.snapshot_id = ?1";
-    static const std::string k_table_sql = std::string("SELECT sock_id, ") + k_sock_columns
-                                           + " FROM sockets WHERE snapshot_id = ?1";
+    static const std::string k_table_sql =
+        std::string("SELECT sock_id, ") + k_sock_columns + " FROM sockets WHERE snapshot_id = ?1";
     store::Stmt& st = runs         ? m.prepared(m.runs, k_runs_sql.c_str())
                       : m_use_view ? m.prepared(m.view, k_table_sql.c_str())
                                    : m.prepared(m.table, k_table_sql.c_str());
@@ -399,7 +399,8 @@ SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRo
         continue; // as the JOIN netns of the view's readers: no such namespace, no row
       }
       SocketRow& r = snap.rows.emplace_back();
-      r.sock_id = st.get_int(c_sock_id);
+      r.sock_id = runs ? store::run_sock_id(st.get_int(c_sock_id), info.snapshot_id)
+                       : st.get_int(c_sock_id);
       min_id = std::min(min_id, r.sock_id);
       max_id = std::max(max_id, r.sock_id);
       r.netns = *netns;
@@ -418,6 +419,13 @@ SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRo
       r.uid = st.get_opt_int(c_uid);
       r.timer = st.get_opt_int(c_timer);
       r.expires_ms = st.get_opt_int(c_expires_ms);
+      if (runs && r.expires_ms) {
+        // Stored as of the run's first snapshot (the sockets view's rule).
+        *r.expires_ms = store::run_expires_ms(
+            *r.expires_ms,
+            r.timer.value_or(0) != 0,
+            store::run_elapsed_ms(st.get_int(c_run_first_boottime), st.get_int(c_run_boottime)));
+      }
       r.retrans = st.get_opt_int(c_retrans);
       r.shutdown = st.get_opt_int(c_shutdown);
       r.rmem_alloc = st.get_opt_int(c_rmem_alloc);
@@ -448,15 +456,15 @@ SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRo
     // range of its rows' ids.
     std::vector<std::pair<int64_t, RowOwner>> extra;
     if (!snap.rows.empty()) {
-      store::Stmt& ex
-          = runs ? m.prepared(m.extra_runs,
-                              "SELECT sock_id, pid, fd FROM extra_owners "
-                              "WHERE sock_id BETWEEN ?2 AND ?3 AND (sock_id & 16777215) = ?1 "
-                              "ORDER BY sock_id, pid, fd")
-                 : m.prepared(m.extra_table,
-                              "SELECT e.sock_id, e.pid, e.fd FROM extra_owners e "
-                              "JOIN sockets s ON s.sock_id = e.sock_id "
-                              "WHERE s.snapshot_id = ?1 ORDER BY e.sock_id, e.pid, e.fd");
+      store::Stmt& ex =
+          runs ? m.prepared(m.extra_runs,
+                            "SELECT sock_id, pid, fd FROM extra_owners "
+                            "WHERE sock_id BETWEEN ?2 AND ?3 AND (sock_id & 16777215) = ?1 "
+                            "ORDER BY sock_id, pid, fd")
+               : m.prepared(m.extra_table,
+                            "SELECT e.sock_id, e.pid, e.fd FROM extra_owners e "
+                            "JOIN sockets s ON s.sock_id = e.sock_id "
+                            "WHERE s.snapshot_id = ?1 ORDER BY e.sock_id, e.pid, e.fd");
       ex.bind(1, info.snapshot_id);
       if (runs) {
         ex.bind(2, min_id);
@@ -468,8 +476,8 @@ SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRo
     }
     if (!extra.empty()) {
       for (SocketRow& r : snap.rows) {
-        auto it = std::lower_bound(
-            extra.begin(), extra.end(), r.sock_id, [](const auto& e, int64_t id) {
+        auto it =
+            std::lower_bound(extra.begin(), extra.end(), r.sock_id, [](const auto& e, int64_t id) {
               return e.first < id;
             });
         for (; it != extra.end() && it->first == r.sock_id; ++it) {
@@ -487,10 +495,10 @@ SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRo
 CounterValues SnapshotReader::counters(const SnapshotInfo& info) {
   CounterValues out;
   try {
-    store::Stmt& st
-        = m_impl->prepared(m_impl->counters,
-                           "SELECT n.inode, c.name, c.value FROM counters c "
-                           "JOIN netns n ON n.netns_id = c.netns_id WHERE c.snapshot_id = ?1");
+    store::Stmt& st =
+        m_impl->prepared(m_impl->counters,
+                         "SELECT n.inode, c.name, c.value FROM counters c "
+                         "JOIN netns n ON n.netns_id = c.netns_id WHERE c.snapshot_id = ?1");
     st.bind(1, info.snapshot_id);
     while (st.step()) {
       out[{static_cast<uint64_t>(st.get_int(0)), st.get_text(1)}] = st.get_int(2);

@@ -280,7 +280,7 @@ void SnapshotFile::insert_sockets(SocketStmts& st,
     }
     ins_sock.run();
     // The socket's id in this snapshot, as the sockets view gives it.
-    const int64_t sock_id = (run_id << 24) | sid;
+    const int64_t sock_id = store::run_sock_id(run_id, sid);
 
     if (r.inode != 0 && !extra.empty()) {
       const auto more = extra.find(r.inode);

@@ -171,6 +171,13 @@ Layout split(std::span<const std::string_view> all, std::span<const std::string_
 
 } // namespace
 
+std::string sql_runs_seen_by(std::string_view r, std::string_view sid) {
+  const std::string a(r);
+  const std::string s = "(" + std::string(sid) + ")";
+  return a + ".first_snapshot_id BETWEEN " + s + " & ~" + std::to_string(k_run_block - 1) + " AND "
+         + s + " AND " + a + ".last_snapshot_id >= " + s;
+}
+
 std::span<const std::string_view> socket_columns() {
   return k_socket_columns;
 }
@@ -408,7 +415,7 @@ void RunWriter::begin_snapshot(int64_t sid,
   Impl& d = *m_impl;
   SR_ASSERT(sid == d.sid + 1);
   const bool all = timeline != d.timeline;
-  const bool chunk = (sid >> 6) != ((sid - 1) >> 6);
+  const bool chunk = run_block_start(sid) != run_block_start(sid - 1);
   Impl::roll(d.sockets, sid, all, chunk, [&](const Entry& e) { d.close_socket(e); });
   Impl::roll(d.processes, sid, all, chunk, [&](const Entry& e) { d.close_process(e); });
   Impl::roll(d.counters, sid, all, chunk, [&](const Entry& e) { d.close_counter(e); });
@@ -446,7 +453,7 @@ int64_t RunWriter::add_socket(std::span<const Value> row) {
         return d.out.last_insert_rowid();
       },
       [&](const Entry& run) { d.close_socket(run); });
-  return (e.run_id << 24) | d.sid;
+  return run_sock_id(e.run_id, d.sid);
 }
 
 void RunWriter::add_process(std::span<const Value> row) {

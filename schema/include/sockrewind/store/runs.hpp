@@ -33,6 +33,48 @@ std::span<const std::string_view> process_columns();
 std::span<const std::string_view> sock_ident_columns();
 std::span<const std::string_view> sock_run_columns();
 
+// ---- The views' rules (schema/sql/0003_compact.sql), for the readers that read the run tables
+// themselves (faster than the views, which decode a run again for every snapshot it covers).
+// Each rule is written here once; the views are the documented form of the same rules.
+
+// Snapshot ids come in blocks of 64: a run never crosses a block's end, and snapshot S sees
+// the runs that start in S's block, at or before S, and end at or after S.
+inline constexpr int64_t k_run_block = 64;
+
+// The block's first snapshot id of `sid`.
+constexpr int64_t run_block_start(int64_t sid) {
+  return sid & ~(k_run_block - 1);
+}
+
+// The last snapshot that sees a run stored as [first, last].
+constexpr int64_t run_seen_until(int64_t first, int64_t last) {
+  return last < (first | (k_run_block - 1)) ? last : (first | (k_run_block - 1));
+}
+
+// SQL: the runs of table alias `r` that the snapshot id `sid` (an SQL expression) sees.
+std::string sql_runs_seen_by(std::string_view r, std::string_view sid);
+
+// The sock_id of a socket's run in one snapshot, as the sockets view gives it.
+constexpr int64_t run_sock_id(int64_t run_id, int64_t sid) {
+  return (run_id << 24) | sid;
+}
+
+// Time-relative socket fields are stored as of the run's first snapshot and moved by the whole
+// milliseconds of CLOCK_BOOTTIME elapsed since: expires_ms counts down (not below 0) while a
+// timer runs (timer not NULL and not 0); ti_last_data_recv_ms and ti_last_ack_recv_ms count up.
+constexpr int64_t run_elapsed_ms(int64_t first_boottime_ns, int64_t boottime_ns) {
+  return (boottime_ns - first_boottime_ns) / 1'000'000;
+}
+
+constexpr int64_t run_expires_ms(int64_t expires_ms, bool timer_running, int64_t elapsed_ms) {
+  return !timer_running ? expires_ms : expires_ms > elapsed_ms ? expires_ms - elapsed_ms : 0;
+}
+
+// false when the sum does not fit (a hostile file).
+constexpr bool run_since_ms(int64_t value, int64_t elapsed_ms, int64_t& out) {
+  return !__builtin_add_overflow(value, elapsed_ms, &out);
+}
+
 // Reads column `col` of `st` as a Value (NULL, integer, real or text).
 Value read_value(const Stmt& st, int col);
 void bind_value(Stmt& st, int index, const Value& v);
