@@ -563,10 +563,14 @@ FileData read_file_data(const std::string& file,
       }
     }
     if (runs) {
-      // The order the view gives: by snapshot, then sock_id (run_id within a snapshot).
-      std::stable_sort(d.sockets.begin(), d.sockets.end(), [](const RawSock& a, const RawSock& b) {
+      // The order the view gives: by snapshot, then sock_id (run_id within a snapshot). Runs
+      // of one snapshot each (every collector file) come in that order already.
+      const auto before = [](const RawSock& a, const RawSock& b) {
         return std::tie(a.snapshot_id, a.sock_id) < std::tie(b.snapshot_id, b.sock_id);
-      });
+      };
+      if (!std::is_sorted(d.sockets.begin(), d.sockets.end(), before)) {
+        std::stable_sort(d.sockets.begin(), d.sockets.end(), before);
+      }
     }
   } catch (const store::DbError& e) {
     throw read_error(file, e);
