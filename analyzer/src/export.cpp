@@ -23,7 +23,6 @@
 #include <charconv>
 #include <csignal>
 #include <cstdio>
-#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <map>
@@ -676,8 +675,7 @@ private:
       if (it == m_addrs.end()) {
         throw LoadError(m_in.file + ": a socket names an address the file does not have");
       }
-      std::memcpy(p, it->second.data(), it->second.size());
-      return p + it->second.size();
+      return std::copy(it->second.begin(), it->second.end(), p);
     }
     }
     return p;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <deque>
 #include <functional>
 #include <future>
 #include <limits>
@@ -894,7 +895,6 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
     }
   }
   std::vector<TimelineState> states(series.timelines.size());
-  std::future<FileData> next;
   // The first file is read by this thread when it is needed (nothing to overlap it with yet):
   // one file, as a single-file report or a fuzzer has, then costs no thread at all.
   const auto start = [&](size_t k) {
@@ -908,14 +908,20 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
                         return read_file_data(files[fi], slots[fi], std::move(db), filter);
                       });
   };
-  if (!todo.empty()) {
-    next = start(0);
+  // A filtered load keeps little of each file, so decoding is all its work: two files are
+  // decoded at once (this thread's and a reader's, then two readers'). A whole load keeps one
+  // file decoded ahead, since a decoded file is as big as its rows.
+  const size_t ahead = filter.active() ? 2 : 1;
+  std::deque<std::future<FileData>> pending;
+  for (size_t k = 0; k < std::min(ahead, todo.size()); ++k) {
+    pending.push_back(start(k));
   }
   Progress progress("loading files", todo.size());
   for (size_t k = 0; k < todo.size(); ++k) {
-    FileData d = next.get(); // rethrows the reader's LoadError
-    if (k + 1 < todo.size()) {
-      next = start(k + 1);
+    FileData d = pending.front().get(); // rethrows the reader's LoadError
+    pending.pop_front();
+    if (k + ahead < todo.size()) {
+      pending.push_back(start(k + ahead));
     }
     Placer(series, states, slots[todo[k]]).place(d);
     progress.add();
