@@ -125,25 +125,13 @@ new_netns() {
 # start_load PAIRS LOADERS: LOADERS sockload processes in $NS, ports BASE_PORT.., PAIRS in all;
 # waits until each prints "ready".
 start_load() {
-  local total=$1 loaders=$2 i
+  local total=$1 loaders=$2 i names=()
   local per=$((total / loaders)) extra=$((total % loaders))
   for ((i = 0; i < loaders; i++)); do
-    local n=$((per + (i < extra ? 1 : 0)))
-    ip netns exec "$NS" "$SOCKLOAD" $((BASE_PORT + i)) "$n" \
-      >"$WORK/load$i.out" 2>"$WORK/load$i.err" &
-    LOAD_PIDS+=($!)
+    spawn_sockload "load$i" $((BASE_PORT + i)) $((per + (i < extra ? 1 : 0)))
+    names+=("load$i")
   done
-  local deadline=$((SECONDS + READY_TIMEOUT))
-  for ((i = 0; i < loaders; i++)); do
-    until grep -qx ready "$WORK/load$i.out" 2>/dev/null; do
-      if ! kill -0 "${LOAD_PIDS[$i]}" 2>/dev/null; then
-        cat "$WORK/load$i.err" >&2
-        die "sockload $i exited before ready"
-      fi
-      ((SECONDS < deadline)) || die "sockload $i not ready after ${READY_TIMEOUT}s"
-      sleep 0.1
-    done
-  done
+  wait_sockloads "${names[@]}"
 }
 
 # in_ns CMD...: runs CMD in $NS's network namespace only. `ip netns exec` would also remount

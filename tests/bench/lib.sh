@@ -6,8 +6,11 @@
 #                              ended, $WORK removed, the exit code kept; INT/TERM exit 130/124
 #   start_watchdog             SIGTERM to the script after TOTAL_TIMEOUT s (then the EXIT trap
 #                              cleans up)
-#   start_sockload NAME ARGS...  one $SOCKLOAD ARGS in network namespace $NS, its pid added to
-#                              LOAD_PIDS; waits (READY_TIMEOUT s, default 180) for its "ready"
+#   spawn_sockload NAME ARGS...  starts $SOCKLOAD ARGS in network namespace $NS (output in
+#                              $WORK/NAME.out and .err), its pid added to LOAD_PIDS
+#   wait_sockloads NAME...     waits until each of them printed "ready" (READY_TIMEOUT s, default
+#                              180, for all); dies when one exits first
+#   start_sockload NAME ARGS...  spawn_sockload, then wait_sockloads for it
 #   stop_loads                 TERM, then KILL, to every pid in the LOAD_PIDS array
 #   build_release SRC DIR TARGET...   configures DIR as a Release build of SRC (once) and builds
 #                              each target; WARNINGS_AS_ERRORS=OFF: g++ 12 gives false -Wrestrict
@@ -66,20 +69,32 @@ install_traps() {
 }
 
 declare -a LOAD_PIDS=()
-start_sockload() {
+declare -A SOCKLOAD_PID=()
+spawn_sockload() {
   local name=$1
   shift
   ip netns exec "$NS" "$SOCKLOAD" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
   LOAD_PIDS+=($!)
-  local pid=$! deadline=$((SECONDS + ${READY_TIMEOUT:-180}))
-  until grep -qx ready "$WORK/$name.out" 2>/dev/null; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      cat "$WORK/$name.err" >&2
-      die "sockload $name exited before ready"
-    fi
-    ((SECONDS < deadline)) || die "sockload $name not ready after ${READY_TIMEOUT:-180}s"
-    sleep 0.1
+  SOCKLOAD_PID[$name]=$!
+}
+
+wait_sockloads() {
+  local name deadline=$((SECONDS + ${READY_TIMEOUT:-180}))
+  for name; do
+    until grep -qx ready "$WORK/$name.out" 2>/dev/null; do
+      if ! kill -0 "${SOCKLOAD_PID[$name]}" 2>/dev/null; then
+        cat "$WORK/$name.err" >&2
+        die "sockload $name exited before ready"
+      fi
+      ((SECONDS < deadline)) || die "sockload $name not ready after ${READY_TIMEOUT:-180}s"
+      sleep 0.1
+    done
   done
+}
+
+start_sockload() {
+  spawn_sockload "$@"
+  wait_sockloads "$1"
 }
 
 stop_loads() {
@@ -100,6 +115,7 @@ stop_loads() {
     wait "$pid" 2>/dev/null || true
   done
   LOAD_PIDS=()
+  SOCKLOAD_PID=()
 }
 
 build_release() {
