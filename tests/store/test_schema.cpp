@@ -7,6 +7,9 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <limits>
+#include <map>
+#include <set>
 #include <string>
 
 using sockrewind::store::Db;
@@ -95,6 +98,89 @@ TEST_CASE("store::a run gives one row per snapshot; time-relative fields move wi
   CHECK_THROWS_AS(db.exec("INSERT INTO sock_runs (ident_id, first_snapshot_id, "
                           "last_snapshot_id, state) VALUES (1, 63, 64, 1)"),
                   sockrewind::store::DbError);
+}
+
+TEST_CASE("store::the run rules in C++ and SQL are the views'", "[store]") {
+  namespace st = sockrewind::store;
+  Db db = Db::memory();
+  st::migrate(db);
+  constexpr int64_t k_snaps = 140;
+  for (int64_t i = 1; i <= k_snaps; ++i) {
+    // Irregular intervals on CLOCK_BOOTTIME (7 s and 61.5 s), so elapsed ms are not round.
+    const int64_t boot = i * 7'000'000'000 + (i / 3) * 54'500'000'123;
+    db.exec("INSERT INTO snapshots VALUES (" + std::to_string(i) + ",'h','b','6.1',"
+            + std::to_string(1'700'000'000'000'000'000 + boot) + "," + std::to_string(boot)
+            + ",0,0,1,0,'self','x',1,0,NULL,NULL)");
+  }
+  db.exec("INSERT INTO netns VALUES (1, 4026531840)");
+  db.exec("INSERT INTO sock_ident (ident_id, netns_id, family, type, proto, inode) "
+          "VALUES (1, 1, 2, 1, 6, 77)");
+  // Runs of every length within their block of 64, some with a running timer.
+  int64_t run = 0;
+  for (int64_t first = 1; first <= k_snaps; first += 5) {
+    for (const int64_t len : {0, 1, 3, 20, 70}) {
+      const int64_t last = std::min({first + len, (first | 63), k_snaps});
+      ++run;
+      const int64_t timer = run % 3 == 0 ? 0 : 2;
+      db.exec("INSERT INTO sock_runs (run_id, ident_id, first_snapshot_id, last_snapshot_id, "
+              "state, timer, expires_ms, ti_last_data_recv_ms) VALUES ("
+              + std::to_string(run) + ", 1, " + std::to_string(first) + ", " + std::to_string(last)
+              + ", 1, " + std::to_string(timer) + ", " + std::to_string(90'000 + run * 1'000) + ", "
+              + std::to_string(run * 10) + ")");
+    }
+  }
+  std::map<int64_t, int64_t> boottime;
+  for (auto q = db.prepare("SELECT snapshot_id, boottime_ns FROM snapshots"); q.step();) {
+    boottime[q.get_int(0)] = q.get_int(1);
+  }
+  size_t moved = 0;
+  for (int64_t sn = 1; sn <= k_snaps; ++sn) {
+    INFO("snapshot " << sn);
+    // The view's rows of this snapshot.
+    std::map<int64_t, std::pair<int64_t, int64_t>> view; // sock_id -> (expires, last_data)
+    for (auto q = db.prepare("SELECT sock_id, expires_ms, ti_last_data_recv_ms FROM sockets "
+                             "WHERE snapshot_id = "
+                             + std::to_string(sn));
+         q.step();) {
+      view[q.get_int(0)] = {q.get_int(1), q.get_int(2)};
+    }
+    // The same from the runs by the C++ rules, and the runs the SQL rule selects.
+    std::map<int64_t, std::pair<int64_t, int64_t>> rules;
+    for (auto q = db.prepare("SELECT run_id, first_snapshot_id, last_snapshot_id, timer, "
+                             "expires_ms, ti_last_data_recv_ms FROM sock_runs");
+         q.step();) {
+      const int64_t first = q.get_int(1);
+      if (sn < first || sn > st::run_seen_until(first, q.get_int(2))) {
+        continue;
+      }
+      const int64_t elapsed = st::run_elapsed_ms(boottime.at(first), boottime.at(sn));
+      int64_t since = 0;
+      REQUIRE(st::run_since_ms(q.get_int(5), elapsed, since));
+      rules[st::run_sock_id(q.get_int(0), sn)] = {
+          st::run_expires_ms(q.get_int(4), q.get_int(3) != 0, elapsed), since};
+      moved += elapsed != 0 ? 1U : 0U;
+    }
+    CHECK(rules == view);
+    std::set<int64_t> by_sql;
+    for (auto q = db.prepare("SELECT r.run_id FROM sock_runs r WHERE "
+                             + st::sql_runs_seen_by("r", std::to_string(sn)));
+         q.step();) {
+      by_sql.insert(st::run_sock_id(q.get_int(0), sn));
+    }
+    std::set<int64_t> by_view;
+    for (const auto& [id, values] : view) {
+      by_view.insert(id);
+    }
+    CHECK(by_sql == by_view);
+  }
+  CHECK(moved > 100);
+  // A hostile file's extremes do not overflow.
+  int64_t out = 0;
+  CHECK_FALSE(st::run_since_ms(std::numeric_limits<int64_t>::max(), 1, out));
+  CHECK(st::run_expires_ms(std::numeric_limits<int64_t>::min(), true, 5) == 0);
+  CHECK(st::run_expires_ms(std::numeric_limits<int64_t>::max(), true, -5)
+        == std::numeric_limits<int64_t>::max());
+  CHECK(st::run_expires_ms(-7, false, 5) == -7);
 }
 
 TEST_CASE("store::migration 0003 keeps every row of a version-2 file", "[store]") {

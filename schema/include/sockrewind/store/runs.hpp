@@ -10,6 +10,7 @@
 #include <sockrewind/store/db.hpp>
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -67,7 +68,14 @@ constexpr int64_t run_elapsed_ms(int64_t first_boottime_ns, int64_t boottime_ns)
 }
 
 constexpr int64_t run_expires_ms(int64_t expires_ms, bool timer_running, int64_t elapsed_ms) {
-  return !timer_running ? expires_ms : expires_ms > elapsed_ms ? expires_ms - elapsed_ms : 0;
+  int64_t left = 0;
+  if (!timer_running) {
+    return expires_ms;
+  }
+  if (__builtin_sub_overflow(expires_ms, elapsed_ms, &left)) {
+    return elapsed_ms > 0 ? 0 : std::numeric_limits<int64_t>::max(); // a hostile file
+  }
+  return left > 0 ? left : 0;
 }
 
 // false when the sum does not fit (a hostile file).
