@@ -100,7 +100,7 @@ TEST_CASE("store::a run gives one row per snapshot; time-relative fields move wi
                   sockrewind::store::DbError);
 }
 
-TEST_CASE("store::the run rules in C++ and SQL are the views'", "[store]") {
+TEST_CASE("store::the run rules in C++ and SQL give what the views give", "[store]") {
   namespace st = sockrewind::store;
   Db db = Db::memory();
   st::migrate(db);
