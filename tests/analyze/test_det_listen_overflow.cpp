@@ -72,7 +72,7 @@ TEST_CASE("listen_overflow: a burst of one-second snapshots at 3/s is a warning"
   CHECK(fs[0].evidence["total"] == 15);
 }
 
-TEST_CASE("listen_overflow: sparse overflows in 2 of 5 intervals warn; no full listener means "
+TEST_CASE("listen_overflow: sparse overflows in 2 of 5 intervals warn, no full listener means "
           "the namespace is the subject",
           "[det][listen_overflow]") {
   const auto fs =

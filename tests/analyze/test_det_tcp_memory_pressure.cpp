@@ -184,7 +184,7 @@ TEST_CASE("tcp_memory_pressure: time over pressure is in seconds, the same at 1 
   }
 }
 
-TEST_CASE("tcp_memory_pressure: one snapshot near max is a warning; staying there is critical",
+TEST_CASE("tcp_memory_pressure: one snapshot near max is a warning, staying there is critical",
           "[det][tcp_memory_pressure][issue12]") {
   std::vector<synth::Snap> snaps;
   for (int i = 0; i < 4; ++i) {

@@ -100,7 +100,7 @@ TEST_CASE("diff: sockets new and gone, state, queue and owner changes", "[diff]"
   CHECK_THAT(s[2], Catch::Contains("nginx/100 -> worker/300"));
 }
 
-TEST_CASE("diff: counter deltas per netns; a reset is never a negative delta", "[diff]") {
+TEST_CASE("diff: counter deltas per netns, a reset is never a negative delta", "[diff]") {
   test::TempDir dir;
   DiffOptions o;
   o.paths = {test::write_web1(dir.path())};
@@ -196,7 +196,7 @@ TEST_CASE("diff --format json", "[diff]") {
   CHECK(j.at("gauges")[0].at("to") == 4);
 }
 
-TEST_CASE("diff: --from/--to by time; bad positions; several hosts; reboots", "[diff]") {
+TEST_CASE("diff: --from/--to by time, bad positions, several hosts, reboots", "[diff]") {
   test::TempDir dir;
   DiffOptions o;
   o.paths = {test::write_web1(dir.path())};

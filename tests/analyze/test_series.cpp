@@ -39,7 +39,7 @@ const Track* find_port(const Timeline& tl, uint16_t lport, uint16_t rport) {
 
 } // namespace
 
-TEST_CASE("series: tracks follow cookies; files merge; duplicates count once", "[series]") {
+TEST_CASE("series: tracks follow cookies, files merge, duplicates count once", "[series]") {
   test::TempDir dir;
   std::vector<synth::Snap> a;
   std::vector<synth::Snap> b;
@@ -102,7 +102,7 @@ TEST_CASE("series: without cookies, an accepted child keeps its identity 0 -> N"
   CHECK(reused == 2);
 }
 
-TEST_CASE("series: gaps split runs; counter resets drop the interval", "[series]") {
+TEST_CASE("series: gaps split runs, counter resets drop the interval", "[series]") {
   test::TempDir dir;
   std::vector<synth::Snap> snaps;
   const int64_t times[] = {0, 60, 120, 180, 900, 960};

@@ -59,7 +59,7 @@ TEST_CASE("store::round trip of a socket row through the views", "[store]") {
   CHECK_FALSE(q.step());
 }
 
-TEST_CASE("store::a run gives one row per snapshot; time-relative fields move with the clock",
+TEST_CASE("store::a run gives one row per snapshot, time-relative fields move with the clock",
           "[store]") {
   Db db = Db::memory();
   sockrewind::store::migrate(db);
@@ -295,7 +295,7 @@ Db version1_db() {
 
 } // namespace
 
-TEST_CASE("store::version 1 files stay readable; version 2 adds processes.state", "[store]") {
+TEST_CASE("store::version 1 files stay readable, version 2 adds processes.state", "[store]") {
   using sockrewind::store::reference_columns;
   REQUIRE(sockrewind::store::k_min_schema_version == 1);
   const auto v1 = reference_columns(1, "processes");
@@ -306,24 +306,26 @@ TEST_CASE("store::version 1 files stay readable; version 2 adds processes.state"
   CHECK(v2.back() == "state");
   CHECK(std::count(v1.begin(), v1.end(), "state") == 0);
   CHECK(reference_columns(2, "no_such_table").empty());
-  CHECK(reference_columns(3, "processes").empty());
+  // Version 3 keeps the columns, as a view over proc_ident and proc_runs.
+  CHECK(reference_columns(3, "processes") == v2);
+  CHECK(reference_columns(sockrewind::store::k_schema_version + 1, "processes").empty());
 
   SECTION("a version 1 file validates as version 1") {
     Db db = version1_db();
     CHECK(sockrewind::store::validate(db) == 1);
   }
-  SECTION("migrate brings a version 1 file to version 2, keeping its rows") {
+  SECTION("migrate brings a version 1 file to the current version, keeping its rows") {
     Db db = version1_db();
     db.exec("INSERT INTO snapshots VALUES (1,'h','b','6.1',1,1,2,2,4026531840,0,'self','',0,0,"
             "NULL,NULL)");
     db.exec("INSERT INTO processes (snapshot_id, pid, start_ticks, comm, socket_fds) "
             "VALUES (1, 42, 99, 'srv', 1)");
     sockrewind::store::migrate(db);
-    CHECK(db.query_int("PRAGMA user_version") == 2);
-    CHECK(sockrewind::store::validate(db) == 2);
+    CHECK(db.query_int("PRAGMA user_version") == sockrewind::store::k_schema_version);
+    CHECK(sockrewind::store::validate(db) == sockrewind::store::k_schema_version);
     CHECK(db.query_int("SELECT count(*) FROM processes WHERE pid = 42 AND state IS NULL") == 1);
-    db.exec("UPDATE processes SET state = 'T'");
-    CHECK(db.query_int("SELECT count(*) FROM processes WHERE state = 'T'") == 1);
+    db.exec("UPDATE proc_runs SET state = 'T'");
+    CHECK(db.query_int("SELECT count(*) FROM processes WHERE pid = 42 AND state = 'T'") == 1);
   }
   SECTION("a file claiming version 2 without the column is refused") {
     Db db = version1_db();
@@ -336,8 +338,10 @@ TEST_CASE("store::version 1 files stay readable; version 2 adds processes.state"
     sockrewind::store::migrate(db);
     db.exec("INSERT INTO snapshots VALUES (1,'h','b','6.1',1,1,2,2,4026531840,0,'self','',0,0,"
             "NULL,NULL)");
-    CHECK_THROWS_AS(db.exec("INSERT INTO processes (snapshot_id, pid, start_ticks, comm, "
-                            "socket_fds, state) VALUES (1, 42, 99, 'srv', 1, x'54')"),
+    CHECK_NOTHROW(db.exec("INSERT INTO proc_runs (proc_id, first_snapshot_id, "
+                          "last_snapshot_id, socket_fds, state) VALUES (1, 1, 1, 1, 'T')"));
+    CHECK_THROWS_AS(db.exec("INSERT INTO proc_runs (proc_id, first_snapshot_id, "
+                            "last_snapshot_id, socket_fds, state) VALUES (2, 1, 1, 1, x'54')"),
                     sockrewind::store::DbError);
   }
 }
