@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -76,6 +77,10 @@ struct Table {
   // Schema 3: the run tables behind the view `from`, read directly (one row per run, with
   // first_snapshot_id and last_snapshot_id, every column of `cols` by the same name).
   std::string_view runs_from = {};
+  // Schema 3 sockets: the runs table alone, whose ident_id names the row of the identity
+  // table holding the columns of store::sock_ident_columns() (see IdentCache).
+  std::string_view runs_only = {};
+  std::string_view ident_table = {};
 };
 
 constexpr bool k_null = true;
@@ -142,7 +147,9 @@ const std::vector<Table>& tables() {
                  "sockets",
                  std::move(s),
                  "state, inode",
-                 "sock_runs JOIN sock_ident USING (ident_id)"});
+                 "sock_runs JOIN sock_ident USING (ident_id)",
+                 "sock_runs",
+                 "sock_ident"});
     t.push_back({k_owners,
                  "",
                  {{"netns", Kind::netns, k_not_null, ""},
@@ -390,9 +397,67 @@ struct Input {
   std::unordered_map<int64_t, int64_t> boottime;
 };
 
+constexpr size_t k_run_col = std::numeric_limits<size_t>::max();
+// What the identity cache may hold: identities, and bytes of their text.
+constexpr int64_t k_max_cached_idents = int64_t{1} << 18;
+constexpr size_t k_max_cached_bytes = size_t{64} << 20;
+
+// The identity columns of a file's sockets, formatted once per identity (ident_id) instead of
+// joined and formatted again for every run: worth it when a file holds several runs per
+// identity (an hourly file, an archive), not for a minute file of one snapshot. Memory is
+// bounded by k_max_cached_idents and k_max_cached_bytes.
+class IdentCache {
+public:
+  void reset(int64_t min_id, size_t count, size_t columns) {
+    m_min = min_id;
+    m_count = count;
+    m_stride = columns + 1;
+    m_at.assign(count * m_stride, k_missing);
+    m_text.clear();
+  }
+
+  // The offsets of identity `id`'s columns in m_text (columns + 1 of them), to fill.
+  uint32_t* slot(int64_t id) {
+    // ids come from the file's own min(ident_id)..max(ident_id)
+    SR_ASSERT(id >= m_min && static_cast<uint64_t>(id - m_min) < m_count);
+    return &m_at[static_cast<size_t>(id - m_min) * m_stride];
+  }
+
+  // The offsets of identity `id`, or nullptr when the file has none.
+  const uint32_t* find(int64_t id) const {
+    if (id < m_min || static_cast<uint64_t>(id - m_min) >= m_count) {
+      return nullptr;
+    }
+    const uint32_t* at = &m_at[static_cast<size_t>(id - m_min) * m_stride];
+    return at[0] == k_missing ? nullptr : at;
+  }
+
+  bool empty() const { return m_at.empty(); }
+
+  // The bytes of all columns of the identity whose offsets are `at`.
+  size_t text_bytes(const uint32_t* at) const { return at[m_stride - 1] - at[0]; }
+
+  // Column `column` of the identity whose offsets are `at`.
+  std::string_view text(const uint32_t* at, size_t column) const {
+    return {m_text.data() + at[column], at[column + 1] - at[column]};
+  }
+
+  std::string m_text;
+
+private:
+  static constexpr uint32_t k_missing = std::numeric_limits<uint32_t>::max();
+  int64_t m_min = 0;
+  size_t m_count = 0;
+  size_t m_stride = 1;
+  std::vector<uint32_t> m_at;
+};
+
 class Exporter {
 public:
-  Exporter(const Input& in, store::Db& db) : m_in(in), m_db(db) {
+  Exporter(const Input& in, store::Db& db, ExportOptions::IdentityCache cache)
+      : m_in(in),
+        m_db(db),
+        m_cache(cache) {
     const int64_t version = db.query_int("PRAGMA user_version");
     m_v1 = version < 2;
     m_runs = version >= 3;
@@ -427,16 +492,37 @@ public:
            Sink* owners,
            std::optional<std::pair<int64_t, int64_t>> range = std::nullopt) {
     const bool runs = m_runs && !t.runs_from.empty();
+    // Schema-3 sockets: the identity columns come from the cache when it pays (the runs
+    // alone are read), else from the join (in the runs' order, which is the identities' in a
+    // file written snapshot by snapshot, SQLite's seek is a step).
+    const bool cached = runs && !t.ident_table.empty() && cache_idents(t);
+    if (!cached) {
+      m_slot.assign(t.cols.size(), k_run_col);
+    }
     std::string sql = runs ? "SELECT first_snapshot_id, last_snapshot_id" : "SELECT snapshot_id";
-    for (const Col& c : t.cols) {
+    std::vector<size_t> from_raw; // the columns of `t` read from this statement
+    for (size_t i = 0; i < t.cols.size(); ++i) {
+      const Col& c = t.cols[i];
       sql += ", ";
-      sql += m_v1 && t.name == "processes" && c.name == "state" ? "NULL" : c.sql;
+      const bool none = (m_v1 && t.name == "processes" && c.name == "state")
+                        || (cached && m_slot[i] != k_run_col);
+      sql += none ? "NULL" : c.sql;
+      if (m_slot[i] == k_run_col) {
+        from_raw.push_back(i);
+      }
     }
     if (owners != nullptr) {
       sql += runs ? ", run_id" : ", sock_id";
     }
-    sql += " FROM ";
-    sql += runs ? t.runs_from : t.from;
+    from_raw.push_back(t.cols.size()); // the key
+    set_room(t, cached);
+    if (cached) {
+      sql += ", ident_id FROM ";
+      sql += t.runs_only;
+    } else {
+      sql += " FROM ";
+      sql += runs ? t.runs_from : t.from;
+    }
     if (range) {
       SR_ASSERT(runs);
       sql += " WHERE first_snapshot_id BETWEEN " + std::to_string(range->first) + " AND "
@@ -446,6 +532,7 @@ public:
     sqlite3_stmt* raw = st.get();
     const size_t first_col = runs ? 2 : 1;
     const size_t ncols = t.cols.size();
+    const int ident_col = static_cast<int>(first_col + ncols + (owners != nullptr ? 1 : 0));
     std::vector<sqlite3_value*> v(ncols + 1);
     size_t c_timer = ncols;
     size_t c_netns = ncols;
@@ -467,9 +554,21 @@ public:
     std::string ident;  // netns, inode and cookie with a tab after each (extra owners' rows)
 
     std::vector<Moved> moved;
+    // Rows come grouped by snapshot: the last one looked up is most often the next one's.
+    bool memo_set = false;
+    int64_t memo_id = 0;
+    const std::string* memo_pre = nullptr;
     int rc = 0;
     while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
-      for (size_t i = 0; i <= ncols; ++i) {
+      const uint32_t* idat = nullptr;
+      if (cached) {
+        // As the view's join: a run without its identity is no row.
+        idat = m_ident.find(sqlite3_column_int64(raw, ident_col));
+        if (idat == nullptr) {
+          continue;
+        }
+      }
+      for (const size_t i : from_raw) {
         v[i] = sqlite3_column_value(raw, static_cast<int>(first_col + i));
       }
       const int64_t first = sqlite3_column_int64(raw, 0);
@@ -482,8 +581,13 @@ public:
       const bool once = last == first;
       bool formatted = false;
       for (int64_t id = first; id <= last; ++id) {
-        const auto it = m_in.prefix.find(id);
-        if (it == m_in.prefix.end()) {
+        if (!memo_set || memo_id != id) {
+          const auto it = m_in.prefix.find(id);
+          memo_set = true;
+          memo_id = id;
+          memo_pre = it == m_in.prefix.end() ? nullptr : &it->second;
+        }
+        if (memo_pre == nullptr) {
           continue; // another host, or a snapshot an earlier file had
         }
         int64_t elapsed_ms = 0;
@@ -499,17 +603,17 @@ public:
           formatted = true;
           if (!once) {
             body.clear();
-            format_row(t, v, body, &moved);
+            format_row(t, v, idat, body, &moved);
           }
           if (owners != nullptr) {
-            format_holder(t, v, {c_netns, c_inode, c_cookie, c_pid, c_fd}, holder, ident);
+            format_holder(t, v, idat, {c_netns, c_inode, c_cookie, c_pid, c_fd}, holder, ident);
           }
         }
-        const std::string& pre = it->second;
+        const std::string& pre = *memo_pre;
         std::string& b = out.buf();
         b += pre;
         if (once) {
-          format_row(t, v, b, nullptr); // a row of its own: formatted where it goes
+          format_row(t, v, idat, b, nullptr); // a row of its own: formatted where it goes
         } else if (elapsed_ms == 0 || moved.empty()) {
           b += body;
         } else {
@@ -561,16 +665,21 @@ private:
   // Appends the row's columns to `out`; `moved` (when given) gets where each time-relative
   // column's text is. The row is written in place: `out` grows once by the most these values
   // can take (a number 20 characters, an escaped text twice its bytes, an address its text).
+  // `idat`: the row's identity in m_ident (its columns are NULL in `v`), or nullptr.
   void format_row(const Table& t,
                   const std::vector<sqlite3_value*>& v,
+                  const uint32_t* idat,
                   std::string& out,
                   std::vector<Moved>* moved) const {
     if (moved != nullptr) {
       moved->clear();
     }
-    size_t room = t.cols.size();
-    for (size_t i = 0; i < t.cols.size(); ++i) {
+    size_t room = m_room_fixed;
+    for (const size_t i : m_room_texts) {
       room += bound(v[i], t.cols[i]);
+    }
+    if (idat != nullptr) {
+      room += m_ident.text_bytes(idat);
     }
     const size_t old = out.size();
     out.resize(old + room);
@@ -581,6 +690,11 @@ private:
         *p++ = '\t';
       }
       char* const begin = p;
+      if (idat != nullptr && m_slot[i] != k_run_col) {
+        const std::string_view id = m_ident.text(idat, m_slot[i]);
+        p = std::copy(id.begin(), id.end(), p);
+        continue; // identity columns are never time-relative
+      }
       p = put(p, v[i], t.cols[i]);
       if (moved != nullptr && t.cols[i].adjust != Adjust::none) {
         moved->push_back({i, static_cast<size_t>(begin - base), static_cast<size_t>(p - base)});
@@ -593,12 +707,18 @@ private:
   // every owner's row starts with. `c`: the columns netns, inode, cookie, pid, fd.
   void format_holder(const Table& t,
                      const std::vector<sqlite3_value*>& v,
+                     const uint32_t* idat,
                      const std::array<size_t, 5>& c,
                      std::string& holder,
                      std::string& ident) const {
     ident.clear();
     holder.clear();
     for (size_t k = 0; k < 3; ++k) {
+      if (idat != nullptr && m_slot[c[k]] != k_run_col) {
+        ident += m_ident.text(idat, m_slot[c[k]]);
+        ident += '\t';
+        continue;
+      }
       const size_t old = ident.size();
       ident.resize(old + bound(v[c[k]], t.cols[c[k]]) + 1);
       char* p = put(ident.data() + old, v[c[k]], t.cols[c[k]]);
@@ -617,6 +737,97 @@ private:
       append_int(holder, sqlite3_value_int64(v[c[4]]));
     }
     holder.append("\t1", 2);
+  }
+
+  // Reads and formats the identity of every socket of the file into m_ident (and m_slot) when
+  // the file's rows number at least twice its identities and these fit in bounded memory;
+  // false otherwise (the runs are then joined with their identity). Once per Exporter, which
+  // serves every part of its file a worker takes.
+  bool cache_idents(const Table& t) {
+    set_ident_cols(t);
+    if (m_ident_tried) {
+      return !m_ident.empty(); // a later part of the same file: built once
+    }
+    m_ident_tried = true;
+    m_ident = IdentCache();
+    const std::vector<size_t>& cols = m_ident_cols;
+    const std::string ident_table(t.ident_table);
+    const int64_t lo = m_db.query_int("SELECT ifnull(min(ident_id), 0) FROM " + ident_table);
+    const int64_t hi = m_db.query_int("SELECT ifnull(max(ident_id), -1) FROM " + ident_table);
+    const int64_t rows = m_db.query_int("SELECT ifnull(sum(sockets), 0) FROM snapshots");
+    using Cache = ExportOptions::IdentityCache;
+    if (m_cache == Cache::never || lo < 0 || hi < lo || hi - lo >= k_max_cached_idents
+        || (m_cache == Cache::automatic && rows / 2 < hi - lo + 1)) {
+      return false;
+    }
+    const RawStmt st(prepare(ident_sql(t, "")));
+    sqlite3_stmt* raw = st.get();
+    m_ident.reset(lo, static_cast<size_t>(hi - lo + 1), cols.size());
+    std::string& text = m_ident.m_text;
+    int rc = 0;
+    while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
+      uint32_t* at = m_ident.slot(sqlite3_column_int64(raw, 0));
+      for (size_t j = 0; j < cols.size(); ++j) {
+        sqlite3_value* x = sqlite3_column_value(raw, static_cast<int>(j + 1));
+        const Col& c = t.cols[cols[j]];
+        at[j] = static_cast<uint32_t>(text.size());
+        text.resize(text.size() + bound(x, c));
+        char* const p = put(text.data() + at[j], x, c);
+        text.resize(static_cast<size_t>(p - text.data()));
+      }
+      at[cols.size()] = static_cast<uint32_t>(text.size());
+      if (text.size() > k_max_cached_bytes) {
+        m_ident = IdentCache();
+        return false;
+      }
+    }
+    check_done(rc);
+    return true;
+  }
+
+  // m_slot and m_ident_cols: which columns of `t` are the identity table's.
+  void set_ident_cols(const Table& t) {
+    m_slot.assign(t.cols.size(), k_run_col);
+    m_ident_cols.clear();
+    const auto ident_cols = store::sock_ident_columns();
+    for (size_t i = 0; i < t.cols.size(); ++i) {
+      if (std::find(ident_cols.begin(), ident_cols.end(), t.cols[i].sql) != ident_cols.end()) {
+        m_slot[i] = m_ident_cols.size();
+        m_ident_cols.push_back(i);
+      }
+    }
+  }
+
+  // SELECT ident_id and the identity columns, in ident_id order, `where` before the order.
+  std::string ident_sql(const Table& t, std::string_view where) const {
+    std::string sql = "SELECT ident_id";
+    for (const size_t i : m_ident_cols) {
+      sql += ", ";
+      sql += t.cols[i].sql;
+    }
+    sql += " FROM ";
+    sql += t.ident_table;
+    sql += where;
+    sql += " ORDER BY ident_id";
+    return sql;
+  }
+
+  // What format_row() sizes a row by without looking at it: the tabs and the numbers' and
+  // addresses' most characters (the identity's when cached are added per row), and which
+  // columns are text, sized per row.
+  void set_room(const Table& t, bool cached) {
+    m_room_fixed = t.cols.size();
+    m_room_texts.clear();
+    for (size_t i = 0; i < t.cols.size(); ++i) {
+      if (cached && m_slot[i] != k_run_col) {
+        continue;
+      }
+      if (t.cols[i].kind == Kind::text) {
+        m_room_texts.push_back(i);
+      } else {
+        m_room_fixed += t.cols[i].kind == Kind::addr ? std::max<size_t>(m_addr_max, 2) : 20;
+      }
+    }
   }
 
   RawStmt prepare(const std::string& sql) const {
@@ -707,12 +918,33 @@ private:
 
   const Input& m_in;
   store::Db& m_db;
+  ExportOptions::IdentityCache m_cache;
   bool m_v1 = false;
   bool m_runs = false;
   std::unordered_map<int64_t, uint64_t> m_netns;
   std::unordered_map<int64_t, std::string> m_addrs;
   size_t m_addr_max = 0; // the longest escaped address text
   std::unordered_map<int64_t, std::vector<std::pair<int64_t, int64_t>>> m_extra;
+  // The sockets' identity, formatted once per socket (cache_idents); m_slot: per column of the
+  // table, its index among the identity's columns, k_run_col for a column of the runs.
+  IdentCache m_ident;
+  bool m_ident_tried = false;
+  std::vector<size_t> m_slot;
+  std::vector<size_t> m_ident_cols; // the columns of m_slot's identity, in its order
+  size_t m_room_fixed = 0;          // set_room()
+  std::vector<size_t> m_room_texts;
+};
+
+// One input file open in a worker: its connection and its Exporter.
+struct OpenInput {
+  OpenInput(size_t index, const Input& in, ExportOptions::IdentityCache cache)
+      : input(index),
+        db(open_validated(in.file)),
+        ex(in, db, cache) {}
+
+  size_t input;
+  store::Db db;
+  Exporter ex;
 };
 
 [[noreturn]] void throw_output_error(const std::system_error& e) {
@@ -863,6 +1095,7 @@ ExportResult write_export(const ExportOptions& opts) {
         for (const auto& [name, f] : files) {
           sinks[name] = std::make_unique<Sink>(*f);
         }
+        std::unique_ptr<OpenInput> open;
         for (size_t p = next++; p < parts.size(); p = next++) {
           const Part& part = parts[p];
           const Input& in = inputs[part.input];
@@ -872,10 +1105,14 @@ ExportResult write_export(const ExportOptions& opts) {
               return;
             }
           }
-          store::Db db = open_validated(in.file);
           done_files += part.index == 0 ? 1 : 0;
           try {
-            Exporter ex(in, db);
+            // The parts of one file a worker takes share its connection and lookups.
+            if (!open || open->input != part.input) {
+              open.reset();
+              open = std::make_unique<OpenInput>(part.input, in, opts.identity_cache);
+            }
+            Exporter& ex = open->ex;
             // A file of an older schema (no runs) is read whole, by its part 0.
             const bool whole = !part.range || !ex.runs();
             if (!whole || part.index == 0) {

@@ -15,6 +15,7 @@
 #include <map>
 #include <regex>
 #include <sstream>
+#include <tuple>
 
 using namespace sockrewind;
 using namespace sockrewind::analyze;
@@ -281,18 +282,26 @@ TEST_CASE("export: a packed file's runs give the rows of its sockets view, value
             sqlite_count(pack.out, "SELECT count(*) FROM sockets WHERE pid IS NOT NULL")
             + sqlite_count(pack.out, "SELECT count(*) FROM extra_owners")));
   // One file read in parts by several workers (on a machine with 2 CPUs or more) gives the
-  // rows one worker gives.
-  ExportOptions one = opts;
-  one.jobs = 1;
-  one.out = (tmp.path() / "one").string();
-  write_export(one);
-  for (const std::string& t : clickhouse_tables()) {
-    INFO(t);
-    std::vector<std::string> a = lines_of(tmp.path() / "out" / (t + ".tsv"));
-    std::vector<std::string> b = lines_of(tmp.path() / "one" / (t + ".tsv"));
-    std::sort(a.begin(), a.end());
-    std::sort(b.begin(), b.end());
-    CHECK(a == b);
+  // rows one worker gives, and so do both ways of reading the sockets' identity (formatted
+  // once per identity, or joined to every run).
+  using Cache = ExportOptions::IdentityCache;
+  for (const auto& [jobs, cache, name] : {std::tuple{size_t{1}, Cache::automatic, "one"},
+                                          std::tuple{size_t{4}, Cache::always, "always"},
+                                          std::tuple{size_t{4}, Cache::never, "never"}}) {
+    INFO(name);
+    ExportOptions other = opts;
+    other.jobs = jobs;
+    other.identity_cache = cache;
+    other.out = (tmp.path() / name).string();
+    write_export(other);
+    for (const std::string& t : clickhouse_tables()) {
+      INFO(t);
+      std::vector<std::string> a = lines_of(tmp.path() / "out" / (t + ".tsv"));
+      std::vector<std::string> b = lines_of(tmp.path() / name / (t + ".tsv"));
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      CHECK(a == b);
+    }
   }
 }
 

@@ -22,6 +22,11 @@ struct ExportOptions {
   std::string out;                // the directory to create (must not exist)
   std::optional<std::string> host;
   size_t jobs = 2; // files exported in parallel (at most the CPUs)
+  // Schema-3 sockets: their identity formatted once per socket (automatic: when a file holds
+  // at least two rows per identity and they fit in bounded memory) or joined per run. The
+  // output is the same either way; tests compare the two paths.
+  enum class IdentityCache { automatic, always, never };
+  IdentityCache identity_cache = IdentityCache::automatic;
 };
 
 struct ExportResult {
