@@ -322,7 +322,8 @@ FileData read_file_data(const std::string& file,
                         std::optional<store::Db> db_open,
                         const SocketFilter& filter) {
   FileData d;
-  // Counters and limits of every snapshot; sockets and processes of those with rows.
+  // Counters and limits of every snapshot (unless the filter leaves them out); sockets and
+  // processes of those with rows.
   const auto keep = [&wanted](int64_t snapshot_id) {
     const auto it = wanted.find(snapshot_id);
     return it != wanted.end() && it->second.timeline != k_na;
@@ -386,16 +387,18 @@ FileData read_file_data(const std::string& file,
       p.sample.state = state_letter(pr, 9);
       d.procs.push_back(std::move(p));
     }
-    store::Stmt co = db.prepare("SELECT snapshot_id, netns_id, name, value FROM counters");
-    while (co.step()) {
-      if (keep(co.get_int(0))) {
-        d.counters.push_back({co.get_int(0), co.get_int(1), co.get_text(2), co.get_int(3), {}});
+    if (filter.counters_and_limits) {
+      store::Stmt co = db.prepare("SELECT snapshot_id, netns_id, name, value FROM counters");
+      while (co.step()) {
+        if (keep(co.get_int(0))) {
+          d.counters.push_back({co.get_int(0), co.get_int(1), co.get_text(2), co.get_int(3), {}});
+        }
       }
-    }
-    store::Stmt li = db.prepare("SELECT snapshot_id, netns_id, name, value FROM limits");
-    while (li.step()) {
-      if (keep(li.get_int(0))) {
-        d.limits.push_back({li.get_int(0), li.get_int(1), li.get_text(2), 0, li.get_text(3)});
+      store::Stmt li = db.prepare("SELECT snapshot_id, netns_id, name, value FROM limits");
+      while (li.step()) {
+        if (keep(li.get_int(0))) {
+          d.limits.push_back({li.get_int(0), li.get_int(1), li.get_text(2), 0, li.get_text(3)});
+        }
       }
     }
     // Owners beyond the first, (sock_id, pid) in order (the table's primary key order).

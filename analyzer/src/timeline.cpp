@@ -419,8 +419,9 @@ void write_timeline(const TimelineOptions& opts, std::ostream& out) {
     throw UsageError("no snapshot files given");
   }
   // Only the sockets shown are decoded: those of the port, of the cookie, or those the pid is
-  // the first owner of.
+  // the first owner of; no counters or limits (no timeline shows them).
   SocketFilter filter;
+  filter.counters_and_limits = false;
   if (opts.socket) {
     filter.cookie = parse_cookie(*opts.socket);
   } else if (opts.port) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 #include <sstream>
 #include <string>
@@ -393,4 +394,140 @@ TEST_CASE("timeline, diff: a socket or snapshot filter decodes only those sample
     CHECK(expected.size() < a.snaps.size() * a.tracks.size());
     CHECK(got == expected);
   }
+}
+
+namespace {
+
+// Everything of a series but counters and limits, as text: snapshots, tracks with every sample
+// field, processes with their samples, owner sets. Netns and strings by value (their indices
+// depend on what was placed first, counters included).
+std::string without_values(const analyze::Series& s) {
+  std::ostringstream o;
+  const auto str = [&s](uint32_t id) { return "'" + std::string(s.strings.get(id)) + "'"; };
+  o << "filtered " << s.filtered << " duplicates " << s.duplicate_snapshots << "\n";
+  for (const analyze::Timeline& tl : s.timelines) {
+    o << "timeline " << tl.host << " " << tl.boot_id << " " << tl.kernel << " "
+      << tl.median_interval_s << "\n";
+    for (const analyze::Snap& x : tl.snaps) {
+      o << " snap " << x.file << " " << x.snapshot_id << " " << x.realtime_ns << " "
+        << x.boottime_ns << " " << x.run << " " << x.sockets << "\n";
+    }
+    for (const analyze::Track& t : tl.tracks) {
+      o << " track " << tl.netns.at(t.netns).inode << " " << +t.family << " " << +t.type << " "
+        << t.proto << " " << str(t.local_addr) << ":" << t.local_port << " " << str(t.remote_addr)
+        << ":" << t.remote_port << " " << t.cookie << " " << str(t.path) << " " << t.peer_inode
+        << "\n";
+      for (const analyze::Sample& x : t.samples) {
+        o << "  " << x.snap << " " << x.inode << " " << x.owner << " " << x.owner_set << " "
+          << x.rx_queue << " " << x.tx_queue << " " << x.rmem_alloc << " " << x.rcvbuf << " "
+          << x.wmem_queued << " " << x.sndbuf << " " << x.drops << " " << x.total_retrans << " "
+          << x.segs_out << " " << x.last_data_recv_ms << " " << x.last_ack_recv_ms << " "
+          << x.snd_wnd << " " << x.bytes_acked << " " << x.bytes_received << " " << +x.state << " "
+          << +x.timer << " " << +x.retrans << " " << +x.probes << " " << +x.backoff << "\n";
+      }
+    }
+    for (const analyze::Process& p : tl.procs) {
+      o << " proc " << p.pid << " " << p.start_ticks << " " << str(p.comm) << " " << str(p.cmdline)
+        << " " << p.uid << "\n";
+      for (const analyze::ProcSample& x : p.samples) {
+        o << "  " << x.snap << " " << x.socket_fds << " " << x.fd_count << " " << x.nofile_soft
+          << " " << +x.state << "\n";
+      }
+    }
+    for (const std::vector<uint32_t>& set : tl.owner_sets) {
+      o << " owners";
+      for (const uint32_t p : set) {
+        o << " " << p;
+      }
+      o << "\n";
+    }
+  }
+  return o.str();
+}
+
+size_t value_count(const analyze::Series& s) {
+  size_t n = 0;
+  for (const analyze::Timeline& tl : s.timelines) {
+    for (const analyze::Netns& ns : tl.netns) {
+      n += ns.counters.size() + ns.limits.size();
+    }
+  }
+  return n;
+}
+
+} // namespace
+
+TEST_CASE("timeline: a load without counters and limits (what timeline loads) holds everything "
+          "else the load with them holds, on every sample capture",
+          "[timeline][samples]") {
+  const std::filesystem::path dir = std::filesystem::path(SOCKREWIND_SOURCE_DIR) / "samples";
+  size_t captures = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() != ".sqlite") {
+      continue;
+    }
+    ++captures;
+    const std::vector<std::string> files = {e.path().string()};
+    const analyze::Series all = analyze::load_series(files);
+    REQUIRE(!all.timelines.empty());
+    REQUIRE(value_count(all) > 0);
+    // The filters timeline uses: no socket filter, each port a listener has, the first
+    // cookie, the first owner's pid.
+    std::vector<analyze::SocketFilter> filters(1);
+    const analyze::Timeline& a = all.timelines.at(0);
+    std::set<uint16_t> ports;
+    for (const analyze::Track& t : a.tracks) {
+      for (const analyze::Sample& x : t.samples) {
+        if (x.state == analyze::k_listen && t.local_port != 0) {
+          ports.insert(t.local_port);
+        }
+        if (x.owner != analyze::k_na && filters.size() == 1) {
+          filters.emplace_back().pid = a.procs.at(x.owner).pid;
+        }
+      }
+      if (t.cookie != 0 && filters.size() == 2) {
+        filters.emplace_back().cookie = t.cookie;
+      }
+    }
+    for (const uint16_t p : ports) {
+      filters.emplace_back().port = p;
+    }
+    for (const analyze::SocketFilter& with : filters) {
+      INFO(e.path().filename().string()
+           << " port " << with.port.value_or(0) << " cookie " << with.cookie.value_or(0) << " pid "
+           << with.pid.value_or(0));
+      analyze::SocketFilter without = with;
+      without.counters_and_limits = false;
+      const analyze::Series s1 = analyze::load_series(files, with);
+      const analyze::Series s2 = analyze::load_series(files, without);
+      analyze::check_series(s2);
+      CHECK(value_count(s1) > 0);
+      CHECK(value_count(s2) == 0);
+      CHECK(without_values(s2) == without_values(s1));
+    }
+    // And what timeline prints from it: the rows of the port's snapshots are those of the
+    // full load's listeners.
+    TimelineOptions o;
+    o.paths = files;
+    o.format = Format::json;
+    for (const uint16_t p : ports) {
+      o.port = p;
+      const nlohmann::json j = nlohmann::json::parse(timeline(o));
+      size_t listeners = 0;
+      for (const nlohmann::json& row : j.at("series")) {
+        listeners += row.at("listeners").size();
+      }
+      size_t expected = 0;
+      for (const analyze::Timeline& tl : all.timelines) {
+        for (const analyze::Track& t : tl.tracks) {
+          for (const analyze::Sample& x : t.samples) {
+            expected +=
+                t.family != analyze::k_af_unix && x.state == analyze::k_listen && t.local_port == p;
+          }
+        }
+      }
+      CHECK(listeners == expected);
+    }
+  }
+  CHECK(captures >= 5);
 }

@@ -190,8 +190,9 @@ struct Timeline {
 
 // What load_series() may leave out: only the sockets a command will look at (timeline --port,
 // --socket, --pid), or only the snapshots it compares (diff), selected in SQL so the rest of the
-// series is never decoded. Every snapshot's header, counters and limits (a few hundred rows per
-// snapshot, whatever the number of sockets) are loaded whatever the filter.
+// series is never decoded. Every snapshot's header is loaded whatever the filter, and so are
+// its counters and limits (a few hundred rows per snapshot, whatever the number of sockets)
+// unless counters_and_limits is false.
 struct SocketFilter {
   std::optional<uint16_t> port;   // local or remote port
   std::optional<uint64_t> cookie; // the socket of this cookie
@@ -208,6 +209,10 @@ struct SocketFilter {
   };
 
   std::optional<std::vector<Snapshot>> snapshots;
+
+  // false: no counters and no limits are read (every Netns's counters and limits stay empty),
+  // for a command that shows neither (timeline). Not a socket filter: active() ignores it.
+  bool counters_and_limits = true;
 
   bool active() const {
     return port.has_value() || cookie.has_value() || pid.has_value() || snapshots.has_value();
