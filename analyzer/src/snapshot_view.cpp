@@ -9,8 +9,6 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
-#include <exception>
-#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -45,14 +43,7 @@ struct SnapshotReader::Impl {
   store::Db& db;
   int64_t version = -1; // PRAGMA user_version, read once
   std::optional<store::Stmt> head, ns, procs, extra_runs, extra_table, runs, new_runs, table, view,
-      counters, addr_one, netns_all, new_span, new_half;
-  // read_halves(): on when asked for (set_parallel), the second connection and its rows.
-  bool parallel = false;
-  int64_t min_split = 0; // fewer new runs: one thread reads them as fast
-  std::optional<store::Db> helper_db;
-  std::optional<store::Stmt> helper_half;
-  std::vector<SocketRow> helper_rows;
-  std::vector<RowRun> helper_runs;
+      counters, addr_one, netns_all;
   // Address texts by addr_id: nullopt = no such row or a NULL text (the LEFT JOIN's NULL).
   bool addrs_bulk = false; // the whole table was read
   std::unordered_map<int64_t, std::optional<std::string>> addrs;
@@ -119,57 +110,15 @@ struct SnapshotReader::Impl {
     return addrs.emplace(id, std::move(text)).first->second;
   }
 
-  // netns_inode() and addr(), or (lookup_only) what is known already: `miss` set when not.
-  std::optional<uint64_t> find_netns(int64_t id, bool lookup_only, bool& miss) {
-    if (!lookup_only) {
-      return netns_inode(id);
-    }
-    const auto it = netns.find(id);
-    if (it == netns.end()) {
-      miss = true;
-      return std::nullopt;
-    }
-    return it->second;
-  }
-
-  const std::optional<std::string>& find_addr(int64_t id, bool lookup_only, bool& miss) {
-    static const std::optional<std::string> k_none;
-    if (!lookup_only) {
-      return addr(id);
-    }
-    const auto it = addrs.find(id);
-    if (it == addrs.end()) {
-      miss = true;
-      return k_none;
-    }
-    return it->second;
-  }
-
-  // Builds the rows of `st` (a socket query with the Col columns) into rows[used...] (each
-  // overwritten in place) and, for run-table reads, their runs. `lookup_only`: addresses and
-  // namespaces only from what is known already (so that two threads may build at once); then
-  // false when a row needs one that is not (the caller reads again without).
-  bool build_rows(store::Stmt& st,
+  // Appends the rows of `st` (a socket query with the Col columns) to `rows` and, for
+  // run-table reads, their runs to `out_runs`.
+  void build_rows(store::Stmt& st,
                   bool from_runs,
                   int64_t sid,
-                  bool lookup_only,
                   std::vector<SocketRow>& rows,
-                  size_t& used,
                   std::vector<RowRun>& out_runs,
                   int64_t& min_id,
                   int64_t& max_id);
-
-  // Reads the runs that start at `sid` (a step's new runs, after the carried rows) in two
-  // halves of their run ids at once: this thread one, a thread of its own with a second
-  // connection the other. false (nothing added) when they are too few to be worth it or a
-  // half met an address or namespace not known yet.
-  bool read_halves(const SnapshotInfo& info,
-                   int64_t sid,
-                   const std::string& sql,
-                   SnapshotView& snap,
-                   size_t& used,
-                   int64_t& min_id,
-                   int64_t& max_id);
 };
 
 namespace {
@@ -393,30 +342,23 @@ void sort_ss(std::vector<SocketRow>& rows, std::vector<RowRun>& runs) {
 
 } // namespace
 
-bool SnapshotReader::Impl::build_rows(store::Stmt& st,
+void SnapshotReader::Impl::build_rows(store::Stmt& st,
                                       bool from_runs,
                                       int64_t sid,
-                                      bool lookup_only,
                                       std::vector<SocketRow>& rows,
-                                      size_t& used,
                                       std::vector<RowRun>& out_runs,
                                       int64_t& min_id,
                                       int64_t& max_id) {
-  bool miss = false;
   const auto has = [&st](Col c) { return !st.is_null(c); };
   const auto opt = [&](Col c) {
     return has(c) ? std::optional<int64_t>(st.get_int(c)) : std::nullopt;
   };
   while (st.step()) {
-    const std::optional<uint64_t> inode = find_netns(st.get_int(c_netns_id), lookup_only, miss);
-    if (miss) {
-      return false;
-    }
+    const std::optional<uint64_t> inode = netns_inode(st.get_int(c_netns_id));
     if (!inode) {
       continue; // as the JOIN netns of the view's readers: no such namespace, no row
     }
-    SocketRow& r = used < rows.size() ? rows[used] : rows.emplace_back();
-    ++used;
+    SocketRow& r = rows.emplace_back();
     r.sock_id = from_runs ? store::run_sock_id(st.get_int(c_sock_id), sid) : st.get_int(c_sock_id);
     min_id = std::min(min_id, r.sock_id);
     max_id = std::max(max_id, r.sock_id);
@@ -458,9 +400,6 @@ bool SnapshotReader::Impl::build_rows(store::Stmt& st,
     r.drops = opt(c_drops);
     r.path = has(c_path) ? std::optional<std::string>(st.get_text(c_path)) : std::nullopt;
     r.peer_inode = opt(c_peer_inode);
-    r.local.clear();
-    r.remote.clear();
-    r.owners.clear();
     if (r.family == k_af_unix) {
       r.local = r.path ? *r.path : std::string("*");
       r.remote = r.peer_inode && *r.peer_inode != 0 ? std::to_string(*r.peer_inode) : "*";
@@ -468,118 +407,22 @@ bool SnapshotReader::Impl::build_rows(store::Stmt& st,
       static const std::optional<std::string> k_none;
       inet_endpoint(r.local,
                     r.family,
-                    !has(c_local_addr) ? k_none
-                                       : find_addr(st.get_int(c_local_addr), lookup_only, miss),
+                    !has(c_local_addr) ? k_none : addr(st.get_int(c_local_addr)),
                     r.local_port);
       inet_endpoint(r.remote,
                     r.family,
-                    !has(c_remote_addr) ? k_none
-                                        : find_addr(st.get_int(c_remote_addr), lookup_only, miss),
+                    !has(c_remote_addr) ? k_none : addr(st.get_int(c_remote_addr)),
                     r.remote_port);
     }
     if (has(c_pid)) {
       r.owners.push_back({st.get_int(c_pid), opt(c_fd)});
     }
-    if (miss) {
-      return false;
-    }
   }
-  return true;
-}
-
-bool SnapshotReader::Impl::read_halves(const SnapshotInfo& info,
-                                       int64_t sid,
-                                       const std::string& sql,
-                                       SnapshotView& snap,
-                                       size_t& used,
-                                       int64_t& min_id,
-                                       int64_t& max_id) {
-  if (!addrs_bulk || netns.empty()) {
-    return false; // lookups one by one write to the caches: not from two threads
-  }
-  store::Stmt& span = prepared(
-      new_span, "SELECT min(run_id), max(run_id) FROM sock_runs WHERE first_snapshot_id = ?1");
-  span.bind(1, sid);
-  if (!span.step() || span.is_null(0) || span.is_null(1)) {
-    return false;
-  }
-  const int64_t lo = span.get_int(0);
-  const int64_t hi = span.get_int(1);
-  span.reset();
-  if (hi - lo + 1 < min_split) {
-    return false;
-  }
-  const int64_t mid = lo + (hi - lo) / 2;
-  if (!helper_db) {
-    helper_db.emplace(open_validated(info.file));
-  }
-  if (!helper_half) {
-    helper_half.emplace(helper_db->prepare(sql, true));
-  } else {
-    helper_half->reset();
-  }
-  store::Stmt& mine = prepared(new_half, sql.c_str());
-  mine.bind(1, sid).bind(2, lo).bind(3, mid);
-  helper_half->bind(1, sid).bind(2, mid + 1).bind(3, hi);
-  const size_t carried = used;
-  const int64_t carried_min = min_id;
-  const int64_t carried_max = max_id;
-  size_t h_used = 0;
-  int64_t h_min = INT64_MAX;
-  int64_t h_max = INT64_MIN;
-  helper_runs.clear();
-  bool h_ok = false;
-  std::exception_ptr h_error;
-  std::thread helper([&] {
-    try {
-      h_ok =
-          build_rows(*helper_half, true, sid, true, helper_rows, h_used, helper_runs, h_min, h_max);
-    } catch (...) {
-      h_error = std::current_exception();
-    }
-  });
-  bool ok = false;
-  try {
-    ok = build_rows(mine, true, sid, true, snap.rows, used, snap.runs, min_id, max_id);
-  } catch (...) {
-    helper.join();
-    throw;
-  }
-  helper.join();
-  mine.reset();
-  helper_half->reset();
-  if (h_error) {
-    std::rethrow_exception(h_error);
-  }
-  if (!ok || !h_ok) {
-    used = carried;
-    snap.runs.resize(carried);
-    min_id = carried_min;
-    max_id = carried_max;
-    return false;
-  }
-  for (size_t k = 0; k < h_used; ++k) {
-    if (used < snap.rows.size()) {
-      std::swap(snap.rows[used], helper_rows[k]); // both keep their memory for the next read
-    } else {
-      snap.rows.push_back(std::move(helper_rows[k]));
-    }
-    ++used;
-    snap.runs.push_back(helper_runs[k]);
-  }
-  min_id = std::min(min_id, h_min);
-  max_id = std::max(max_id, h_max);
-  return true;
 }
 
 SnapshotReader::SnapshotReader(store::Db& db) : m_impl(std::make_unique<Impl>(db)) {}
 
 SnapshotReader::~SnapshotReader() = default;
-
-void SnapshotReader::set_parallel(bool on, int64_t min_runs) {
-  m_impl->parallel = on;
-  m_impl->min_split = min_runs;
-}
 
 SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRow>&& reuse) {
   return read_rows(info, nullptr, std::move(reuse));
@@ -597,13 +440,8 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
   Impl& m = *m_impl;
   SnapshotView snap;
   snap.info = info;
-  // Its memory: 100k rows are ~45 MB, fresh pages cost; and its rows are overwritten in place
-  // (their strings' and owners' memory kept), not destroyed and built again.
-  snap.rows = std::move(reuse);
-  size_t used = 0;
-  const auto next_row = [&snap, &used]() -> SocketRow& {
-    return used < snap.rows.size() ? snap.rows[used++] : (++used, snap.rows.emplace_back());
-  };
+  snap.rows = std::move(reuse); // its memory: 100k rows are ~45 MB, fresh pages cost
+  snap.rows.clear();
   try {
     if (m.version < 0) {
       m.version = m.db.query_int("PRAGMA user_version");
@@ -645,7 +483,7 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
     const bool carry = runs && base != nullptr && base->info.file == info.file
                        && base->info.snapshot_id + 1 == sid
                        && store::run_block_start(sid - 1) == store::run_block_start(sid)
-                       && base->runs.size() == base->rows.size();
+                       && (base->runs.size() == base->rows.size() || base->runs_end);
     // The runs the snapshot sees (or, carrying, those that start at it), with the columns of
     // the table path in the same places (the run_id in sock_id's, expires_ms as stored) and
     // the two times that move expires_ms after.
@@ -665,9 +503,6 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
     static const std::string k_runs_sql = k_runs_cols + k_runs_join;
     static const std::string k_new_runs_sql =
         k_runs_cols + " AND r.first_snapshot_id = sn.snapshot_id" + k_runs_join;
-    static const std::string k_new_half_sql =
-        k_runs_cols + " AND r.first_snapshot_id = sn.snapshot_id AND r.run_id BETWEEN ?2 AND ?3"
-        + k_runs_join;
     static const std::string k_table_sql =
         std::string("SELECT sock_id, ") + k_sock_columns + " FROM sockets WHERE snapshot_id = ?1";
     store::Stmt& st = carry        ? m.prepared(m.new_runs, k_new_runs_sql.c_str())
@@ -685,14 +520,13 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
     }
     int64_t min_id = INT64_MAX;
     int64_t max_id = INT64_MIN;
-    if (carry) {
+    if (carry && !base->runs_end) {
       for (size_t k = 0; k < base->rows.size(); ++k) {
         const RowRun& run = base->runs[k];
         if (store::run_seen_until(run.first_snapshot_id, run.last_snapshot_id) < sid) {
           continue; // the run ended with the base
         }
-        SocketRow& r = next_row();
-        r = base->rows[k];
+        SocketRow& r = snap.rows.emplace_back(base->rows[k]);
         r.sock_id = store::run_sock_id(run.run_id, sid);
         min_id = std::min(min_id, r.sock_id);
         max_id = std::max(max_id, r.sock_id);
@@ -707,14 +541,15 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
       }
     }
 
-    bool read_all = true;
-    if (carry && m.parallel) {
-      read_all = !m.read_halves(info, sid, k_new_half_sql, snap, used, min_id, max_id);
+    m.build_rows(st, runs, sid, snap.rows, snap.runs, min_id, max_id);
+    if (runs && std::none_of(snap.runs.begin(), snap.runs.end(), [sid](const RowRun& run) {
+          return store::run_seen_until(run.first_snapshot_id, run.last_snapshot_id) > sid;
+        })) {
+      // Every run ends here (a file as the collector writes it: a run per socket and
+      // snapshot): nothing for the next snapshot to take over, no memory kept for it.
+      std::vector<RowRun>().swap(snap.runs);
+      snap.runs_end = true;
     }
-    if (read_all) {
-      m.build_rows(st, runs, sid, false, snap.rows, used, snap.runs, min_id, max_id);
-    }
-    snap.rows.resize(used);
     // The (few) further owners, in (sock_id, pid, fd) order, after each socket's first owner.
     // Schema 3: a sock_id is (run_id << 24) | snapshot_id, so the snapshot's are found in the
     // range of its rows' ids.

