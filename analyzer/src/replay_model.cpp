@@ -292,7 +292,7 @@ Model::~Model() {
   }
 }
 
-Model::Loaded Model::load(size_t pos, Dbs& dbs) {
+Model::Loaded Model::load(size_t pos, Dbs& dbs, const Base& base) {
   const SnapshotInfo& info = m_index[pos];
   auto& handle = dbs[info.file];
   if (!handle) {
@@ -305,10 +305,12 @@ Model::Loaded Model::load(size_t pos, Dbs& dbs) {
     const std::lock_guard<std::mutex> lock(m_mutex);
     spare.swap(m_spare);
   }
-  l.view = handle->reader.read(info, std::move(spare));
+  l.view =
+      std::make_shared<SnapshotView>(base ? handle->reader.read_next(info, *base, std::move(spare))
+                                          : handle->reader.read(info, std::move(spare)));
   l.counters = handle->reader.counters(info);
-  l.ids.reserve(l.view.rows.size());
-  for (const SocketRow& r : l.view.rows) {
+  l.ids.reserve(l.view->rows.size());
+  for (const SocketRow& r : l.view->rows) {
     l.ids.push_back(row_identity(r));
   }
   std::sort(l.ids.begin(), l.ids.end());
@@ -324,7 +326,9 @@ void Model::worker() {
       return;
     }
     const size_t pos = *m_want;
+    Base base = std::move(m_want_base);
     m_want.reset();
+    m_want_base.reset();
     if (m_ready && m_ready->pos == pos) {
       m_cv.notify_all(); // take() and wait_read_ahead() wait for m_want to clear
       continue;
@@ -333,10 +337,11 @@ void Model::worker() {
     lock.unlock();
     std::unique_ptr<Loaded> result;
     try {
-      result = std::make_unique<Loaded>(load(pos, dbs));
+      result = std::make_unique<Loaded>(load(pos, dbs, base));
     } catch (...) {
       // Dropped: the UI thread reads it again itself and reports the error.
     }
+    base.reset(); // before the UI thread may see the read done (recycle)
     lock.lock();
     m_busy.reset();
     if (result) {
@@ -346,13 +351,14 @@ void Model::worker() {
   }
 }
 
-void Model::read_ahead(size_t pos) {
+void Model::read_ahead(size_t pos, Base base) {
   if (pos >= m_index.size()) {
     return;
   }
   {
     const std::lock_guard<std::mutex> lock(m_mutex);
     m_want = pos;
+    m_want_base = std::move(base);
   }
   m_cv.notify_all();
 }
@@ -362,7 +368,7 @@ void Model::wait_read_ahead() {
   m_cv.wait(lock, [this] { return !m_want && !m_busy; });
 }
 
-Model::Loaded Model::take(size_t pos) {
+Model::Loaded Model::take(size_t pos, const Base& base) {
   {
     std::unique_lock<std::mutex> lock(m_mutex);
     m_cv.wait(lock, [&] { return m_busy != pos && m_want != pos; });
@@ -372,10 +378,20 @@ Model::Loaded Model::take(size_t pos) {
       return l;
     }
   }
-  return load(pos, m_dbs);
+  return load(pos, m_dbs, base);
 }
 
-void Model::recycle(std::vector<SocketRow>&& rows) {
+void Model::recycle(std::shared_ptr<SnapshotView>&& view) {
+  std::vector<SocketRow> rows;
+  {
+    const std::lock_guard<std::mutex> lock(m_mutex);
+    // Only the model holds it (the worker drops its base before it takes the lock): its
+    // memory is free to reuse.
+    if (!view || view.use_count() != 1) {
+      return;
+    }
+    rows = std::move(view->rows);
+  }
   if (rows.capacity() == 0) {
     return;
   }
@@ -404,8 +420,8 @@ void Model::go(size_t pos) {
   Loaded cur;
   Loaded prev;
   if (m_loaded && pos == m_pos + 1) {
+    cur = take(pos, m_cur.view);
     prev = std::move(m_cur);
-    cur = take(pos);
   } else if (m_loaded && pos + 1 == m_pos && m_has_prev) {
     // One back: the kept predecessor is shown; the snapshot left is kept as the next one.
     cur = std::move(m_prev);
@@ -428,8 +444,8 @@ void Model::go(size_t pos) {
   Loaded old_prev = std::move(m_prev);
   m_cur = std::move(cur);
   m_prev = std::move(prev);
-  recycle(std::move(old_prev.view.rows));
-  recycle(std::move(old_cur.view.rows));
+  recycle(std::move(old_prev.view));
+  recycle(std::move(old_cur.view));
   m_has_prev = pos > 0;
   m_pos = pos;
   m_loaded = true;
@@ -439,7 +455,7 @@ void Model::go(size_t pos) {
   // Read ahead in the direction of travel: the next snapshot, or (going back) the one the
   // next step back needs for its diff.
   if (forward || pos < 2) {
-    read_ahead(pos + 1);
+    read_ahead(pos + 1, m_cur.view);
   } else {
     read_ahead(pos - 2);
   }

@@ -42,8 +42,8 @@ struct SnapshotReader::Impl {
 
   store::Db& db;
   int64_t version = -1; // PRAGMA user_version, read once
-  std::optional<store::Stmt> head, ns, procs, extra_runs, extra_table, runs, table, view, counters,
-      addr_one, netns_all;
+  std::optional<store::Stmt> head, ns, procs, extra_runs, extra_table, runs, new_runs, table, view,
+      counters, addr_one, netns_all;
   // Address texts by addr_id: nullopt = no such row or a NULL text (the LEFT JOIN's NULL).
   bool addrs_bulk = false; // the whole table was read
   std::unordered_map<int64_t, std::optional<std::string>> addrs;
@@ -109,6 +109,16 @@ struct SnapshotReader::Impl {
     }
     return addrs.emplace(id, std::move(text)).first->second;
   }
+
+  // Appends the rows of `st` (a socket query with the Col columns) to `rows` and, for
+  // run-table reads, their runs to `out_runs`.
+  void build_rows(store::Stmt& st,
+                  bool from_runs,
+                  int64_t sid,
+                  std::vector<SocketRow>& rows,
+                  std::vector<RowRun>& out_runs,
+                  int64_t& min_id,
+                  int64_t& max_id);
 };
 
 namespace {
@@ -148,6 +158,8 @@ enum Col : uint8_t {
   c_fd,
   c_run_first_boottime, // schema-3 runs only: CLOCK_BOOTTIME of the run's first snapshot
   c_run_boottime,       // and of the snapshot read
+  c_run_first_id,       // the run's first_snapshot_id
+  c_run_last_id,        // and last_snapshot_id
 };
 
 // `a:port` (`[a]:port` for IPv6), `*` for a missing address or port 0.
@@ -208,14 +220,14 @@ const std::string& proto_text(int64_t family, int64_t type, int64_t proto) {
 }
 
 // Puts rows[order[k]] at position k, moving each row once (no second vector of rows).
-void permute(std::vector<SocketRow>& rows, std::vector<uint32_t>& order) {
+template <class T> void permute(std::vector<T>& rows, std::vector<uint32_t>& order) {
   constexpr uint32_t k_done = UINT32_MAX;
   for (size_t i = 0; i < order.size(); ++i) {
     if (order[i] == k_done || order[i] == i) {
       order[i] = k_done;
       continue;
     }
-    SocketRow tmp = std::move(rows[i]);
+    T tmp = std::move(rows[i]);
     size_t j = i;
     while (order[j] != i) {
       const uint32_t from = order[j];
@@ -240,8 +252,9 @@ std::array<uint64_t, 2> text_prefix(const std::string& s) {
 }
 
 // ss order; a total order (sock_id last), so the SQL's row order does not matter. Sorted on
-// compact keys (numbers and the texts' first bytes); the rows' texts only on ties.
-void sort_ss(std::vector<SocketRow>& rows) {
+// compact keys (numbers and the texts' first bytes); the rows' texts only on ties. `runs`, when
+// not empty, is one per row and moved with them.
+void sort_ss(std::vector<SocketRow>& rows, std::vector<RowRun>& runs) {
   struct Key {
     uint64_t netns;
     int64_t family;
@@ -320,16 +333,110 @@ void sort_ss(std::vector<SocketRow>& rows) {
   for (size_t i = 0; i < keys.size(); ++i) {
     order[i] = keys[i].idx;
   }
+  if (!runs.empty()) {
+    std::vector<uint32_t> copy = order;
+    permute(runs, copy);
+  }
   permute(rows, order);
 }
 
 } // namespace
+
+void SnapshotReader::Impl::build_rows(store::Stmt& st,
+                                      bool from_runs,
+                                      int64_t sid,
+                                      std::vector<SocketRow>& rows,
+                                      std::vector<RowRun>& out_runs,
+                                      int64_t& min_id,
+                                      int64_t& max_id) {
+  const auto has = [&st](Col c) { return !st.is_null(c); };
+  const auto opt = [&](Col c) {
+    return has(c) ? std::optional<int64_t>(st.get_int(c)) : std::nullopt;
+  };
+  while (st.step()) {
+    const std::optional<uint64_t> inode = netns_inode(st.get_int(c_netns_id));
+    if (!inode) {
+      continue; // as the JOIN netns of the view's readers: no such namespace, no row
+    }
+    SocketRow& r = rows.emplace_back();
+    r.sock_id = from_runs ? store::run_sock_id(st.get_int(c_sock_id), sid) : st.get_int(c_sock_id);
+    min_id = std::min(min_id, r.sock_id);
+    max_id = std::max(max_id, r.sock_id);
+    r.netns = *inode;
+    r.family = st.get_int(c_family);
+    r.type = st.get_int(c_type);
+    r.proto = st.get_int(c_proto);
+    r.state = st.get_int(c_state);
+    r.proto_name = proto_text(r.family, r.type, r.proto);
+    r.rank = proto_rank(r.proto_name);
+    r.local_port = opt(c_local_port);
+    r.remote_port = opt(c_remote_port);
+    r.rx_queue = opt(c_rx_queue);
+    r.tx_queue = opt(c_tx_queue);
+    r.inode = st.get_int(c_inode);
+    r.cookie = opt(c_cookie);
+    r.uid = opt(c_uid);
+    r.timer = opt(c_timer);
+    r.expires_ms = opt(c_expires_ms);
+    if (from_runs) {
+      out_runs.push_back({st.get_int(c_sock_id),
+                          st.get_int(c_run_first_id),
+                          st.get_int(c_run_last_id),
+                          st.get_int(c_run_first_boottime),
+                          r.expires_ms,
+                          has(c_pid)});
+    }
+    if (from_runs && r.expires_ms) {
+      // Stored as of the run's first snapshot (the sockets view's rule).
+      *r.expires_ms = store::run_expires_ms(
+          *r.expires_ms,
+          r.timer.value_or(0) != 0,
+          store::run_elapsed_ms(st.get_int(c_run_first_boottime), st.get_int(c_run_boottime)));
+    }
+    r.retrans = opt(c_retrans);
+    r.shutdown = opt(c_shutdown);
+    r.rmem_alloc = opt(c_rmem_alloc);
+    r.rcvbuf = opt(c_rcvbuf);
+    r.drops = opt(c_drops);
+    r.path = has(c_path) ? std::optional<std::string>(st.get_text(c_path)) : std::nullopt;
+    r.peer_inode = opt(c_peer_inode);
+    if (r.family == k_af_unix) {
+      r.local = r.path ? *r.path : std::string("*");
+      r.remote = r.peer_inode && *r.peer_inode != 0 ? std::to_string(*r.peer_inode) : "*";
+    } else {
+      static const std::optional<std::string> k_none;
+      inet_endpoint(r.local,
+                    r.family,
+                    !has(c_local_addr) ? k_none : addr(st.get_int(c_local_addr)),
+                    r.local_port);
+      inet_endpoint(r.remote,
+                    r.family,
+                    !has(c_remote_addr) ? k_none : addr(st.get_int(c_remote_addr)),
+                    r.remote_port);
+    }
+    if (has(c_pid)) {
+      r.owners.push_back({st.get_int(c_pid), opt(c_fd)});
+    }
+  }
+}
 
 SnapshotReader::SnapshotReader(store::Db& db) : m_impl(std::make_unique<Impl>(db)) {}
 
 SnapshotReader::~SnapshotReader() = default;
 
 SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRow>&& reuse) {
+  return read_rows(info, nullptr, std::move(reuse));
+}
+
+SnapshotView SnapshotReader::read_next(const SnapshotInfo& info,
+                                       const SnapshotView& base,
+                                       std::vector<SocketRow>&& reuse) {
+  return read_rows(info, &base, std::move(reuse));
+}
+
+SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
+                                       const SnapshotView* base,
+                                       std::vector<SocketRow>&& reuse) {
   Impl& m = *m_impl;
   SnapshotView snap;
   snap.info = info;
@@ -339,12 +446,13 @@ SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRo
     if (m.version < 0) {
       m.version = m.db.query_int("PRAGMA user_version");
     }
-    store::Stmt& head =
-        m.prepared(m.head, "SELECT self_netns, euid FROM snapshots WHERE snapshot_id = ?1");
+    store::Stmt& head = m.prepared(
+        m.head, "SELECT self_netns, euid, boottime_ns FROM snapshots WHERE snapshot_id = ?1");
     head.bind(1, info.snapshot_id);
     if (head.step()) {
       snap.self_netns = head.get_int(0);
       snap.euid = head.get_int(1);
+      snap.boottime_ns = head.get_int(2);
     }
     store::Stmt& ns = m.prepared(m.ns,
                                  "SELECT n.inode, sn.found_via, sn.name, sn.pid, sn.status "
@@ -367,22 +475,38 @@ SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRo
       snap.comm[procs.get_int(0)] = procs.get_text(1);
     }
     const bool runs = m.version >= 3 && !m_use_view;
-    // The runs the snapshot sees, with the columns of the table path in the same places (the
-    // run_id in sock_id's, expires_ms as stored) and the two times that move expires_ms after.
-    static const std::string k_runs_sql =
+    const int64_t sid = info.snapshot_id;
+    // Taking rows over from `base`: the snapshot just before, of the same file and run block,
+    // read from the run tables. The runs `sid` sees are then the base's runs that go on (those
+    // that start in sid's block, at or before it, are all among the base's) and those that
+    // start at `sid`.
+    const bool carry = runs && base != nullptr && base->info.file == info.file
+                       && base->info.snapshot_id + 1 == sid
+                       && store::run_block_start(sid - 1) == store::run_block_start(sid)
+                       && (base->runs.size() == base->rows.size() || base->runs_end);
+    // The runs the snapshot sees (or, carrying, those that start at it), with the columns of
+    // the table path in the same places (the run_id in sock_id's, expires_ms as stored) and
+    // the two times that move expires_ms after.
+    static const std::string k_runs_cols =
         "SELECT r.run_id, i.netns_id, i.family, i.type, "
         "i.proto, r.state, i.local_addr_id, i.local_port, i.remote_addr_id, i.remote_port, "
         "r.rx_queue, r.tx_queue, i.inode, i.cookie, i.uid, r.timer, r.expires_ms, "
         "r.retrans, r.shutdown, r.skm_rmem_alloc, r.skm_rcvbuf, r.skm_drops, i.path, "
-        "i.peer_inode, r.pid, r.fd, f.boottime_ns, sn.boottime_ns "
+        "i.peer_inode, r.pid, r.fd, f.boottime_ns, sn.boottime_ns, r.first_snapshot_id, "
+        "r.last_snapshot_id "
         "FROM snapshots sn JOIN sock_runs r ON "
-        + store::sql_runs_seen_by("r", "sn.snapshot_id")
-        + " JOIN snapshots f ON f.snapshot_id = r.first_snapshot_id "
-          "JOIN sock_ident i ON i.ident_id = r.ident_id "
-          "WHERE sn.snapshot_id = ?1";
+        + store::sql_runs_seen_by("r", "sn.snapshot_id");
+    static const std::string k_runs_join =
+        " JOIN snapshots f ON f.snapshot_id = r.first_snapshot_id "
+        "JOIN sock_ident i ON i.ident_id = r.ident_id "
+        "WHERE sn.snapshot_id = ?1";
+    static const std::string k_runs_sql = k_runs_cols + k_runs_join;
+    static const std::string k_new_runs_sql =
+        k_runs_cols + " AND r.first_snapshot_id = sn.snapshot_id" + k_runs_join;
     static const std::string k_table_sql =
         std::string("SELECT sock_id, ") + k_sock_columns + " FROM sockets WHERE snapshot_id = ?1";
-    store::Stmt& st = runs         ? m.prepared(m.runs, k_runs_sql.c_str())
+    store::Stmt& st = carry        ? m.prepared(m.new_runs, k_new_runs_sql.c_str())
+                      : runs       ? m.prepared(m.runs, k_runs_sql.c_str())
                       : m_use_view ? m.prepared(m.view, k_table_sql.c_str())
                                    : m.prepared(m.table, k_table_sql.c_str());
     st.bind(1, info.snapshot_id);
@@ -391,65 +515,40 @@ SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRo
       m.load_netns();
     }
     snap.rows.reserve(static_cast<size_t>(std::max<int64_t>(info.sockets, 0)));
+    if (runs) {
+      snap.runs.reserve(std::max(snap.rows.capacity(), snap.rows.size()));
+    }
     int64_t min_id = INT64_MAX;
     int64_t max_id = INT64_MIN;
-    while (st.step()) {
-      const std::optional<uint64_t> netns = m.netns_inode(st.get_int(c_netns_id));
-      if (!netns) {
-        continue; // as the JOIN netns of the view's readers: no such namespace, no row
+    if (carry && !base->runs_end) {
+      for (size_t k = 0; k < base->rows.size(); ++k) {
+        const RowRun& run = base->runs[k];
+        if (store::run_seen_until(run.first_snapshot_id, run.last_snapshot_id) < sid) {
+          continue; // the run ended with the base
+        }
+        SocketRow& r = snap.rows.emplace_back(base->rows[k]);
+        r.sock_id = store::run_sock_id(run.run_id, sid);
+        min_id = std::min(min_id, r.sock_id);
+        max_id = std::max(max_id, r.sock_id);
+        if (run.expires_ms) {
+          r.expires_ms =
+              store::run_expires_ms(*run.expires_ms,
+                                    r.timer.value_or(0) != 0,
+                                    store::run_elapsed_ms(run.first_boottime_ns, snap.boottime_ns));
+        }
+        r.owners.resize(run.run_owner ? 1 : 0); // further owners are the snapshot's own
+        snap.runs.push_back(run);
       }
-      SocketRow& r = snap.rows.emplace_back();
-      r.sock_id = runs ? store::run_sock_id(st.get_int(c_sock_id), info.snapshot_id)
-                       : st.get_int(c_sock_id);
-      min_id = std::min(min_id, r.sock_id);
-      max_id = std::max(max_id, r.sock_id);
-      r.netns = *netns;
-      r.family = st.get_int(c_family);
-      r.type = st.get_int(c_type);
-      r.proto = st.get_int(c_proto);
-      r.state = st.get_int(c_state);
-      r.proto_name = proto_text(r.family, r.type, r.proto);
-      r.rank = proto_rank(r.proto_name);
-      r.local_port = st.get_opt_int(c_local_port);
-      r.remote_port = st.get_opt_int(c_remote_port);
-      r.rx_queue = st.get_opt_int(c_rx_queue);
-      r.tx_queue = st.get_opt_int(c_tx_queue);
-      r.inode = st.get_int(c_inode);
-      r.cookie = st.get_opt_int(c_cookie);
-      r.uid = st.get_opt_int(c_uid);
-      r.timer = st.get_opt_int(c_timer);
-      r.expires_ms = st.get_opt_int(c_expires_ms);
-      if (runs && r.expires_ms) {
-        // Stored as of the run's first snapshot (the sockets view's rule).
-        *r.expires_ms = store::run_expires_ms(
-            *r.expires_ms,
-            r.timer.value_or(0) != 0,
-            store::run_elapsed_ms(st.get_int(c_run_first_boottime), st.get_int(c_run_boottime)));
-      }
-      r.retrans = st.get_opt_int(c_retrans);
-      r.shutdown = st.get_opt_int(c_shutdown);
-      r.rmem_alloc = st.get_opt_int(c_rmem_alloc);
-      r.rcvbuf = st.get_opt_int(c_rcvbuf);
-      r.drops = st.get_opt_int(c_drops);
-      r.path = st.get_opt_text(c_path);
-      r.peer_inode = st.get_opt_int(c_peer_inode);
-      if (r.family == k_af_unix) {
-        r.local = r.path ? *r.path : std::string("*");
-        r.remote = r.peer_inode && *r.peer_inode != 0 ? std::to_string(*r.peer_inode) : "*";
-      } else {
-        static const std::optional<std::string> k_none;
-        inet_endpoint(r.local,
-                      r.family,
-                      st.is_null(c_local_addr) ? k_none : m.addr(st.get_int(c_local_addr)),
-                      r.local_port);
-        inet_endpoint(r.remote,
-                      r.family,
-                      st.is_null(c_remote_addr) ? k_none : m.addr(st.get_int(c_remote_addr)),
-                      r.remote_port);
-      }
-      if (!st.is_null(c_pid)) {
-        r.owners.push_back({st.get_int(c_pid), st.get_opt_int(c_fd)});
-      }
+    }
+
+    m.build_rows(st, runs, sid, snap.rows, snap.runs, min_id, max_id);
+    if (runs && std::none_of(snap.runs.begin(), snap.runs.end(), [sid](const RowRun& run) {
+          return store::run_seen_until(run.first_snapshot_id, run.last_snapshot_id) > sid;
+        })) {
+      // Every run ends here (a file as the collector writes it: a run per socket and
+      // snapshot): nothing for the next snapshot to take over, no memory kept for it.
+      std::vector<RowRun>().swap(snap.runs);
+      snap.runs_end = true;
     }
     // The (few) further owners, in (sock_id, pid, fd) order, after each socket's first owner.
     // Schema 3: a sock_id is (run_id << 24) | snapshot_id, so the snapshot's are found in the
@@ -488,7 +587,7 @@ SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRo
   } catch (const store::DbError& e) {
     throw read_error(info.file, e);
   }
-  sort_ss(snap.rows);
+  sort_ss(snap.rows, snap.runs);
   return snap;
 }
 

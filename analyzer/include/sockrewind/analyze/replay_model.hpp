@@ -117,7 +117,7 @@ public:
 
   const std::string& host() const { return m_host; }
 
-  const SnapshotView& view() const { return m_cur.view; }
+  const SnapshotView& view() const { return *m_cur.view; }
 
   const SnapshotDiff& diff() const { return m_diff; }
 
@@ -141,10 +141,11 @@ public:
   // Where a finding fires: the snapshot of its first_seen time.
   size_t finding_pos(const Finding& f) const { return find_time(f.first_seen_ns); }
 
-  // One snapshot as the model keeps it.
+  // One snapshot as the model keeps it. The view is shared with the read-ahead while it is the
+  // base of the next snapshot's read (SnapshotReader::read_next), never changed once read.
   struct Loaded {
     size_t pos = 0;
-    SnapshotView view;
+    std::shared_ptr<SnapshotView> view = std::make_shared<SnapshotView>();
     std::vector<uint64_t> ids; // sorted identities of view.rows
     CounterValues counters;
   };
@@ -159,11 +160,15 @@ private:
   };
 
   using Dbs = std::map<std::string, std::unique_ptr<Conn>>;
-  Loaded load(size_t pos, Dbs& dbs);
-  void recycle(std::vector<SocketRow>&& rows); // keeps the larger memory as m_spare
-  Loaded take(size_t pos);     // from the read-ahead when it holds `pos`, else read now
+  using Base = std::shared_ptr<const SnapshotView>;
+  // Reads `pos`; from `base` (the snapshot before it) where the file allows.
+  Loaded load(size_t pos, Dbs& dbs, const Base& base);
+  // Keeps the larger rows memory as m_spare (when no read-ahead still reads the view).
+  void recycle(std::shared_ptr<SnapshotView>&& view);
+  // From the read-ahead when it holds `pos`, else read now (from `base`, if given).
+  Loaded take(size_t pos, const Base& base = nullptr);
   void keep_ready(Loaded&& l); // offers `l` as the read-ahead (unless one is being read)
-  void read_ahead(size_t pos);
+  void read_ahead(size_t pos, Base base = nullptr);
   void worker();
 
   std::vector<std::string> m_files;
@@ -180,6 +185,7 @@ private:
   std::mutex m_mutex;
   std::condition_variable m_cv;
   std::optional<size_t> m_want;
+  Base m_want_base; // the snapshot before m_want, when the model holds it
   std::optional<size_t> m_busy;
   std::unique_ptr<Loaded> m_ready;
   std::vector<SocketRow> m_spare; // rows memory of a snapshot no longer shown, for a read

@@ -52,6 +52,17 @@ struct SocketRow {
   std::vector<RowOwner> owners;
 };
 
+// Where a row read from schema 3's run tables comes from: what reading the next snapshot needs
+// to take the row over while its run goes on (SnapshotReader::read_next).
+struct RowRun {
+  int64_t run_id = 0;
+  int64_t first_snapshot_id = 0;
+  int64_t last_snapshot_id = 0; // as stored
+  int64_t first_boottime_ns = 0;
+  std::optional<int64_t> expires_ms; // as stored (as of the run's first snapshot)
+  bool run_owner = false;            // owners.front() is the run's pid/fd
+};
+
 struct SnapshotView {
   SnapshotInfo info;
   int64_t self_netns = 0;
@@ -59,6 +70,11 @@ struct SnapshotView {
   nlohmann::json netns = nlohmann::json::array();
   std::vector<SocketRow> rows;         // in ss order (netns, proto, local port, local, remote)
   std::map<int64_t, std::string> comm; // pid -> comm
+  // Schema-3 reads of the run tables: rows[i]'s run is runs[i]; empty otherwise, and when
+  // every run ends with this snapshot (runs_end).
+  std::vector<RowRun> runs;
+  bool runs_end = false;
+  int64_t boottime_ns = 0; // the snapshot's CLOCK_BOOTTIME (as its snapshots row has it)
 };
 
 // Kernel counters of one snapshot: (netns inode, name) -> value.
@@ -81,6 +97,14 @@ public:
   // The snapshot `info` names (info.file is the reader's file). Throws LoadError. The rows
   // are built in `reuse`'s memory (the rows of a snapshot no longer shown), if given.
   SnapshotView read(const SnapshotInfo& info, std::vector<SocketRow>&& reuse = {});
+  // The same rows as read(info), taken from `base` where it can: when `base` is the snapshot
+  // just before `info` in the same file and run block (schema 3), the rows whose run goes on
+  // are taken over from it (their sock_id and expires_ms moved by the sockets view's rules)
+  // and only the runs that start at `info` are read; otherwise read(info). `base` may have
+  // been read by another reader of the same file; `reuse` is not base's rows.
+  SnapshotView read_next(const SnapshotInfo& info,
+                         const SnapshotView& base,
+                         std::vector<SocketRow>&& reuse = {});
   CounterValues counters(const SnapshotInfo& info);
 
   // Reads the rows through the `sockets` view even in a schema-3 file (for the tests: the
@@ -88,6 +112,9 @@ public:
   void use_view(bool on) { m_use_view = on; }
 
 private:
+  SnapshotView
+  read_rows(const SnapshotInfo& info, const SnapshotView* base, std::vector<SocketRow>&& reuse);
+
   struct Impl;
   std::unique_ptr<Impl> m_impl;
   bool m_use_view = false;
