@@ -251,83 +251,95 @@ std::array<uint64_t, 2> text_prefix(const std::string& s) {
   return w;
 }
 
-// ss order; a total order (sock_id last), so the SQL's row order does not matter. Sorted on
-// compact keys (numbers and the texts' first bytes); the rows' texts only on ties. `runs`, when
-// not empty, is one per row and moved with them.
+// ss order; a total order (sock_id last), so the SQL's row order does not matter. Compared on
+// compact keys (numbers and the texts' first bytes); the rows' texts only on ties.
+struct SsKey {
+  uint64_t netns;
+  int64_t family;
+  int64_t port;
+  std::array<uint64_t, 2> local;
+  std::array<uint64_t, 2> remote;
+  int rank;
+  uint32_t local_size;
+  uint32_t remote_size;
+};
+
+SsKey ss_key(const SocketRow& r) {
+  return {r.netns,
+          r.family,
+          r.local_port.value_or(0),
+          text_prefix(r.local),
+          text_prefix(r.remote),
+          r.rank,
+          static_cast<uint32_t>(std::min<size_t>(r.local.size(), UINT32_MAX)),
+          static_cast<uint32_t>(std::min<size_t>(r.remote.size(), UINT32_MAX))};
+}
+
+// Equal prefixes of texts of at most 16 bytes: the shorter one (padded with NULs) first.
+int text_order(const std::array<uint64_t, 2>& pa,
+               uint32_t na,
+               const std::array<uint64_t, 2>& pb,
+               uint32_t nb,
+               const std::string& a,
+               const std::string& b) {
+  if (pa[0] != pb[0]) {
+    return pa[0] < pb[0] ? -1 : 1;
+  }
+  if (pa[1] != pb[1]) {
+    return pa[1] < pb[1] ? -1 : 1;
+  }
+  if (na <= 16 && nb <= 16) {
+    return na == nb ? 0 : (na < nb ? -1 : 1);
+  }
+  const int c = a.compare(b);
+  return c == 0 ? 0 : (c < 0 ? -1 : 1);
+}
+
+// `ida`, `idb`: the rows' sock_ids (a row carried over is compared under its new one).
+bool ss_less(const SsKey& ka,
+             const SocketRow& a,
+             int64_t ida,
+             const SsKey& kb,
+             const SocketRow& b,
+             int64_t idb) {
+  if (ka.netns != kb.netns) {
+    return ka.netns < kb.netns;
+  }
+  if (ka.rank != kb.rank) {
+    return ka.rank < kb.rank;
+  }
+  if (ka.rank >= 7 && a.proto_name != b.proto_name) { // names outside ss's list
+    return a.proto_name < b.proto_name;
+  }
+  if (std::tie(ka.family, ka.port) != std::tie(kb.family, kb.port)) {
+    return std::tie(ka.family, ka.port) < std::tie(kb.family, kb.port);
+  }
+  if (const int c = text_order(ka.local, ka.local_size, kb.local, kb.local_size, a.local, b.local);
+      c != 0) {
+    return c < 0;
+  }
+  if (const int c =
+          text_order(ka.remote, ka.remote_size, kb.remote, kb.remote_size, a.remote, b.remote);
+      c != 0) {
+    return c < 0;
+  }
+  return ida < idb;
+}
+
+// Sorts `rows` in ss order; `runs`, when not empty, is one per row and moved with them.
 void sort_ss(std::vector<SocketRow>& rows, std::vector<RowRun>& runs) {
-  struct Key {
-    uint64_t netns;
-    int64_t family;
-    int64_t port;
-    std::array<uint64_t, 2> local;
-    std::array<uint64_t, 2> remote;
-    int rank;
+  struct Keyed {
+    SsKey key;
     uint32_t idx;
-    uint32_t local_size;
-    uint32_t remote_size;
   };
 
-  std::vector<Key> keys(rows.size());
+  std::vector<Keyed> keys(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
-    const SocketRow& r = rows[i];
-    keys[i] = {r.netns,
-               r.family,
-               r.local_port.value_or(0),
-               text_prefix(r.local),
-               text_prefix(r.remote),
-               r.rank,
-               static_cast<uint32_t>(i),
-               static_cast<uint32_t>(std::min<size_t>(r.local.size(), UINT32_MAX)),
-               static_cast<uint32_t>(std::min<size_t>(r.remote.size(), UINT32_MAX))};
+    keys[i] = {ss_key(rows[i]), static_cast<uint32_t>(i)};
   }
-  std::sort(keys.begin(), keys.end(), [&rows](const Key& ka, const Key& kb) {
-    if (ka.netns != kb.netns) {
-      return ka.netns < kb.netns;
-    }
-    if (ka.rank != kb.rank) {
-      return ka.rank < kb.rank;
-    }
-    if (ka.rank >= 7) { // names outside ss's list
-      const std::string& pa = rows[ka.idx].proto_name;
-      const std::string& pb = rows[kb.idx].proto_name;
-      if (pa != pb) {
-        return pa < pb;
-      }
-    }
-    if (std::tie(ka.family, ka.port) != std::tie(kb.family, kb.port)) {
-      return std::tie(ka.family, ka.port) < std::tie(kb.family, kb.port);
-    }
-    // Equal prefixes of texts of at most 16 bytes: the shorter one (padded with NULs) first.
-    const auto text_less = [](const std::array<uint64_t, 2>& pa,
-                              uint32_t na,
-                              const std::array<uint64_t, 2>& pb,
-                              uint32_t nb,
-                              const std::string& a,
-                              const std::string& b) -> int {
-      if (pa[0] != pb[0]) {
-        return pa[0] < pb[0] ? -1 : 1;
-      }
-      if (pa[1] != pb[1]) {
-        return pa[1] < pb[1] ? -1 : 1;
-      }
-      if (na <= 16 && nb <= 16) {
-        return na == nb ? 0 : (na < nb ? -1 : 1);
-      }
-      const int c = a.compare(b);
-      return c == 0 ? 0 : (c < 0 ? -1 : 1);
-    };
-    const SocketRow& a = rows[ka.idx];
-    const SocketRow& b = rows[kb.idx];
-    if (const int c = text_less(ka.local, ka.local_size, kb.local, kb.local_size, a.local, b.local);
-        c != 0) {
-      return c < 0;
-    }
-    if (const int c =
-            text_less(ka.remote, ka.remote_size, kb.remote, kb.remote_size, a.remote, b.remote);
-        c != 0) {
-      return c < 0;
-    }
-    return a.sock_id < b.sock_id;
+  std::sort(keys.begin(), keys.end(), [&rows](const Keyed& a, const Keyed& b) {
+    return ss_less(
+        a.key, rows[a.idx], rows[a.idx].sock_id, b.key, rows[b.idx], rows[b.idx].sock_id);
   });
   std::vector<uint32_t> order(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -442,6 +454,7 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
   snap.info = info;
   snap.rows = std::move(reuse); // its memory: 100k rows are ~45 MB, fresh pages cost
   snap.rows.clear();
+  bool merged = false; // the rows came out sorted (a step that carries runs over)
   try {
     if (m.version < 0) {
       m.version = m.db.query_int("PRAGMA user_version");
@@ -521,13 +534,38 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
     int64_t min_id = INT64_MAX;
     int64_t max_id = INT64_MIN;
     if (carry && !base->runs_end) {
+      // The runs that start at sid, sorted, merged with those that go on, which keep their
+      // order (the base's, a sorted one): the rows come out sorted, each copied or moved once.
+      std::vector<SocketRow> fresh;
+      std::vector<RowRun> fresh_runs;
+      m.build_rows(st, runs, sid, fresh, fresh_runs, min_id, max_id);
+      SR_ASSERT(fresh_runs.size() == fresh.size());
+      sort_ss(fresh, fresh_runs);
+      std::vector<SsKey> fresh_keys;
+      fresh_keys.reserve(fresh.size());
+      for (const SocketRow& f : fresh) {
+        fresh_keys.push_back(ss_key(f));
+      }
+      size_t j = 0;
+      const auto take_fresh_before = [&](const SsKey* key, const SocketRow* row, int64_t id) {
+        for (; j < fresh.size()
+               && (key == nullptr
+                   || ss_less(fresh_keys[j], fresh[j], fresh[j].sock_id, *key, *row, id));
+             ++j) {
+          snap.rows.push_back(std::move(fresh[j]));
+          snap.runs.push_back(fresh_runs[j]);
+        }
+      };
       for (size_t k = 0; k < base->rows.size(); ++k) {
         const RowRun& run = base->runs[k];
         if (store::run_seen_until(run.first_snapshot_id, run.last_snapshot_id) < sid) {
           continue; // the run ended with the base
         }
+        const int64_t sock_id = store::run_sock_id(run.run_id, sid);
+        const SsKey key = ss_key(base->rows[k]);
+        take_fresh_before(&key, &base->rows[k], sock_id);
         SocketRow& r = snap.rows.emplace_back(base->rows[k]);
-        r.sock_id = store::run_sock_id(run.run_id, sid);
+        r.sock_id = sock_id;
         min_id = std::min(min_id, r.sock_id);
         max_id = std::max(max_id, r.sock_id);
         if (run.expires_ms) {
@@ -539,9 +577,11 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
         r.owners.resize(run.run_owner ? 1 : 0); // further owners are the snapshot's own
         snap.runs.push_back(run);
       }
+      take_fresh_before(nullptr, nullptr, 0);
+      merged = true;
+    } else {
+      m.build_rows(st, runs, sid, snap.rows, snap.runs, min_id, max_id);
     }
-
-    m.build_rows(st, runs, sid, snap.rows, snap.runs, min_id, max_id);
     if (runs && std::none_of(snap.runs.begin(), snap.runs.end(), [sid](const RowRun& run) {
           return store::run_seen_until(run.first_snapshot_id, run.last_snapshot_id) > sid;
         })) {
@@ -587,7 +627,9 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
   } catch (const store::DbError& e) {
     throw read_error(info.file, e);
   }
-  sort_ss(snap.rows, snap.runs);
+  if (!merged) {
+    sort_ss(snap.rows, snap.runs);
+  }
   return snap;
 }
 
