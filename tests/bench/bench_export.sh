@@ -132,37 +132,14 @@ if [[ " $PARTS " == *" a "* ]]; then
   rm -f "$WORK/day-pack.sqlite"
 fi
 
-in_ns() { nsenter --net="/run/netns/$NS" "$@"; }
-
 if [[ " $PARTS " == *" b "* ]]; then
   if [[ $(id -u) -ne 0 ]]; then
     log "(b) skipped: needs root (network namespaces)"
     printf '| (b) live mixed capture | skipped: not root | | | | | |\n' >>"$TABLE"
   else
     for b in "$COLLECT" "$SOCKLOAD"; do [[ -x $b ]] || die "$b not built"; done
-    NS="srbench-export-$$"
-    ip netns add "$NS" || die "ip netns add $NS"
-    ip -n "$NS" link set lo up
-    ip netns exec "$NS" sysctl -qw net.core.somaxconn=65535 || true
-    ip netns exec "$NS" sysctl -qw net.ipv4.ip_local_port_range="10000 65000" || true
-    # Idle connections in 3 processes (under the open-file cap of one process).
-    per=$((IDLE_CONNS / 3))
-    for i in 0 1 2; do
-      start_sockload "idle$i" $((BASE_PORT + i)) $((i == 2 ? IDLE_CONNS - 2 * per : per))
-    done
-    start_sockload active --send "$ACTIVE_BYTES" $((BASE_PORT + 100)) "$ACTIVE_CONNS"
-    start_sockload churn --churn "$CHURN_RATE" $((BASE_PORT + 200)) 1
-    log "(b) warm-up ${WARMUP} s (TIME-WAIT fills up)"
-    sleep "$WARMUP"
-    log "(b) $COUNT snapshots, ${CINTERVAL} s apart"
-    mkdir -p "$WORK/cap"
-    in_ns "$COLLECT" --netns self --out "$WORK/cap" --count "$COUNT" --interval "$CINTERVAL" \
-      --quiet >"$WORK/cap.out" 2>"$WORK/cap.err" || { cat "$WORK/cap.err" >&2; die "collect failed"; }
-    stop_loads
-    ip netns del "$NS"
-    NS=""
-    cap=$(tail -1 "$WORK/cap.out")
-    [[ -f $cap ]] || die "the collector printed '$cap', which is not a file"
+    capture_live_mix "$WORK/cap"
+    cap=$CAP
     measure "(b) live capture, as collected" "$cap"
     "$ANALYZE" pack "$cap" -o "$WORK/cap-pack.sqlite" >/dev/null 2>&1 || die "pack failed"
     measure "(b) live capture, archived (pack)" "$WORK/cap-pack.sqlite"

@@ -5,7 +5,13 @@
 #   - a day of one-minute snapshots of 10,000 sockets (24 files of 60, as cron leaves them):
 #     opening (snapshot index of all files + the first snapshot + its rows) in the process, and
 #     the whole process' wall time to that point;
-#   - 6 snapshots of 100,000 sockets: stepping to the next snapshot.
+#   - 6 snapshots of 100,000 sockets: stepping to the next snapshot. gen_series changes every
+#     socket in every snapshot, so no step can take rows over from the one before: the worst
+#     case;
+#   - (root only, skipped otherwise) a live host of ~100k sockets in a private network
+#     namespace: IDLE_CONNS idle pooled connections, ACTIVE_CONNS busy ones, CHURN_RATE short
+#     connections a second, COUNT snapshots CINTERVAL s apart, as the collector wrote them and
+#     as their archive (`pack`, where idle sockets are runs a step carries over).
 # A step is timed twice: "ready" after the read-ahead of the next snapshot has finished (a user
 # who looked at the screen for the read time), and "back to back" (a key held down: the read).
 # A benchmark, not a test: prints a Markdown table and writes it to
@@ -17,6 +23,9 @@
 #   NO_BUILD [0]    1: use the binaries already in BUILD
 #   BUILD [build-bench]  the build directory (Release)
 #   TOTAL_TIMEOUT [3600] seconds allowed to the whole script
+#   LIVE [1]        0: skip the live host
+#   IDLE_CONNS [48000] ACTIVE_CONNS [1000] ACTIVE_BYTES [4096] CHURN_RATE [200] WARMUP [30]
+#   COUNT [8] CINTERVAL [2]   the live host
 #   RESULTS [tests/bench/last-replay-results.md]
 set -euo pipefail
 
@@ -25,6 +34,13 @@ REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
 BUILD=${BUILD:-$REPO/build-bench}
 ANALYZE="$BUILD/analyzer/sockrewind-analyze"
 GEN="$BUILD/tests/bench/gen_series"
+COLLECT="$BUILD/collector/sockrewind-collect"
+SOCKLOAD="$BUILD/tests/bench/sockload"
+LIVE=${LIVE:-1}
+IDLE_CONNS=${IDLE_CONNS:-48000} ACTIVE_CONNS=${ACTIVE_CONNS:-1000} ACTIVE_BYTES=${ACTIVE_BYTES:-4096}
+CHURN_RATE=${CHURN_RATE:-200} WARMUP=${WARMUP:-30} COUNT=${COUNT:-8} CINTERVAL=${CINTERVAL:-2}
+READY_TIMEOUT=180
+BASE_PORT=7000
 RUNS=${RUNS:-3}
 DATA_DIR=${DATA_DIR:-}
 NO_BUILD=${NO_BUILD:-0}
@@ -37,11 +53,22 @@ source "$SCRIPT_DIR/lib.sh"
 
 WORK=$(mktemp -d /tmp/srbench-replay.XXXXXX)
 TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-3600}
+NS=""
+cleanup_extra() {
+  stop_loads
+  [[ -n $NS ]] && ip netns del "$NS" 2>/dev/null
+  return 0
+}
 install_traps
 start_watchdog
+[[ $(id -u) -eq 0 ]] || LIVE=0
 
 if [[ $NO_BUILD != 1 ]]; then
-  build_release "$REPO" "$BUILD" sockrewind-analyze gen_series
+  if ((LIVE)); then
+    build_release "$REPO" "$BUILD" sockrewind-analyze gen_series sockrewind-collect sockload
+  else
+    build_release "$REPO" "$BUILD" sockrewind-analyze gen_series
+  fi
 fi
 [[ -x $ANALYZE ]] || die "$ANALYZE not built"
 [[ -x $GEN ]] || die "$GEN not built"
@@ -72,9 +99,19 @@ gen burst-100k 6 100000 1
 # field NAME LINE: the number after NAME in a --bench line.
 field() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' <<<"$2"; }
 
+all=(day-10k burst-100k)
+if ((LIVE)); then
+  for b in "$COLLECT" "$SOCKLOAD"; do [[ -x $b ]] || die "$b not built"; done
+  capture_live_mix "$WORK/live"
+  rm -f "$DATA/live-pack.sqlite" "$DATA/live-collected.sqlite" # a kept DATA_DIR's last ones
+  "$ANALYZE" pack "$CAP" -o "$DATA/live-pack.sqlite" >/dev/null 2>&1 || die "pack failed"
+  mv "$CAP" "$DATA/live-collected.sqlite"
+  all+=(live-collected.sqlite live-pack.sqlite)
+fi
+
 declare -A fig
-for series in day-10k burst-100k; do
-  : >"$WORK/$series.open" >"$WORK/$series.wall" >"$WORK/$series.ready" >"$WORK/$series.b2b"
+for series in "${all[@]}"; do
+  for k in open wall ready b2b; do : >"$WORK/$series.$k"; done
   for ((r = 1; r <= RUNS; r++)); do
     start=$(date +%s%N)
     line=$("$ANALYZE" replay "$DATA/$series" --bench --bench-steps 0)
@@ -93,12 +130,23 @@ for series in day-10k burst-100k; do
   done
 done
 
+live_rows() {
+  ((LIVE)) || { echo "| live host | skipped (not root, or LIVE=0) | | | | | |"; return; }
+  local s name
+  for s in live-collected.sqlite live-pack.sqlite; do
+    name="live host, as collected (1 file)"
+    [[ $s == live-pack.sqlite ]] && name="live host, archived (pack)"
+    echo "| $name | ${fig[$s.snapshots]} | ${fig[$s.sockets]} | ${fig[$s.open]} ms | ${fig[$s.wall]} ms | ${fig[$s.ready]} ms | ${fig[$s.b2b]} ms |"
+  done
+}
+
 table=$(
   cat <<EOF
 | series | snapshots | sockets/snapshot | open (in process) | process to first screen | step, read-ahead ready | step, back to back |
 |---|---|---|---|---|---|---|
 | day, 10k sockets (24 files) | ${fig[day-10k.snapshots]} | ${fig[day-10k.sockets]} | ${fig[day-10k.open]} ms | ${fig[day-10k.wall]} ms | ${fig[day-10k.ready]} ms | ${fig[day-10k.b2b]} ms |
-| 100k sockets | ${fig[burst-100k.snapshots]} | ${fig[burst-100k.sockets]} | ${fig[burst-100k.open]} ms | ${fig[burst-100k.wall]} ms | ${fig[burst-100k.ready]} ms | ${fig[burst-100k.b2b]} ms |
+| 100k sockets, every one changing every snapshot (gen_series) | ${fig[burst-100k.snapshots]} | ${fig[burst-100k.sockets]} | ${fig[burst-100k.open]} ms | ${fig[burst-100k.wall]} ms | ${fig[burst-100k.ready]} ms | ${fig[burst-100k.b2b]} ms |
+$(live_rows)
 
 Goals: open a day at 10k sockets <= 1000 ms; step <= 50 ms at 100k sockets per snapshot.
 Medians of $RUNS runs on $(nproc) CPUs ($(uname -r)), $(date -u +%Y-%m-%d).

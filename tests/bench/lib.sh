@@ -118,6 +118,46 @@ stop_loads() {
   SOCKLOAD_PID=()
 }
 
+# capture_live_mix DIR: a live mixed capture (root). In a new private namespace (its name in
+# NS, which the caller's cleanup deletes): IDLE_CONNS idle pooled connections over enough
+# sockload processes to stay under one process's open-file cap, ACTIVE_CONNS connections that
+# send ACTIVE_BYTES a second and CHURN_RATE short connections a second (TIME-WAIT), all on
+# 127.0.0.1 from BASE_PORT; after WARMUP s, COUNT snapshots CINTERVAL s apart by COLLECT into
+# DIR. The loads and the namespace are gone when it returns; CAP is the file written. (Not to
+# be run in a subshell: the caller's cleanup needs NS and the loads' pids.)
+capture_live_mix() {
+  local dir=$1 loaders per i
+  NS="srbench-$BENCH_NAME-$$"
+  NS=${NS//./-}
+  ip netns add "$NS" || die "ip netns add $NS"
+  ip -n "$NS" link set lo up
+  ip netns exec "$NS" sysctl -qw net.core.somaxconn=65535 || true
+  ip netns exec "$NS" sysctl -qw net.ipv4.ip_local_port_range="10000 65000" || true
+  loaders=$(((IDLE_CONNS + 8999) / 9000))
+  ((loaders >= 3)) || loaders=3
+  per=$((IDLE_CONNS / loaders))
+  local -a names=()
+  for ((i = 0; i < loaders; i++)); do
+    spawn_sockload "idle$i" $((BASE_PORT + i)) $((i == loaders - 1 ? IDLE_CONNS - i * per : per))
+    names+=("idle$i")
+  done
+  wait_sockloads "${names[@]}"
+  start_sockload active --send "$ACTIVE_BYTES" $((BASE_PORT + 100)) "$ACTIVE_CONNS"
+  start_sockload churn --churn "$CHURN_RATE" $((BASE_PORT + 200)) 1
+  log "live capture: warm-up ${WARMUP} s (TIME-WAIT fills up)"
+  sleep "$WARMUP"
+  log "live capture: $COUNT snapshots, ${CINTERVAL} s apart"
+  mkdir -p "$dir"
+  nsenter --net="/run/netns/$NS" "$COLLECT" --netns self --out "$dir" --count "$COUNT" \
+    --interval "$CINTERVAL" --quiet >"$WORK/cap.out" 2>"$WORK/cap.err" \
+    || { cat "$WORK/cap.err" >&2; die "collect failed"; }
+  stop_loads
+  ip netns del "$NS"
+  NS=""
+  CAP=$(tail -1 "$WORK/cap.out")
+  [[ -f $CAP ]] || die "the collector printed '$CAP', which is not a file"
+}
+
 build_release() {
   local src=$1 dir=$2 target
   shift 2
