@@ -74,6 +74,29 @@ std::vector<int64_t> cookies(const SnapshotView& v, const std::vector<size_t>& i
   return out;
 }
 
+// `n` snapshots a minute apart (CLOCK_REALTIME from test::k_t0_s, CLOCK_BOOTTIME from 1000 s).
+std::vector<synth::Snap> minute_snaps(size_t n) {
+  std::vector<synth::Snap> snaps(n);
+  for (size_t i = 0; i < n; ++i) {
+    snaps[i].realtime_ns = (test::k_t0_s + static_cast<int64_t>(i) * 60) * test::k_ns;
+    snaps[i].boottime_ns = (1000 + static_cast<int64_t>(i) * 60) * test::k_ns;
+  }
+  return snaps;
+}
+
+// Every field of a row, and its position: rows compared in order.
+auto row_fields(const SocketRow& r) {
+  std::vector<std::pair<int64_t, std::optional<int64_t>>> owners;
+  for (const analyze::RowOwner& o : r.owners) {
+    owners.emplace_back(o.pid, o.fd);
+  }
+  return std::tuple(
+      std::tuple(r.sock_id, r.netns, r.family, r.type, r.proto, r.state, r.proto_name, r.rank),
+      std::tuple(r.local, r.remote, r.local_port, r.remote_port, r.rx_queue, r.tx_queue),
+      std::tuple(r.inode, r.cookie, r.uid, r.timer, r.expires_ms, r.retrans, r.shutdown),
+      std::tuple(r.rmem_alloc, r.rcvbuf, r.drops, r.path, r.peer_inode, owners));
+}
+
 } // namespace
 
 TEST_CASE("replay: parse_filter reads port, pid, state and free text", "[replay]") {
@@ -208,11 +231,9 @@ TEST_CASE("replay: the model steps through a file, diffs and jumps in time", "[r
   using test::k_t0_s;
   test::TempDir dir;
   // Three snapshots: {1,2} -> {2,3,4} -> {4}; counters grow.
-  std::vector<synth::Snap> snaps(3);
+  std::vector<synth::Snap> snaps = minute_snaps(3);
   const std::vector<std::vector<uint64_t>> cookies_in{{1, 2}, {2, 3, 4}, {4}};
   for (size_t i = 0; i < snaps.size(); ++i) {
-    snaps[i].realtime_ns = (k_t0_s + static_cast<int64_t>(i) * 60) * k_ns;
-    snaps[i].boottime_ns = (1000 + static_cast<int64_t>(i) * 60) * k_ns;
     for (const uint64_t c : cookies_in[i]) {
       snaps[i].sockets.push_back({.state = 1,
                                   .local = "10.0.0.1",
@@ -367,14 +388,10 @@ TEST_CASE("replay: stepping over a reboot says so instead of comparing", "[repla
 }
 
 TEST_CASE("replay: any walk through the series shows what a fresh read shows", "[replay]") {
-  using test::k_ns;
-  using test::k_t0_s;
   test::TempDir dir;
   // 8 snapshots; socket c lives in snapshots [c % 5, c % 5 + c % 4] (some in one snapshot).
-  std::vector<synth::Snap> snaps(8);
+  std::vector<synth::Snap> snaps = minute_snaps(8);
   for (size_t i = 0; i < snaps.size(); ++i) {
-    snaps[i].realtime_ns = (k_t0_s + static_cast<int64_t>(i) * 60) * k_ns;
-    snaps[i].boottime_ns = (1000 + static_cast<int64_t>(i) * 60) * k_ns;
     for (uint64_t c = 1; c <= 30; ++c) {
       if (i >= c % 5 && i <= c % 5 + c % 4) {
         snaps[i].sockets.push_back({.state = 1,
@@ -444,16 +461,38 @@ TEST_CASE("replay: any walk through the series shows what a fresh read shows", "
   }
 }
 
+namespace {
+
+// Every 3rd socket IPv6, every 7th unix (stream or dgram, some with a peer), every 4th (from
+// the 1st) with a keepalive timer expiring in `expires_ms`.
+void vary_socket(synth::Sock& s, uint64_t c, uint32_t expires_ms) {
+  if (c % 3 == 0) {
+    s.family = 10;
+    s.local = c % 2 == 0 ? "::1" : "2001:db8::" + std::to_string(c);
+    s.remote = "2001:db8::ff";
+  }
+  if (c % 7 == 0) {
+    s.family = 1;
+    s.type = c % 2 == 0 ? 1 : 2;
+    s.proto = 0;
+    s.path = "/run/app-" + std::to_string(c) + ".sock";
+    s.peer_inode = c % 2 == 0 ? 2000 + c : 0;
+  }
+  if (c % 4 == 1) {
+    s.timer = 2;
+    s.expires_ms = expires_ms;
+    s.retrans = 0;
+  }
+}
+
+} // namespace
+
 TEST_CASE("replay: schema-3 rows read from the run tables equal the sockets view's", "[replay]") {
-  using test::k_ns;
-  using test::k_t0_s;
   test::TempDir dir;
   // IPv4, IPv6 and unix sockets, running timers, several owners; sockets that live over
   // several snapshots unchanged (pack joins them into runs, whose timers count down).
-  std::vector<synth::Snap> snaps(6);
+  std::vector<synth::Snap> snaps = minute_snaps(6);
   for (size_t i = 0; i < snaps.size(); ++i) {
-    snaps[i].realtime_ns = (k_t0_s + static_cast<int64_t>(i) * 60) * k_ns;
-    snaps[i].boottime_ns = (1000 + static_cast<int64_t>(i) * 60) * k_ns;
     for (uint64_t c = 1; c <= 24; ++c) {
       if (i < c % 3 || i > c % 3 + c % 4) {
         continue;
@@ -465,23 +504,7 @@ TEST_CASE("replay: schema-3 rows read from the run tables equal the sockets view
                     .inode = 1000 + c,
                     .cookie = c,
                     .owners = {{100, static_cast<int>(c)}}};
-      if (c % 3 == 0) {
-        s.family = 10;
-        s.local = c % 2 == 0 ? "::1" : "2001:db8::" + std::to_string(c);
-        s.remote = "2001:db8::ff";
-      }
-      if (c % 7 == 0) {
-        s.family = 1;
-        s.type = c % 2 == 0 ? 1 : 2;
-        s.proto = 0;
-        s.path = "/run/app-" + std::to_string(c) + ".sock";
-        s.peer_inode = c % 2 == 0 ? 2000 + c : 0;
-      }
-      if (c % 4 == 1) {
-        s.timer = 2;
-        s.expires_ms = static_cast<uint32_t>(400000 - 60000 * i); // counts down as time passes
-        s.retrans = 0;
-      }
+      vary_socket(s, c, static_cast<uint32_t>(400000 - 60000 * i)); // counts down as time passes
       if (c % 6 == 2) {
         s.owners.emplace_back(101, static_cast<int>(c + 50));
       }
@@ -495,17 +518,6 @@ TEST_CASE("replay: schema-3 rows read from the run tables equal the sockets view
   opts.paths = {file};
   opts.out = (dir.path() / "pack.sqlite").string();
   analyze::write_pack(opts);
-  const auto fields = [](const SocketRow& r) {
-    std::vector<std::pair<int64_t, std::optional<int64_t>>> owners;
-    for (const analyze::RowOwner& o : r.owners) {
-      owners.emplace_back(o.pid, o.fd);
-    }
-    return std::tuple(
-        std::tuple(r.sock_id, r.netns, r.family, r.type, r.proto, r.state, r.proto_name, r.rank),
-        std::tuple(r.local, r.remote, r.local_port, r.remote_port, r.rx_queue, r.tx_queue),
-        std::tuple(r.inode, r.cookie, r.uid, r.timer, r.expires_ms, r.retrans, r.shutdown),
-        std::tuple(r.rmem_alloc, r.rcvbuf, r.drops, r.path, r.peer_inode, owners));
-  };
   // The pack again with an address id far beyond a snapshot's needs: the reader then looks
   // addresses up one by one instead of reading the whole table.
   const std::string sparse = (dir.path() / "sparse.sqlite").string();
@@ -521,7 +533,7 @@ TEST_CASE("replay: schema-3 rows read from the run tables equal the sockets view
   }
   // Every row of each file, to compare the two ways of finding addresses (the pack's whole
   // table, the sparse file's one by one).
-  std::map<std::string, std::vector<decltype(fields(SocketRow{}))>> all;
+  std::map<std::string, std::vector<decltype(row_fields(SocketRow{}))>> all;
   for (const std::string& f : {file, opts.out, sparse}) {
     INFO(f);
     store::Db db = analyze::open_validated(f);
@@ -542,8 +554,8 @@ TEST_CASE("replay: schema-3 rows read from the run tables equal the sockets view
       const SnapshotView b = view.read(info);
       REQUIRE(a.rows.size() == b.rows.size());
       for (size_t i = 0; i < a.rows.size(); ++i) {
-        REQUIRE(fields(a.rows[i]) == fields(b.rows[i]));
-        all[f].push_back(fields(a.rows[i]));
+        REQUIRE(row_fields(a.rows[i]) == row_fields(b.rows[i]));
+        all[f].push_back(row_fields(a.rows[i]));
         extra += a.rows[i].owners.size() > 1 ? 1U : 0U;
         counted_down += a.rows[i].expires_ms && *a.rows[i].expires_ms < 400000 ? 1U : 0U;
       }
@@ -553,7 +565,7 @@ TEST_CASE("replay: schema-3 rows read from the run tables equal the sockets view
       const SnapshotView c = runs.read(info, analyze::SnapshotView(b).rows);
       REQUIRE(c.rows.size() == a.rows.size());
       for (size_t i = 0; i < a.rows.size(); ++i) {
-        REQUIRE(fields(c.rows[i]) == fields(a.rows[i]));
+        REQUIRE(row_fields(c.rows[i]) == row_fields(a.rows[i]));
       }
     }
     CHECK(rows > 50);
@@ -566,19 +578,6 @@ TEST_CASE("replay: schema-3 rows read from the run tables equal the sockets view
 }
 
 namespace {
-
-// Every field of a row, and its position: rows compared in order.
-auto row_fields(const SocketRow& r) {
-  std::vector<std::pair<int64_t, std::optional<int64_t>>> owners;
-  for (const analyze::RowOwner& o : r.owners) {
-    owners.emplace_back(o.pid, o.fd);
-  }
-  return std::tuple(
-      std::tuple(r.sock_id, r.netns, r.family, r.type, r.proto, r.state, r.proto_name, r.rank),
-      std::tuple(r.local, r.remote, r.local_port, r.remote_port, r.rx_queue, r.tx_queue),
-      std::tuple(r.inode, r.cookie, r.uid, r.timer, r.expires_ms, r.retrans, r.shutdown),
-      std::tuple(r.rmem_alloc, r.rcvbuf, r.drops, r.path, r.peer_inode, owners));
-}
 
 std::vector<decltype(row_fields(SocketRow{}))> all_fields(const SnapshotView& v) {
   std::vector<decltype(row_fields(SocketRow{}))> out;
@@ -602,16 +601,12 @@ std::vector<int64_t> ids_shown(const SnapshotView& v, const Filter& f, SortKey k
 TEST_CASE("replay: a step that takes rows over from the snapshot before reads what a full "
           "read reads, in the same order",
           "[replay]") {
-  using test::k_ns;
-  using test::k_t0_s;
   test::TempDir dir;
   // 70 minute snapshots (past the 64-snapshot run block), 40 sockets of all kinds: most live
   // on unchanged for a while (runs that go on), queues change now and then (runs that end),
   // sockets come and go, timers run down, owners change (extra owners per snapshot).
-  std::vector<synth::Snap> snaps(70);
+  std::vector<synth::Snap> snaps = minute_snaps(70);
   for (size_t i = 0; i < snaps.size(); ++i) {
-    snaps[i].realtime_ns = (k_t0_s + static_cast<int64_t>(i) * 60) * k_ns;
-    snaps[i].boottime_ns = (1000 + static_cast<int64_t>(i) * 60) * k_ns;
     for (uint64_t c = 1; c <= 40; ++c) {
       const size_t born = c % 9;
       const size_t life = 5 + c * 3;
@@ -626,23 +621,7 @@ TEST_CASE("replay: a step that takes rows over from the snapshot before reads wh
                     .inode = 1000 + c,
                     .cookie = c,
                     .owners = {{100, static_cast<int>(c)}}};
-      if (c % 3 == 0) {
-        s.family = 10;
-        s.local = c % 2 == 0 ? "::1" : "2001:db8::" + std::to_string(c);
-        s.remote = "2001:db8::ff";
-      }
-      if (c % 7 == 0) {
-        s.family = 1;
-        s.type = c % 2 == 0 ? 1 : 2;
-        s.proto = 0;
-        s.path = "/run/app-" + std::to_string(c) + ".sock";
-        s.peer_inode = c % 2 == 0 ? 2000 + c : 0;
-      }
-      if (c % 4 == 1) {
-        s.timer = 2;
-        s.expires_ms = static_cast<uint32_t>(7200000 - 60000 * i); // counts down: pack joins
-        s.retrans = 0;
-      }
+      vary_socket(s, c, static_cast<uint32_t>(7200000 - 60000 * i)); // counts down: pack joins
       if (c % 6 == 2 && (i / 5) % 2 == 0) {
         s.owners.emplace_back(101, static_cast<int>(c + 50));
       }
