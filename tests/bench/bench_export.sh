@@ -46,11 +46,7 @@ TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-3600}
 # shellcheck source=tests/bench/lib.sh
 source "$SCRIPT_DIR/lib.sh"
 NS=""
-cleanup_extra() {
-  stop_loads
-  [[ -n $NS ]] && ip netns del "$NS" 2>/dev/null
-  return 0
-}
+cleanup_extra() { cleanup_live_mix; }
 install_traps
 start_watchdog
 command -v sqlite3 >/dev/null || die "sqlite3 missing"

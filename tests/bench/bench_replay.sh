@@ -54,11 +54,7 @@ source "$SCRIPT_DIR/lib.sh"
 WORK=$(mktemp -d /tmp/srbench-replay.XXXXXX)
 TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-3600}
 NS=""
-cleanup_extra() {
-  stop_loads
-  [[ -n $NS ]] && ip netns del "$NS" 2>/dev/null
-  return 0
-}
+cleanup_extra() { cleanup_live_mix; }
 install_traps
 start_watchdog
 [[ $(id -u) -eq 0 ]] || LIVE=0

@@ -158,6 +158,14 @@ capture_live_mix() {
   [[ -f $CAP ]] || die "the collector printed '$CAP', which is not a file"
 }
 
+# What a script that calls capture_live_mix does on exit (its cleanup_extra): the loads stop and
+# the namespace, if still there, goes.
+cleanup_live_mix() {
+  stop_loads
+  [[ -z ${NS:-} ]] || ip netns del "$NS" 2>/dev/null
+  return 0
+}
+
 build_release() {
   local src=$1 dir=$2 target
   shift 2
