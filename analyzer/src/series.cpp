@@ -191,15 +191,18 @@ uint16_t clamp16(int64_t v) {
 }
 
 uint32_t opt32(const store::Stmt& st, int col) {
-  return st.is_null(col) ? k_na : clamp32(st.get_int(col));
+  const std::optional<int64_t> v = st.get_opt_int(col);
+  return v ? clamp32(*v) : k_na;
 }
 
 uint64_t opt64(const store::Stmt& st, int col) {
-  return st.is_null(col) ? k_na64 : static_cast<uint64_t>(st.get_int(col));
+  const std::optional<int64_t> v = st.get_opt_int(col);
+  return v ? static_cast<uint64_t>(*v) : k_na64;
 }
 
 uint8_t opt8(const store::Stmt& st, int col) {
-  return st.is_null(col) ? k_na8 : clamp8(st.get_int(col));
+  const std::optional<int64_t> v = st.get_opt_int(col);
+  return v ? clamp8(*v) : k_na8;
 }
 
 // One file's rows as plain data, decoded on a reader thread. Ids are the file's own.
@@ -484,11 +487,12 @@ FileData read_file_data(const std::string& file,
     };
     // A time-relative field `elapsed_ms` after its run's first snapshot, as the view moves it.
     const auto moved = [&st](int col, int64_t elapsed_ms) {
-      if (st.is_null(col)) {
+      const std::optional<int64_t> stored = st.get_opt_int(col);
+      if (!stored) {
         return k_na;
       }
       int64_t v = 0;
-      return store::run_since_ms(st.get_int(col), elapsed_ms, v) ? clamp32(v) : k_na - 1;
+      return store::run_since_ms(*stored, elapsed_ms, v) ? clamp32(v) : k_na - 1;
     };
     while (st.step()) {
       const int64_t first = st.get_int(c.snapshot_id);
@@ -507,17 +511,17 @@ FileData read_file_data(const std::string& file,
       r.family = clamp8(st.get_int(c.family));
       r.type = clamp8(st.get_int(c.type));
       r.proto = clamp16(st.get_int(c.proto));
-      r.local_addr_id = st.is_null(c.local_addr_id) ? -1 : st.get_int(c.local_addr_id);
-      r.local_port = st.is_null(c.local_port) ? 0 : clamp16(st.get_int(c.local_port));
-      r.remote_addr_id = st.is_null(c.remote_addr_id) ? -1 : st.get_int(c.remote_addr_id);
-      r.remote_port = st.is_null(c.remote_port) ? 0 : clamp16(st.get_int(c.remote_port));
-      r.cookie = st.is_null(c.cookie) ? 0 : static_cast<uint64_t>(st.get_int(c.cookie));
+      r.local_addr_id = st.get_opt_int(c.local_addr_id).value_or(-1);
+      r.local_port = clamp16(st.get_opt_int(c.local_port).value_or(0));
+      r.remote_addr_id = st.get_opt_int(c.remote_addr_id).value_or(-1);
+      r.remote_port = clamp16(st.get_opt_int(c.remote_port).value_or(0));
+      r.cookie = static_cast<uint64_t>(st.get_opt_int(c.cookie).value_or(0));
       if (!st.is_null(c.path)) {
         r.path = st.get_text(c.path);
         r.has_path = true;
       }
-      r.peer_inode = st.is_null(c.peer_inode) ? 0 : static_cast<uint64_t>(st.get_int(c.peer_inode));
-      r.pid = st.is_null(c.pid) ? -1 : st.get_int(c.pid);
+      r.peer_inode = static_cast<uint64_t>(st.get_opt_int(c.peer_inode).value_or(0));
+      r.pid = st.get_opt_int(c.pid).value_or(-1);
       Sample& x = r.sample;
       x.state = clamp8(st.get_int(c.state));
       x.rx_queue = opt32(st, c.rx_queue);
@@ -889,8 +893,9 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
     split_runs(tl);
   }
 
-  // A reader thread decodes the next file while this thread places the current one: SQLite
-  // decoding and track placement take about the same time.
+  // Reader threads decode the next files while this thread places the current one: decoding
+  // a row (~35 columns through SQLite, ~5,700 instructions with the join) costs several times
+  // what placing it does, so two readers keep both cores busy.
   std::vector<size_t> todo;
   for (size_t i = 0; i < files.size(); ++i) {
     if (file_index.at(files[i]) == i && !slots[i].empty()) {
@@ -911,10 +916,11 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
                         return read_file_data(files[fi], slots[fi], std::move(db), filter);
                       });
   };
-  // A filtered load keeps little of each file, so decoding is all its work: two files are
-  // decoded at once (this thread's and a reader's, then two readers'). A whole load keeps one
-  // file decoded ahead, since a decoded file is as big as its rows.
-  const size_t ahead = filter.active() ? 2 : 1;
+  // Two files are decoded at once (this thread's and a reader's, then two readers'), whether
+  // the load is filtered (decoding is all its work) or whole (decoding is most of it). A whole
+  // load then holds up to two decoded files besides the series: a file's rows, each until it
+  // is placed.
+  constexpr size_t ahead = 2;
   std::deque<std::future<FileData>> pending;
   for (size_t k = 0; k < std::min(ahead, todo.size()); ++k) {
     pending.push_back(start(k));
