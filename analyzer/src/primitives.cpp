@@ -189,7 +189,27 @@ int sign(double v) {
   return (v > 0) - (v < 0);
 }
 
+// The fraction of GROW's steps that do not decrease (n >= 2).
+double nondecreasing_fraction(std::span<const double> x, double tol_abs) {
+  size_t ok_steps = 0;
+  for (size_t i = 1; i < x.size(); ++i) {
+    if (!(x[i] < x[i - 1] - std::max(tol_abs, 0.05 * x[i - 1]))) {
+      ++ok_steps;
+    }
+  }
+  return static_cast<double>(ok_steps) / static_cast<double>(x.size() - 1);
+}
+
+bool enough_growth(double first, double last, double abs_min) {
+  return last - first >= std::max(abs_min, 0.5 * first);
+}
+
 } // namespace
+
+bool may_grow(std::span<const double> x, double tol_abs, double abs_min, size_t min_n) {
+  return x.size() >= std::max<size_t>(min_n, 2) && enough_growth(x.front(), x.back(), abs_min)
+         && nondecreasing_fraction(x, tol_abs) >= 0.8;
+}
 
 Trend grow_test(std::span<const double> t,
                 std::span<const double> x,
@@ -206,13 +226,7 @@ Trend grow_test(std::span<const double> t,
   if (n < std::max<size_t>(min_n, 2)) {
     return r;
   }
-  size_t ok_steps = 0;
-  for (size_t i = 1; i < n; ++i) {
-    if (!(x[i] < x[i - 1] - std::max(tol_abs, 0.05 * x[i - 1]))) {
-      ++ok_steps;
-    }
-  }
-  r.nondecreasing = static_cast<double>(ok_steps) / static_cast<double>(n - 1);
+  r.nondecreasing = nondecreasing_fraction(x.first(n), tol_abs);
 
   const std::vector<size_t> idx = subsample(n, 200);
   double concordant = 0;
@@ -251,8 +265,7 @@ Trend grow_test(std::span<const double> t,
     std::nth_element(slopes.begin(), mid, slopes.end());
     r.slope = *mid;
   }
-  r.grows = r.nondecreasing >= 0.8 && r.tau >= 0.6
-            && r.last - r.first >= std::max(abs_min, 0.5 * r.first);
+  r.grows = r.nondecreasing >= 0.8 && r.tau >= 0.6 && enough_growth(r.first, r.last, abs_min);
   return r;
 }
 

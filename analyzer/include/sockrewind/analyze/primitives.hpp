@@ -69,6 +69,11 @@ Trend grow_test(std::span<const double> t,
                 double abs_min,
                 size_t min_n);
 
+// GROW's conditions that need no pair of points (all but Kendall tau): false means that
+// grow_test(t, x, tol_abs, abs_min, min_n).grows is false, at O(n) instead of its O(n^2) on
+// up to 200 points.
+bool may_grow(std::span<const double> x, double tol_abs, double abs_min, size_t min_n);
+
 // Valid counter deltas of one netns (§0.3): consecutive snapshots that both have the counter,
 // with value[to] >= value[from]; a decrease is a reset and that interval is dropped.
 struct CounterStep {
