@@ -160,6 +160,21 @@ struct TimelineState {
   std::unordered_map<uint64_t, uint32_t> netns_index; // inode -> Timeline::netns index
   std::unordered_map<SockKey, uint32_t, SockKeyHash> tracks;
   std::vector<uint32_t> next; // per track: the next track with the same key, or k_na
+  // Tracks given a sample by the file being placed (each once: `touched_by` holds, per track,
+  // the number of the last file that touched it), and the latest snapshot that file placed.
+  std::vector<uint32_t> touched;
+  std::vector<uint32_t> touched_by;
+  uint32_t file_number = 0;
+  uint32_t file_last_snap = 0;
+
+  void touch(uint32_t track, uint32_t snap) {
+    if (touched_by[track] != file_number) {
+      touched_by[track] = file_number;
+      touched.push_back(track);
+    }
+    file_last_snap = std::max(file_last_snap, snap);
+  }
+
   std::map<std::pair<int32_t, uint64_t>, uint32_t> procs; // (pid, start) -> index
   // Timeline::owner_sets entry -> its index (each distinct set stored once).
   std::unordered_map<std::vector<uint32_t>, uint32_t, OwnerSetHash> owner_sets;
@@ -804,10 +819,13 @@ private:
         continue;
       }
       append(existing.samples, x);
+      st.touch(idx, x.snap);
       return;
     }
     *link = new_index; // no-op for a fresh key (already new_index)
     st.next.push_back(k_na);
+    st.touched_by.push_back(0);
+    st.touch(new_index, x.snap);
     t.samples.push_back(x);
     tl.tracks.push_back(std::move(t));
   }
@@ -932,7 +950,25 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
     if (k + ahead < todo.size()) {
       pending.push_back(start(k + ahead));
     }
+    for (TimelineState& st : states) {
+      st.file_number = static_cast<uint32_t>(k + 1);
+      st.file_last_snap = 0;
+    }
     Placer(series, states, slots[todo[k]]).place(d);
+    // A track this file placed whose last sample is before the file's last snapshot has closed
+    // (a socket seen again later, as after a capture gap, simply grows again): its samples are
+    // given back the room kept for growth now rather than after the last file, so the peak
+    // holds that room for the open tracks only.
+    for (size_t tli = 0; tli < states.size(); ++tli) {
+      TimelineState& st = states[tli];
+      for (const uint32_t idx : st.touched) {
+        std::vector<Sample>& v = series.timelines[tli].tracks[idx].samples;
+        if (v.back().snap < st.file_last_snap) {
+          v.shrink_to_fit();
+        }
+      }
+      st.touched.clear();
+    }
     progress.add();
   }
 
