@@ -156,9 +156,9 @@ TEST_CASE("primitives: GROW accepts a noisy rise and rejects sawtooth and flat",
 
 TEST_CASE("primitives: may_grow is false only where GROW is false", "[series]") {
   // may_grow lets a detector skip the pairwise test; it must never skip a series that grows.
-  std::vector<double> t;
-  for (int i = 0; i < 40; ++i) {
-    t.push_back(60.0 * i);
+  std::vector<double> t(40);
+  for (size_t i = 0; i < t.size(); ++i) {
+    t[i] = 60.0 * static_cast<double>(i);
   }
   const auto noise = [](uint32_t seed) { return ((seed * 2654435761U) >> 16U) % 1000; };
   size_t grows = 0;
