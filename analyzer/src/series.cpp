@@ -3,6 +3,7 @@
 #include <sockrewind/analyze/progress.hpp>
 #include <sockrewind/analyze/series.hpp>
 #include <sockrewind/analyze/time.hpp>
+#include <sockrewind/store/archive.hpp>
 #include <sockrewind/store/db.hpp>
 #include <sockrewind/store/runs.hpp>
 
@@ -418,10 +419,13 @@ FileData read_file_data(const std::string& file,
         boottime.emplace(bt.get_int(0), bt.get_int(1));
       }
     }
-    const std::string cond = filter.port     ? "local_port = ?1 OR remote_port = ?1"
-                             : filter.cookie ? "cookie = ?1"
-                             : filter.pid    ? "pid = ?1"
-                                             : "";
+    std::string cond = filter.port     ? "local_port = ?1 OR remote_port = ?1"
+                       : filter.cookie ? "cookie = ?1"
+                       : filter.pid    ? "pid = ?1"
+                                       : "";
+    if (runs && filter.port) {
+      cond = store::sql_port_runs(db, *filter.port); // an archive's indexes where they pay
+    }
     std::string sql;
     if (runs) {
       // A run is seen by the snapshots from its first to its last within the first's block of
