@@ -423,8 +423,14 @@ FileData read_file_data(const std::string& file,
                        : filter.cookie ? "cookie = ?1"
                        : filter.pid    ? "pid = ?1"
                                        : "";
+    // An archive's indexes where they pay. Through them the runs come in identity order and
+    // are not sorted in SQL (every column of every run): the rows they expand to are sorted
+    // below by (snapshot_id, sock_id), one row's key, whatever order they came in.
+    bool run_order = true;
     if (runs && filter.port) {
-      cond = store::sql_port_runs(db, *filter.port); // an archive's indexes where they pay
+      store::PortRuns port = store::sql_port_runs(db, *filter.port);
+      cond = std::move(port.where);
+      run_order = !port.indexed;
     }
     std::string sql;
     if (runs) {
@@ -451,7 +457,7 @@ FileData read_file_data(const std::string& file,
             "ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, run_id AS sock_id "
             "FROM sock_runs JOIN sock_ident USING (ident_id)"
             + (where_runs.empty() ? std::string() : " WHERE " + where_runs)
-            + " ORDER BY first_snapshot_id, run_id";
+            + (run_order ? " ORDER BY first_snapshot_id, run_id" : "");
     } else {
       sql = "SELECT snapshot_id, netns_id, family, type, proto, state, local_addr_id, "
             "local_port, remote_addr_id, remote_port, rx_queue, tx_queue, inode, cookie, timer, "

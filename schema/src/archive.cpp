@@ -165,10 +165,10 @@ bool has_runs_by_ident_index(Db& db) {
          > 0;
 }
 
-std::string sql_port_runs(Db& db, int64_t port) {
+PortRuns sql_port_runs(Db& db, int64_t port) {
   const std::string cond = "local_port = ?1 OR remote_port = ?1";
   if (!has_runs_by_ident_index(db)) {
-    return cond;
+    return {cond, false};
   }
   const int64_t bound = db.query_int("SELECT max(ident_id) FROM sock_ident") / 8 + 1;
   Stmt n = db.prepare("SELECT count(*) FROM (SELECT 1 FROM sock_ident "
@@ -176,9 +176,9 @@ std::string sql_port_runs(Db& db, int64_t port) {
   n.bind(1, port).bind(2, bound);
   if (n.step() && n.get_int(0) < bound) {
     // True of every run; it is what lets SQLite use the partial index sock_runs_ident.
-    return "sock_runs.ident_id IS NOT NULL AND (" + cond + ")";
+    return {"sock_runs.ident_id IS NOT NULL AND (" + cond + ")", true};
   }
-  return cond;
+  return {cond, false};
 }
 
 std::vector<SnapshotRef> snapshot_refs(Db& in) {

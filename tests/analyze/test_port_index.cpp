@@ -6,6 +6,7 @@
 
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/pack.hpp>
+#include <sockrewind/analyze/series.hpp>
 #include <sockrewind/collect/fold.hpp>
 #include <sockrewind/store/archive.hpp>
 #include <sockrewind/store/db.hpp>
@@ -140,12 +141,30 @@ std::string timeline(const std::string& path, int port) {
   return out.str();
 }
 
+// The sockets of a loaded series in the order the loader made them (one line per socket: its
+// identity, then each sample's snapshot and state).
+std::vector<std::string> tracks_of(const analyze::Series& s) {
+  std::vector<std::string> out;
+  for (const analyze::Timeline& tl : s.timelines) {
+    for (const analyze::Track& t : tl.tracks) {
+      std::string line = std::to_string(t.cookie) + " " + std::to_string(t.local_port) + " "
+                         + std::to_string(t.remote_port) + ":";
+      for (const analyze::Sample& x : t.samples) {
+        line += " " + std::to_string(x.snap) + "/" + std::to_string(x.state);
+      }
+      out.push_back(std::move(line));
+    }
+  }
+  return out;
+}
+
 // The plan of the port filter's query as series.cpp builds it (the runs joined to their
-// identities, in run order), one line per step.
-std::string plan(store::Db& db, const std::string& where) {
-  store::Stmt st = db.prepare("EXPLAIN QUERY PLAN SELECT first_snapshot_id, local_port, pid "
-                              "FROM sock_runs JOIN sock_ident USING (ident_id) WHERE "
-                              + where + " ORDER BY first_snapshot_id, run_id");
+// identities; in run order unless through the indexes), one line per step.
+std::string plan(store::Db& db, const store::PortRuns& port) {
+  store::Stmt st =
+      db.prepare("EXPLAIN QUERY PLAN SELECT first_snapshot_id, local_port, pid "
+                 "FROM sock_runs JOIN sock_ident USING (ident_id) WHERE "
+                 + port.where + (port.indexed ? "" : " ORDER BY first_snapshot_id, run_id"));
   std::string out;
   while (st.step()) {
     out += st.get_text(3) + "\n";
@@ -205,17 +224,19 @@ TEST_CASE("port index: a quiet port's runs are found through the indexes, same r
     REQUIRE(store::has_runs_by_ident_index(db));
     // Port 22 (the sshd, its sessions and one outgoing ssh): through the port indexes, then
     // the runs of each identity.
-    const std::string quiet = store::sql_port_runs(db, 22);
+    const store::PortRuns quiet = store::sql_port_runs(db, 22);
     const std::string p22 = plan(db, quiet);
-    INFO(quiet << "\n" << p22);
+    INFO(quiet.where << "\n" << p22);
+    CHECK(quiet.indexed);
     CHECK(p22.find("USING INDEX sock_ident_local_port") != std::string::npos);
     CHECK(p22.find("USING INDEX sock_ident_remote_port") != std::string::npos);
     CHECK(p22.find("USING INDEX sock_runs_ident") != std::string::npos);
     CHECK(p22.find("SCAN sock_runs") == std::string::npos);
     // Port 443 holds most identities: every run, in order, costs less than a seek each.
-    const std::string busy = store::sql_port_runs(db, 443);
+    const store::PortRuns busy = store::sql_port_runs(db, 443);
     const std::string p443 = plan(db, busy);
-    INFO(busy << "\n" << p443);
+    INFO(busy.where << "\n" << p443);
+    CHECK(!busy.indexed);
     CHECK(p443.find("SCAN sock_runs") != std::string::npos);
     CHECK(p443.find("sock_runs_ident") == std::string::npos);
     // Any other query of the runs keeps the plan it has without the index (the export's join
@@ -232,13 +253,19 @@ TEST_CASE("port index: a quiet port's runs are found through the indexes, same r
   {
     store::Db db = store::Db::open_readonly(bare, false);
     CHECK(!store::has_runs_by_ident_index(db));
-    const std::string where = store::sql_port_runs(db, 22);
-    CHECK(plan(db, where).find("SCAN sock_runs") != std::string::npos);
+    const store::PortRuns scan = store::sql_port_runs(db, 22);
+    CHECK(!scan.indexed);
+    CHECK(plan(db, scan).find("SCAN sock_runs") != std::string::npos);
   }
   // The same timeline with and without the indexes: quiet ports (22, a session's remote port,
   // the outgoing ssh's local port), busy ones, and one without sockets.
   for (const int port : {22, 443, 8080, 50003, 40022, 9}) {
     INFO("port " << port);
+    analyze::SocketFilter filter;
+    filter.port = static_cast<uint16_t>(port);
+    const std::vector<std::string> tracks = tracks_of(analyze::load_series({packed}, filter));
+    CHECK(tracks == tracks_of(analyze::load_series({bare}, filter)));
+    CHECK(tracks.empty() == (port == 9));
     const std::string indexed = timeline(packed, port);
     CHECK(indexed == timeline(bare, port));
     int64_t samples = 0;

@@ -78,8 +78,14 @@ bool has_runs_by_ident_index(Db& db);
 // through the indexes above where `db` has them and the port has at most 1/8 of the
 // identities (counted up to that bound through the port indexes; a busier port costs less
 // read in order, every run, than a seek per run); otherwise every run joined to its identity.
-// The same rows either way. Throws DbError.
-std::string sql_port_runs(Db& db, int64_t port);
+// The same rows either way; through the indexes they come in identity order, not run order.
+// Throws DbError.
+struct PortRuns {
+  std::string where;
+  bool indexed = false; // through the indexes
+};
+
+PortRuns sql_port_runs(Db& db, int64_t port);
 
 class ArchiveWriter {
 public:
