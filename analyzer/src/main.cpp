@@ -136,6 +136,10 @@ int run(int argc, char** argv) {
                  "Replace IP addresses (prefix-preserving), hostnames, netns names, unix socket "
                  "paths and cmdline arguments after argv[0] consistently; keep ports, states, "
                  "queues, counters and times");
+  pack->add_flag("--port-index",
+                 pack_opts.port_index,
+                 "Also index sockets by port: `timeline --port` of a quiet port then reads only "
+                 "its sockets' runs (about a fifth more bytes; the fold's archives have none)");
 
   std::vector<std::string> info_paths;
   CLI::App* info = app.add_subcommand(

@@ -325,7 +325,11 @@ PackResult write_pack(const PackOptions& opts) {
       }
       ++result.snapshots;
     }
-    out.finish("sockrewind-analyze pack", opts.redact, store::ArchiveWriter::Vacuum::yes);
+    out.finish("sockrewind-analyze pack",
+               opts.redact,
+               store::ArchiveWriter::Vacuum::yes,
+               opts.port_index ? store::ArchiveWriter::PortIndex::yes
+                               : store::ArchiveWriter::PortIndex::no);
     result.sockets = out.sockets();
   }
   try {

@@ -3,6 +3,7 @@
 #include <sockrewind/analyze/progress.hpp>
 #include <sockrewind/analyze/series.hpp>
 #include <sockrewind/analyze/time.hpp>
+#include <sockrewind/store/archive.hpp>
 #include <sockrewind/store/db.hpp>
 #include <sockrewind/store/runs.hpp>
 
@@ -436,10 +437,19 @@ FileData read_file_data(const std::string& file,
         boottime.emplace(bt.get_int(0), bt.get_int(1));
       }
     }
-    const std::string cond = filter.port     ? "local_port = ?1 OR remote_port = ?1"
-                             : filter.cookie ? "cookie = ?1"
-                             : filter.pid    ? "pid = ?1"
-                                             : "";
+    std::string cond = filter.port     ? "local_port = ?1 OR remote_port = ?1"
+                       : filter.cookie ? "cookie = ?1"
+                       : filter.pid    ? "pid = ?1"
+                                       : "";
+    // An archive's indexes where they pay. Through them the runs come in identity order and
+    // are not sorted in SQL (every column of every run): the rows they expand to are sorted
+    // below by (snapshot_id, sock_id), one row's key, whatever order they came in.
+    bool run_order = true;
+    if (runs && filter.port) {
+      store::PortRuns port = store::sql_port_runs(db, *filter.port);
+      cond = std::move(port.where);
+      run_order = !port.indexed;
+    }
     std::string sql;
     if (runs) {
       // A run is seen by the snapshots from its first to its last within the first's block of
@@ -465,7 +475,7 @@ FileData read_file_data(const std::string& file,
             "ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, run_id AS sock_id "
             "FROM sock_runs JOIN sock_ident USING (ident_id)"
             + (where_runs.empty() ? std::string() : " WHERE " + where_runs)
-            + " ORDER BY first_snapshot_id, run_id";
+            + (run_order ? " ORDER BY first_snapshot_id, run_id" : "");
     } else {
       sql = "SELECT snapshot_id, netns_id, family, type, proto, state, local_addr_id, "
             "local_port, remote_addr_id, remote_port, rx_queue, tx_queue, inode, cookie, timer, "

@@ -151,6 +151,36 @@ struct InputState {
 
 } // namespace
 
+void create_archive_indexes(Db& db) {
+  db.exec("CREATE INDEX IF NOT EXISTS sock_ident_local_port ON sock_ident (local_port);"
+          "CREATE INDEX IF NOT EXISTS sock_ident_remote_port ON sock_ident (remote_port);"
+          "CREATE INDEX IF NOT EXISTS sock_runs_ident ON sock_runs (ident_id) "
+          "WHERE ident_id IS NOT NULL;");
+}
+
+bool has_runs_by_ident_index(Db& db) {
+  return db.query_int(
+             "SELECT count(*) FROM sqlite_schema "
+             "WHERE type = 'index' AND name = 'sock_runs_ident' AND tbl_name = 'sock_runs'")
+         > 0;
+}
+
+PortRuns sql_port_runs(Db& db, int64_t port) {
+  const std::string cond = "local_port = ?1 OR remote_port = ?1";
+  if (!has_runs_by_ident_index(db)) {
+    return {cond, false};
+  }
+  const int64_t bound = db.query_int("SELECT max(ident_id) FROM sock_ident") / 8 + 1;
+  Stmt n = db.prepare("SELECT count(*) FROM (SELECT 1 FROM sock_ident "
+                      "WHERE local_port = ?1 OR remote_port = ?1 LIMIT ?2)");
+  n.bind(1, port).bind(2, bound);
+  if (n.step() && n.get_int(0) < bound) {
+    // True of every run; it is what lets SQLite use the partial index sock_runs_ident.
+    return {"sock_runs.ident_id IS NOT NULL AND (" + cond + ")", true};
+  }
+  return {cond, false};
+}
+
 std::vector<SnapshotRef> snapshot_refs(Db& in) {
   std::vector<SnapshotRef> out;
   Stmt st = in.prepare("SELECT snapshot_id, host, boot_id, realtime_ns, boottime_ns, "
@@ -393,13 +423,19 @@ void ArchiveWriter::done_with(const Db& in) {
   m_impl->inputs.erase(&in);
 }
 
-void ArchiveWriter::finish(std::string writer, std::optional<bool> redacted, Vacuum vacuum) {
+void ArchiveWriter::finish(std::string writer,
+                           std::optional<bool> redacted,
+                           Vacuum vacuum,
+                           PortIndex port_index) {
   Impl& d = *m_impl;
   d.runs.finish();
   write_meta(d.out,
              {std::move(writer),
               d.tcp_info_modes.size() == 1 ? *d.tcp_info_modes.begin() : "mixed",
               redacted});
+  if (port_index == PortIndex::yes) {
+    create_archive_indexes(d.out);
+  }
   d.out.exec("COMMIT");
   if (vacuum == Vacuum::yes) {
     d.out.exec("VACUUM"); // no free page keeps anything that was not meant to be in the file

@@ -13,6 +13,9 @@
 #                         of the sockets; nginx's, a third of them)
 #   PID [1001]            the pid `timeline --pid` looks at (gen_series: an nginx worker)
 #   REPORT [1]            1: also time `report` (the whole series in memory)
+#   PACKED [0]            1: also pack the day into one file with each build (`pack`, the new
+#                         build with `--port-index`) and time `timeline --port` on each
+#                         build's own pack
 #   OLD_REV [3d92457]     the earlier checkout, exported from this repository's history into
 #                         build-bench-query/old-src and built Release there
 #   DATA_DIR []           keep the generated day here and reuse it on the next run
@@ -34,6 +37,7 @@ INTERVAL=${INTERVAL:-60}
 PORTS=${PORTS:-22 443}
 PID=${PID:-1001}
 REPORT=${REPORT:-1}
+PACKED=${PACKED:-0}
 DATA_DIR=${DATA_DIR:-}
 RUN_TIMEOUT=${RUN_TIMEOUT:-900}
 TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-3600}
@@ -101,16 +105,33 @@ if [[ $REPORT == 1 ]]; then
   NAMES+=(report)
   ARGS[report]="report $DAY --format json"
 fi
+packs=""
+if [[ $PACKED == 1 ]]; then
+  for v in old new; do
+    log "packing the day ($v)"
+    index=() # the old build (3d92457 by default) has no --port-index
+    [[ $v == new ]] && index=(--port-index)
+    "${ANALYZE[$v]}" pack "$DAY" "${index[@]}" -o "$WORK/pack-$v.sqlite" >/dev/null 2>"$WORK/err" \
+      || die "pack ($v) failed: $(tail -1 "$WORK/err")"
+  done
+  packs=" The day packed into one file (PACK): $(thousands "$(bytes_of "$WORK/pack-old.sqlite")")"
+  packs+=" bytes by the old build, $(thousands "$(bytes_of "$WORK/pack-new.sqlite")") by the new."
+  for port in $PORTS; do
+    NAMES+=("packed-port-$port")
+    ARGS[packed-port-$port]="timeline @PACK@ --port $port --format json"
+  done
+fi
 same=()
 for name in "${NAMES[@]}"; do
   for v in old new; do
+    args=${ARGS[$name]//@PACK@/$WORK/pack-$v.sqlite} # each build's own pack
     log "$name ($v): warm-up, then $RUNS runs"
     # shellcheck disable=SC2086 # ARGS are words without spaces (paths under mktemp/DATA_DIR)
-    "${ANALYZE[$v]}" ${ARGS[$name]} >"$WORK/$name.$v.json" 2>"$WORK/err" \
+    "${ANALYZE[$v]}" $args >"$WORK/$name.$v.json" 2>"$WORK/err" \
       || die "$name ($v) failed: $(tail -1 "$WORK/err")"
     for ((r = 1; r <= RUNS; r++)); do
       # shellcheck disable=SC2086
-      timed "$name.$v" "${ANALYZE[$v]}" ${ARGS[$name]}
+      timed "$name.$v" "${ANALYZE[$v]}" $args
     done
   done
   if cmp -s "$WORK/$name.old.json" "$WORK/$name.new.json"; then
@@ -128,13 +149,14 @@ done
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores; \`tests/bench/bench_query.sh\`;" \
     "gen_series' day of $SNAPSHOTS × $SOCKETS sockets ($(thousands "$rows") socket-samples," \
     "$(ls "$DAY"/*.sqlite | wc -l) schema-3 minute files of 60 snapshots)." \
-    "Medians of $RUNS runs after a warm-up (page cache warm); peak RSS the maximum."
+    "Medians of $RUNS runs after a warm-up (page cache warm); peak RSS the maximum.${packs}"
   echo
   echo "| command | before: wall s | peak RSS MiB | now: wall s | peak RSS MiB | same output |"
   echo "|---|---:|---:|---:|---:|:-:|"
   for i in "${!NAMES[@]}"; do
     name=${NAMES[$i]}
-    echo "| \`${ARGS[$name]//$DAY/DAY}\` | $(median "$WORK/$name.old.dat" 1) |" \
+    args=${ARGS[$name]//$DAY/DAY}
+    echo "| \`${args//@PACK@/PACK}\` | $(median "$WORK/$name.old.dat" 1) |" \
       "$(mib "$(max_col "$WORK/$name.old.dat" 2)") | $(median "$WORK/$name.new.dat" 1) |" \
       "$(mib "$(max_col "$WORK/$name.new.dat" 2)") | ${same[$i]} |"
   done
