@@ -188,9 +188,8 @@ std::string without_indexes(const std::string& path) {
 
 } // namespace
 
-TEST_CASE(
-    "port index: pack --port-index writes the indexes; plain packs and minute files have none",
-    "[pack]") {
+TEST_CASE("port index: pack --port-index writes the indexes, plain packs and minute files none",
+          "[pack]") {
   test::TempDir dir;
   const std::string packed = packed_day(dir.path());
   CHECK(indexes_of(packed) == k_index_names);
