@@ -921,9 +921,8 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
     split_runs(tl);
   }
 
-  // Reader threads decode the next files while this thread places the current one: decoding
-  // a row (~35 columns through SQLite, ~5,700 instructions with the join) costs several times
-  // what placing it does, so two readers keep both cores busy.
+  // Reader threads decode the next files while this thread places the current one (see
+  // `ahead` below).
   std::vector<size_t> todo;
   for (size_t i = 0; i < files.size(); ++i) {
     if (file_index.at(files[i]) == i && !slots[i].empty()) {
@@ -945,9 +944,10 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
                       });
   };
   // Two files are decoded at once (this thread's and a reader's, then two readers'), whether
-  // the load is filtered (decoding is all its work) or whole (decoding is most of it). A whole
-  // load then holds up to two decoded files besides the series: a file's rows, each until it
-  // is placed.
+  // the load is filtered (decoding is all its work) or whole: decoding a row (~35 columns
+  // through SQLite) costs several times what placing it does, so two readers keep both cores
+  // busy. A whole load then holds up to three files' rows besides the series: the one being
+  // placed and the two being decoded.
   constexpr size_t ahead = 2;
   std::deque<std::future<FileData>> pending;
   for (size_t k = 0; k < std::min(ahead, todo.size()); ++k) {

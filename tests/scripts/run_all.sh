@@ -35,7 +35,7 @@ tests/scripts/fuzz.sh --short
 # Release build of the programs without the test suite, warnings not errors), in its own
 # directory, installed into a staging directory instead of with sudo. The commands must be the
 # README's: a changed README fails here until this copy follows it.
-echo "== the README's install build (Release, default options)"
+echo "== the README's install build (Release, without the test suite)"
 readme_configure='cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DCMAKE_INSTALL_PREFIX=/usr/local'
 readme_build='cmake --build build -j && sudo cmake --install build'
 for line in "$readme_configure" "$readme_build"; do
