@@ -188,6 +188,70 @@ struct Slot {
   bool rows = true; // false: only the header (SocketFilter::snapshots left it out)
 };
 
+// Values by a file's integer id (snapshot_id), looked up for every row read and placed: the
+// ids, dense in every file the collector or pack writes, index a flat table; sparse ones (a
+// hand-made file) keep the map.
+template <class T> class IdTable {
+public:
+  void set(int64_t id, T v) { m_map[id] = std::move(v); }
+
+  bool empty() const { return m_map.empty(); }
+
+  const std::unordered_map<int64_t, T>& all() const { return m_map; }
+
+  // Builds the flat table; call once every value is set, before find().
+  void freeze() {
+    if (m_map.empty()) {
+      return;
+    }
+    int64_t lo = std::numeric_limits<int64_t>::max();
+    int64_t hi = std::numeric_limits<int64_t>::min();
+    for (const auto& [id, v] : m_map) {
+      lo = std::min(lo, id);
+      hi = std::max(hi, id);
+    }
+    // Dense: at most about 4 entries per value (the span in unsigned arithmetic, which
+    // cannot overflow).
+    const uint64_t span = static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo);
+    if (span < 4 * m_map.size() + 64) {
+      m_lo = lo;
+      m_flat.assign(span + 1, std::nullopt);
+      for (const auto& [id, v] : m_map) {
+        m_flat[static_cast<uint64_t>(id) - static_cast<uint64_t>(lo)] = v;
+      }
+      m_dense = true;
+    }
+  }
+
+  const T* find(int64_t id) const {
+    if (m_dense) {
+      const uint64_t at = static_cast<uint64_t>(id) - static_cast<uint64_t>(m_lo);
+      if (id < m_lo || at >= m_flat.size()) {
+        return nullptr;
+      }
+      const std::optional<T>& v = m_flat[at];
+      return v ? &*v : nullptr;
+    }
+    const auto it = m_map.find(id);
+    return it == m_map.end() ? nullptr : &it->second;
+  }
+
+private:
+  std::unordered_map<int64_t, T> m_map;
+  std::vector<std::optional<T>> m_flat; // [id - m_lo]
+  int64_t m_lo = 0;
+  bool m_dense = false;
+};
+
+// One file's slots by snapshot_id; find() gives only kept snapshots (not duplicates).
+class SlotIndex : public IdTable<Slot> {
+public:
+  const Slot* find(int64_t snapshot_id) const {
+    const Slot* s = IdTable<Slot>::find(snapshot_id);
+    return s == nullptr || s->timeline == k_na ? nullptr : s;
+  }
+};
+
 uint32_t clamp32(int64_t v) {
   if (v < 0) {
     return 0;
@@ -230,8 +294,7 @@ struct RawSock {
   int64_t pid = -1; // -1: no owner
   uint64_t cookie = 0;
   uint64_t peer_inode = 0;
-  std::string path; // unix only; empty with has_path false
-  bool has_path = false;
+  uint32_t path = k_na; // unix only: index into FileData::paths; k_na without one
   uint8_t family = 0;
   uint8_t type = 0;
   uint16_t proto = 0;
@@ -269,6 +332,7 @@ struct FileData {
   std::vector<RawValue> counters;
   std::vector<RawValue> limits;
   std::vector<RawSock> sockets;
+  std::vector<std::string> paths;  // RawSock::path
   std::vector<int32_t> extra_pids; // owners beyond sockets.pid, per socket (RawSock::extra_*)
 };
 
@@ -337,25 +401,22 @@ struct SocketColumns {
 // duplicates of snapshots seen in another file).
 // `db` is the file open_validated() returned, or empty to open it here.
 FileData read_file_data(const std::string& file,
-                        const std::unordered_map<int64_t, Slot>& wanted,
+                        const SlotIndex& wanted,
                         std::optional<store::Db> db_open,
                         const SocketFilter& filter) {
   FileData d;
   // Counters and limits of every snapshot (unless the filter leaves them out); sockets and
   // processes of those with rows.
-  const auto keep = [&wanted](int64_t snapshot_id) {
-    const auto it = wanted.find(snapshot_id);
-    return it != wanted.end() && it->second.timeline != k_na;
-  };
+  const auto keep = [&wanted](int64_t snapshot_id) { return wanted.find(snapshot_id) != nullptr; };
   const auto keep_rows = [&wanted](int64_t snapshot_id) {
-    const auto it = wanted.find(snapshot_id);
-    return it != wanted.end() && it->second.timeline != k_na && it->second.rows;
+    const Slot* s = wanted.find(snapshot_id);
+    return s != nullptr && s->rows;
   };
   // SocketFilter::snapshots, in SQL: "snapshot_id IN (...)" of the snapshots kept here.
   std::string only_snapshots;
   if (filter.snapshots) {
     std::vector<int64_t> ids;
-    for (const auto& [id, slot] : wanted) {
+    for (const auto& [id, slot] : wanted.all()) {
       if (slot.timeline != k_na && slot.rows) {
         ids.push_back(id);
       }
@@ -430,12 +491,13 @@ FileData read_file_data(const std::string& file,
     // snapshot it covers (as the `sockets` view gives them, which decodes the run again for
     // each snapshot and joins the snapshots table twice per row).
     const bool runs = version >= 3;
-    std::unordered_map<int64_t, int64_t> boottime; // snapshot_id -> CLOCK_BOOTTIME (runs only)
+    IdTable<int64_t> boottime; // snapshot_id -> CLOCK_BOOTTIME (runs only)
     if (runs) {
       store::Stmt bt = db.prepare("SELECT snapshot_id, boottime_ns FROM snapshots");
       while (bt.step()) {
-        boottime.emplace(bt.get_int(0), bt.get_int(1));
+        boottime.set(bt.get_int(0), bt.get_int(1));
       }
+      boottime.freeze();
     }
     std::string cond = filter.port     ? "local_port = ?1 OR remote_port = ?1"
                        : filter.cookie ? "cookie = ?1"
@@ -457,7 +519,7 @@ FileData read_file_data(const std::string& file,
       std::string where_runs = cond.empty() ? "" : "(" + cond + ")";
       if (filter.snapshots) {
         std::string any;
-        for (const auto& [id, slot] : wanted) {
+        for (const auto& [id, slot] : wanted.all()) {
           if (slot.timeline != k_na && slot.rows) {
             any.append(any.empty() ? "(" : " OR (");
             any.append(store::sql_runs_seen_by("sock_runs", std::to_string(id))).append(")");
@@ -484,6 +546,14 @@ FileData read_file_data(const std::string& file,
             "ti_last_ack_recv_ms, ti_bytes_acked, ti_bytes_received, ti_segs_out, ti_snd_wnd, "
             "pid, sock_id FROM sockets"
             + where(cond) + " ORDER BY snapshot_id, sock_id";
+    }
+    if (cond.empty() && !filter.snapshots) {
+      // A whole load keeps every row: room for one per run at once (SQLite counts a table's
+      // rows without decoding them), rather than a vector doubling to up to twice the rows
+      // (three files' rows are held at a time). Runs of several snapshots grow it further.
+      d.sockets.reserve(static_cast<size_t>(std::max<int64_t>(
+          0,
+          db.query_int(runs ? "SELECT count(*) FROM sock_runs" : "SELECT count(*) FROM sockets"))));
     }
     store::Stmt st = db.prepare(sql);
     if (filter.port) {
@@ -542,8 +612,8 @@ FileData read_file_data(const std::string& file,
       r.remote_port = clamp16(st.get_opt_int(c.remote_port).value_or(0));
       r.cookie = static_cast<uint64_t>(st.get_opt_int(c.cookie).value_or(0));
       if (!st.is_null(c.path)) {
-        r.path = st.get_text(c.path);
-        r.has_path = true;
+        r.path = static_cast<uint32_t>(d.paths.size());
+        d.paths.push_back(st.get_text(c.path));
       }
       r.peer_inode = static_cast<uint64_t>(st.get_opt_int(c.peer_inode).value_or(0));
       r.pid = st.get_opt_int(c.pid).value_or(-1);
@@ -573,21 +643,21 @@ FileData read_file_data(const std::string& file,
         d.sockets.push_back(std::move(r));
         continue;
       }
-      const auto first_time = boottime.find(first);
-      if (first_time == boottime.end()) {
+      const int64_t* first_time = boottime.find(first);
+      if (first_time == nullptr) {
         continue; // the view's join finds no first snapshot: no row
       }
       const int64_t run_id = r.sock_id;
       for (int64_t id = first; id <= last; ++id) {
-        const auto t = boottime.find(id);
-        if (t == boottime.end() || !keep_rows(id)) {
+        const int64_t* t = boottime.find(id);
+        if (t == nullptr || !keep_rows(id)) {
           continue;
         }
         RawSock copy = r;
         copy.snapshot_id = id;
         copy.sock_id = store::run_sock_id(run_id, id);
         if (id != first) {
-          const int64_t elapsed_ms = store::run_elapsed_ms(first_time->second, t->second);
+          const int64_t elapsed_ms = store::run_elapsed_ms(*first_time, *t);
           copy.sample.last_data_recv_ms = moved(c.last_data_recv_ms, elapsed_ms);
           copy.sample.last_ack_recv_ms = moved(c.last_ack_recv_ms, elapsed_ms);
         }
@@ -614,9 +684,7 @@ FileData read_file_data(const std::string& file,
 // Places one file's rows into the series (single-threaded: interning and track identity).
 class Placer {
 public:
-  Placer(Series& series,
-         std::vector<TimelineState>& states,
-         const std::unordered_map<int64_t, Slot>& slots)
+  Placer(Series& series, std::vector<TimelineState>& states, const SlotIndex& slots)
       : m_series(series),
         m_states(states),
         m_slots(slots) {}
@@ -631,14 +699,11 @@ public:
     place_processes(d.procs);
     place_counters(d.counters);
     place_limits(d.limits);
-    place_sockets(d.sockets, d.extra_pids);
+    place_sockets(d.sockets, d.extra_pids, d.paths);
   }
 
 private:
-  const Slot* slot(int64_t snapshot_id) const {
-    const auto it = m_slots.find(snapshot_id);
-    return it == m_slots.end() || it->second.timeline == k_na ? nullptr : &it->second;
-  }
+  const Slot* slot(int64_t snapshot_id) const { return m_slots.find(snapshot_id); }
 
   // Timeline::netns index of this file's netns_id in timeline `tl`.
   uint32_t netns_of(uint32_t tl, int64_t netns_id) {
@@ -760,7 +825,9 @@ private:
     return id;
   }
 
-  void place_sockets(const std::vector<RawSock>& rows, const std::vector<int32_t>& extra_pids) {
+  void place_sockets(const std::vector<RawSock>& rows,
+                     const std::vector<int32_t>& extra_pids,
+                     const std::vector<std::string>& paths) {
     for (const RawSock& r : rows) {
       const Slot* s = slot(r.snapshot_id);
       if (s == nullptr) {
@@ -778,7 +845,7 @@ private:
       t.remote_addr = addr(r.remote_addr_id);
       t.remote_port = r.remote_port;
       t.cookie = r.cookie;
-      t.path = r.has_path ? m_series.strings.intern(r.path) : k_na;
+      t.path = r.path == k_na ? k_na : m_series.strings.intern(paths[r.path]);
       t.peer_inode = r.peer_inode;
       Sample x = r.sample;
       x.snap = s->snap;
@@ -850,7 +917,7 @@ private:
 
   Series& m_series;
   std::vector<TimelineState>& m_states;
-  const std::unordered_map<int64_t, Slot>& m_slots;
+  const SlotIndex& m_slots;
   std::unordered_map<int64_t, uint64_t> m_netns_inode;
   std::unordered_map<int64_t, uint32_t> m_addrs;
   std::unordered_map<uint64_t, uint32_t> m_owner; // (snapshot_id << 32 | pid) -> proc index
@@ -889,13 +956,13 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
       picked.insert(k.key());
     }
   }
-  std::vector<std::unordered_map<int64_t, Slot>> slots(files.size());
+  std::vector<SlotIndex> slots(files.size());
   for (size_t i = 0; i < all.size(); ++i) {
     const SnapshotInfo& s = all[i];
     const uint32_t fi = file_index.at(s.file);
     if (i > 0 && all[i - 1].key() == s.key()) {
       ++series.duplicate_snapshots;
-      slots[fi][s.snapshot_id] = Slot{};
+      slots[fi].set(s.snapshot_id, Slot{});
       continue;
     }
     if (series.timelines.empty() || series.timelines.back().host != s.host
@@ -912,10 +979,14 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
     snap.snapshot_id = s.snapshot_id;
     snap.realtime_ns = s.realtime_ns;
     snap.boottime_ns = s.boottime_ns;
-    slots[fi][s.snapshot_id] = Slot{static_cast<uint32_t>(series.timelines.size() - 1),
-                                    static_cast<uint32_t>(tl.snaps.size()),
-                                    !filter.snapshots || picked.contains(s.key())};
+    slots[fi].set(s.snapshot_id,
+                  Slot{static_cast<uint32_t>(series.timelines.size() - 1),
+                       static_cast<uint32_t>(tl.snaps.size()),
+                       !filter.snapshots || picked.contains(s.key())});
     tl.snaps.push_back(snap);
+  }
+  for (SlotIndex& f : slots) {
+    f.freeze();
   }
   for (Timeline& tl : series.timelines) {
     split_runs(tl);
