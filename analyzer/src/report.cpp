@@ -61,6 +61,19 @@ const std::vector<Detector>& detectors() {
   return k_all;
 }
 
+void run_detector(const Detector& d, const Context& ctx, Sink& out) {
+  SR_ASSERT((d.check == nullptr) != (d.pass == nullptr));
+  if (d.check != nullptr) {
+    d.check(ctx, out);
+    return;
+  }
+  const std::unique_ptr<TrackPass> pass = d.pass(ctx);
+  for (const Track& t : ctx.tracks()) {
+    pass->track(ctx, t, out);
+  }
+  pass->finish(ctx, out);
+}
+
 const Detector* find_detector(std::string_view id) {
   for (const Detector& d : detectors()) {
     if (d.id == id) {
@@ -422,7 +435,7 @@ std::vector<Finding> run_detectors(const Series& series, const ReportOptions& op
         Sink sink;
         for (const Timeline& tl : series.timelines) {
           const Context ctx(series, tl, p->second);
-          all[i].check(ctx, sink);
+          run_detector(all[i], ctx, sink);
         }
         per[i] = sink.take();
       }

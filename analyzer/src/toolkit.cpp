@@ -317,12 +317,19 @@ FindingBuilder& FindingBuilder::fact(const std::string& key, Json value) {
 
 FindingBuilder&
 FindingBuilder::series(Json rows, std::string_view value, const std::vector<std::string>& limits) {
-  m_f.evidence["series"] = std::move(rows);
+  set_series(m_f, std::move(rows), value, limits);
+  return *this;
+}
+
+void set_series(Finding& f,
+                Json rows,
+                std::string_view value,
+                const std::vector<std::string>& limits) {
+  f.evidence["series"] = std::move(rows);
   Json chart;
   chart["value"] = value;
   chart["limits"] = limits;
-  m_f.evidence["chart"] = std::move(chart);
-  return *this;
+  f.evidence["chart"] = std::move(chart);
 }
 
 FindingBuilder& FindingBuilder::group(std::string_view by,
@@ -359,9 +366,6 @@ Finding FindingBuilder::build() && {
 
 // ---- Sink
 
-namespace {
-
-// Worse first: severity, then weight, then earlier.
 bool worse(const Finding& a, const Finding& b) {
   if (a.severity != b.severity) {
     return a.severity > b.severity;
@@ -369,8 +373,18 @@ bool worse(const Finding& a, const Finding& b) {
   if (a.weight != b.weight) {
     return a.weight > b.weight;
   }
-  return a.first_seen_ns < b.first_seen_ns;
+  if (a.first_seen_ns != b.first_seen_ns) {
+    return a.first_seen_ns < b.first_seen_ns;
+  }
+  // Ties are broken by what the finding says, so that the examples kept and their order do
+  // not depend on the order subjects were looked at (track order, or closing order).
+  if (a.summary != b.summary) {
+    return a.summary < b.summary;
+  }
+  return a.subject.dump() < b.subject.dump();
 }
+
+namespace {
 
 Json example_json(const Finding& f) {
   Json j;
@@ -413,6 +427,13 @@ void Sink::add(Finding f) {
 }
 
 std::vector<Finding> Sink::take() {
+  // Causes in the order they were first seen (their earliest member), then by key: the same
+  // whatever order their members were added in.
+  std::sort(m_order.begin(), m_order.end(), [this](const std::string& a, const std::string& b) {
+    const int64_t ta = m_groups.at(a).first_seen_ns;
+    const int64_t tb = m_groups.at(b).first_seen_ns;
+    return ta != tb ? ta < tb : a < b;
+  });
   std::vector<Finding> out;
   out.reserve(m_order.size());
   for (const std::string& key : m_order) {
@@ -441,6 +462,28 @@ std::vector<Finding> Sink::take() {
   }
   m_groups.clear();
   m_order.clear();
+  return out;
+}
+
+// track_part copies every field but the samples: a new field must be copied there too.
+static_assert(sizeof(void*) != 8 || sizeof(Track) == 72, "Track changed: see track_part");
+
+Track track_part(const Track& t, Range r) {
+  SR_ASSERT(r.begin <= r.end && r.end <= t.samples.size());
+  Track out;
+  out.netns = t.netns;
+  out.family = t.family;
+  out.type = t.type;
+  out.proto = t.proto;
+  out.local_addr = t.local_addr;
+  out.remote_addr = t.remote_addr;
+  out.local_port = t.local_port;
+  out.remote_port = t.remote_port;
+  out.cookie = t.cookie;
+  out.path = t.path;
+  out.peer_inode = t.peer_inode;
+  out.samples.assign(t.samples.begin() + static_cast<std::ptrdiff_t>(r.begin),
+                     t.samples.begin() + static_cast<std::ptrdiff_t>(r.end));
   return out;
 }
 

@@ -23,9 +23,10 @@ bool leaked_state(const Sample& x) {
   return x.state == k_close_wait && x.inode != 0 && x.owner != k_na;
 }
 
+// A socket's longest CLOSE-WAIT streak: the socket, with the streak's samples only (a copy: the
+// track may be gone by the time the process is judged).
 struct Member {
-  uint32_t track = 0;
-  Range streak;
+  Track t;
   double age = 0; // seconds in CLOSE-WAIT as seen
 };
 
@@ -107,11 +108,9 @@ Json process_series(const Context& ctx, const Proc& p, uint32_t proc, const Verd
   const size_t n = p.count.size();
   std::vector<uint32_t> persisted(n, 0);
   for (const Member& m : p.members) {
-    const Track& t = ctx.track(m.track);
-    const uint32_t from = t.samples[m.streak.begin].snap;
-    for (size_t i = m.streak.begin; i < m.streak.end; ++i) {
-      persisted[t.samples[i].snap] +=
-          ctx.seconds(from, t.samples[i].snap) >= ctx.param("persist_seconds") ? 1U : 0U;
+    const uint32_t from = m.t.samples.front().snap;
+    for (const Sample& x : m.t.samples) {
+      persisted[x.snap] += ctx.seconds(from, x.snap) >= ctx.param("persist_seconds") ? 1U : 0U;
     }
   }
   const auto opt = [](uint32_t x) { return x == k_na ? Json(nullptr) : Json(x); };
@@ -130,62 +129,77 @@ Json process_series(const Context& ctx, const Proc& p, uint32_t proc, const Verd
   return rows;
 }
 
-void check(const Context& ctx, Sink& out) {
-  const Series& series = ctx.series();
-  const size_t nsnaps = ctx.snapshots();
-  std::unordered_map<uint32_t, Proc> procs;
-  std::vector<uint32_t> order; // processes in the order first seen
-  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
-    const Track& t = ctx.track(ti);
-    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
-      continue;
-    }
-    Member best{ti, {}, -1};
-    for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
-      size_t begin = c.begin;
-      for (size_t i = c.begin; i <= c.end; ++i) {
-        if (i < c.end && leaked_state(t.samples[i])) {
-          continue;
-        }
-        if (i > begin) {
-          const Sample& a = t.samples[begin];
-          const Sample& b = t.samples[i - 1];
-          const bool sending =
-              a.bytes_acked != k_na64 && b.bytes_acked != k_na64 && b.bytes_acked > a.bytes_acked;
-          const double age = ctx.seconds(a.snap, b.snap);
-          if (!sending && age > best.age) {
-            best = {ti, {begin, i}, age};
-          }
-        }
-        begin = i + 1;
-      }
-    }
-    if (best.age < 0) {
-      continue;
-    }
-    const uint32_t owner = ctx.culprit(t.samples[best.streak.end - 1]);
-    if (owner == k_na) {
-      continue;
-    }
-    auto [it, fresh] = procs.try_emplace(owner);
-    if (fresh) {
-      it->second.count.assign(nsnaps, 0);
-      order.push_back(owner);
-    }
-    for (size_t i = best.streak.begin; i < best.streak.end; ++i) {
-      it->second.count[t.samples[i].snap]++;
-    }
-    it->second.members.push_back(best);
-  }
+// Sockets one at a time (each one's longest streak, counted per culprit process), then the
+// processes.
+class Pass final : public TrackPass {
+public:
+  void track(const Context& ctx, const Track& t, Sink& out) override;
+  void finish(const Context& ctx, Sink& out) override;
 
+private:
+  std::unordered_map<uint32_t, Proc> m_procs;
+};
+
+void Pass::track(const Context& ctx, const Track& t, Sink& /*out*/) {
+  if (t.family == k_af_unix || t.proto != k_proto_tcp) {
+    return;
+  }
+  Range best_streak;
+  double best_age = -1;
+  for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
+    size_t begin = c.begin;
+    for (size_t i = c.begin; i <= c.end; ++i) {
+      if (i < c.end && leaked_state(t.samples[i])) {
+        continue;
+      }
+      if (i > begin) {
+        const Sample& a = t.samples[begin];
+        const Sample& b = t.samples[i - 1];
+        const bool sending =
+            a.bytes_acked != k_na64 && b.bytes_acked != k_na64 && b.bytes_acked > a.bytes_acked;
+        const double age = ctx.seconds(a.snap, b.snap);
+        if (!sending && age > best_age) {
+          best_streak = {begin, i};
+          best_age = age;
+        }
+      }
+      begin = i + 1;
+    }
+  }
+  if (best_age < 0) {
+    return;
+  }
+  const uint32_t owner = ctx.culprit(t.samples[best_streak.end - 1]);
+  if (owner == k_na) {
+    return;
+  }
+  auto [it, fresh] = m_procs.try_emplace(owner);
+  if (fresh) {
+    it->second.count.assign(ctx.snapshots(), 0);
+  }
+  Member m{track_part(t, best_streak), best_age};
+  for (const Sample& x : m.t.samples) {
+    it->second.count[x.snap]++;
+  }
+  it->second.members.push_back(std::move(m));
+}
+
+void Pass::finish(const Context& ctx, Sink& out) {
+  const Series& series = ctx.series();
+  // Processes by index: the order tracks came in does not matter.
+  std::vector<uint32_t> order;
+  order.reserve(m_procs.size());
+  for (const auto& [proc, p] : m_procs) {
+    order.push_back(proc);
+  }
+  std::sort(order.begin(), order.end());
   for (const uint32_t proc : order) {
-    Proc& p = procs.at(proc);
+    Proc& p = m_procs.at(proc);
     const Verdict v = judge(ctx, p, proc);
-    // Oldest first (the order the Sink keeps its examples in).
-    std::stable_sort(p.members.begin(), p.members.end(), [&](const Member& a, const Member& b) {
-      return a.age > b.age;
-    });
-    const double oldest = p.members.front().age;
+    double oldest = 0;
+    for (const Member& m : p.members) {
+      oldest = std::max(oldest, m.age);
+    }
     std::string about = "; it holds " + std::to_string(p.count[v.last])
                         + " CLOSE-WAIT socket(s) (max " + std::to_string(v.max_count) + ")";
     if (v.trend.grows) {
@@ -194,25 +208,25 @@ void check(const Context& ctx, Sink& out) {
         about += " (fd limit in " + num(v.eta / 60.0) + " min)";
       }
     }
-    size_t kept = 0;
+    std::vector<Finding> found;
     for (const Member& m : p.members) {
       Severity sev = v.severity;
       if (!v.warn && v.severity < Severity::critical) {
         if (m.age >= ctx.param("persist_seconds")) {
           sev = Severity::warning;
-        } else if (m.age < ctx.param("info_seconds") || m.streak.size() < k_min_support) {
+        } else if (m.age < ctx.param("info_seconds") || m.t.samples.size() < k_min_support) {
           continue; // too young to say anything, unless the process accumulates them
         }
       }
-      const Track& t = ctx.track(m.track);
-      const Sample& a = t.samples[m.streak.begin];
-      const Sample& b = t.samples[m.streak.end - 1];
+      const Track& t = m.t;
+      const Sample& a = t.samples.front();
+      const Sample& b = t.samples.back();
       FindingBuilder f(ctx, "close_wait_leak");
       f.socket(t, b).seen(a.snap, b.snap).severity(sev).weight(m.age);
       std::string s = ctx.owners_text(b) + " holds " + proto_name(t) + " "
                       + endpoint(series, t, true) + " <- " + endpoint(series, t, false)
                       + " in CLOSE-WAIT for " + num(m.age) + " s ("
-                      + std::to_string(m.streak.size())
+                      + std::to_string(t.samples.size())
                       + " snapshots): the peer closed and the process has not called close()";
       if (b.rx_queue != k_na && b.rx_queue > 1) {
         s += ", " + std::to_string(b.rx_queue - 1) + " bytes unread";
@@ -230,15 +244,24 @@ void check(const Context& ctx, Sink& out) {
         f.fact("slope_per_s", v.trend.slope);
       }
       f.fact("eta_nofile_s", v.eta >= 0 ? Json(v.eta) : Json(nullptr));
-      if (kept++ < 3) { // only the examples the Sink keeps carry the process's series
-        f.series(process_series(ctx, p, proc, v), "close_wait", {"nofile_soft"});
-      }
       f.group("process",
               std::to_string(ctx.processes()[proc].pid) + ":"
                   + std::to_string(ctx.processes()[proc].start_ticks),
               "in " + ctx.process_text(proc),
               "sockets in CLOSE-WAIT");
-      out.add(std::move(f).build());
+      found.push_back(std::move(f).build());
+    }
+    // Only the examples the Sink keeps (the worst, in its order) carry the process's series.
+    std::sort(found.begin(), found.end(), worse);
+    const size_t examples = std::min<size_t>(found.size(), Sink::k_examples);
+    if (examples > 0) {
+      const Json rows = process_series(ctx, p, proc, v);
+      for (size_t i = 0; i < examples; ++i) {
+        set_series(found[i], rows, "close_wait", {"nofile_soft"});
+      }
+    }
+    for (Finding& f : found) {
+      out.add(std::move(f));
     }
   }
 }
@@ -270,7 +293,10 @@ Detector close_wait_leak_detector() {
            "critical when the growth reaches RLIMIT_NOFILE within this time",
            Unit::seconds},
       },
-      &check};
+      nullptr,
+      [](const Context& /*ctx*/) -> std::unique_ptr<TrackPass> {
+        return std::make_unique<Pass>();
+      }};
 }
 
 } // namespace sockrewind::analyze

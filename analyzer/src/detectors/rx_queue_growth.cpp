@@ -148,97 +148,102 @@ Json point(const Context& ctx, const Sample& x) {
 constexpr std::array<std::string_view, 2> k_loss_counters{"TcpExt.TCPRcvQDrop",
                                                           "TcpExt.TCPZeroWindowDrop"};
 
-void check(const Context& ctx, Sink& out) {
+// One socket at a time, nothing kept between them.
+class Pass final : public TrackPass {
+public:
+  void track(const Context& ctx, const Track& t, Sink& out) override;
+
+  void finish(const Context& /*ctx*/, Sink& /*out*/) override {}
+};
+
+void Pass::track(const Context& ctx, const Track& t, Sink& out) {
   const Series& series = ctx.series();
-  for (const Track& t : ctx.tracks()) {
-    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
-      continue;
-    }
-    const Verdict best = best_verdict(ctx, t);
-    if (best.shape == Shape::none) {
-      continue;
-    }
-    const Sample& first = t.samples[best.window.begin];
-    const Sample& last = t.samples[best.window.end - 1];
-    const double span = ctx.seconds(first.snap, last.snap);
-    const size_t n = best.window.size();
-    const std::string sock =
-        proto_name(t) + " " + endpoint(series, t, true) + " <- " + endpoint(series, t, false);
-    // Data the netns lost to full receive queues while this socket was at its limit.
-    const int64_t lost = ctx.counter_sum(t.netns, k_loss_counters).total(first.snap + 1, last.snap);
-    // What the application read meanwhile: bytes that arrived minus what Recv-Q grew by.
-    const bool have_bytes = first.bytes_received != k_na64 && last.bytes_received != k_na64;
-    const double read =
-        have_bytes
-            ? static_cast<double>(last.bytes_received - first.bytes_received)
-                  - (static_cast<double>(last.rx_queue) - static_cast<double>(first.rx_queue))
-            : 0;
-    const bool reading = read > 0;
-    FindingBuilder b(ctx, "rx_queue_growth");
-    b.socket(t, last).seen(first.snap, last.snap).weight(static_cast<double>(last.rx_queue));
-    std::string s;
-    Severity sev = Severity::warning;
-    switch (best.shape) {
-    case Shape::full:
-      // Full while data still arrives is flow control: the reader sets the pace (a rate-limited
-      // download). Full with nothing read is a reader that stopped.
-      if (reading) {
-        sev = lost > 0 ? Severity::warning : Severity::info;
-      } else if (lost > 0 || ctx.lasted(first.snap, last.snap, n, ctx.param("critical_seconds"))) {
-        sev = Severity::critical;
-      } else if (!ctx.lasted(first.snap, last.snap, n, ctx.param("stop_seconds"))) {
-        sev = Severity::info; // a rate-limited reader pauses too (curl --limit-rate sleeps)
-      }
-      s = "Recv-Q of " + sock + " sits at its buffer limit (" + human_bytes(last.rmem_alloc)
-          + " of " + human_bytes(last.rcvbuf) + ") for " + num(span) + " s (" + std::to_string(n)
-          + " snapshots); "
-          + (reading ? "the application read " + human_bytes(read)
-                           + " meanwhile and the sender keeps it full (flow control)"
-                     : std::string("the application read nothing meanwhile (the sender sees a "
-                                   "zero window)"));
-      if (lost > 0) {
-        s += "; the netns dropped " + std::to_string(lost)
-             + " received segment(s) for want of room (TCPRcvQDrop, TCPZeroWindowDrop)";
-      }
-      break;
-    case Shape::growing:
-      s = "Recv-Q of " + sock + " grows from " + human_bytes(first.rx_queue) + " to "
-          + human_bytes(last.rx_queue) + " over " + num(span) + " s (" + human_bytes(best.slope)
-          + "/s"
-          + (best.every_step ? ", up in every one of " + std::to_string(n) + " snapshots)"
-                             : ", " + std::to_string(n) + " snapshots)");
-      b.fact("slope_bytes_per_s", best.slope);
-      if (last.rcvbuf != k_na && best.slope > 0 && last.rcvbuf > last.rmem_alloc) {
-        b.fact("eta_full_s", static_cast<double>(last.rcvbuf - last.rmem_alloc) / best.slope);
-      }
-      break;
-    case Shape::partial:
-    case Shape::none:
-      s = "Recv-Q of " + sock + " holds " + human_bytes(last.rx_queue)
-          + " unread, unchanged and nothing received for " + num(span) + " s (" + std::to_string(n)
-          + " snapshots)";
-      break;
-    }
-    s += "; " + ctx.owners_text(last)
-         + (reading ? " reads slower than it receives" : " is not reading");
-    b.severity(sev).summary(std::move(s));
-    b.fact("shape",
-           best.shape == Shape::full      ? "stalled_full"
-           : best.shape == Shape::growing ? "growing"
-                                          : "stalled_partial");
-    b.fact("netns_receive_drops", lost);
-    b.fact("bytes_read", have_bytes ? Json(read) : Json(nullptr));
-    b.fact("socket_drops_increased",
-           first.drops != k_na && last.drops != k_na && last.drops > first.drops);
-    Json rows = Json::array();
-    const Range shown = Context::with_margin(t, best.window);
-    for (size_t i = shown.begin; i < shown.end; ++i) {
-      rows.push_back(point(ctx, t.samples[i]));
-    }
-    b.series(std::move(rows), "rx_queue", {"rcvbuf"});
-    b.group_by_owner(t, last, "sockets with unread data");
-    out.add(std::move(b).build());
+  if (t.family == k_af_unix || t.proto != k_proto_tcp) {
+    return;
   }
+  const Verdict best = best_verdict(ctx, t);
+  if (best.shape == Shape::none) {
+    return;
+  }
+  const Sample& first = t.samples[best.window.begin];
+  const Sample& last = t.samples[best.window.end - 1];
+  const double span = ctx.seconds(first.snap, last.snap);
+  const size_t n = best.window.size();
+  const std::string sock =
+      proto_name(t) + " " + endpoint(series, t, true) + " <- " + endpoint(series, t, false);
+  // Data the netns lost to full receive queues while this socket was at its limit.
+  const int64_t lost = ctx.counter_sum(t.netns, k_loss_counters).total(first.snap + 1, last.snap);
+  // What the application read meanwhile: bytes that arrived minus what Recv-Q grew by.
+  const bool have_bytes = first.bytes_received != k_na64 && last.bytes_received != k_na64;
+  const double read =
+      have_bytes ? static_cast<double>(last.bytes_received - first.bytes_received)
+                       - (static_cast<double>(last.rx_queue) - static_cast<double>(first.rx_queue))
+                 : 0;
+  const bool reading = read > 0;
+  FindingBuilder b(ctx, "rx_queue_growth");
+  b.socket(t, last).seen(first.snap, last.snap).weight(static_cast<double>(last.rx_queue));
+  std::string s;
+  Severity sev = Severity::warning;
+  switch (best.shape) {
+  case Shape::full:
+    // Full while data still arrives is flow control: the reader sets the pace (a rate-limited
+    // download). Full with nothing read is a reader that stopped.
+    if (reading) {
+      sev = lost > 0 ? Severity::warning : Severity::info;
+    } else if (lost > 0 || ctx.lasted(first.snap, last.snap, n, ctx.param("critical_seconds"))) {
+      sev = Severity::critical;
+    } else if (!ctx.lasted(first.snap, last.snap, n, ctx.param("stop_seconds"))) {
+      sev = Severity::info; // a rate-limited reader pauses too (curl --limit-rate sleeps)
+    }
+    s = "Recv-Q of " + sock + " sits at its buffer limit (" + human_bytes(last.rmem_alloc) + " of "
+        + human_bytes(last.rcvbuf) + ") for " + num(span) + " s (" + std::to_string(n)
+        + " snapshots); "
+        + (reading ? "the application read " + human_bytes(read)
+                         + " meanwhile and the sender keeps it full (flow control)"
+                   : std::string("the application read nothing meanwhile (the sender sees a "
+                                 "zero window)"));
+    if (lost > 0) {
+      s += "; the netns dropped " + std::to_string(lost)
+           + " received segment(s) for want of room (TCPRcvQDrop, TCPZeroWindowDrop)";
+    }
+    break;
+  case Shape::growing:
+    s = "Recv-Q of " + sock + " grows from " + human_bytes(first.rx_queue) + " to "
+        + human_bytes(last.rx_queue) + " over " + num(span) + " s (" + human_bytes(best.slope)
+        + "/s"
+        + (best.every_step ? ", up in every one of " + std::to_string(n) + " snapshots)"
+                           : ", " + std::to_string(n) + " snapshots)");
+    b.fact("slope_bytes_per_s", best.slope);
+    if (last.rcvbuf != k_na && best.slope > 0 && last.rcvbuf > last.rmem_alloc) {
+      b.fact("eta_full_s", static_cast<double>(last.rcvbuf - last.rmem_alloc) / best.slope);
+    }
+    break;
+  case Shape::partial:
+  case Shape::none:
+    s = "Recv-Q of " + sock + " holds " + human_bytes(last.rx_queue)
+        + " unread, unchanged and nothing received for " + num(span) + " s (" + std::to_string(n)
+        + " snapshots)";
+    break;
+  }
+  s += "; " + ctx.owners_text(last)
+       + (reading ? " reads slower than it receives" : " is not reading");
+  b.severity(sev).summary(std::move(s));
+  b.fact("shape",
+         best.shape == Shape::full      ? "stalled_full"
+         : best.shape == Shape::growing ? "growing"
+                                        : "stalled_partial");
+  b.fact("netns_receive_drops", lost);
+  b.fact("bytes_read", have_bytes ? Json(read) : Json(nullptr));
+  b.fact("socket_drops_increased",
+         first.drops != k_na && last.drops != k_na && last.drops > first.drops);
+  Json rows = Json::array();
+  const Range shown = Context::with_margin(t, best.window);
+  for (size_t i = shown.begin; i < shown.end; ++i) {
+    rows.push_back(point(ctx, t.samples[i]));
+  }
+  b.series(std::move(rows), "rx_queue", {"rcvbuf"});
+  b.group_by_owner(t, last, "sockets with unread data");
+  out.add(std::move(b).build());
 }
 
 } // namespace
@@ -268,7 +273,10 @@ Detector rx_queue_growth_detector() {
            Unit::seconds},
           {"critical_seconds", 300, "at the buffer limit this long is critical", Unit::seconds},
       },
-      &check};
+      nullptr,
+      [](const Context& /*ctx*/) -> std::unique_ptr<TrackPass> {
+        return std::make_unique<Pass>();
+      }};
 }
 
 } // namespace sockrewind::analyze

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <unordered_set>
 
 namespace sockrewind::analyze {
 
@@ -279,20 +280,28 @@ void netns_finding(const Context& ctx, uint32_t ns, bool receive, Sink& out) {
   out.add(std::move(b).build());
 }
 
-void check(const Context& ctx, Sink& out) {
-  std::vector<bool> explained(ctx.timeline().netns.size(), false);
-  for (const Track& t : ctx.tracks()) {
+// Sockets one at a time; then each netns's counters, the receive side only where no socket
+// explained its drops.
+class Pass final : public TrackPass {
+public:
+  void track(const Context& ctx, const Track& t, Sink& out) override {
     if (is_udp(t) && !t.samples.empty() && socket_finding(ctx, t, out)) {
-      explained[t.netns] = true;
+      m_explained.insert(t.netns);
     }
   }
-  for (uint32_t n = 0; n < explained.size(); ++n) {
-    if (!explained[n]) {
-      netns_finding(ctx, n, true, out);
+
+  void finish(const Context& ctx, Sink& out) override {
+    for (uint32_t n = 0; n < ctx.timeline().netns.size(); ++n) {
+      if (!m_explained.contains(n)) {
+        netns_finding(ctx, n, true, out);
+      }
+      netns_finding(ctx, n, false, out);
     }
-    netns_finding(ctx, n, false, out);
   }
-}
+
+private:
+  std::unordered_set<uint32_t> m_explained; // netns indices
+};
 
 } // namespace
 
@@ -333,7 +342,10 @@ Detector udp_drops_detector() {
            "Udp/Udp6 RcvbufErrors (or SndbufErrors) per second in an interval for a warning",
            Unit::per_second},
       },
-      &check};
+      nullptr,
+      [](const Context& /*ctx*/) -> std::unique_ptr<TrackPass> {
+        return std::make_unique<Pass>();
+      }};
 }
 
 } // namespace sockrewind::analyze

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -81,12 +82,38 @@ class Sink;
 // A detector looks at one timeline through the toolkit's Context and emits into a Sink.
 using CheckFn = void (*)(const Context& ctx, Sink& out);
 
+// The form of a detector that needs one socket at a time (with what it gathers from them), so
+// that it can run while a series streams past, on each track as its socket closes, without the
+// series in memory. track() sees every track of the timeline once, in any order (index order
+// on a loaded series, closing order when streaming); finish() then sees the timeline. A track
+// may be gone once track() returns: keep copies of what finish() needs, never references.
+class TrackPass {
+public:
+  TrackPass() = default;
+  virtual ~TrackPass() = default;
+  TrackPass(const TrackPass&) = delete;
+  TrackPass& operator=(const TrackPass&) = delete;
+  TrackPass(TrackPass&&) = delete;
+  TrackPass& operator=(TrackPass&&) = delete;
+
+  virtual void track(const Context& ctx, const Track& t, Sink& out) = 0;
+  virtual void finish(const Context& ctx, Sink& out) = 0;
+};
+
+using PassFn = std::unique_ptr<TrackPass> (*)(const Context& ctx);
+
+// A detector has a check (it reads the timeline as it likes) or a pass (it reads it one track
+// at a time), never both.
 struct Detector {
   std::string id;    // one of DESIGN.md's detector ids
   std::string title; // one line
   std::vector<Threshold> thresholds;
   CheckFn check = nullptr;
+  PassFn pass = nullptr;
 };
+
+// Runs `d` on one timeline: its check, or its pass over every track in index order.
+void run_detector(const Detector& d, const Context& ctx, Sink& out);
 
 // All detectors in report order (DESIGN.md table order).
 const std::vector<Detector>& detectors();

@@ -227,13 +227,26 @@ private:
   bool m_grouped = false;
 };
 
+// FindingBuilder::series on a built finding (one of a group's examples, chosen afterwards).
+void set_series(Finding& f,
+                Json rows,
+                std::string_view value,
+                const std::vector<std::string>& limits = {});
+
+// The order a Sink keeps examples in, worst first: severity, weight, earlier, then by summary
+// and subject (a total order: which findings are kept does not depend on the order they came).
+bool worse(const Finding& a, const Finding& b);
+
 // Collects findings, one per cause. Thread-compatible (one Sink per detector run).
 class Sink {
 public:
-  explicit Sink(size_t max_examples = 3) : m_max_examples(max_examples) {}
+  static constexpr size_t k_examples = 3; // examples kept per cause by default
+
+  explicit Sink(size_t max_examples = k_examples) : m_max_examples(max_examples) {}
 
   void add(Finding f);
-  // The grouped findings, in the order their causes were first seen.
+  // The grouped findings, causes in the order of their earliest member (then by key), each
+  // group's examples worst first: the same whatever order the findings were added in.
   std::vector<Finding> take();
 
 private:
@@ -249,6 +262,10 @@ private:
   std::vector<std::string> m_order;
   std::unordered_map<std::string, Group> m_groups;
 };
+
+// A copy of `t` (its identity) holding only the samples in `r`: what a TrackPass keeps of a
+// track that may be gone by its finish().
+Track track_part(const Track& t, Range r);
 
 // ---- added by det-proc
 // A loopback address ("127.x", "::1", "::ffff:127.x").
