@@ -1,8 +1,10 @@
 // Detectors in their streaming form (TrackPass) see a timeline one track at a time, in any
 // order, and keep no reference to a track once track() returns (detector.hpp): run on the
-// captures in samples/ with the tracks reversed and shuffled, each one a copy that is
-// overwritten and destroyed right after track(), they give exactly the findings of a run in
-// track order.
+// captures in samples/ and a synthetic series of orphans with the tracks reversed and shuffled,
+// each one a copy that is overwritten and destroyed right after track(), they give exactly the
+// findings of a run in track order.
+#include "analyze/det_support.hpp"
+
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
@@ -89,6 +91,38 @@ std::string streamed(const sa::Detector& d, const sa::Series& s, unsigned order_
   return dump(sink.take());
 }
 
+// Ten minutes of orphans near tcp_max_orphans, three of them stuck in FIN-WAIT-1 with data
+// (the same age: their order is a tie), and an owned FIN-WAIT-2.
+sa::Series orphans(const sockrewind::test::TempDir& dir) {
+  using namespace sockrewind;
+  using namespace sockrewind::test;
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 12; ++i) {
+    synth::Snap s = snap_at(i);
+    s.counters["TCP.orphan"] = 400 + 10 * i;
+    s.limits["net.ipv4.tcp_max_orphans"] = "1000";
+    for (uint16_t k = 0; k < 3; ++k) {
+      s.sockets.push_back({.state = 4,
+                         .lport = static_cast<uint16_t>(41000 + k),
+                         .rport = 8080,
+                         .tx = 200000,
+                         .inode = 0,
+                         .cookie = 70U + k,
+                         .timer = 1,
+                         .retrans = 0});
+    }
+    s.sockets.push_back({.state = 5,
+                       .lport = 42000,
+                       .rport = 9090,
+                       .inode = 9000,
+                       .cookie = 90,
+                       .owners = {{200, 4}}});
+    snaps.push_back(std::move(s));
+  }
+  synth::write_series(dir.path().string(), synth::Host{}, snaps);
+  return sa::load_series(sa::expand_paths({dir.path().string()}));
+}
+
 } // namespace
 
 TEST_CASE("track passes: the findings of samples/ whatever order the tracks come in, each gone "
@@ -102,6 +136,8 @@ TEST_CASE("track passes: the findings of samples/ whatever order the tracks come
     }
   }
   REQUIRE(all.size() >= 7);
+  const sockrewind::test::TempDir tmp;
+  all.push_back(orphans(tmp));
   size_t passes = 0;
   for (const sa::Detector& d : sa::detectors()) {
     if (d.pass == nullptr) {

@@ -274,23 +274,19 @@ void fin_wait2(const Context& ctx, const Track& t, Range r, Sink& out) {
   out.add(std::move(b).build());
 }
 
-void check(const Context& ctx, Sink& out) {
-  std::vector<size_t> orphan_rows(ctx.timeline().netns.size(), 0);
-  for (const Track& t : ctx.tracks()) {
+// Sockets one at a time (stuck orphans, owned FIN-WAIT-2; orphan rows counted per netns), then
+// each netns's counters.
+class Pass final : public TrackPass {
+public:
+  void track(const Context& ctx, const Track& t, Sink& out) override {
     if (t.family == k_af_unix || t.proto != k_proto_tcp) {
-      continue;
+      return;
+    }
+    if (m_orphan_rows.size() <= t.netns) {
+      m_orphan_rows.resize(t.netns + 1, 0);
     }
     for (const Sample& x : t.samples) {
-      orphan_rows[t.netns] += orphan_row(x) ? 1U : 0U;
-    }
-  }
-  global_orphans(ctx, orphan_rows, out);
-  for (uint32_t ns = 0; ns < ctx.timeline().netns.size(); ++ns) {
-    abort_on_memory(ctx, ns, out);
-  }
-  for (const Track& t : ctx.tracks()) {
-    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
-      continue;
+      m_orphan_rows[t.netns] += orphan_row(x) ? 1U : 0U;
     }
     const Range s = longest(ctx, t, stuck_orphan);
     if (s.size() > 0
@@ -309,7 +305,18 @@ void check(const Context& ctx, Sink& out) {
       fin_wait2(ctx, t, w, out);
     }
   }
-}
+
+  void finish(const Context& ctx, Sink& out) override {
+    m_orphan_rows.resize(std::max(m_orphan_rows.size(), ctx.timeline().netns.size()), 0);
+    global_orphans(ctx, m_orphan_rows, out);
+    for (uint32_t ns = 0; ns < ctx.timeline().netns.size(); ++ns) {
+      abort_on_memory(ctx, ns, out);
+    }
+  }
+
+private:
+  std::vector<size_t> m_orphan_rows; // per netns index: orphan samples seen
+};
 
 } // namespace
 
@@ -339,7 +346,10 @@ Detector orphan_pressure_detector() {
            "an owned FIN-WAIT-2 (shutdown, fd kept) this old is a warning",
            Unit::seconds},
       },
-      &check};
+      nullptr,
+      [](const Context& /*ctx*/) -> std::unique_ptr<TrackPass> {
+        return std::make_unique<Pass>();
+      }};
 }
 
 } // namespace sockrewind::analyze
