@@ -640,7 +640,7 @@ FileData read_file_data(const std::string& file,
       x.snd_wnd = opt32(st, c.snd_wnd);
       if (!runs) {
         add_extra(r);
-        d.sockets.push_back(std::move(r));
+        d.sockets.push_back(r);
         continue;
       }
       const int64_t* first_time = boottime.find(first);
@@ -662,7 +662,7 @@ FileData read_file_data(const std::string& file,
           copy.sample.last_ack_recv_ms = moved(c.last_ack_recv_ms, elapsed_ms);
         }
         add_extra(copy);
-        d.sockets.push_back(std::move(copy));
+        d.sockets.push_back(copy);
       }
     }
     if (runs) {

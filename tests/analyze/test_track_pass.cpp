@@ -31,7 +31,7 @@ sa::Params defaults(const sa::Detector& d) {
   return sa::Params(std::move(v));
 }
 
-std::string dump(std::vector<sa::Finding> fs) {
+std::string dump(const std::vector<sa::Finding>& fs) {
   sa::Json out = sa::Json::array();
   for (const sa::Finding& f : fs) {
     sa::Json j;
@@ -103,20 +103,20 @@ sa::Series orphans(const sockrewind::test::TempDir& dir) {
     s.limits["net.ipv4.tcp_max_orphans"] = "1000";
     for (uint16_t k = 0; k < 3; ++k) {
       s.sockets.push_back({.state = 4,
-                         .lport = static_cast<uint16_t>(41000 + k),
-                         .rport = 8080,
-                         .tx = 200000,
-                         .inode = 0,
-                         .cookie = 70U + k,
-                         .timer = 1,
-                         .retrans = 0});
+                           .lport = static_cast<uint16_t>(41000 + k),
+                           .rport = 8080,
+                           .tx = 200000,
+                           .inode = 0,
+                           .cookie = 70U + k,
+                           .timer = 1,
+                           .retrans = 0});
     }
     s.sockets.push_back({.state = 5,
-                       .lport = 42000,
-                       .rport = 9090,
-                       .inode = 9000,
-                       .cookie = 90,
-                       .owners = {{200, 4}}});
+                         .lport = 42000,
+                         .rport = 9090,
+                         .inode = 9000,
+                         .cookie = 90,
+                         .owners = {{200, 4}}});
     snaps.push_back(std::move(s));
   }
   synth::write_series(dir.path().string(), synth::Host{}, snaps);
