@@ -179,6 +179,13 @@ struct TimelineState {
   std::map<std::pair<int32_t, uint64_t>, uint32_t> procs; // (pid, start) -> index
   // Timeline::owner_sets entry -> its index (each distinct set stored once).
   std::unordered_map<std::vector<uint32_t>, uint32_t, OwnerSetHash> owner_sets;
+
+  // With a TrackObserver: per track, whether it was reported closed (never extended after);
+  // the tracks still open after the last file; the latest snapshot placed so far.
+  bool observed = false;
+  std::vector<bool> reported;
+  std::vector<uint32_t> open;
+  uint32_t last_placed = 0;
 };
 
 // Where a (file, snapshot_id) landed: timeline and snapshot index, or dropped as a duplicate.
@@ -890,6 +897,9 @@ private:
       if (last.snap == x.snap) {
         continue; // this one is taken in this snapshot (e.g. identical unix embryos)
       }
+      if (st.observed && st.reported[idx]) {
+        continue; // reported gone to a TrackObserver: complete, never extended
+      }
       // Without a cookie, an inode N -> M (both non-zero) is a new socket on a reused 4-tuple;
       // 0 -> N is accept() and N -> 0 is close into TIME_WAIT.
       if (t.cookie == 0 && last.inode != 0 && x.inode != 0 && last.inode != x.inode) {
@@ -902,6 +912,9 @@ private:
     *link = new_index; // no-op for a fresh key (already new_index)
     st.next.push_back(k_na);
     st.touched_by.push_back(0);
+    if (st.observed) {
+      st.reported.push_back(false);
+    }
     st.touch(new_index, x.snap);
     t.samples.push_back(x);
     tl.tracks.push_back(std::move(t));
@@ -926,7 +939,49 @@ private:
 
 } // namespace
 
-Series load_series(const std::vector<std::string>& files, const SocketFilter& filter) {
+void sort_process_samples(Timeline& tl) {
+  const auto by_snap = [](const ProcSample& a, const ProcSample& b) { return a.snap < b.snap; };
+  for (Process& p : tl.procs) {
+    if (!std::is_sorted(p.samples.begin(), p.samples.end(), by_snap)) {
+      std::sort(p.samples.begin(), p.samples.end(), by_snap);
+    }
+  }
+}
+
+// After a file is placed (files in time order): the tracks of timeline `tli` that were open and
+// are absent from its latest snapshot are complete; report them and keep the others open.
+void report_closed(Series& series, uint32_t tli, TimelineState& st, TrackObserver& observer) {
+  Timeline& tl = series.timelines[tli];
+  st.last_placed = std::max(st.last_placed, st.file_last_snap);
+  std::vector<uint32_t> closed;
+  std::vector<uint32_t> open;
+  const auto judge = [&](uint32_t idx) {
+    (tl.tracks[idx].samples.back().snap < st.last_placed ? closed : open).push_back(idx);
+  };
+  for (const uint32_t idx : st.open) {
+    if (st.touched_by[idx] != st.file_number) {
+      judge(idx); // open before this file and absent from it (the touched are judged below)
+    }
+  }
+  for (const uint32_t idx : st.touched) {
+    judge(idx);
+  }
+  st.open = std::move(open);
+  if (closed.empty()) {
+    return;
+  }
+  std::sort(closed.begin(), closed.end());
+  for (const uint32_t idx : closed) {
+    st.reported[idx] = true;
+  }
+  // The detectors look processes up by snapshot (Timeline::proc_at).
+  sort_process_samples(tl);
+  observer.closed(series, tli, closed);
+}
+
+Series load_series(const std::vector<std::string>& files,
+                   const SocketFilter& filter,
+                   TrackObserver* observer) {
   Series series;
   series.files = files;
   series.filtered = filter.active();
@@ -1001,6 +1056,33 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
     }
   }
   std::vector<TimelineState> states(series.timelines.size());
+  // Tracks are reported closed as the files are placed only when, per timeline, every file's
+  // snapshots come after those of the files placed before it.
+  bool early = observer != nullptr;
+  if (observer != nullptr) {
+    std::vector<int64_t> placed(series.timelines.size(), -1);
+    for (const size_t fi : todo) {
+      std::vector<std::pair<int64_t, int64_t>> span(series.timelines.size(), {-1, -1});
+      for (const auto& [id, slot] : slots[fi].all()) {
+        if (slot.timeline == k_na) {
+          continue;
+        }
+        auto& [lo, hi] = span[slot.timeline];
+        lo = lo < 0 ? slot.snap : std::min<int64_t>(lo, slot.snap);
+        hi = std::max<int64_t>(hi, slot.snap);
+      }
+      for (size_t t = 0; t < span.size(); ++t) {
+        if (span[t].first < 0) {
+          continue;
+        }
+        early = early && span[t].first > placed[t];
+        placed[t] = std::max(placed[t], span[t].second);
+      }
+    }
+    for (TimelineState& st : states) {
+      st.observed = true;
+    }
+  }
   // The first file is read by this thread when it is needed (nothing to overlap it with yet):
   // one file, as a single-file report or a fuzzer has, then costs no thread at all.
   const auto start = [&](size_t k) {
@@ -1048,6 +1130,9 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
           v.shrink_to_fit();
         }
       }
+      if (early && !st.touched.empty()) {
+        report_closed(series, static_cast<uint32_t>(tli), st, *observer);
+      }
       st.touched.clear();
     }
     progress.add();
@@ -1073,10 +1158,17 @@ Series load_series(const std::vector<std::string>& files, const SocketFilter& fi
       }
       t.samples.shrink_to_fit();
     }
-    for (Process& p : tl.procs) {
-      std::sort(p.samples.begin(), p.samples.end(), [](const ProcSample& a, const ProcSample& b) {
-        return a.snap < b.snap;
-      });
+    sort_process_samples(tl);
+  }
+  if (observer != nullptr) {
+    for (size_t tli = 0; tli < states.size(); ++tli) {
+      std::vector<uint32_t> rest;
+      for (uint32_t idx = 0; idx < series.timelines[tli].tracks.size(); ++idx) {
+        if (!states[tli].reported[idx]) {
+          rest.push_back(idx);
+        }
+      }
+      observer->closed(series, static_cast<uint32_t>(tli), rest);
     }
   }
   return series;

@@ -233,8 +233,32 @@ struct Series {
 // set, or {x.owner}, or {} when no owner was seen.
 std::vector<uint32_t> owners_of(const Timeline& tl, const Sample& x);
 
+// Told by load_series which tracks are complete while the files are placed, so that a caller
+// can analyse each socket once it is gone (detector.hpp TrackPass) rather than after the load.
+class TrackObserver {
+public:
+  TrackObserver() = default;
+  virtual ~TrackObserver() = default;
+  TrackObserver(const TrackObserver&) = delete;
+  TrackObserver& operator=(const TrackObserver&) = delete;
+  TrackObserver(TrackObserver&&) = delete;
+  TrackObserver& operator=(TrackObserver&&) = delete;
+
+  // `tracks` (indices into series.timelines[timeline].tracks, ascending) are complete; each
+  // track is reported once. After a file is placed: the tracks whose socket is gone (a later
+  // snapshot of their timeline was placed without them); at the end of the load: all others.
+  // Reported early only when the files come in time order per timeline (no file holds a
+  // snapshot earlier than one already placed); otherwise everything at the end. While
+  // observed, a socket seen again after it was reported gone (absent from one snapshot, as
+  // when its netns was not captured) starts a new track.
+  virtual void
+  closed(const Series& series, uint32_t timeline, const std::vector<uint32_t>& tracks) = 0;
+};
+
 // Loads and merges `files` (already expanded). Throws LoadError naming the file on bad input.
-Series load_series(const std::vector<std::string>& files, const SocketFilter& filter = {});
+Series load_series(const std::vector<std::string>& files,
+                   const SocketFilter& filter = {},
+                   TrackObserver* observer = nullptr);
 
 // SR_ASSERTs the shape load_series gives a Series (an InternalError when broken): every
 // timeline has snapshots, in strict CLOCK_BOOTTIME order, runs never decreasing; every index
