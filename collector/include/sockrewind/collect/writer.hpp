@@ -53,12 +53,16 @@ private:
   SocketStmts prepare_socket_stmts();
   static ExtraOwners extra_owners(const OwnerScan& owners);
   int64_t next_snapshot_id();
-  void insert_sockets(SocketStmts& st,
-                      int64_t sid,
-                      int64_t nid,
-                      std::span<const SocketRow> rows,
-                      const OwnerScan& owners,
-                      const ExtraOwners& extra);
+  // The identities of `rows` (sock_ident), numbered from m_last_ident + 1 on.
+  void insert_idents(SocketStmts& st, int64_t nid, std::span<const SocketRow* const> rows);
+  // Their runs (sock_runs, extra_owners, tcp_info) in snapshot `sid`: rows[k]'s identity is
+  // first_ident + k; run ids from m_last_run + 1 on.
+  void insert_runs(SocketStmts& st,
+                   int64_t sid,
+                   std::span<const SocketRow* const> rows,
+                   int64_t first_ident,
+                   const OwnerScan& owners,
+                   const ExtraOwners& extra);
   // Everything of a snapshot but its socket rows: the snapshot row, issues, namespaces,
   // sources, counters, limits, processes.
   void write_rest(int64_t sid, const Snapshot& snap, uint64_t socket_count);
@@ -74,7 +78,8 @@ private:
   std::map<uint64_t, int64_t> m_netns;
   std::map<std::string, int64_t> m_addrs;
   std::map<std::pair<std::string, std::string>, int64_t> m_counter_names;
-  int64_t m_last_run = 0; // sock_runs.run_id of the last socket written
+  int64_t m_last_run = 0;   // sock_runs.run_id of the last socket written
+  int64_t m_last_ident = 0; // sock_ident.ident_id of the last socket written
 };
 
 // "host-yyyymmddTHHMMSSZ" for a CLOCK_REALTIME value.
