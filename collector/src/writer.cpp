@@ -4,6 +4,8 @@
 #include <sockrewind/store/runs.hpp>
 #include <sockrewind/store/schema.hpp>
 
+#include <sqlite3.h>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,8 +15,10 @@
 #include <array>
 #include <bit>
 #include <cerrno>
+#include <concepts>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <exception>
@@ -63,6 +67,85 @@ int param(std::span<const std::string_view> cols, std::string_view name, int bef
   return before + 1 + static_cast<int>(it - cols.begin());
 }
 
+// A statement of the writer's own on SQLite's C API, for the socket rows: their parameters are
+// bound straight through it (a bind fails only on misuse; the first failure is kept and
+// thrown before the statement runs), and run() keeps the bindings: every parameter is bound
+// before each run, NULL included, so clearing them (hundreds) would be wasted work.
+class RawStmt {
+public:
+  RawStmt(sqlite3* db, const std::string& sql, std::string what)
+      : m_db(db),
+        m_what(std::move(what)) {
+    sqlite3_stmt* raw = nullptr;
+    const int rc = sqlite3_prepare_v3(
+        db, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
+    m_stmt.reset(raw);
+    if (rc != SQLITE_OK) {
+      fail(rc, "prepare");
+    }
+  }
+
+  template <std::integral T> void set(int i, T v) {
+    keep(sqlite3_bind_int64(m_stmt.get(), i, static_cast<int64_t>(v))); // uint64: same bits
+  }
+
+  template <std::integral T> void set(int i, const std::optional<T>& v) {
+    if (v) {
+      set(i, *v);
+    } else {
+      set_null(i);
+    }
+  }
+
+  void set(int i, const std::optional<std::string>& v) {
+    if (v) {
+      keep(sqlite3_bind_text64(
+          m_stmt.get(), i, v->data(), v->size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+    } else {
+      set_null(i);
+    }
+  }
+
+  void set_null(int i) { keep(sqlite3_bind_null(m_stmt.get(), i)); }
+
+  void run() {
+    if (m_bind_rc != SQLITE_OK) {
+      const int rc = m_bind_rc;
+      m_bind_rc = SQLITE_OK;
+      fail(rc, "bind");
+    }
+    const int rc = sqlite3_step(m_stmt.get());
+    if (rc != SQLITE_DONE) {
+      const std::string msg = sqlite3_errmsg(m_db);
+      sqlite3_reset(m_stmt.get());
+      throw store::DbError("step (" + m_what + "): " + msg, rc & 0xff, rc);
+    }
+    sqlite3_reset(m_stmt.get());
+  }
+
+private:
+  struct Finalizer {
+    void operator()(sqlite3_stmt* st) const noexcept { sqlite3_finalize(st); }
+  };
+
+  void keep(int rc) {
+    if (rc != SQLITE_OK && m_bind_rc == SQLITE_OK) {
+      m_bind_rc = rc;
+    }
+  }
+
+  [[noreturn]] void fail(int rc, const char* op) const {
+    throw store::DbError(std::string(op) + " (" + m_what + "): " + sqlite3_errmsg(m_db),
+                         rc & 0xff,
+                         sqlite3_extended_errcode(m_db));
+  }
+
+  sqlite3* m_db;
+  std::string m_what;
+  std::unique_ptr<sqlite3_stmt, Finalizer> m_stmt;
+  int m_bind_rc = SQLITE_OK;
+};
+
 // A multi-row INSERT into one table. Each column is either shared by all rows of a statement
 // (one parameter ?K, K = 1..shared, bound once) or the row's own: row k's own parameter j
 // (1-based) is ?(shared + k * per_row + j). Every parameter is bound before each run (NULL
@@ -85,11 +168,12 @@ public:
   }
 
   // The statement for n rows (a power of two <= k_rows_per_insert), prepared on first use.
-  store::Stmt& rows(size_t n) {
+  RawStmt& rows(size_t n) {
     const auto slot = static_cast<size_t>(std::countr_zero(n));
-    std::optional<store::Stmt>& st = m_stmts.at(slot);
+    std::optional<RawStmt>& st = m_stmts.at(slot);
     if (!st) {
-      st.emplace(m_db->prepare(sql(n), true));
+      st.emplace(
+          m_db->handle(), sql(n), "INSERT INTO " + m_table + ", " + std::to_string(n) + " rows");
     }
     return *st;
   }
@@ -121,7 +205,7 @@ private:
   std::vector<Column> m_cols;
   int m_shared = 0;
   int m_per_row = 0;
-  std::array<std::optional<store::Stmt>, k_insert_sizes> m_stmts;
+  std::array<std::optional<RawStmt>, k_insert_sizes> m_stmts;
 };
 
 // Parameters of the two INSERTs, resolved once: each row's own parameters, 1-based.
@@ -256,9 +340,14 @@ int64_t SnapshotFile::netns_id(uint64_t inode) {
 }
 
 int64_t SnapshotFile::addr_id(uint8_t family, const uint8_t* addr, uint8_t len) {
+  // Most sockets share their addresses (loopback, the host's own): the last one answers first.
+  if (len == m_last_addr_len && std::memcmp(addr, m_last_addr.data(), len) == 0) {
+    return m_last_addr_id;
+  }
   std::string key(reinterpret_cast<const char*>(addr), len);
   const auto it = m_addrs.find(key);
   if (it != m_addrs.end()) {
+    remember_addr(addr, len, it->second);
     return it->second;
   }
   store::Stmt st = m_db->prepare("INSERT INTO addrs (family, addr, text) VALUES (?1, ?2, ?3)");
@@ -268,7 +357,14 @@ int64_t SnapshotFile::addr_id(uint8_t family, const uint8_t* addr, uint8_t len) 
       .run();
   const int64_t id = m_db->last_insert_rowid();
   m_addrs.emplace(std::move(key), id);
+  remember_addr(addr, len, id);
   return id;
+}
+
+void SnapshotFile::remember_addr(const uint8_t* addr, uint8_t len, int64_t id) {
+  std::memcpy(m_last_addr.data(), addr, std::min<size_t>(len, m_last_addr.size()));
+  m_last_addr_len = len <= m_last_addr.size() ? len : -1;
+  m_last_addr_id = id;
 }
 
 // The prepared statements for socket rows, kept for one snapshot's transaction.
@@ -313,29 +409,33 @@ void SnapshotFile::insert_idents(SocketStmts& st,
   const SocketParams& p = socket_params();
   for (size_t at = 0; at < rows.size();) {
     const size_t n = chunk_rows(rows.size() - at);
-    store::Stmt& ins = st.ident.rows(n);
-    ins.bind(1, nid);
+    RawStmt& ins = st.ident.rows(n);
+    ins.set(1, nid);
     for (size_t k = 0; k < n; ++k) {
       const SocketRow& r = *rows[at + k];
       const int b = st.ident.base(k);
-      ins.bind(b + p.ident_id, m_last_ident + 1 + static_cast<int64_t>(k));
-      ins.bind(b + p.family, static_cast<int64_t>(r.family));
-      ins.bind(b + p.type, static_cast<int64_t>(r.type));
-      ins.bind(b + p.proto, static_cast<int64_t>(r.proto));
+      ins.set(b + p.ident_id, m_last_ident + 1 + static_cast<int64_t>(k));
+      ins.set(b + p.family, static_cast<int64_t>(r.family));
+      ins.set(b + p.type, static_cast<int64_t>(r.type));
+      ins.set(b + p.proto, static_cast<int64_t>(r.proto));
       if (r.addr_len != 0) {
-        ins.bind(b + p.local_addr_id, addr_id(r.family, r.local_addr.data(), r.addr_len));
-        ins.bind(b + p.local_port, static_cast<int64_t>(r.local_port));
-        ins.bind(b + p.remote_addr_id, addr_id(r.family, r.remote_addr.data(), r.addr_len));
-        ins.bind(b + p.remote_port, static_cast<int64_t>(r.remote_port));
+        ins.set(b + p.local_addr_id, addr_id(r.family, r.local_addr.data(), r.addr_len));
+        ins.set(b + p.local_port, static_cast<int64_t>(r.local_port));
+        ins.set(b + p.remote_addr_id, addr_id(r.family, r.remote_addr.data(), r.addr_len));
+        ins.set(b + p.remote_port, static_cast<int64_t>(r.remote_port));
       } else {
-        ins.bind_null(b + p.local_addr_id).bind_null(b + p.local_port);
-        ins.bind_null(b + p.remote_addr_id).bind_null(b + p.remote_port);
+        ins.set_null(b + p.local_addr_id);
+        ins.set_null(b + p.local_port);
+        ins.set_null(b + p.remote_addr_id);
+        ins.set_null(b + p.remote_port);
       }
-      ins.bind(b + p.inode, r.inode).bind(b + p.cookie, r.cookie);
-      ins.bind(b + p.uid, r.uid).bind(b + p.path, r.path);
-      ins.bind(b + p.peer_inode, r.peer_inode);
+      ins.set(b + p.inode, r.inode);
+      ins.set(b + p.cookie, r.cookie);
+      ins.set(b + p.uid, r.uid);
+      ins.set(b + p.path, r.path);
+      ins.set(b + p.peer_inode, r.peer_inode);
     }
-    ins.run_keep_bindings();
+    ins.run();
     m_last_ident += static_cast<int64_t>(n);
     at += n;
   }
@@ -361,41 +461,45 @@ void SnapshotFile::insert_runs(SocketStmts& st,
   for (size_t at = 0; at < rows.size();) {
     const size_t n = chunk_rows(rows.size() - at);
     const int64_t first_run = m_last_run + 1;
-    store::Stmt& ins = st.sock.rows(n);
-    ins.bind(1, sid);
+    RawStmt& ins = st.sock.rows(n);
+    ins.set(1, sid);
     for (size_t k = 0; k < n; ++k) {
       const SocketRow& r = *rows[at + k];
       const int b = st.sock.base(k);
-      ins.bind(b + p.run_id, first_run + static_cast<int64_t>(k));
-      ins.bind(b + p.run_ident_id, first_ident + static_cast<int64_t>(at + k));
-      ins.bind(b + p.state, static_cast<int64_t>(r.state));
-      ins.bind(b + p.rx_queue, r.rx_queue).bind(b + p.tx_queue, r.tx_queue);
-      ins.bind(b + p.timer, r.timer);
-      ins.bind(b + p.expires_ms, r.expires_ms).bind(b + p.retrans, r.retrans);
-      ins.bind(b + p.shutdown, r.shutdown).bind(b + p.tos, r.tos);
+      ins.set(b + p.run_id, first_run + static_cast<int64_t>(k));
+      ins.set(b + p.run_ident_id, first_ident + static_cast<int64_t>(at + k));
+      ins.set(b + p.state, static_cast<int64_t>(r.state));
+      ins.set(b + p.rx_queue, r.rx_queue);
+      ins.set(b + p.tx_queue, r.tx_queue);
+      ins.set(b + p.timer, r.timer);
+      ins.set(b + p.expires_ms, r.expires_ms);
+      ins.set(b + p.retrans, r.retrans);
+      ins.set(b + p.shutdown, r.shutdown);
+      ins.set(b + p.tos, r.tos);
       // skm_rmem_alloc .. skm_drops: consecutive columns in SK_MEMINFO order.
       for (size_t m = 0; m < k_skmem_fields; ++m) {
         const int col = b + p.skm_first + static_cast<int>(m);
         if (m < r.skmem_count) {
-          ins.bind(col, r.skmem[m]);
+          ins.set(col, r.skmem[m]);
         } else if (col == b + p.skm_drops && r.drops) {
-          ins.bind(col, *r.drops); // /proc/net/udp drops when no SK_MEMINFO_DROPS
+          ins.set(col, *r.drops); // /proc/net/udp drops when no SK_MEMINFO_DROPS
         } else {
-          ins.bind_null(col);
+          ins.set_null(col);
         }
       }
       size_t t = 0;
       for (const TcpInfoField& f : tcp_info_inline_fields()) {
-        ins.bind(b + p.tcp_info[t++], read_tcp_info_field(r.tcp_info, f));
+        ins.set(b + p.tcp_info[t++], read_tcp_info_field(r.tcp_info, f));
       }
       if (const Owner* owner = owner_of[at + k]) {
-        ins.bind(b + p.pid, static_cast<int64_t>(owner->pid));
-        ins.bind(b + p.fd, static_cast<int64_t>(owner->fd));
+        ins.set(b + p.pid, static_cast<int64_t>(owner->pid));
+        ins.set(b + p.fd, static_cast<int64_t>(owner->fd));
       } else {
-        ins.bind_null(b + p.pid).bind_null(b + p.fd);
+        ins.set_null(b + p.pid);
+        ins.set_null(b + p.fd);
       }
     }
-    ins.run_keep_bindings();
+    ins.run();
     m_last_run += static_cast<int64_t>(n);
 
     for (size_t k = 0; k < n; ++k) {

@@ -218,12 +218,6 @@ void Stmt::run() {
   reset();
 }
 
-void Stmt::run_keep_bindings() {
-  while (step()) {
-  }
-  sqlite3_reset(m_stmt.get());
-}
-
 void Stmt::reset() {
   sqlite3_reset(m_stmt.get());
   sqlite3_clear_bindings(m_stmt.get());

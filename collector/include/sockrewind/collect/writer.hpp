@@ -5,6 +5,7 @@
 #include <sockrewind/store/atomic_file.hpp>
 #include <sockrewind/store/db.hpp>
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -68,6 +69,7 @@ private:
   void write_rest(int64_t sid, const Snapshot& snap, uint64_t socket_count);
   int64_t netns_id(uint64_t inode);
   int64_t addr_id(uint8_t family, const uint8_t* addr, uint8_t len);
+  void remember_addr(const uint8_t* addr, uint8_t len, int64_t id);
   int64_t counter_name_id(const std::string& file, const std::string& name);
 
   std::string m_dir;
@@ -77,6 +79,9 @@ private:
   std::unique_ptr<store::Db> m_db;
   std::map<uint64_t, int64_t> m_netns;
   std::map<std::string, int64_t> m_addrs;
+  std::array<uint8_t, 16> m_last_addr{}; // the last address looked up, its length and id
+  int m_last_addr_len = -1;
+  int64_t m_last_addr_id = 0;
   std::map<std::pair<std::string, std::string>, int64_t> m_counter_names;
   int64_t m_last_run = 0;   // sock_runs.run_id of the last socket written
   int64_t m_last_ident = 0; // sock_ident.ident_id of the last socket written

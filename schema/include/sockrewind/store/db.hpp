@@ -92,9 +92,6 @@ public:
   void run();
   // Resets the statement and clears its bindings, ready for the next execution.
   void reset();
-  // run(), but keeps the bindings: for a caller that binds every parameter before each run
-  // (clearing hundreds of parameters of a multi-row INSERT costs as much as binding them).
-  void run_keep_bindings();
 
   int column_count() const;
   // The index of the result column called `name` (its AS name; a plain column reference is
