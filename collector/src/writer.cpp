@@ -209,21 +209,19 @@ private:
 };
 
 // Parameters of the two INSERTs, resolved once: each row's own parameters, 1-based.
-// sock_ident: ?1 = netns_id (shared); own: ident_id, then the identity columns but netns_id.
+// sock_ident: ?1 = netns_id (shared); own: the identity columns but netns_id. ident_id is
+// SQLite's (the largest + 1, as ever): appending that way skips a seek per row.
 // sock_runs: ?1 = first_snapshot_id = last_snapshot_id (shared); own: run_id, ident_id, then
 // the run columns.
 struct SocketParams {
   std::span<const std::string_view> ident_all = store::sock_ident_columns();
   std::vector<std::string_view> ident = own_ident_columns(ident_all);
   std::span<const std::string_view> run = store::sock_run_columns();
-  int ident_id = 1;
-  int family = param(ident, "family", 1), type = param(ident, "type", 1),
-      proto = param(ident, "proto", 1), local_addr_id = param(ident, "local_addr_id", 1),
-      local_port = param(ident, "local_port", 1),
-      remote_addr_id = param(ident, "remote_addr_id", 1),
-      remote_port = param(ident, "remote_port", 1), inode = param(ident, "inode", 1),
-      cookie = param(ident, "cookie", 1), uid = param(ident, "uid", 1),
-      path = param(ident, "path", 1), peer_inode = param(ident, "peer_inode", 1);
+  int family = param(ident, "family"), type = param(ident, "type"), proto = param(ident, "proto"),
+      local_addr_id = param(ident, "local_addr_id"), local_port = param(ident, "local_port"),
+      remote_addr_id = param(ident, "remote_addr_id"), remote_port = param(ident, "remote_port"),
+      inode = param(ident, "inode"), cookie = param(ident, "cookie"), uid = param(ident, "uid"),
+      path = param(ident, "path"), peer_inode = param(ident, "peer_inode");
   int run_id = 1, run_ident_id = 2;
   int state = param(run, "state", 2), rx_queue = param(run, "rx_queue", 2),
       tx_queue = param(run, "tx_queue", 2), timer = param(run, "timer", 2),
@@ -261,7 +259,7 @@ struct SocketParams {
   }
 
   RowsInsert ident_insert(store::Db& db) const {
-    std::vector<RowsInsert::Column> cols{{"ident_id", 0}};
+    std::vector<RowsInsert::Column> cols;
     for (const std::string_view c : ident_all) {
       cols.push_back({std::string(c), c == "netns_id" ? 1 : 0});
     }
@@ -414,7 +412,6 @@ void SnapshotFile::insert_idents(SocketStmts& st,
     for (size_t k = 0; k < n; ++k) {
       const SocketRow& r = *rows[at + k];
       const int b = st.ident.base(k);
-      ins.set(b + p.ident_id, m_last_ident + 1 + static_cast<int64_t>(k));
       ins.set(b + p.family, static_cast<int64_t>(r.family));
       ins.set(b + p.type, static_cast<int64_t>(r.type));
       ins.set(b + p.proto, static_cast<int64_t>(r.proto));
@@ -437,6 +434,11 @@ void SnapshotFile::insert_idents(SocketStmts& st,
     }
     ins.run();
     m_last_ident += static_cast<int64_t>(n);
+    // The runs name these ids: they must be the ones SQLite chose.
+    if (m_db->last_insert_rowid() != m_last_ident) {
+      throw std::logic_error("writer: sock_ident ids are not the expected "
+                             + std::to_string(m_last_ident));
+    }
     at += n;
   }
 }
