@@ -347,16 +347,13 @@ Snapshot take_snapshot(const CaptureOptions& opts, const HostInfo& host, SocketS
   snap.start = read_clocks();
   snap.netns_mode = opts.netns == NetnsMode::all ? "all" : "self";
 
-  // The fd walk dominates the cost (one readlink per fd); it runs beside the socket dumps.
-  // With a sink, the scan is handed to it when done: the sink writes what needs no owner
-  // (identities) meanwhile, and the rest once the owners are known.
+  // The fd walk dominates the cost (one readlink per fd). Without a sink it runs beside the
+  // socket dumps. With one, it runs first, on every core, so that the sink can insert each
+  // chunk of rows, owners included, while the kernel builds the next one.
   std::future<OwnerScan> owners;
-  std::future<void> owners_to_sink;
   if (sink != nullptr) {
-    owners_to_sink = std::async(std::launch::async, [&snap, sink] {
-      snap.owners = scan_owners(); // only this thread touches snap.owners until get()
-      sink->owners(snap.owners);
-    });
+    snap.owners = scan_owners();
+    sink->owners(snap.owners);
   } else {
     owners = std::async(std::launch::async, [] { return scan_owners(); });
   }
@@ -373,7 +370,6 @@ Snapshot take_snapshot(const CaptureOptions& opts, const HostInfo& host, SocketS
     snap.namespaces.push_back(capture_netns(ref, opts, ref.inode == host.self_netns, sink));
   }
   if (sink != nullptr) {
-    owners_to_sink.get();
     sink->flush();
   } else {
     snap.owners = owners.get();
