@@ -5,6 +5,7 @@
 #include <sockrewind/store/atomic_file.hpp>
 #include <sockrewind/store/db.hpp>
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -53,17 +54,22 @@ private:
   SocketStmts prepare_socket_stmts();
   static ExtraOwners extra_owners(const OwnerScan& owners);
   int64_t next_snapshot_id();
-  void insert_sockets(SocketStmts& st,
-                      int64_t sid,
-                      int64_t nid,
-                      std::span<const SocketRow> rows,
-                      const OwnerScan& owners,
-                      const ExtraOwners& extra);
+  // The identities of `rows` (sock_ident), numbered from m_last_ident + 1 on.
+  void insert_idents(SocketStmts& st, int64_t nid, std::span<const SocketRow* const> rows);
+  // Their runs (sock_runs, extra_owners, tcp_info) in snapshot `sid`: rows[k]'s identity is
+  // first_ident + k; run ids from m_last_run + 1 on.
+  void insert_runs(SocketStmts& st,
+                   int64_t sid,
+                   std::span<const SocketRow* const> rows,
+                   int64_t first_ident,
+                   const OwnerScan& owners,
+                   const ExtraOwners& extra);
   // Everything of a snapshot but its socket rows: the snapshot row, issues, namespaces,
   // sources, counters, limits, processes.
   void write_rest(int64_t sid, const Snapshot& snap, uint64_t socket_count);
   int64_t netns_id(uint64_t inode);
   int64_t addr_id(uint8_t family, const uint8_t* addr, uint8_t len);
+  void remember_addr(const uint8_t* addr, uint8_t len, int64_t id);
   int64_t counter_name_id(const std::string& file, const std::string& name);
 
   std::string m_dir;
@@ -73,8 +79,12 @@ private:
   std::unique_ptr<store::Db> m_db;
   std::map<uint64_t, int64_t> m_netns;
   std::map<std::string, int64_t> m_addrs;
+  std::array<uint8_t, 16> m_last_addr{}; // the last address looked up, its length and id
+  int m_last_addr_len = -1;
+  int64_t m_last_addr_id = 0;
   std::map<std::pair<std::string, std::string>, int64_t> m_counter_names;
-  int64_t m_last_run = 0; // sock_runs.run_id of the last socket written
+  int64_t m_last_run = 0;   // sock_runs.run_id of the last socket written
+  int64_t m_last_ident = 0; // sock_ident.ident_id of the last socket written
 };
 
 // "host-yyyymmddTHHMMSSZ" for a CLOCK_REALTIME value.
