@@ -91,6 +91,24 @@ std::string streamed(const sa::Detector& d, const sa::Series& s, unsigned order_
   return dump(sink.take());
 }
 
+// An orphan (closed, no fd) in FIN-WAIT-1 with unsent data toward 127.0.0.1:8080.
+sockrewind::synth::Sock stuck_orphan(uint16_t lport, uint64_t cookie) {
+  return {.state = 4,
+          .lport = lport,
+          .rport = 8080,
+          .tx = 200000,
+          .inode = 0,
+          .cookie = cookie,
+          .timer = 1,
+          .retrans = 0};
+}
+
+// A socket pid 200 shut down for writing and keeps (FIN-WAIT-2 with an fd).
+sockrewind::synth::Sock owned_fin_wait2() {
+  return {
+      .state = 5, .lport = 42000, .rport = 9090, .inode = 9000, .cookie = 90, .owners = {{200, 4}}};
+}
+
 // Ten minutes of orphans near tcp_max_orphans, three of them stuck in FIN-WAIT-1 with data
 // (the same age: their order is a tie), and an owned FIN-WAIT-2.
 sa::Series orphans(const sockrewind::test::TempDir& dir) {
@@ -102,21 +120,9 @@ sa::Series orphans(const sockrewind::test::TempDir& dir) {
     s.counters["TCP.orphan"] = 400 + 10 * i;
     s.limits["net.ipv4.tcp_max_orphans"] = "1000";
     for (uint16_t k = 0; k < 3; ++k) {
-      s.sockets.push_back({.state = 4,
-                           .lport = static_cast<uint16_t>(41000 + k),
-                           .rport = 8080,
-                           .tx = 200000,
-                           .inode = 0,
-                           .cookie = 70U + k,
-                           .timer = 1,
-                           .retrans = 0});
+      s.sockets.push_back(stuck_orphan(static_cast<uint16_t>(41000 + k), 70U + k));
     }
-    s.sockets.push_back({.state = 5,
-                         .lport = 42000,
-                         .rport = 9090,
-                         .inode = 9000,
-                         .cookie = 90,
-                         .owners = {{200, 4}}});
+    s.sockets.push_back(owned_fin_wait2());
     snaps.push_back(std::move(s));
   }
   synth::write_series(dir.path().string(), synth::Host{}, snaps);
@@ -136,14 +142,7 @@ void closing(const sockrewind::test::TempDir& dir) {
     s.limits["net.ipv4.tcp_max_orphans"] = "1000";
     const auto u = static_cast<uint32_t>(i);
     if (i < 7) {
-      s.sockets.push_back({.state = 4,
-                           .lport = 41000,
-                           .rport = 8080,
-                           .tx = 200000,
-                           .inode = 0,
-                           .cookie = 70,
-                           .timer = 1,
-                           .retrans = 0});
+      s.sockets.push_back(stuck_orphan(41000, 70));
       for (uint16_t k = 0; k < 2; ++k) {
         s.sockets.push_back({.state = 8,
                              .lport = 7203,
@@ -174,12 +173,7 @@ void closing(const sockrewind::test::TempDir& dir) {
                            .drops = 100 * u * u,
                            .owners = {{100, 21}}});
     }
-    s.sockets.push_back({.state = 5,
-                         .lport = 42000,
-                         .rport = 9090,
-                         .inode = 9000,
-                         .cookie = 90,
-                         .owners = {{200, 4}}});
+    s.sockets.push_back(owned_fin_wait2());
     file.push_back(std::move(s));
     if (file.size() == 4) {
       synth::write_series(dir.path().string(), synth::Host{}, file);
