@@ -146,24 +146,15 @@ void Pass::track(const Context& ctx, const Track& t, Sink& /*out*/) {
   }
   Range best_streak;
   double best_age = -1;
-  for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
-    size_t begin = c.begin;
-    for (size_t i = c.begin; i <= c.end; ++i) {
-      if (i < c.end && leaked_state(t.samples[i])) {
-        continue;
-      }
-      if (i > begin) {
-        const Sample& a = t.samples[begin];
-        const Sample& b = t.samples[i - 1];
-        const bool sending =
-            a.bytes_acked != k_na64 && b.bytes_acked != k_na64 && b.bytes_acked > a.bytes_acked;
-        const double age = ctx.seconds(a.snap, b.snap);
-        if (!sending && age > best_age) {
-          best_streak = {begin, i};
-          best_age = age;
-        }
-      }
-      begin = i + 1;
+  for (const Range& r : ctx.streaks(t, leaked_state)) {
+    const Sample& a = t.samples[r.begin];
+    const Sample& b = t.samples[r.end - 1];
+    const bool sending =
+        a.bytes_acked != k_na64 && b.bytes_acked != k_na64 && b.bytes_acked > a.bytes_acked;
+    const double age = ctx.seconds(a.snap, b.snap);
+    if (!sending && age > best_age) {
+      best_streak = r;
+      best_age = age;
     }
   }
   if (best_age < 0) {
