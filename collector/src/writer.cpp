@@ -356,7 +356,16 @@ int64_t SnapshotFile::addr_id(uint8_t family, const uint8_t* addr, uint8_t len) 
   const int64_t id = m_db->last_insert_rowid();
   m_addrs.emplace(std::move(key), id);
   remember_addr(addr, len, id);
+  m_max_addr_id = std::max(m_max_addr_id, id);
   return id;
+}
+
+void SnapshotFile::forget_addrs_after(int64_t mark) {
+  std::erase_if(m_addrs, [mark](const auto& kv) { return kv.second > mark; });
+  if (m_last_addr_id > mark) {
+    m_last_addr_len = -1;
+  }
+  m_max_addr_id = std::min(m_max_addr_id, mark);
 }
 
 void SnapshotFile::remember_addr(const uint8_t* addr, uint8_t len, int64_t id) {
@@ -679,6 +688,7 @@ private:
     bool in_table = false;
     size_t table_mark = 0; // pend.runs.size() when the open table began
     int64_t ident_mark = 0;
+    int64_t addr_mark = 0;
     for (;;) {
       Msg m;
       {
@@ -713,6 +723,7 @@ private:
           in_table = true;
           table_mark = pend.runs.size();
           ident_mark = m_file.m_last_ident;
+          addr_mark = m_file.m_max_addr_id;
           m_file.m_db->exec("SAVEPOINT socket_table");
           break;
         case Kind::rows:
@@ -738,6 +749,9 @@ private:
             // The next identities take the ids of the dropped ones, as ROWIDs chosen by
             // SQLite (max + 1) did; run_ids are not reused.
             m_file.m_last_ident = ident_mark;
+            // Addresses first seen in the table are gone with it, and SQLite gives their ids
+            // to the next new ones: the cache must not answer with them.
+            m_file.forget_addrs_after(addr_mark);
             pend.idents.clear();
             pend.idents_done = 0;
             pend.runs.resize(table_mark);
@@ -774,13 +788,17 @@ private:
 };
 
 Snapshot SnapshotFile::capture(const CaptureOptions& opts, const HostInfo& host) {
+  return capture_with([&](SocketSink* sink) { return take_snapshot(opts, host, sink); });
+}
+
+Snapshot SnapshotFile::capture_with(const std::function<Snapshot(SocketSink*)>& take) {
   store::Txn txn(*m_db);
   const int64_t sid = next_snapshot_id();
   Snapshot snap;
   uint64_t socket_count = 0;
   {
     Stream stream(*this, sid);
-    snap = take_snapshot(opts, host, &stream);
+    snap = take(&stream);
     stream.flush();
     stream.rethrow_if_failed();
     socket_count = stream.rows_written();

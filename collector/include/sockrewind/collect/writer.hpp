@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -39,6 +40,9 @@ public:
   // capture goes on (take_snapshot with a sink). The returned snapshot has no socket rows
   // (NetnsCapture::socket_rows counts them). Throws like write().
   Snapshot capture(const CaptureOptions& opts, const HostInfo& host);
+  // The same with another source of the snapshot: `take` is called once with the sink, and
+  // must call it as take_snapshot does (tests use it to make a dump fail part-way).
+  Snapshot capture_with(const std::function<Snapshot(SocketSink*)>& take);
 
   // Makes the file durable and visible under DIR/BASE.sqlite (or BASE-2.sqlite, ... when that
   // name is taken). Returns the final path.
@@ -70,6 +74,8 @@ private:
   int64_t netns_id(uint64_t inode);
   int64_t addr_id(uint8_t family, const uint8_t* addr, uint8_t len);
   void remember_addr(const uint8_t* addr, uint8_t len, int64_t id);
+  // Forgets the cached addresses with an id above `mark` (their rows were rolled back).
+  void forget_addrs_after(int64_t mark);
   int64_t counter_name_id(const std::string& file, const std::string& name);
 
   std::string m_dir;
@@ -82,6 +88,7 @@ private:
   std::array<uint8_t, 16> m_last_addr{}; // the last address looked up, its length and id
   int m_last_addr_len = -1;
   int64_t m_last_addr_id = 0;
+  int64_t m_max_addr_id = 0; // the largest addrs.addr_id inserted
   std::map<std::pair<std::string, std::string>, int64_t> m_counter_names;
   int64_t m_last_run = 0;   // sock_runs.run_id of the last socket written
   int64_t m_last_ident = 0; // sock_ident.ident_id of the last socket written
