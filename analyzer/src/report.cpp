@@ -407,78 +407,200 @@ void write_file_atomically(const std::string& path, const std::string& data) {
   }
 }
 
-std::vector<Finding> run_detectors(const Series& series, const ReportOptions& opts) {
-  const std::map<std::string, Params> params = build_params(opts);
-  // Detectors are pure functions of the (read-only) series: run them on all cores, each into
-  // its own list, then merge in registry order so the output does not depend on scheduling.
-  const std::vector<Detector>& all = detectors();
-  std::vector<std::vector<Finding>> per(all.size());
-  // A small series (one bug-report file, a fuzzer's input) is analyzed before threads would
-  // have started: one more thread per 20,000 samples (a second from 40,000), at most 4.
-  constexpr size_t k_samples_per_thread = 20000;
-  size_t samples = 0;
-  for (const Timeline& tl : series.timelines) {
-    for (const Track& t : tl.tracks) {
-      samples += t.samples.size();
-    }
-  }
-  const unsigned workers = static_cast<unsigned>(
-      std::clamp<size_t>(samples / k_samples_per_thread,
-                         1,
-                         std::max(1U, std::min(4U, std::thread::hardware_concurrency()))));
-  std::atomic<size_t> next{0};
-  Progress progress("analyzing", all.size());
-  const auto work = [&] {
-    for (size_t i = next++; i < all.size(); i = next++) {
-      const auto p = params.find(all[i].id);
-      if (p != params.end()) {
-        Sink sink;
-        for (const Timeline& tl : series.timelines) {
-          const Context ctx(series, tl, p->second);
-          run_detector(all[i], ctx, sink);
-        }
-        per[i] = sink.take();
+namespace {
+
+// The selected detectors over one series. A pass sees tracks as they are given (by the load as
+// their sockets close, or all at once), then finishes; a check runs once the series is whole.
+// While streaming, the samples of a track that no check keeps are let go once the passes have
+// seen it, so that the series held is what the checks read, not everything loaded.
+class DetectorRun final : public TrackObserver {
+public:
+  explicit DetectorRun(const ReportOptions& opts) : m_params(build_params(opts)) {
+    const std::vector<Detector>& all = detectors();
+    m_sinks.resize(all.size());
+    for (size_t i = 0; i < all.size(); ++i) {
+      const auto p = m_params.find(all[i].id);
+      if (p == m_params.end()) {
+        continue;
       }
-      progress.add();
+      m_selected.push_back({&all[i], &p->second, i});
+      m_drop = m_drop && (all[i].check == nullptr || all[i].keep != nullptr);
     }
+  }
+
+  // Every pass sees `tracks` of timeline `tli`.
+  void run_passes(const Series& series, uint32_t tli, const std::vector<uint32_t>& tracks) {
+    const Timeline& tl = series.timelines[tli];
+    if (m_passes.size() <= tli) {
+      m_passes.resize(tli + 1);
+    }
+    m_passes[tli].resize(m_selected.size());
+    for (size_t k = 0; k < m_selected.size(); ++k) {
+      const Selected& d = m_selected[k];
+      if (d.detector->pass == nullptr) {
+        continue;
+      }
+      // A new Context each time: the timeline has grown since the last call (its caches would
+      // hold the counters of fewer snapshots).
+      const Context ctx(series, tl, *d.params);
+      std::unique_ptr<TrackPass>& p = m_passes[tli][k];
+      if (!p) {
+        p = d.detector->pass(ctx);
+      }
+      for (const uint32_t idx : tracks) {
+        p->track(ctx, tl.tracks[idx], m_sinks[d.index]);
+      }
+    }
+  }
+
+  void closed(Series& series, uint32_t tli, const std::vector<uint32_t>& tracks) override {
+    run_passes(series, tli, tracks);
+    if (!m_drop) {
+      return;
+    }
+    Timeline& tl = series.timelines[tli];
+    std::vector<Context> ctx;
+    for (const Selected& d : m_selected) {
+      if (d.detector->check != nullptr) {
+        ctx.emplace_back(series, tl, *d.params);
+      }
+    }
+    for (const uint32_t idx : tracks) {
+      Track& t = tl.tracks[idx];
+      size_t c = 0;
+      bool kept = false;
+      for (const Selected& d : m_selected) {
+        if (d.detector->check != nullptr) {
+          kept = kept || d.detector->keep(ctx[c], t);
+          ++c;
+        }
+      }
+      if (!kept) {
+        m_dropped += t.samples.size();
+        std::vector<Sample>().swap(t.samples);
+      }
+    }
+  }
+
+  // The samples let go while streaming.
+  size_t dropped() const { return m_dropped; }
+
+  // The passes finish and the checks run (on all cores, each detector into its own list,
+  // merged in registry order so the output does not depend on scheduling); the findings
+  // escalated and ordered.
+  std::vector<Finding> finish(const Series& series) {
+    // A small series (one bug-report file, a fuzzer's input) is analyzed before threads would
+    // have started: one more thread per 20,000 samples (a second from 40,000), at most 4.
+    constexpr size_t k_samples_per_thread = 20000;
+    size_t samples = m_dropped;
+    for (const Timeline& tl : series.timelines) {
+      for (const Track& t : tl.tracks) {
+        samples += t.samples.size();
+      }
+    }
+    const unsigned workers = static_cast<unsigned>(
+        std::clamp<size_t>(samples / k_samples_per_thread,
+                           1,
+                           std::max(1U, std::min(4U, std::thread::hardware_concurrency()))));
+    m_passes.resize(series.timelines.size());
+    for (auto& v : m_passes) {
+      v.resize(m_selected.size());
+    }
+    std::atomic<size_t> next{0};
+    Progress progress("analyzing", m_selected.size());
+    const auto work = [&] {
+      for (size_t k = next++; k < m_selected.size(); k = next++) {
+        const Selected& d = m_selected[k];
+        Sink& sink = m_sinks[d.index];
+        for (uint32_t tli = 0; tli < series.timelines.size(); ++tli) {
+          const Context ctx(series, series.timelines[tli], *d.params);
+          if (d.detector->check != nullptr) {
+            d.detector->check(ctx, sink);
+            continue;
+          }
+          std::unique_ptr<TrackPass>& p = m_passes[tli][k];
+          if (!p) { // not streamed: every track now, in index order
+            p = d.detector->pass(ctx);
+            for (const Track& t : ctx.tracks()) {
+              p->track(ctx, t, sink);
+            }
+          }
+          p->finish(ctx, sink);
+        }
+        progress.add();
+      }
+    };
+    std::vector<std::future<void>> running;
+    for (unsigned w = 1; w < workers; ++w) {
+      running.push_back(std::async(std::launch::async, work));
+    }
+    work();
+    for (auto& r : running) {
+      r.get(); // rethrows a detector's exception
+    }
+    std::vector<Finding> findings;
+    for (Sink& sink : m_sinks) {
+      std::vector<Finding> v = sink.take();
+      std::move(v.begin(), v.end(), std::back_inserter(findings));
+    }
+    escalate(findings);
+    std::stable_sort(findings.begin(), findings.end(), [](const Finding& a, const Finding& b) {
+      if (a.severity != b.severity) {
+        return a.severity > b.severity;
+      }
+      const size_t ra = detector_rank(a.detector);
+      const size_t rb = detector_rank(b.detector);
+      if (ra != rb) {
+        return ra < rb;
+      }
+      if (a.weight != b.weight) {
+        return a.weight > b.weight;
+      }
+      return a.first_seen_ns < b.first_seen_ns;
+    });
+    return findings;
+  }
+
+private:
+  struct Selected {
+    const Detector* detector;
+    const Params* params;
+    size_t index; // in detectors()
   };
-  std::vector<std::future<void>> running;
-  for (unsigned w = 1; w < workers; ++w) {
-    running.push_back(std::async(std::launch::async, work));
+
+  std::map<std::string, Params> m_params;
+  std::vector<Selected> m_selected;
+  std::vector<Sink> m_sinks; // per detector, in registry order
+  // Per timeline, per selected detector: its pass once it has seen tracks.
+  std::vector<std::vector<std::unique_ptr<TrackPass>>> m_passes;
+  bool m_drop = true; // every selected check keeps only some tracks
+  size_t m_dropped = 0;
+};
+
+} // namespace
+
+std::vector<Finding> run_detectors(const Series& series, const ReportOptions& opts) {
+  DetectorRun run(opts);
+  return run.finish(series);
+}
+
+Analysis analyze_files(const ReportOptions& opts) {
+  // Validates the options before the (possibly long) load.
+  DetectorRun run(opts);
+  Analysis a;
+  a.series = load_series(opts.paths, {}, &run);
+  if (run.dropped() > 0) {
+    drop_empty_tracks(a.series);
   }
-  work();
-  for (auto& r : running) {
-    r.get(); // rethrows a detector's exception
-  }
-  std::vector<Finding> findings;
-  for (auto& v : per) {
-    std::move(v.begin(), v.end(), std::back_inserter(findings));
-  }
-  escalate(findings);
-  std::stable_sort(findings.begin(), findings.end(), [](const Finding& a, const Finding& b) {
-    if (a.severity != b.severity) {
-      return a.severity > b.severity;
-    }
-    const size_t ra = detector_rank(a.detector);
-    const size_t rb = detector_rank(b.detector);
-    if (ra != rb) {
-      return ra < rb;
-    }
-    if (a.weight != b.weight) {
-      return a.weight > b.weight;
-    }
-    return a.first_seen_ns < b.first_seen_ns;
-  });
-  return findings;
+  check_series(a.series);
+  require_snapshots(opts.paths, a.series.snapshot_count());
+  a.findings = run.finish(a.series);
+  return a;
 }
 
 int write_report(const ReportOptions& opts, std::ostream& out) {
-  // Validate the options before the (possibly long) load.
-  (void)build_params(opts);
-  const Series series = load_series(opts.paths);
-  check_series(series);
-  require_snapshots(opts.paths, series.snapshot_count());
-  return render_report(series, run_detectors(series, opts), opts, out);
+  Analysis a = analyze_files(opts);
+  return render_report(a.series, std::move(a.findings), opts, out);
 }
 
 int render_report(const Series& series,

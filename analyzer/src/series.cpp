@@ -892,13 +892,13 @@ private:
     uint32_t* link = &head->second;
     for (uint32_t idx = fresh ? k_na : head->second; idx != k_na; idx = st.next[idx]) {
       Track& existing = tl.tracks[idx];
-      const Sample& last = existing.samples.back();
       link = &st.next[idx];
+      if (st.observed && st.reported[idx]) {
+        continue; // reported gone to a TrackObserver: complete, never extended (maybe empty)
+      }
+      const Sample& last = existing.samples.back();
       if (last.snap == x.snap) {
         continue; // this one is taken in this snapshot (e.g. identical unix embryos)
-      }
-      if (st.observed && st.reported[idx]) {
-        continue; // reported gone to a TrackObserver: complete, never extended
       }
       // Without a cookie, an inode N -> M (both non-zero) is a new socket on a reused 4-tuple;
       // 0 -> N is accept() and N -> 0 is close into TIME_WAIT.
@@ -977,6 +977,14 @@ void report_closed(Series& series, uint32_t tli, TimelineState& st, TrackObserve
   // The detectors look processes up by snapshot (Timeline::proc_at).
   sort_process_samples(tl);
   observer.closed(series, tli, closed);
+}
+
+void drop_empty_tracks(Series& series) {
+  for (Timeline& tl : series.timelines) {
+    const size_t before = tl.tracks.size();
+    std::erase_if(tl.tracks, [](const Track& t) { return t.samples.empty(); });
+    series.filtered = series.filtered || tl.tracks.size() != before;
+  }
 }
 
 Series load_series(const std::vector<std::string>& files,

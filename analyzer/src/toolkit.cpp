@@ -1,4 +1,5 @@
 // The detector toolkit (toolkit.hpp): context, finding builder and the grouping sink.
+#include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/time.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
 #include <sockrewind/assert.hpp>
@@ -156,6 +157,40 @@ Context::children(std::span<const uint8_t> states) const {
     it = m_children.emplace(key, children_by_listener(m_tl, listeners(), states)).first;
   }
   return it->second;
+}
+
+Context::SnapshotSockets Context::read_snapshot(uint32_t snap, SocketFilter filter) const {
+  const Snap& at = m_tl.snaps[snap];
+  filter.snapshots = {{m_tl.host, m_tl.boot_id, at.boottime_ns}};
+  filter.counters_and_limits = false;
+  SnapshotSockets out{load_series({m_series.files[at.file]}, filter)};
+  for (uint32_t i = 0; i < out.series.timelines.size(); ++i) {
+    const Timeline& tl = out.series.timelines[i];
+    if (tl.host != m_tl.host || tl.boot_id != m_tl.boot_id) {
+      continue;
+    }
+    const auto it = std::find_if(tl.snaps.begin(), tl.snaps.end(), [&](const Snap& s) {
+      return s.boottime_ns == at.boottime_ns;
+    });
+    if (it != tl.snaps.end()) {
+      out.timeline = i;
+      out.snap = static_cast<uint32_t>(it - tl.snaps.begin());
+      return out;
+    }
+  }
+  // The file held this snapshot when the series was loaded.
+  throw LoadError(m_series.files[at.file] + ": snapshot " + std::to_string(at.snapshot_id)
+                  + " is no longer there");
+}
+
+uint32_t Context::SnapshotSockets::process(const Process& p) const {
+  const std::vector<Process>& procs = tl().procs;
+  for (uint32_t i = 0; i < procs.size(); ++i) {
+    if (procs[i].pid == p.pid && procs[i].start_ticks == p.start_ticks) {
+      return i;
+    }
+  }
+  return k_na;
 }
 
 std::vector<uint32_t> Context::owners(const Sample& x) const {
@@ -488,6 +523,17 @@ Track track_part(const Track& t, Range r) {
 }
 
 // ---- added by det-proc
+
+bool listener_or_child(const Context& /*ctx*/, const Track& t) {
+  if (t.family == k_af_unix || t.proto != k_proto_tcp) {
+    return false;
+  }
+  return std::any_of(t.samples.begin(), t.samples.end(), [](const Sample& x) {
+    return x.state == k_listen
+           || (x.inode == 0
+               && (x.state == k_established || x.state == k_syn_recv || x.state == k_close_wait));
+  });
+}
 
 bool is_loopback_address(std::string_view addr) {
   if (addr.starts_with("::ffff:")) {

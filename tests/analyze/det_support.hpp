@@ -7,6 +7,8 @@
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/load.hpp>
 
+#include <catch2/catch.hpp>
+
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -17,7 +19,8 @@ inline constexpr int64_t k_t0 = 1'795'341'600'000'000'000; // 2026-11-22T10:00:0
 inline constexpr int64_t k_second = 1'000'000'000;
 inline constexpr int64_t k_minute = 60 * k_second;
 
-// Writes `snaps` to a temporary file and runs the detector `id` (with `set` overrides).
+// Writes `snaps` to a temporary file and runs the detector `id` (with `set` overrides), on the
+// loaded series and as `report` does (requiring the same findings).
 inline std::vector<analyze::Finding> run_detector(const std::vector<synth::Snap>& snaps,
                                                   const std::string& id,
                                                   std::vector<std::string> set = {}) {
@@ -27,7 +30,26 @@ inline std::vector<analyze::Finding> run_detector(const std::vector<synth::Snap>
   analyze::ReportOptions o;
   o.only = {id};
   o.set = std::move(set);
-  return analyze::run_detectors(s, o);
+  o.paths = s.files;
+  std::vector<analyze::Finding> whole = analyze::run_detectors(s, o);
+  // As `report` runs it (streamed, the tracks no check keeps let go): the same findings.
+  const std::vector<analyze::Finding> streamed = analyze::analyze_files(o).findings;
+  const auto dump = [](const std::vector<analyze::Finding>& fs) {
+    analyze::Json out = analyze::Json::array();
+    for (const analyze::Finding& f : fs) {
+      out.push_back({{"detector", f.detector},
+                     {"severity", analyze::severity_name(f.severity)},
+                     {"summary", f.summary},
+                     {"subject", f.subject},
+                     {"first_seen_ns", f.first_seen_ns},
+                     {"last_seen_ns", f.last_seen_ns},
+                     {"pid", f.pid},
+                     {"evidence", f.evidence}});
+    }
+    return out.dump(1);
+  };
+  REQUIRE(dump(streamed) == dump(whole));
+  return whole;
 }
 
 // How many findings are `sev` or worse.

@@ -253,7 +253,9 @@ Detector accept_queue_backlog_detector() {
                "backlogged, with the same connection queued, this long: not draining",
                Unit::seconds},
           },
-          &check};
+          &check,
+          nullptr,
+          &listener_or_child};
 }
 
 } // namespace sockrewind::analyze

@@ -285,9 +285,7 @@ Detector close_wait_leak_detector() {
            Unit::seconds},
       },
       nullptr,
-      [](const Context& /*ctx*/) -> std::unique_ptr<TrackPass> {
-        return std::make_unique<Pass>();
-      }};
+      make_pass<Pass>};
 }
 
 } // namespace sockrewind::analyze

@@ -330,7 +330,9 @@ Detector listen_overflow_detector() {
            Unit::seconds},
           {"window_seconds", 300, "recurrences count within this window", Unit::seconds},
       },
-      &check};
+      &check,
+      nullptr,
+      &listener_or_child};
 }
 
 } // namespace sockrewind::analyze

@@ -347,9 +347,7 @@ Detector orphan_pressure_detector() {
            Unit::seconds},
       },
       nullptr,
-      [](const Context& /*ctx*/) -> std::unique_ptr<TrackPass> {
-        return std::make_unique<Pass>();
-      }};
+      make_pass<Pass>};
 }
 
 } // namespace sockrewind::analyze

@@ -274,9 +274,7 @@ Detector rx_queue_growth_detector() {
           {"critical_seconds", 300, "at the buffer limit this long is critical", Unit::seconds},
       },
       nullptr,
-      [](const Context& /*ctx*/) -> std::unique_ptr<TrackPass> {
-        return std::make_unique<Pass>();
-      }};
+      make_pass<Pass>};
 }
 
 } // namespace sockrewind::analyze

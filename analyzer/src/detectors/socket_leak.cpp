@@ -263,36 +263,47 @@ void check(const Context& ctx, Sink& out) {
   if (flagged.empty()) {
     return;
   }
-  // One pass over all samples for the breakdowns of the flagged processes (every socket they
-  // hold, also when shared with other processes).
-  std::unordered_map<uint32_t, size_t> index; // proc -> flagged index
-  for (size_t k = 0; k < flagged.size(); ++k) {
-    index[flagged[k].proc] = k;
-  }
+  // The breakdowns of the flagged processes: every socket they hold (also when shared with
+  // other processes) in the snapshot of the breakdown, read back from its file (report keeps
+  // only listeners for this detector), once per snapshot.
   std::vector<Breakdown> breakdowns(flagged.size());
-  for (const Track& t : ctx.tracks()) {
-    for (const Sample& x : t.samples) {
-      if (x.owner == k_na) {
+  std::map<uint32_t, std::vector<size_t>> by_snap; // snapshot -> flagged indices
+  for (size_t k = 0; k < flagged.size(); ++k) {
+    by_snap[flagged[k].last_snap].push_back(k);
+  }
+  for (const auto& [snap, ks] : by_snap) {
+    const Context::SnapshotSockets back = ctx.read_snapshot(snap);
+    const Context bctx(back.series, back.tl(), ctx.params());
+    std::unordered_map<uint32_t, size_t> index; // process there -> flagged index
+    for (const size_t k : ks) {
+      const uint32_t p = back.process(tl.procs[flagged[k].proc]);
+      if (p != k_na) {
+        index[p] = k;
+      }
+    }
+    for (const Track& t : back.tl().tracks) {
+      const Sample* x = sample_at(t, back.snap);
+      if (x == nullptr || x->owner == k_na) {
         continue;
       }
-      for (const uint32_t o : ctx.owners(x)) {
+      for (const uint32_t o : bctx.owners(*x)) {
         const auto it = index.find(o);
-        if (it == index.end() || flagged[it->second].last_snap != x.snap) {
+        if (it == index.end()) {
           continue;
         }
         Breakdown& b = breakdowns[it->second];
         ++b.total;
-        b.by_kind[proto_name(t) + " " + state_name(x.state)]++;
+        b.by_kind[proto_name(t) + " " + state_name(x->state)]++;
         if (t.family == k_af_unix) {
           ++b.unix_sockets;
         } else if (t.proto == k_proto_tcp) {
-          b.close_wait += x.state == k_close_wait ? 1 : 0;
-          b.unconnected_tcp += x.state == k_close ? 1 : 0;
-          if (x.state == k_established) {
+          b.close_wait += x->state == k_close_wait ? 1 : 0;
+          b.unconnected_tcp += x->state == k_close ? 1 : 0;
+          if (x->state == k_established) {
             ++b.estab_tcp;
-            b.estab_to[endpoint(series, t, false)]++;
+            b.estab_to[endpoint(back.series, t, false)]++;
             b.estab_local[t.local_port]++;
-          } else if (x.state == k_listen) {
+          } else if (x->state == k_listen) {
             b.listen_ports.push_back(t.local_port);
           }
         }
@@ -463,7 +474,14 @@ Detector socket_leak_detector() {
                Unit::ratio},
               {"limit_seconds", 2, "at the limit this long is critical", Unit::seconds},
           },
-          &check};
+          &check,
+          nullptr,
+          // Listeners (full ones make EMFILE's evidence); the breakdowns are read back.
+          [](const Context& /*ctx*/, const Track& t) {
+            return std::any_of(t.samples.begin(), t.samples.end(), [](const Sample& x) {
+              return x.state == k_listen;
+            });
+          }};
 }
 
 } // namespace sockrewind::analyze

@@ -355,7 +355,9 @@ Detector syn_flood_detector() {
            Unit::ratio},
           {"pile_seconds", 3, "a pile-up lasting this long (gap-free) is a warning", Unit::seconds},
       },
-      &check};
+      &check,
+      nullptr,
+      &listener_or_child};
 }
 
 } // namespace sockrewind::analyze

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <string_view>
+#include <tuple>
 
 namespace sockrewind::analyze {
 
@@ -48,7 +49,6 @@ double longest(const Context& ctx, const std::vector<uint8_t>& flag) {
 }
 
 void check(const Context& ctx, Sink& out) {
-  const Series& series = ctx.series();
   const auto nsnaps = static_cast<uint32_t>(ctx.snapshots());
   const size_t nns = ctx.timeline().netns.size();
   uint32_t gns = k_na;
@@ -127,23 +127,39 @@ void check(const Context& ctx, Sink& out) {
       at = i;
     }
   }
+  // The sockets of that snapshot, read back from its file (report keeps no samples for this
+  // detector), with their own processes: `pctx` names their owners.
+  const Context::SnapshotSockets peak = ctx.read_snapshot(at);
+  const Context pctx(peak.series, peak.tl(), ctx.params());
   std::vector<std::pair<uint64_t, const Track*>> top;
-  for (const Track& t : ctx.tracks()) {
+  for (const Track& t : peak.tl().tracks) {
     if (t.family == k_af_unix || t.proto != k_proto_tcp) {
       continue;
     }
-    const Sample* x = sample_at(t, at);
+    const Sample* x = sample_at(t, peak.snap);
     if (x != nullptr && sock_mem(*x) > 0) {
       top.emplace_back(sock_mem(*x), &t);
     }
   }
   const size_t ntop = std::min<size_t>(top.size(), static_cast<size_t>(ctx.param("top_sockets")));
+  // Ties by inode then cookie: the same list whatever order the sockets were read in.
   std::partial_sort(top.begin(),
                     top.begin() + static_cast<std::ptrdiff_t>(ntop),
                     top.end(),
-                    [](const auto& a, const auto& b) { return a.first > b.first; });
+                    [&](const auto& a, const auto& b) {
+                      const uint64_t ia = sample_at(*a.second, peak.snap)->inode;
+                      const uint64_t ib = sample_at(*b.second, peak.snap)->inode;
+                      return std::tie(b.first, ia, a.second->cookie)
+                             < std::tie(a.first, ib, b.second->cookie);
+                    });
   top.resize(ntop);
-  const uint32_t subject_ns = !top.empty() ? top.front().second->netns : (gns == k_na ? 0 : gns);
+  uint32_t subject_ns = gns == k_na ? 0 : gns;
+  if (!top.empty()) {
+    const uint64_t inode = peak.tl().netns[top.front().second->netns].inode;
+    for (uint32_t i = 0; i < nns; ++i) {
+      subject_ns = ctx.timeline().netns[i].inode == inode ? i : subject_ns;
+    }
+  }
 
   FindingBuilder b(ctx, "tcp_memory_pressure");
   b.netns(subject_ns).seen(first, last);
@@ -172,9 +188,10 @@ void check(const Context& ctx, Sink& out) {
   }
   if (!top.empty()) {
     const Track& t = *top.front().second;
-    s += "; largest " + proto_name(t) + " " + endpoint(series, t, true) + " -> "
-         + endpoint(series, t, false) + " " + human_bytes(static_cast<double>(top.front().first))
-         + " (" + ctx.owners_text(*sample_at(t, at), "no owner") + ")";
+    s += "; largest " + proto_name(t) + " " + endpoint(peak.series, t, true) + " -> "
+         + endpoint(peak.series, t, false) + " "
+         + human_bytes(static_cast<double>(top.front().first)) + " ("
+         + pctx.owners_text(*sample_at(t, peak.snap), "no owner") + ")";
   }
   b.summary(std::move(s)).weight(pm ? static_cast<double>(*pm) : 0.0);
 
@@ -195,20 +212,21 @@ void check(const Context& ctx, Sink& out) {
   }
   Json jt = Json::array();
   for (const auto& [bytes, t] : top) {
-    const Sample* x = sample_at(*t, at);
-    const uint32_t who = ctx.culprit(*x);
+    const Sample* x = sample_at(*t, peak.snap);
+    const uint32_t who = pctx.culprit(*x);
     Json j;
-    j["local"] = endpoint(series, *t, true);
-    j["remote"] = endpoint(series, *t, false);
+    j["local"] = endpoint(peak.series, *t, true);
+    j["remote"] = endpoint(peak.series, *t, false);
     j["state"] = state_name(x->state);
-    j["netns"] = ctx.timeline().netns[t->netns].inode;
+    j["netns"] = peak.tl().netns[t->netns].inode;
     j["rmem_alloc"] = x->rmem_alloc == k_na ? Json(nullptr) : Json(x->rmem_alloc);
     j["wmem_queued"] = x->wmem_queued == k_na ? Json(nullptr) : Json(x->wmem_queued);
     j["bytes"] = bytes;
     j["inode"] = x->inode;
-    j["pid"] = who == k_na ? Json(nullptr) : Json(ctx.processes()[who].pid);
-    j["comm"] = who == k_na ? Json(nullptr) : Json(series.strings.get(ctx.processes()[who].comm));
-    j["owners"] = ctx.owners_text(*x, "no owner");
+    j["pid"] = who == k_na ? Json(nullptr) : Json(pctx.processes()[who].pid);
+    j["comm"] =
+        who == k_na ? Json(nullptr) : Json(peak.series.strings.get(pctx.processes()[who].comm));
+    j["owners"] = pctx.owners_text(*x, "no owner");
     jt.push_back(std::move(j));
   }
   b.fact("peak_mem_pages", pm ? Json(*pm) : Json(nullptr));
@@ -249,7 +267,10 @@ Detector tcp_memory_pressure_detector() {
               {"critical_seconds", 4, "...and critical when it lasts this long", Unit::seconds},
               {"top_sockets", 10, "sockets listed by rmem_alloc + wmem_queued", Unit::count},
           },
-          &check};
+          &check,
+          nullptr,
+          // No track: the top sockets at the peak are read back from the file.
+          [](const Context& /*ctx*/, const Track& /*t*/) { return false; }};
 }
 
 } // namespace sockrewind::analyze

@@ -343,9 +343,7 @@ Detector udp_drops_detector() {
            Unit::per_second},
       },
       nullptr,
-      [](const Context& /*ctx*/) -> std::unique_ptr<TrackPass> {
-        return std::make_unique<Pass>();
-      }};
+      make_pass<Pass>};
 }
 
 } // namespace sockrewind::analyze

@@ -189,7 +189,9 @@ Detector unaccepted_connection_detector() {
           {"critical_seconds", 60, "the same connection queued this long: critical", Unit::seconds},
           {"max_children_listed", 20, "children listed in the evidence, oldest first"},
       },
-      &check};
+      &check,
+      nullptr,
+      &listener_or_child};
 }
 
 } // namespace sockrewind::analyze

@@ -35,6 +35,18 @@ struct ReportOptions {
 // Runs the selected detectors over every timeline; findings escalated and ordered, most severe
 // first. Throws UsageError for unknown detector ids or bad --set values.
 std::vector<Finding> run_detectors(const Series& series, const ReportOptions& opts);
+
+// What `report` does before it renders: loads opts.paths with the detectors running as the
+// files are placed (each pass sees a track once its socket is gone; the samples of tracks no
+// check keeps are let go then, detector.hpp KeepFn), then runs the checks. The same findings
+// as run_detectors on the whole series; `series` holds only the tracks the checks keep.
+// Throws UsageError, LoadError as run_detectors and load_series do.
+struct Analysis {
+  Series series;
+  std::vector<Finding> findings;
+};
+
+Analysis analyze_files(const ReportOptions& opts);
 // Writes the report (to opts.output when set, else to `out`); returns the exit code (1 when
 // --fail-on is met, else 0). Throws LoadError when opts.output cannot be written.
 int write_report(const ReportOptions& opts, std::ostream& out);

@@ -102,14 +102,26 @@ public:
 
 using PassFn = std::unique_ptr<TrackPass> (*)(const Context& ctx);
 
+// The PassFn of a pass that starts with nothing from the timeline: `.pass = make_pass<Pass>`.
+template <class P> std::unique_ptr<TrackPass> make_pass(const Context& /*ctx*/) {
+  return std::make_unique<P>();
+}
+
+// The tracks a check reads: it must give the same findings on a timeline holding only the
+// tracks this returns true for (a superset is fine). report lets go of the samples of every
+// track no check keeps once the passes have seen it, when every check has one (see
+// tests/analyze/test_keep.cpp, which holds each to it).
+using KeepFn = bool (*)(const Context& ctx, const Track& t);
+
 // A detector has a check (it reads the timeline as it likes) or a pass (it reads it one track
-// at a time), never both.
+// at a time), never both. A check may say which tracks it reads (keep); nullptr = all.
 struct Detector {
   std::string id;    // one of DESIGN.md's detector ids
   std::string title; // one line
   std::vector<Threshold> thresholds;
   CheckFn check = nullptr;
   PassFn pass = nullptr;
+  KeepFn keep = nullptr;
 };
 
 // Runs `d` on one timeline: its check, or its pass over every track in index order.

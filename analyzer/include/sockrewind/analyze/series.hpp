@@ -221,7 +221,8 @@ struct SocketFilter {
 
 struct Series {
   std::vector<std::string> files;
-  // Loaded with an active SocketFilter: a snapshot holds fewer samples than Snap::sockets.
+  // Loaded with an active SocketFilter, or with tracks let go (drop_empty_tracks): a snapshot
+  // may hold fewer samples than Snap::sockets.
   bool filtered = false;
   std::vector<Timeline> timelines; // sorted by host, then first snapshot time
   Strings strings;
@@ -251,14 +252,19 @@ public:
   // snapshot earlier than one already placed); otherwise everything at the end. While
   // observed, a socket seen again after it was reported gone (absent from one snapshot, as
   // when its netns was not captured) starts a new track.
-  virtual void
-  closed(const Series& series, uint32_t timeline, const std::vector<uint32_t>& tracks) = 0;
+  // The observer may let go of the samples of `tracks` (clear them): the load never reads
+  // them again, and drop_empty_tracks() takes such tracks out once it is done.
+  virtual void closed(Series& series, uint32_t timeline, const std::vector<uint32_t>& tracks) = 0;
 };
 
 // Loads and merges `files` (already expanded). Throws LoadError naming the file on bad input.
 Series load_series(const std::vector<std::string>& files,
                    const SocketFilter& filter = {},
                    TrackObserver* observer = nullptr);
+
+// Takes out the tracks without samples (let go by a TrackObserver), keeping the others in
+// their order, and marks the series `filtered`.
+void drop_empty_tracks(Series& series);
 
 // SR_ASSERTs the shape load_series gives a Series (an InternalError when broken): every
 // timeline has snapshots, in strict CLOCK_BOOTTIME order, runs never decreasing; every index

@@ -173,6 +173,23 @@ public:
   // [{"pid", "comm", "start_ticks", "state"}] of every owner of `x` in its snapshot.
   Json owners_json(const Sample& x) const;
 
+  // ---- evidence read back
+  // The sockets of snapshot `snap`, read again from its file (only those `filter` selects):
+  // for the evidence of the few subjects that fire, whose samples report may have let go of
+  // (detector.hpp KeepFn). Throws LoadError like load_series.
+  struct SnapshotSockets {
+    Series series; // one file's snapshots; samples in this snapshot only
+    uint32_t timeline = 0;
+    uint32_t snap = 0; // in series.timelines[timeline]
+
+    const Timeline& tl() const { return series.timelines[timeline]; }
+
+    // The index in tl().procs of the process (pid, start_ticks), or k_na.
+    uint32_t process(const Process& p) const;
+  };
+
+  SnapshotSockets read_snapshot(uint32_t snap, SocketFilter filter = {}) const;
+
 private:
   const Series& m_series;
   const Timeline& m_tl;
@@ -266,6 +283,11 @@ private:
 // A copy of `t` (its identity) holding only the samples in `r`: what a TrackPass keeps of a
 // track that may be gone by its finish().
 Track track_part(const Track& t, Range r);
+
+// The keep (detector.hpp KeepFn) of checks that read listeners and the connections queued at
+// them (ListenerIndex, Context::children): a TCP track with a LISTEN sample, or with an inode-0
+// sample in ESTAB, SYN-RECV or CLOSE-WAIT.
+bool listener_or_child(const Context& ctx, const Track& t);
 
 // ---- added by det-proc
 // A loopback address ("127.x", "::1", "::ffff:127.x").
