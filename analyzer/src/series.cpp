@@ -987,6 +987,65 @@ void drop_empty_tracks(Series& series) {
   }
 }
 
+// After a report: the reported tracks the observer emptied leave the timeline and the
+// loader's state (their keys, chains and flags), the others keeping their order, so that a
+// streamed load holds the open sockets and what the observer kept, not every socket so far.
+void forget_emptied(Timeline& tl, TimelineState& st) {
+  const size_t n = tl.tracks.size();
+  std::vector<uint32_t> to(n, k_na);
+  uint32_t kept = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (!st.reported[i] || !tl.tracks[i].samples.empty()) {
+      to[i] = kept++;
+    }
+  }
+  if (kept == n) {
+    return;
+  }
+  // Each key's chain without the emptied tracks (old indices), then every index renumbered.
+  for (auto it = st.tracks.begin(); it != st.tracks.end();) {
+    uint32_t head = k_na;
+    uint32_t* link = &head;
+    for (uint32_t idx = it->second; idx != k_na;) {
+      const uint32_t after = st.next[idx];
+      if (to[idx] != k_na) {
+        *link = idx;
+        link = &st.next[idx];
+      }
+      idx = after;
+    }
+    *link = k_na;
+    if (head == k_na) {
+      it = st.tracks.erase(it);
+    } else {
+      it->second = to[head];
+      ++it;
+    }
+  }
+  std::vector<uint32_t> next(kept);
+  std::vector<uint32_t> touched_by(kept);
+  std::vector<bool> reported(kept);
+  std::vector<Track> tracks;
+  tracks.reserve(kept);
+  for (uint32_t i = 0; i < n; ++i) {
+    if (to[i] == k_na) {
+      continue;
+    }
+    next[to[i]] = st.next[i] == k_na ? k_na : to[st.next[i]];
+    touched_by[to[i]] = st.touched_by[i];
+    reported[to[i]] = st.reported[i];
+    tracks.push_back(std::move(tl.tracks[i]));
+  }
+  for (uint32_t& idx : st.open) {
+    idx = to[idx]; // open tracks are never reported
+  }
+  st.next = std::move(next);
+  st.touched_by = std::move(touched_by);
+  st.reported = std::move(reported);
+  tl.tracks = std::move(tracks);
+  st.tracks.rehash(0); // give back the buckets of the keys gone
+}
+
 Series load_series(const std::vector<std::string>& files,
                    const SocketFilter& filter,
                    TrackObserver* observer) {
@@ -1140,6 +1199,7 @@ Series load_series(const std::vector<std::string>& files,
       }
       if (early && !st.touched.empty()) {
         report_closed(series, static_cast<uint32_t>(tli), st, *observer);
+        forget_emptied(series.timelines[tli], st);
       }
       st.touched.clear();
     }

@@ -340,3 +340,107 @@ TEST_CASE("checks that keep some tracks: the same findings on those tracks alone
   CHECK(checks >= 6);
   CHECK(found >= 5);
 }
+
+namespace {
+
+// Keeps the listeners' samples and lets go of every other reported track's, noting each one it
+// let go of (its identity, first snapshot time and sample count) as it goes.
+class Forgetter final : public sa::TrackObserver {
+public:
+  void closed(sa::Series& s, uint32_t tl, const std::vector<uint32_t>& tracks) override {
+    for (const uint32_t i : tracks) {
+      sa::Track& t = s.timelines[tl].tracks[i];
+      if (listens(t)) {
+        continue;
+      }
+      gone.push_back(describe(s, s.timelines[tl], t));
+      t.samples.clear();
+      ++emptied;
+    }
+  }
+
+  static bool listens(const sa::Track& t) {
+    return std::any_of(t.samples.begin(), t.samples.end(), [](const sa::Sample& x) {
+      return x.state == sa::k_listen;
+    });
+  }
+
+  static std::string describe(const sa::Series& s, const sa::Timeline& tl, const sa::Track& t) {
+    return std::to_string(t.cookie) + " " + std::string(s.strings.get(t.remote_addr)) + ":"
+           + std::to_string(t.remote_port) + " from " + std::to_string(t.local_port) + " at "
+           + std::to_string(tl.snaps[t.samples.front().snap].realtime_ns) + " x"
+           + std::to_string(t.samples.size()) + " inode " + std::to_string(t.samples.front().inode);
+  }
+
+  std::vector<std::string> gone;
+  size_t emptied = 0;
+};
+
+// Twelve minutes in three files: a listener throughout, and connections without cookies (as
+// read from /proc) that reuse one 4-tuple with a new inode every two minutes, besides
+// connections with cookies that live one to five minutes.
+void churn(const sockrewind::test::TempDir& dir) {
+  using namespace sockrewind;
+  using namespace sockrewind::test;
+  std::vector<synth::Snap> file;
+  for (int i = 0; i < 12; ++i) {
+    synth::Snap s = snap_at(i);
+    s.sockets.push_back(listener(8080, 0, 128));
+    const auto u = static_cast<uint64_t>(i);
+    s.sockets.push_back({.lport = 8080,
+                         .rport = 50000,
+                         .inode = 7000 + u / 2,
+                         .owners = {{100, static_cast<int32_t>(30 + u / 2)}}});
+    for (uint64_t c = 0; c < 4; ++c) {
+      const uint64_t born = c * 3;
+      if (u >= born && u < born + 1 + c * 2) {
+        s.sockets.push_back({.lport = static_cast<uint16_t>(41000 + c),
+                             .rport = 9000,
+                             .inode = 6000 + c,
+                             .cookie = 600 + c,
+                             .owners = {{200, static_cast<int32_t>(40 + c)}}});
+      }
+    }
+    file.push_back(std::move(s));
+    if (file.size() == 4) {
+      synth::write_series(dir.path().string(), synth::Host{}, file);
+      file.clear();
+    }
+  }
+}
+
+} // namespace
+
+TEST_CASE("track observer: tracks let go during the load leave it, the others unchanged",
+          "[toolkit]") {
+  const sockrewind::test::TempDir dir;
+  churn(dir);
+  const std::vector<std::string> files = sa::expand_paths({dir.path().string()});
+  REQUIRE(files.size() == 3);
+  const sa::Series whole = sa::load_series(files);
+  Forgetter f;
+  sa::Series s = sa::load_series(files, {}, &f);
+  // Some were let go before the last file, so the loader had to forget them part-way.
+  CHECK(f.emptied > 0);
+  sa::drop_empty_tracks(s);
+  sa::check_series(s);
+  // What was let go is exactly the whole load's non-listeners, each once and complete.
+  std::vector<std::string> want_gone;
+  std::vector<std::string> want_kept;
+  for (const sa::Track& t : whole.timelines.at(0).tracks) {
+    (Forgetter::listens(t) ? want_kept : want_gone)
+        .push_back(Forgetter::describe(whole, whole.timelines[0], t));
+  }
+  std::vector<std::string> got_kept;
+  for (const sa::Track& t : s.timelines.at(0).tracks) {
+    got_kept.push_back(Forgetter::describe(s, s.timelines[0], t));
+  }
+  std::sort(want_gone.begin(), want_gone.end());
+  std::sort(f.gone.begin(), f.gone.end());
+  CHECK(want_gone.size() >= 10);
+  CHECK(f.gone == want_gone);
+  CHECK(got_kept == want_kept);
+  // The kept listener has all its samples.
+  REQUIRE(s.timelines[0].tracks.size() == 1);
+  CHECK(s.timelines[0].tracks[0].samples.size() == 12);
+}
