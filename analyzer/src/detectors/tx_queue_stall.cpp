@@ -17,12 +17,16 @@
 //                acknowledges data -> info.
 // tr=1 alone (data in flight) and tx=1 (a FIN) are normal and never count. One finding per
 // destination (remote address and port; remote address for a dead peer); a local receiver that
-// does not read is named.
+// does not read is named, read back from the snapshot where the stall ends (report keeps only
+// the sockets with a verdict: each is judged on its own samples).
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <string>
-#include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace sockrewind::analyze {
 
@@ -192,51 +196,133 @@ Json point(const Context& ctx, const Sample& x, const Sample* prev) {
   return j;
 }
 
-std::string conn_key(uint32_t netns, uint32_t la, uint16_t lp, uint32_t ra, uint16_t rp) {
-  return std::to_string(netns) + " " + std::to_string(la) + ":" + std::to_string(lp) + " "
-         + std::to_string(ra) + ":" + std::to_string(rp);
+// The strongest verdict over the gap-free runs of t's eligible samples (Kind::none: none).
+Verdict verdict(const Context& ctx, const Track& t) {
+  Verdict best;
+  if (t.family == k_af_unix || t.proto != k_proto_tcp) {
+    return best;
+  }
+  for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
+    size_t begin = c.begin;
+    for (size_t i = c.begin; i <= c.end; ++i) {
+      if (i == c.end || !eligible(t.samples[i])) {
+        if (i > begin) {
+          Verdict v = judge(ctx, t, {begin, i});
+          if (v.kind > best.kind) {
+            best = v;
+          }
+        }
+        begin = i + 1;
+      }
+    }
+  }
+  return best;
+}
+
+// The tracks the check reads (detector.hpp KeepFn): those with a verdict, exactly; the
+// receivers it names are read back.
+bool keep(const Context& ctx, const Track& t) {
+  return verdict(ctx, t).kind != Kind::none;
+}
+
+// `x`, a sample read back in `back`, as a sample of ctx's timeline in snapshot `snap`: its
+// owners are ctx's processes of the same pid and start time (and its owner set ctx's set of
+// them), so that ctx names them as it names its own samples (same order, same states).
+// nullopt when one of them is not among ctx's processes.
+std::optional<Sample>
+as_own(const Context& ctx, const Context::SnapshotSockets& back, const Sample& x, uint32_t snap) {
+  const auto own = [&](uint32_t p) -> uint32_t {
+    const Process& bp = back.tl().procs[p];
+    const auto& procs = ctx.processes();
+    const auto it = std::find_if(procs.begin(), procs.end(), [&](const Process& q) {
+      return q.pid == bp.pid && q.start_ticks == bp.start_ticks;
+    });
+    return it == procs.end() ? k_na : static_cast<uint32_t>(it - procs.begin());
+  };
+  Sample y = x;
+  y.snap = snap;
+  y.owner = x.owner == k_na ? k_na : own(x.owner);
+  y.owner_set = k_na;
+  if (x.owner != k_na && y.owner == k_na) {
+    return std::nullopt;
+  }
+  std::vector<uint32_t> set;
+  for (const uint32_t p : owners_of(back.tl(), x)) {
+    set.push_back(own(p));
+    if (set.back() == k_na) {
+      return std::nullopt;
+    }
+  }
+  if (set.size() > 1) {
+    std::sort(set.begin(), set.end());
+    const auto& sets = ctx.timeline().owner_sets;
+    const auto it = std::find(sets.begin(), sets.end(), set);
+    if (it == sets.end()) {
+      return std::nullopt;
+    }
+    y.owner_set = static_cast<uint32_t>(it - sets.begin());
+  }
+  return y;
+}
+
+// The local receivers of the stalls in `stalled` (t, snap): the TCP connection of t's netns
+// with its 4-tuple reversed, in that snapshot, read back from its file (report keeps only the
+// stalled senders), one read per snapshot and port. Its owners text, or "" for none.
+std::vector<std::string> receivers(const Context& ctx,
+                                   const std::vector<std::pair<const Track*, uint32_t>>& stalled) {
+  const Series& series = ctx.series();
+  std::vector<std::string> out(stalled.size());
+  std::map<std::pair<uint32_t, uint16_t>, std::vector<size_t>> reads; // (snap, port) -> stalls
+  for (size_t k = 0; k < stalled.size(); ++k) {
+    reads[{stalled[k].second, stalled[k].first->remote_port}].push_back(k);
+  }
+  for (const auto& [at, ks] : reads) {
+    SocketFilter filter;
+    filter.port = at.second;
+    const Context::SnapshotSockets back = ctx.read_snapshot(at.first, filter);
+    const Context bctx(back.series, back.tl(), ctx.params());
+    const Strings& bs = back.series.strings;
+    for (const size_t k : ks) {
+      const Track& t = *stalled[k].first;
+      const uint64_t netns = ctx.timeline().netns[t.netns].inode;
+      for (const Track& u : back.tl().tracks) {
+        const Sample* x = sample_at(u, back.snap);
+        if (x == nullptr || u.family == k_af_unix || u.proto != k_proto_tcp || u.remote_port == 0
+            || back.tl().netns[u.netns].inode != netns || u.local_port != t.remote_port
+            || u.remote_port != t.local_port
+            || bs.get(u.local_addr) != series.strings.get(t.remote_addr)
+            || bs.get(u.remote_addr) != series.strings.get(t.local_addr)) {
+          continue;
+        }
+        const std::optional<Sample> own = as_own(ctx, back, *x, at.first);
+        out[k] = own ? ctx.owners_text(*own) : bctx.owners_text(*x);
+        break;
+      }
+    }
+  }
+  return out;
 }
 
 void check(const Context& ctx, Sink& out) {
   const Series& series = ctx.series();
-  // Local TCP connections by 4-tuple, to name a receiver on this host.
-  std::unordered_map<std::string, uint32_t> by_tuple;
-  const auto receiver = [&](const Track& t, uint32_t snap) -> const Sample* {
-    if (by_tuple.empty()) {
-      for (uint32_t i = 0; i < ctx.tracks().size(); ++i) {
-        const Track& u = ctx.track(i);
-        if (u.family != k_af_unix && u.proto == k_proto_tcp && u.remote_port != 0) {
-          by_tuple.emplace(
-              conn_key(u.netns, u.local_addr, u.local_port, u.remote_addr, u.remote_port), i);
-        }
-      }
-    }
-    const auto it =
-        by_tuple.find(conn_key(t.netns, t.remote_addr, t.remote_port, t.local_addr, t.local_port));
-    return it == by_tuple.end() ? nullptr : sample_at(ctx.track(it->second), snap);
-  };
+  std::vector<std::pair<const Track*, Verdict>> found;
+  std::vector<std::pair<const Track*, uint32_t>> stalled; // zero windows: (track, last snap)
+  std::vector<size_t> stall_of;                           // found index -> stalled index
   for (const Track& t : ctx.tracks()) {
-    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
-      continue;
-    }
-    Verdict best;
-    for (const Range& c : contiguous_runs(ctx.timeline(), t)) {
-      size_t begin = c.begin;
-      for (size_t i = c.begin; i <= c.end; ++i) {
-        if (i == c.end || !eligible(t.samples[i])) {
-          if (i > begin) {
-            Verdict v = judge(ctx, t, {begin, i});
-            if (v.kind > best.kind) {
-              best = v;
-            }
-          }
-          begin = i + 1;
-        }
-      }
-    }
+    Verdict best = verdict(ctx, t);
     if (best.kind == Kind::none) {
       continue;
     }
+    stall_of.push_back(best.kind == Kind::zero_window ? stalled.size() : k_na);
+    if (best.kind == Kind::zero_window) {
+      stalled.emplace_back(&t, t.samples[best.window.end - 1].snap);
+    }
+    found.emplace_back(&t, best);
+  }
+  const std::vector<std::string> receiver = receivers(ctx, stalled);
+  for (size_t k = 0; k < found.size(); ++k) {
+    const Track& t = *found[k].first;
+    const Verdict& best = found[k].second;
     const Sample& first = t.samples[best.window.begin];
     const Sample& last = t.samples[best.window.end - 1];
     const double span = ctx.seconds(first.snap, last.snap);
@@ -285,8 +371,8 @@ void check(const Context& ctx, Sink& out) {
            + (have_acked ? "nothing acknowledged" : "acknowledgements not captured")
            + "; the peer is alive (it answers the window probes) but its application does not "
              "read";
-      if (const Sample* r = receiver(t, last.snap); r != nullptr) {
-        s += ": receiver " + ctx.owners_text(*r);
+      if (!receiver[stall_of[k]].empty()) {
+        s += ": receiver " + receiver[stall_of[k]];
       }
       s += sender;
       b.fact("class", "zero_window");
@@ -379,7 +465,9 @@ Detector tx_queue_stall_detector() {
            Unit::bytes},
           {"tolerance_bytes", 4096, "a step down smaller than this is not a decrease", Unit::bytes},
       },
-      &check};
+      &check,
+      nullptr,
+      &keep};
 }
 
 } // namespace sockrewind::analyze

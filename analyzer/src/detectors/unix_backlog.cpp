@@ -15,7 +15,8 @@
 //       The receiver's own Recv-Q only shows the first datagram's length, so it cannot show this.
 // Embryos (inode 0: connections not accepted yet) are counted at their listener, never judged
 // on their own. One finding per cause: per listener path, per socket path (accepted streams) or
-// not-reading process, per receiver path (datagrams); every owner named.
+// not-reading process, per receiver path (datagrams); every owner named. It reads unix sockets
+// only (report lets go of the others): a peer or an embryo may be any of them.
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
@@ -537,7 +538,10 @@ Detector unix_backlog_detector() {
           {"dgram_seconds", 120, "a datagram sender's Send-Q non-empty this long", Unit::seconds},
           {"dgram_min_bytes", 1, "sender Send-Q bytes that count as non-empty", Unit::bytes},
       },
-      &check};
+      &check,
+      nullptr,
+      // Peers (by inode) and embryos (by path) are unix sockets; nothing else is read.
+      [](const Context& /*ctx*/, const Track& t) { return t.family == k_af_unix; }};
 }
 
 } // namespace sockrewind::analyze
