@@ -1,8 +1,8 @@
 // Detectors in their streaming form (TrackPass) see a timeline one track at a time, in any
 // order, and keep no reference to a track once track() returns (detector.hpp): run on the
-// captures in samples/ and a synthetic series of orphans with the tracks reversed and shuffled,
-// each one a copy that is overwritten and destroyed right after track(), they give exactly the
-// findings of a run in track order.
+// captures in samples/ and synthetic series (orphans; sockets closing part-way) with the tracks
+// reversed and shuffled, each one a copy that is overwritten and destroyed right after track(),
+// they give exactly the findings of a run in track order.
 #include "analyze/det_support.hpp"
 
 #include <sockrewind/analyze/commands.hpp>
@@ -131,7 +131,9 @@ sa::Series orphans(const sockrewind::test::TempDir& dir) {
 
 // Twelve minutes in three files of four: sockets that close part-way (in the second file) and
 // are what each TrackPass detector looks for: a stuck orphan, a CLOSE-WAIT leak, a growing
-// Recv-Q and a dropping UDP socket, beside an owned FIN-WAIT-2 that stays.
+// Recv-Q, a dropping UDP socket, and a retransmission storm led by SYN retries (two connects
+// stuck in SYN-SENT toward a listener that stays, two senders to one peer; each pair retransmits
+// alike, a tie), beside an owned FIN-WAIT-2 that stays.
 void closing(const sockrewind::test::TempDir& dir) {
   using namespace sockrewind;
   using namespace sockrewind::test;
@@ -140,8 +142,35 @@ void closing(const sockrewind::test::TempDir& dir) {
     synth::Snap s = snap_at(i);
     s.counters["TCP.orphan"] = 100;
     s.limits["net.ipv4.tcp_max_orphans"] = "1000";
+    s.counters["Tcp.OutSegs"] = 100'000 + 10'000 * i;
+    s.counters["Tcp.RetransSegs"] = 500 + 1200 * i;
+    s.counters["TcpExt.TCPTimeouts"] = 300 + 1000 * i;
+    s.counters["TcpExt.TCPSynRetrans"] = 200 + 1000 * i;
+    s.counters["TcpExt.TCPFastRetrans"] = 100 + 200 * i;
+    s.sockets.push_back(listener(7301, 0, 128, 100));
     const auto u = static_cast<uint32_t>(i);
     if (i < 7) {
+      for (uint16_t k = 0; k < 2; ++k) {
+        s.sockets.push_back({.state = 2,
+                             .lport = static_cast<uint16_t>(51000 + k),
+                             .rport = 7301,
+                             .tx = 1,
+                             .inode = 7300U + k,
+                             .cookie = 101U + k,
+                             .timer = 1,
+                             .tcp_info = {{"total_retrans", u}, {"segs_out", u + 1}},
+                             .owners = {{200, 30 + k}}});
+        s.sockets.push_back({.lport = static_cast<uint16_t>(52000 + k),
+                             .remote = "10.1.2.3",
+                             .rport = 443,
+                             .rx = 0,
+                             .tx = 100'000,
+                             .inode = 7310U + k,
+                             .cookie = 103U + k,
+                             .timer = 1,
+                             .tcp_info = {{"total_retrans", 50 * u}, {"segs_out", 1000 * u}},
+                             .owners = {{200, 40 + k}}});
+      }
       s.sockets.push_back(stuck_orphan(41000, 70));
       for (uint16_t k = 0; k < 2; ++k) {
         s.sockets.push_back({.state = 8,
@@ -261,6 +290,9 @@ TEST_CASE("track passes: the findings of samples/ whatever order the tracks come
   REQUIRE(all.size() >= 7);
   const sockrewind::test::TempDir tmp;
   all.push_back(orphans(tmp));
+  const sockrewind::test::TempDir tmp2;
+  closing(tmp2);
+  all.push_back(sa::load_series(sa::expand_paths({tmp2.path().string()})));
   size_t passes = 0;
   for (const sa::Detector& d : sa::detectors()) {
     if (d.pass == nullptr) {

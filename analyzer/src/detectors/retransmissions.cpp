@@ -16,6 +16,11 @@
 //       intervals over peer_ratio covering >= min_seconds -> warning, naming the owners.
 // OutSegs counts pure ACKs and GSO-split segments too: the ratio is an approximation, compared
 // only within one host. One finding per netns, listener or destination.
+// A TrackPass: each TCP socket, as it is seen, is added to its remote address's sums (per
+// interval), and what finish() reads of it is copied: every sample of a socket that
+// retransmitted (the top sockets and peers of the window come from those), the LISTEN and
+// SYN-SENT samples of the others; nothing of a socket that is neither. Ties (equal retransmits,
+// two listeners a connect could aim at) go to the socket first seen, then by its endpoints.
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
@@ -23,7 +28,9 @@
 #include <map>
 #include <set>
 #include <string_view>
-#include <unordered_map>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 namespace sockrewind::analyze {
 
@@ -33,22 +40,71 @@ bool is_tcp(const Track& t) {
   return t.family != k_af_unix && t.proto == k_proto_tcp;
 }
 
+// What the pass keeps of a TCP socket for finish(): every sample of one that retransmitted
+// (a consecutive pair of samples with total_retrans rising: only those can be a top socket or
+// peer of a window), only the LISTEN and SYN-SENT samples of the others (listeners and connects
+// toward them); nothing of a socket that is neither.
+struct Kept {
+  Track t;
+  uint32_t first = 0;       // the track's first snapshot and inode (its samples here may start
+  uint32_t inode = 0;       // later)
+  bool retransmits = false; // t holds every sample
+};
+
+// Segments the socket retransmitted, and sent, between two of its samples (0 when either is
+// not captured or the counter went back).
+uint64_t retrans_delta(const Sample& a, const Sample& b) {
+  return a.total_retrans != k_na && b.total_retrans != k_na && b.total_retrans > a.total_retrans
+             ? b.total_retrans - a.total_retrans
+             : 0;
+}
+
+uint64_t segs_delta(const Sample& a, const Sample& b) {
+  return a.segs_out != k_na && b.segs_out != k_na && b.segs_out > a.segs_out
+             ? b.segs_out - a.segs_out
+             : 0;
+}
+
+// The order of the kept sockets by what they are, whatever order the pass saw them in: first
+// seen, then local and remote endpoint, cookie, inode. It breaks ties (equal retransmits, two
+// listeners a connect could aim at) as the timeline's track order mostly does (tracks are in
+// the order they were first seen).
+bool kept_before(const Context& ctx, const Kept& a, const Kept& b) {
+  const Strings& str = ctx.series().strings;
+  const auto key = [&str](const Kept& k) {
+    return std::make_tuple(k.first,
+                           k.t.netns,
+                           k.t.family,
+                           k.t.proto,
+                           str.get(k.t.local_addr),
+                           k.t.local_port,
+                           str.get(k.t.remote_addr),
+                           k.t.remote_port,
+                           k.t.cookie,
+                           k.inode);
+  };
+  return key(a) < key(b);
+}
+
 // Per-socket retransmits and segments over snapshots (from, to].
 struct SockSum {
-  uint32_t track = 0;
+  size_t order = 0; // in the kept sockets' order
+  const Track* track = nullptr;
   uint64_t retrans = 0;
   uint64_t segs = 0;
   const Sample* last = nullptr;
 };
 
-std::vector<SockSum> socket_sums(const Context& ctx, uint32_t netns, uint32_t from, uint32_t to) {
+// Over the sockets that retransmitted (no other one has retransmits in any window).
+std::vector<SockSum>
+socket_sums(const std::vector<const Kept*>& kept, uint32_t netns, uint32_t from, uint32_t to) {
   std::vector<SockSum> out;
-  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
-    const Track& t = ctx.track(ti);
-    if (!is_tcp(t) || t.netns != netns) {
+  for (size_t k = 0; k < kept.size(); ++k) {
+    const Track& t = kept[k]->t;
+    if (!kept[k]->retransmits || t.netns != netns) {
       continue;
     }
-    SockSum s{ti, 0, 0, nullptr};
+    SockSum s{k, &t, 0, 0, nullptr};
     for (size_t i = 1; i < t.samples.size(); ++i) {
       const Sample& a = t.samples[i - 1];
       const Sample& b = t.samples[i];
@@ -56,19 +112,15 @@ std::vector<SockSum> socket_sums(const Context& ctx, uint32_t netns, uint32_t fr
         continue;
       }
       s.last = &b;
-      if (a.total_retrans != k_na && b.total_retrans != k_na && b.total_retrans > a.total_retrans) {
-        s.retrans += b.total_retrans - a.total_retrans;
-      }
-      if (a.segs_out != k_na && b.segs_out != k_na && b.segs_out > a.segs_out) {
-        s.segs += b.segs_out - a.segs_out;
-      }
+      s.retrans += retrans_delta(a, b);
+      s.segs += segs_delta(a, b);
     }
     if (s.last != nullptr && (s.retrans > 0 || s.segs > 0)) {
       out.push_back(s);
     }
   }
   std::sort(out.begin(), out.end(), [](const SockSum& a, const SockSum& b) {
-    return a.retrans != b.retrans ? a.retrans > b.retrans : a.track < b.track;
+    return a.retrans != b.retrans ? a.retrans > b.retrans : a.order < b.order;
   });
   return out;
 }
@@ -79,7 +131,7 @@ Json top_sockets(const Context& ctx, const std::vector<SockSum>& sums) {
     if (s.retrans == 0 || js.size() >= 10) {
       break;
     }
-    const Track& t = ctx.track(s.track);
+    const Track& t = *s.track;
     const uint32_t who = ctx.culprit(*s.last);
     Json j;
     j["local"] = endpoint(ctx.series(), t, true);
@@ -105,7 +157,7 @@ Json top_peers(const Context& ctx, const std::vector<SockSum>& sums) {
     if (s.retrans == 0) {
       continue;
     }
-    auto& p = peers[std::string(ctx.series().strings.get(ctx.track(s.track).remote_addr))];
+    auto& p = peers[std::string(ctx.series().strings.get(s.track->remote_addr))];
     p.first += s.retrans;
     p.second.insert(ctx.owners_text(*s.last));
   }
@@ -133,21 +185,24 @@ bool wildcard(std::string_view addr) {
   return addr == "0.0.0.0" || addr == "::";
 }
 
-// The local listener most SYN-SENT sockets of `netns` aim at in (from, to]: its track index (k_na
-// when none) with the connecting sockets.
+// The local listener most SYN-SENT sockets of `netns` aim at in (from, to] (the first in the
+// kept order on a tie): the listener (nullptr when none) with the connecting sockets.
 struct SynTarget {
-  uint32_t listener = k_na;
+  const Track* listener = nullptr;
   uint32_t snap = 0;
   std::vector<const Sample*> connects; // SYN-SENT samples, one per connecting socket
-  std::vector<uint32_t> connect_tracks;
 };
 
-SynTarget syn_target(const Context& ctx, uint32_t netns, uint32_t from, uint32_t to) {
+SynTarget syn_target(const Context& ctx,
+                     const std::vector<const Kept*>& kept,
+                     uint32_t netns,
+                     uint32_t from,
+                     uint32_t to) {
   const Strings& str = ctx.series().strings;
-  std::map<uint32_t, SynTarget> by_listener;
-  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
-    const Track& t = ctx.track(ti);
-    if (!is_tcp(t) || t.netns != netns) {
+  std::map<size_t, SynTarget> by_listener; // kept order -> target
+  for (const Kept* k : kept) {
+    const Track& t = k->t;
+    if (t.netns != netns) {
       continue;
     }
     const Sample* syn = nullptr;
@@ -159,9 +214,9 @@ SynTarget syn_target(const Context& ctx, uint32_t netns, uint32_t from, uint32_t
     if (syn == nullptr) {
       continue;
     }
-    for (uint32_t li = 0; li < ctx.tracks().size(); ++li) {
-      const Track& l = ctx.track(li);
-      if (!is_tcp(l) || l.netns != netns || l.local_port != t.remote_port || l.family != t.family
+    for (size_t li = 0; li < kept.size(); ++li) {
+      const Track& l = kept[li]->t;
+      if (l.netns != netns || l.local_port != t.remote_port || l.family != t.family
           || (l.local_addr != t.remote_addr && !wildcard(str.get(l.local_addr)))) {
         continue;
       }
@@ -170,10 +225,9 @@ SynTarget syn_target(const Context& ctx, uint32_t netns, uint32_t from, uint32_t
         continue;
       }
       SynTarget& st = by_listener[li];
-      st.listener = li;
+      st.listener = &l;
       st.snap = syn->snap;
       st.connects.push_back(syn);
-      st.connect_tracks.push_back(ti);
       break;
     }
   }
@@ -186,7 +240,8 @@ SynTarget syn_target(const Context& ctx, uint32_t netns, uint32_t from, uint32_t
   return best;
 }
 
-void namespace_finding(const Context& ctx, uint32_t ns, Sink& out, bool& fired) {
+void namespace_finding(
+    const Context& ctx, const std::vector<const Kept*>& kept, uint32_t ns, Sink& out, bool& fired) {
   const CounterSeries& rs = ctx.counter(ns, "Tcp.RetransSegs");
   const CounterSeries& os = ctx.counter(ns, "Tcp.OutSegs");
   if (!rs.any() || !os.any()) {
@@ -311,15 +366,15 @@ void namespace_finding(const Context& ctx, uint32_t ns, Sink& out, bool& fired) 
                   + "% of segments sent were retransmits ("
                   + num(static_cast<double>(sum_r) / std::max(span, 1e-9)) + "/s) for " + num(span)
                   + " s, " + hint;
-  const std::vector<SockSum> sums = socket_sums(ctx, ns, from, to);
+  const std::vector<SockSum> sums = socket_sums(kept, ns, from, to);
   const CounterSeries& drops_c = ctx.counter(ns, "TcpExt.ListenDrops");
   const CounterSeries& over_c = ctx.counter(ns, "TcpExt.ListenOverflows");
   const int64_t listen_drops = std::max(drops_c.total(from + 1, to), over_c.total(from + 1, to));
   bool grouped = false;
   if (syn_led) {
-    const SynTarget st = syn_target(ctx, ns, from, to);
-    if (st.listener != k_na) {
-      const Track& l = ctx.track(st.listener);
+    const SynTarget st = syn_target(ctx, kept, ns, from, to);
+    if (st.listener != nullptr) {
+      const Track& l = *st.listener;
       const Sample* ls = sample_at(l, st.snap);
       const std::string lep = endpoint(ctx.series(), l, true);
       std::set<std::string> who;
@@ -357,7 +412,7 @@ void namespace_finding(const Context& ctx, uint32_t ns, Sink& out, bool& fired) 
   }
   if (!sums.empty() && sums.front().retrans > 0) {
     const SockSum& top = sums.front();
-    const Track& t = ctx.track(top.track);
+    const Track& t = *top.track;
     s += "; top socket " + proto_name(t) + " " + endpoint(ctx.series(), t, true) + " -> "
          + endpoint(ctx.series(), t, false) + " (" + std::to_string(top.retrans)
          + " retransmitted, " + ctx.owners_text(*top.last) + ")";
@@ -394,67 +449,66 @@ void namespace_finding(const Context& ctx, uint32_t ns, Sink& out, bool& fired) 
   out.add(std::move(b).build());
 }
 
-void peer_findings(const Context& ctx, uint32_t ns, Sink& out) {
-  struct Peer {
+// One remote address of one netns: its sockets' retransmits and segments sent, in all and per
+// interval (summed over its sockets), with the owners of the retransmitting ones.
+struct Peer {
+  uint64_t retrans = 0;
+  uint64_t segs = 0;
+
+  struct Step {
     uint64_t retrans = 0;
     uint64_t segs = 0;
-
-    struct Step {
-      uint64_t retrans = 0;
-      uint64_t segs = 0;
-      uint32_t from = 0;
-    };
-
-    std::map<uint32_t, Step> by_snap; // snapshot ending the interval -> sums
-    std::set<uint32_t> owners;
-    std::set<uint32_t> tracks;
-    uint32_t top_track = k_na;
-    uint64_t top_retrans = 0;
+    uint32_t from = 0;
   };
 
-  std::unordered_map<uint32_t, Peer> peers; // remote address id -> aggregate
-  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
-    const Track& t = ctx.track(ti);
-    if (!is_tcp(t) || t.netns != ns) {
+  std::map<uint32_t, Step> by_snap; // snapshot ending the interval -> sums
+  std::set<uint32_t> owners;
+  size_t tracks = 0; // sockets that retransmitted
+};
+
+using Peers = std::map<std::pair<uint32_t, uint32_t>, Peer>; // (netns, remote address id)
+
+// Adds one TCP socket's intervals to its peer; whether it retransmitted.
+bool add_to_peer(const Context& ctx, const Track& t, Peers& peers) {
+  Peer* p = nullptr;
+  bool retransmitted = false;
+  for (size_t i = 1; i < t.samples.size(); ++i) {
+    const Sample& a = t.samples[i - 1];
+    const Sample& b = t.samples[i];
+    const uint64_t r = retrans_delta(a, b);
+    const uint64_t g = segs_delta(a, b);
+    if (r == 0 && g == 0) {
       continue;
     }
-    Peer* p = nullptr;
-    uint64_t mine = 0;
-    for (size_t i = 1; i < t.samples.size(); ++i) {
-      const Sample& a = t.samples[i - 1];
-      const Sample& b = t.samples[i];
-      const uint64_t r =
-          a.total_retrans != k_na && b.total_retrans != k_na && b.total_retrans > a.total_retrans
-              ? b.total_retrans - a.total_retrans
-              : 0;
-      const uint64_t g = a.segs_out != k_na && b.segs_out != k_na && b.segs_out > a.segs_out
-                             ? b.segs_out - a.segs_out
-                             : 0;
-      if (r == 0 && g == 0) {
-        continue;
+    p = p != nullptr ? p : &peers[{t.netns, t.remote_addr}];
+    p->retrans += r;
+    p->segs += g;
+    Peer::Step& st = p->by_snap[b.snap];
+    st.retrans += r;
+    st.segs += g;
+    st.from = std::max(st.from, a.snap);
+    if (r > 0) {
+      retransmitted = true;
+      const uint32_t who = ctx.culprit(b);
+      if (who != k_na) {
+        p->owners.insert(who);
       }
-      p = p != nullptr ? p : &peers[t.remote_addr];
-      p->retrans += r;
-      p->segs += g;
-      Peer::Step& st = p->by_snap[b.snap];
-      st.retrans += r;
-      st.segs += g;
-      st.from = std::max(st.from, a.snap);
-      mine += r;
-      if (r > 0) {
-        p->tracks.insert(ti);
-        const uint32_t who = ctx.culprit(b);
-        if (who != k_na) {
-          p->owners.insert(who);
-        }
-      }
-    }
-    if (p != nullptr && mine > p->top_retrans) {
-      p->top_retrans = mine;
-      p->top_track = ti;
     }
   }
-  for (const auto& [addr, p] : peers) {
+  if (retransmitted) {
+    ++p->tracks;
+  }
+  return retransmitted;
+}
+
+void peer_findings(const Context& ctx,
+                   const std::vector<const Kept*>& kept,
+                   const Peers& peers,
+                   uint32_t ns,
+                   Sink& out) {
+  for (auto it = peers.lower_bound({ns, 0}); it != peers.end() && it->first.first == ns; ++it) {
+    const uint32_t addr = it->first.second;
+    const Peer& p = it->second;
     if (p.retrans == 0 || p.segs == 0
         || static_cast<double>(p.segs) < ctx.param("peer_min_segments")) {
       continue;
@@ -496,7 +550,7 @@ void peer_findings(const Context& ctx, uint32_t ns, Sink& out) {
       owners += (owners.empty() ? "" : ", ") + ctx.process_text(o);
     }
     b.summary("retransmissions toward " + remote + ": " + num(100.0 * ratio) + "% of "
-              + std::to_string(p.segs) + " segments sent over " + std::to_string(p.tracks.size())
+              + std::to_string(p.segs) + " segments sent over " + std::to_string(p.tracks)
               + " socket(s), over " + num(100.0 * ctx.param("peer_ratio")) + "% for " + num(bad_s)
               + " s: a lossy path to this peer" + (owners.empty() ? std::string() : "; " + owners));
     Json rows = Json::array();
@@ -515,7 +569,7 @@ void peer_findings(const Context& ctx, uint32_t ns, Sink& out) {
     b.fact("intervals_over", bad);
     b.fact("seconds_over", bad_s);
     b.fact("peer_ratio", ctx.param("peer_ratio"));
-    b.fact("top_sockets", top_sockets(ctx, socket_sums(ctx, ns, from > 0 ? from - 1 : 0, to)));
+    b.fact("top_sockets", top_sockets(ctx, socket_sums(kept, ns, from > 0 ? from - 1 : 0, to)));
     b.series(std::move(rows), "ratio");
     b.group(
         "destination", std::to_string(ns) + " " + remote, "traffic to " + remote, "lossy paths");
@@ -523,15 +577,57 @@ void peer_findings(const Context& ctx, uint32_t ns, Sink& out) {
   }
 }
 
-void check(const Context& ctx, Sink& out) {
-  for (uint32_t ns = 0; ns < ctx.timeline().netns.size(); ++ns) {
-    bool fired = false;
-    namespace_finding(ctx, ns, out, fired);
-    if (!fired) {
-      peer_findings(ctx, ns, out);
+// The sockets one at a time (their peers summed, what finish() needs of them kept), then each
+// netns: its counters, and its peers when the counters do not fire.
+class Pass final : public TrackPass {
+public:
+  void track(const Context& ctx, const Track& t, Sink& /*out*/) override {
+    if (!is_tcp(t) || t.samples.empty()) {
+      return;
+    }
+    Kept k;
+    k.first = t.samples.front().snap;
+    k.inode = t.samples.front().inode;
+    k.retransmits = add_to_peer(ctx, t, m_peers);
+    if (k.retransmits) {
+      k.t = track_part(t, {0, t.samples.size()});
+    } else {
+      k.t = track_part(t, {0, 0});
+      for (const Sample& x : t.samples) {
+        if (x.state == k_listen || x.state == k_syn_sent) {
+          k.t.samples.push_back(x);
+        }
+      }
+      if (k.t.samples.empty()) {
+        return;
+      }
+      k.t.samples.shrink_to_fit();
+    }
+    m_kept.push_back(std::move(k));
+  }
+
+  void finish(const Context& ctx, Sink& out) override {
+    std::vector<const Kept*> kept;
+    kept.reserve(m_kept.size());
+    for (const Kept& k : m_kept) {
+      kept.push_back(&k);
+    }
+    std::sort(kept.begin(), kept.end(), [&ctx](const Kept* a, const Kept* b) {
+      return kept_before(ctx, *a, *b);
+    });
+    for (uint32_t ns = 0; ns < ctx.timeline().netns.size(); ++ns) {
+      bool fired = false;
+      namespace_finding(ctx, kept, ns, out, fired);
+      if (!fired) {
+        peer_findings(ctx, kept, m_peers, ns, out);
+      }
     }
   }
-}
+
+private:
+  Peers m_peers;
+  std::vector<Kept> m_kept;
+};
 
 } // namespace
 
@@ -561,7 +657,8 @@ Detector retransmissions_detector() {
            "segments sent to a peer before its ratio counts",
            Unit::count},
       },
-      &check};
+      nullptr,
+      make_pass<Pass>};
 }
 
 } // namespace sockrewind::analyze
