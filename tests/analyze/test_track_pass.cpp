@@ -131,7 +131,11 @@ sa::Series orphans(const sockrewind::test::TempDir& dir) {
 
 // Twelve minutes in three files of four: sockets that close part-way (in the second file) and
 // are what each TrackPass detector looks for: a stuck orphan, a CLOSE-WAIT leak, a growing
-// Recv-Q and a dropping UDP socket, beside an owned FIN-WAIT-2 that stays.
+// Recv-Q, a dropping UDP socket, connections using 7 of the 10 ephemeral ports toward
+// 10.0.0.9:5432 and a connect stuck in SYN-SENT toward 10.0.0.8:443, beside an owned
+// FIN-WAIT-2 that stays. Two client-side sockets of the first file (one more toward each
+// destination) have a local port that a listener uses in the third: they are server-side by
+// that listener, and counted by neither, though they are gone before it comes.
 void closing(const sockrewind::test::TempDir& dir) {
   using namespace sockrewind;
   using namespace sockrewind::test;
@@ -140,8 +144,60 @@ void closing(const sockrewind::test::TempDir& dir) {
     synth::Snap s = snap_at(i);
     s.counters["TCP.orphan"] = 100;
     s.limits["net.ipv4.tcp_max_orphans"] = "1000";
+    s.limits["net.ipv4.ip_local_port_range"] = "40000 40009";
     const auto u = static_cast<uint32_t>(i);
+    if (i < 3) {
+      s.sockets.push_back({.lport = 40007,
+                           .remote = "10.0.0.9",
+                           .rport = 5432,
+                           .inode = 7301,
+                           .cookie = 91,
+                           .owners = {{200, 31}}});
+      s.sockets.push_back({.state = 2,
+                           .lport = 41501,
+                           .remote = "10.0.0.8",
+                           .rport = 443,
+                           .inode = 7302,
+                           .cookie = 92,
+                           .retrans = u,
+                           .owners = {{200, 32}}});
+    }
+    if (i >= 8) {
+      for (const uint16_t port : {uint16_t{40007}, uint16_t{41501}}) {
+        s.sockets.push_back({.state = 10,
+                             .local = "0.0.0.0",
+                             .lport = port,
+                             .remote = "0.0.0.0",
+                             .rx = 0,
+                             .tx = 128,
+                             .inode = 7300U + port % 2U * 10U,
+                             .cookie = 93U + port % 2U,
+                             .owners = {{100, 35 + port % 2}}});
+      }
+    }
     if (i < 7) {
+      for (uint16_t k = 0; k < 6; ++k) {
+        s.sockets.push_back({.state = 6,
+                             .lport = static_cast<uint16_t>(40000 + k),
+                             .remote = "10.0.0.9",
+                             .rport = 5432,
+                             .inode = 0,
+                             .cookie = 95U + k});
+      }
+      s.sockets.push_back({.lport = 40006,
+                           .remote = "10.0.0.9",
+                           .rport = 5432,
+                           .inode = 7303,
+                           .cookie = 101,
+                           .owners = {{200, 33}}});
+      s.sockets.push_back({.state = 2,
+                           .lport = 41500,
+                           .remote = "10.0.0.8",
+                           .rport = 443,
+                           .inode = 7304,
+                           .cookie = 102,
+                           .retrans = u,
+                           .owners = {{200, 34}}});
       s.sockets.push_back(stuck_orphan(41000, 70));
       for (uint16_t k = 0; k < 2; ++k) {
         s.sockets.push_back({.state = 8,
@@ -261,6 +317,9 @@ TEST_CASE("track passes: the findings of samples/ whatever order the tracks come
   REQUIRE(all.size() >= 7);
   const sockrewind::test::TempDir tmp;
   all.push_back(orphans(tmp));
+  const sockrewind::test::TempDir tmp2;
+  closing(tmp2);
+  all.push_back(sa::load_series(sa::expand_paths({tmp2.path().string()})));
   size_t passes = 0;
   for (const sa::Detector& d : sa::detectors()) {
     if (d.pass == nullptr) {
