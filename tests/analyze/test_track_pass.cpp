@@ -131,9 +131,13 @@ sa::Series orphans(const sockrewind::test::TempDir& dir) {
 
 // Twelve minutes in three files of four: sockets that close part-way (in the second file) and
 // are what each TrackPass detector looks for: a stuck orphan, a CLOSE-WAIT leak, a growing
-// Recv-Q, a dropping UDP socket, and a retransmission storm led by SYN retries (two connects
+// Recv-Q, a dropping UDP socket, a retransmission storm led by SYN retries (two connects
 // stuck in SYN-SENT toward a listener that stays, two senders to one peer; each pair retransmits
-// alike, a tie), beside an owned FIN-WAIT-2 that stays.
+// alike, a tie), connections using 7 of the 10 ephemeral ports toward 10.0.0.9:5432 and a
+// connect stuck in SYN-SENT toward 10.0.0.8:443, beside an owned FIN-WAIT-2 that stays. Two
+// client-side sockets of the first file (one more toward each destination) have a local port
+// that a listener uses in the third: they are server-side by that listener, and counted by
+// neither, though they are gone before it comes.
 void closing(const sockrewind::test::TempDir& dir) {
   using namespace sockrewind;
   using namespace sockrewind::test;
@@ -148,29 +152,81 @@ void closing(const sockrewind::test::TempDir& dir) {
     s.counters["TcpExt.TCPSynRetrans"] = 200 + 1000 * i;
     s.counters["TcpExt.TCPFastRetrans"] = 100 + 200 * i;
     s.sockets.push_back(listener(7301, 0, 128, 100));
+    s.limits["net.ipv4.ip_local_port_range"] = "40000 40009";
     const auto u = static_cast<uint32_t>(i);
+    if (i < 3) {
+      s.sockets.push_back({.lport = 40007,
+                           .remote = "10.0.0.9",
+                           .rport = 5432,
+                           .inode = 7301,
+                           .cookie = 91,
+                           .owners = {{200, 31}}});
+      s.sockets.push_back({.state = 2,
+                           .lport = 41501,
+                           .remote = "10.0.0.8",
+                           .rport = 443,
+                           .inode = 7302,
+                           .cookie = 92,
+                           .retrans = u,
+                           .owners = {{200, 32}}});
+    }
+    if (i >= 8) {
+      for (const uint16_t port : {uint16_t{40007}, uint16_t{41501}}) {
+        s.sockets.push_back({.state = 10,
+                             .local = "0.0.0.0",
+                             .lport = port,
+                             .remote = "0.0.0.0",
+                             .rx = 0,
+                             .tx = 128,
+                             .inode = port == 40007 ? 7320U : 7321U,
+                             .cookie = port == 40007 ? 93U : 94U,
+                             .owners = {{100, port == 40007 ? 35 : 36}}});
+      }
+    }
     if (i < 7) {
       for (uint16_t k = 0; k < 2; ++k) {
         s.sockets.push_back({.state = 2,
                              .lport = static_cast<uint16_t>(51000 + k),
                              .rport = 7301,
                              .tx = 1,
-                             .inode = 7300U + k,
-                             .cookie = 101U + k,
+                             .inode = 7400U + k,
+                             .cookie = 121U + k,
                              .timer = 1,
                              .tcp_info = {{"total_retrans", u}, {"segs_out", u + 1}},
-                             .owners = {{200, 30 + k}}});
+                             .owners = {{200, 50 + k}}});
         s.sockets.push_back({.lport = static_cast<uint16_t>(52000 + k),
                              .remote = "10.1.2.3",
                              .rport = 443,
                              .rx = 0,
                              .tx = 100'000,
-                             .inode = 7310U + k,
-                             .cookie = 103U + k,
+                             .inode = 7410U + k,
+                             .cookie = 123U + k,
                              .timer = 1,
                              .tcp_info = {{"total_retrans", 50 * u}, {"segs_out", 1000 * u}},
-                             .owners = {{200, 40 + k}}});
+                             .owners = {{200, 60 + k}}});
       }
+      for (uint16_t k = 0; k < 6; ++k) {
+        s.sockets.push_back({.state = 6,
+                             .lport = static_cast<uint16_t>(40000 + k),
+                             .remote = "10.0.0.9",
+                             .rport = 5432,
+                             .inode = 0,
+                             .cookie = 95U + k});
+      }
+      s.sockets.push_back({.lport = 40006,
+                           .remote = "10.0.0.9",
+                           .rport = 5432,
+                           .inode = 7303,
+                           .cookie = 101,
+                           .owners = {{200, 33}}});
+      s.sockets.push_back({.state = 2,
+                           .lport = 41500,
+                           .remote = "10.0.0.8",
+                           .rport = 443,
+                           .inode = 7304,
+                           .cookie = 102,
+                           .retrans = u,
+                           .owners = {{200, 34}}});
       s.sockets.push_back(stuck_orphan(41000, 70));
       for (uint16_t k = 0; k < 2; ++k) {
         s.sockets.push_back({.state = 8,

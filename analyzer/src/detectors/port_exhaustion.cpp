@@ -16,7 +16,10 @@
 #include <charconv>
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 namespace sockrewind::analyze {
@@ -83,13 +86,6 @@ struct DestKeyHash {
   }
 };
 
-struct Dest {
-  DestKey key;
-  uint32_t sample_track = 0; // a track toward it (for addresses)
-  std::vector<uint32_t> tracks;
-  std::vector<uint64_t> entries; // snap << 2 | kind (0 TIME-WAIT, 1 ESTAB, 2 SYN-SENT)
-};
-
 struct Point {
   uint32_t snap = 0;
   uint32_t tw = 0;
@@ -133,185 +129,323 @@ std::pair<double, size_t> held(const Context& ctx, const std::vector<Point>& pts
   return {best, best_n};
 }
 
-void check(const Context& ctx, Sink& out) {
-  const Series& series = ctx.series();
-  const Timeline& tl = ctx.timeline();
-  const ListenerIndex& li = ctx.listeners();
-  // Port range per (netns, snapshot), computed on demand.
-  std::vector<std::vector<PortRange>> ranges(tl.netns.size());
-  std::vector<std::vector<bool>> have(tl.netns.size());
-  const auto range_at = [&](uint32_t ns, uint32_t snap) -> const PortRange& {
-    if (ranges[ns].empty()) {
-      ranges[ns].resize(tl.snaps.size());
-      have[ns].assign(tl.snaps.size(), false);
-    }
-    if (!have[ns][snap]) {
-      ranges[ns][snap] = port_range(tl, ns, snap);
-      have[ns][snap] = true;
-    }
-    return ranges[ns][snap];
-  };
+// TCP sockets by (netns, local port): the key of a listening port.
+uint64_t port_key(uint32_t netns, uint16_t port) {
+  return static_cast<uint64_t>(netns) << 16U | port;
+}
 
-  std::unordered_map<DestKey, uint32_t, DestKeyHash> index;
-  std::vector<Dest> dests;
-  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
-    const Track& t = ctx.track(ti);
-    if (t.family == k_af_unix || t.proto != k_proto_tcp || t.remote_port == 0
-        || t.remote_addr == k_na || li.is_listener_port(t)) {
-      continue;
+// Sockets one at a time: each one's TIME-WAIT, ESTAB and SYN-SENT samples counted per
+// (destination, snapshot), its owners per destination; then the destinations. A socket whose
+// local port turns out to be a listening port only after it was counted (the listener came
+// later) is taken out again in finish(), from its snapshots read back from the files.
+class Pass final : public TrackPass {
+public:
+  void track(const Context& ctx, const Track& t, Sink& /*out*/) override {
+    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
+      return;
     }
-    uint32_t d = k_na;
+    const uint64_t pk = port_key(t.netns, t.local_port);
+    if (std::any_of(t.samples.begin(), t.samples.end(), [](const Sample& x) {
+          return x.state == k_listen;
+        })) {
+      m_listen.insert(pk);
+    }
+    if (t.remote_port == 0 || t.remote_addr == k_na || m_listen.contains(pk)
+        || ctx.listeners().is_listener_port(t)) {
+      return;
+    }
+    Dest* d = nullptr;
     for (const Sample& x : t.samples) {
-      uint64_t kind = 0;
-      if (x.state == k_time_wait) {
-        kind = 0;
-      } else if (x.state == k_established) {
-        kind = 1;
-      } else if (x.state == k_syn_sent) {
-        kind = 2;
-      } else {
+      const int kind = kind_of(x);
+      if (kind < 0) {
         continue;
       }
-      const PortRange& r = range_at(t.netns, x.snap);
+      const PortRange& r = range_at(ctx.timeline(), t.netns, x.snap);
       if (t.local_port < r.lo || t.local_port > r.hi) {
         continue;
       }
-      if (d == k_na) {
+      if (d == nullptr) {
         const DestKey k{t.netns, t.local_addr, t.remote_addr, t.remote_port};
-        const auto [it, fresh] = index.try_emplace(k, static_cast<uint32_t>(dests.size()));
+        const auto [it, fresh] = m_dests.try_emplace(k);
         if (fresh) {
-          dests.push_back({k, ti, {}, {}});
+          it->second.key = k;
+          it->second.id = track_part(t, {0, 0});
         }
-        d = it->second;
-        dests[d].tracks.push_back(ti);
+        d = &it->second;
       }
-      dests[d].entries.push_back(static_cast<uint64_t>(x.snap) << 2U | kind);
+      d->by_snap[x.snap].add(kind, 1);
+      ++d->entries;
+    }
+    if (d == nullptr) {
+      return;
+    }
+    // Every process with a connection toward it: each counted socket's ESTAB and SYN-SENT.
+    for (const Sample& x : t.samples) {
+      if (x.state == k_established || x.state == k_syn_sent) {
+        for (const uint32_t o : ctx.owners(x)) {
+          d->owners[o]++;
+        }
+      }
+    }
+    const auto [it, fresh] =
+        m_counted.try_emplace(pk, t.samples.front().snap, t.samples.back().snap);
+    if (!fresh) {
+      it->second.first = std::min(it->second.first, t.samples.front().snap);
+      it->second.second = std::max(it->second.second, t.samples.back().snap);
     }
   }
 
-  const double warn_ratio = ctx.param("warn_ratio");
-  const double min_seconds = ctx.param("min_seconds");
-  for (Dest& d : dests) {
-    if (d.entries.size() < k_min_support) {
-      continue;
+  void finish(const Context& ctx, Sink& out) override;
+
+private:
+  struct Counts {
+    uint32_t tw = 0;
+    uint32_t est = 0;
+    uint32_t syn = 0;
+
+    void add(int kind, int n) {
+      uint32_t& c = kind == 0 ? tw : (kind == 1 ? est : syn);
+      c = static_cast<uint32_t>(static_cast<int64_t>(c) + n);
     }
-    std::sort(d.entries.begin(), d.entries.end());
-    std::vector<Point> pts;
-    for (const uint64_t e : d.entries) {
-      const auto snap = static_cast<uint32_t>(e >> 2U);
-      if (pts.empty() || pts.back().snap != snap) {
-        pts.push_back({snap, 0, 0, 0, range_at(d.key.netns, snap).capacity()});
-      }
-      Point& pt = pts.back();
-      ((e & 3U) == 0 ? pt.tw : ((e & 3U) == 1 ? pt.est : pt.syn))++;
+
+    bool empty() const { return tw == 0 && est == 0 && syn == 0; }
+  };
+
+  struct Dest {
+    DestKey key;
+    Track id;                           // a socket toward it, without samples (for addresses)
+    std::map<uint32_t, Counts> by_snap; // snapshot -> sockets counted in it
+    size_t entries = 0;                 // samples counted
+    std::map<uint32_t, size_t> owners;  // process -> ESTAB/SYN-SENT samples
+  };
+
+  // 0 TIME-WAIT, 1 ESTAB, 2 SYN-SENT, -1 not counted.
+  static int kind_of(const Sample& x) {
+    return x.state == k_time_wait
+               ? 0
+               : (x.state == k_established ? 1 : (x.state == k_syn_sent ? 2 : -1));
+  }
+
+  // Port range per (netns, snapshot), computed on demand.
+  const PortRange& range_at(const Timeline& tl, uint32_t ns, uint32_t snap) {
+    if (m_ranges.size() <= ns) {
+      m_ranges.resize(ns + 1);
     }
-    const auto [warn_s, warn_n] = held(ctx, pts, warn_ratio);
-    const auto [crit_s, crit_n] = held(ctx, pts, ctx.param("crit_ratio"));
-    if (warn_n == 0 || warn_s < min_seconds) {
-      continue;
+    std::vector<std::optional<PortRange>>& v = m_ranges[ns];
+    if (v.size() <= snap) {
+      v.resize(std::max<size_t>(snap + 1, tl.snaps.size()));
     }
-    const Point* peak = &pts.front();
-    for (const Point& pt : pts) {
-      peak = pt.u() > peak->u() ? &pt : peak;
+    if (!v[snap]) {
+      v[snap] = port_range(tl, ns, snap);
     }
-    const Track& t = ctx.track(d.sample_track);
-    const bool reuse = tw_reuse_applies(ctx, t, peak->snap);
-    const double live_u =
-        static_cast<double>(peak->est + peak->syn) / static_cast<double>(peak->cap);
-    Severity sev = crit_n > 0 && crit_s >= min_seconds ? Severity::critical : Severity::warning;
-    const bool downgraded = reuse && live_u < warn_ratio;
-    if (downgraded) {
-      sev = Severity::info;
+    return *v[snap];
+  }
+
+  void take_out_late_listener_ports(const Context& ctx);
+  void judge(const Context& ctx, const Dest& d, Sink& out);
+
+  std::unordered_map<DestKey, Dest, DestKeyHash> m_dests;
+  std::unordered_set<uint64_t> m_listen; // port_key of every listening socket seen
+  // port_key -> the snapshots (first, last) of the sockets counted with that local port.
+  std::unordered_map<uint64_t, std::pair<uint32_t, uint32_t>> m_counted;
+  std::vector<std::vector<std::optional<PortRange>>> m_ranges;
+};
+
+// The sockets counted on a port that a listener used later (or that closed before its listener
+// opened): their samples are read back from the files and taken out of the counts, as if the
+// listening port had been known when they came.
+void Pass::take_out_late_listener_ports(const Context& ctx) {
+  std::vector<std::pair<uint64_t, std::pair<uint32_t, uint32_t>>> late;
+  for (const auto& [pk, span] : m_counted) {
+    if (m_listen.contains(pk)) {
+      late.emplace_back(pk, span);
     }
-    // Every process with a connection toward it (TIME-WAIT has none), the busiest first.
-    std::map<uint32_t, size_t> owners;
-    for (const uint32_t ti : d.tracks) {
-      for (const Sample& x : ctx.track(ti).samples) {
-        if (x.state == k_established || x.state == k_syn_sent) {
-          for (const uint32_t o : ctx.owners(x)) {
-            owners[o]++;
+  }
+  if (late.empty()) {
+    return;
+  }
+  std::sort(late.begin(), late.end());
+  const Timeline& tl = ctx.timeline();
+  std::map<std::pair<int32_t, uint64_t>, uint32_t> procs; // (pid, start_ticks) -> index
+  for (uint32_t i = 0; i < tl.procs.size(); ++i) {
+    procs.emplace(std::make_pair(tl.procs[i].pid, tl.procs[i].start_ticks), i);
+  }
+  for (const auto& [pk, span] : late) {
+    const auto ns = static_cast<uint32_t>(pk >> 16U);
+    const auto port = static_cast<uint16_t>(pk & 0xffffU);
+    for (uint32_t snap = span.first; snap <= span.second; ++snap) {
+      SocketFilter filter;
+      filter.port = port;
+      const Context::SnapshotSockets back = ctx.read_snapshot(snap, filter);
+      const Timeline& btl = back.tl();
+      for (const Track& bt : btl.tracks) {
+        const Sample* x = sample_at(bt, back.snap);
+        const int kind = x == nullptr ? -1 : kind_of(*x);
+        if (kind < 0 || bt.family == k_af_unix || bt.proto != k_proto_tcp || bt.local_port != port
+            || bt.remote_port == 0 || bt.remote_addr == k_na
+            || btl.netns[bt.netns].inode != tl.netns[ns].inode) {
+          continue;
+        }
+        const DestKey k{ns,
+                        ctx.series().strings.find(back.series.strings.get(bt.local_addr)),
+                        ctx.series().strings.find(back.series.strings.get(bt.remote_addr)),
+                        bt.remote_port};
+        const auto it = m_dests.find(k);
+        if (it == m_dests.end()) {
+          continue;
+        }
+        Dest& d = it->second;
+        const PortRange& r = range_at(tl, ns, snap);
+        const auto c = d.by_snap.find(snap);
+        if (port >= r.lo && port <= r.hi && c != d.by_snap.end()) {
+          c->second.add(kind, -1);
+          --d.entries;
+          if (c->second.empty()) {
+            d.by_snap.erase(c);
+          }
+        }
+        if (kind == 0) {
+          continue;
+        }
+        for (const uint32_t bo : owners_of(btl, *x)) {
+          const Process& p = btl.procs[bo];
+          const auto o = procs.find({p.pid, p.start_ticks});
+          const auto n = o == procs.end() ? d.owners.end() : d.owners.find(o->second);
+          if (n != d.owners.end() && --n->second == 0) {
+            d.owners.erase(n);
           }
         }
       }
     }
-    std::vector<uint32_t> procs;
-    procs.reserve(owners.size());
-    for (const auto& [o, n] : owners) {
-      procs.push_back(o);
-    }
-    std::stable_sort(procs.begin(), procs.end(), [&owners](uint32_t a, uint32_t b) {
-      return owners[a] > owners[b];
-    });
-    const PortRange& r = range_at(d.key.netns, peak->snap);
-    const std::string local = host_text(ctx, t, t.local_addr) + ":*";
-    const std::string dst = endpoint(series, t, false);
-    const std::string dominant = peak->tw >= peak->est && peak->tw >= peak->syn ? "TIME-WAIT"
-                                 : peak->est >= peak->syn                       ? "ESTAB"
-                                                                                : "SYN-SENT";
-    FindingBuilder b(ctx, "port_exhaustion");
-    b.subject(destination_subject(ctx, t, dominant, local, procs),
-              procs.empty() ? k_na : procs.front());
-    b.seen(pts.front().snap, pts.back().snap).severity(sev).weight(peak->u());
-    const uint32_t used = peak->tw + peak->est + peak->syn;
-    std::string s = "connections " + local;
-    s += " -> " + dst + " use " + std::to_string(used) + " of " + std::to_string(peak->cap)
-         + " ephemeral ports (" + num(100 * peak->u()) + "%: " + std::to_string(peak->tw)
-         + " TIME-WAIT, " + std::to_string(peak->est) + " ESTAB, " + std::to_string(peak->syn)
-         + " SYN-SENT), >= " + num(100 * warn_ratio) + "% for " + num(warn_s) + " s ("
-         + std::to_string(warn_n) + " snapshots)";
-    if (downgraded) {
-      s += "; tcp_tw_reuse lets connect() reuse TIME-WAIT ports, so new connects still succeed";
-    } else {
-      s += "; connect() to it fails with EADDRNOTAVAIL when all are used (~"
-           + num(static_cast<double>(peak->tw) / 60.0)
-           + " closes/s hold TIME-WAIT 60 s): pool or keep connections alive, let the server "
-             "close first, or widen ip_local_port_range";
-    }
-    s += "; " + processes_text(ctx, procs, "no owning process seen (TIME-WAIT only)");
-    b.summary(std::move(s));
-    b.fact("utilisation", peak->u());
-    b.fact("used_ports", used);
-    b.fact("capacity", peak->cap);
-    b.fact("port_range", std::to_string(r.lo) + " " + std::to_string(r.hi));
-    b.fact("reserved_ports_in_range", r.reserved);
-    b.fact("seconds_warn", warn_s);
-    b.fact("seconds_crit", crit_n == 0 ? Json(nullptr) : Json(crit_s));
-    b.fact("snapshots_warn", warn_n);
-    b.fact("snapshots_crit", crit_n);
-    b.fact("close_rate_per_s", static_cast<double>(peak->tw) / 60.0);
-    b.fact("tw_reuse_applies", reuse);
-    Json sysctls;
-    for (const char* name : {"net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_timestamps"}) {
-      const auto v = ctx.limit(d.key.netns, name, peak->snap);
-      sysctls[name] = v ? Json(*v) : Json(nullptr);
-    }
-    b.fact("sysctls", std::move(sysctls));
-    Json own = Json::array();
-    for (const uint32_t o : procs) {
-      Json j = process_json(series, tl, o);
-      j["connection_samples"] = owners[o];
-      own.push_back(std::move(j));
-    }
-    b.fact("owners", std::move(own));
-    Json rows = Json::array();
-    for (const Point& pt : pts) {
-      Json j;
-      j["t"] = ctx.time(pt.snap);
-      j["time_wait"] = pt.tw;
-      j["established"] = pt.est;
-      j["syn_sent"] = pt.syn;
-      j["used"] = pt.tw + pt.est + pt.syn;
-      j["capacity"] = pt.cap;
-      j["utilisation"] = pt.u();
-      rows.push_back(std::move(j));
-    }
-    b.series(std::move(rows), "used", {"capacity"});
-    b.group("destination",
-            std::to_string(d.key.netns).append(" ").append(local).append(" ").append(dst),
-            std::string(local).append(" -> ").append(dst),
-            "ephemeral-port users toward");
-    out.add(std::move(b).build());
   }
+}
+
+void Pass::finish(const Context& ctx, Sink& out) {
+  take_out_late_listener_ports(ctx);
+  // Destinations by key: the order sockets came in does not matter.
+  std::vector<const Dest*> order;
+  order.reserve(m_dests.size());
+  for (const auto& [k, d] : m_dests) {
+    order.push_back(&d);
+  }
+  std::sort(order.begin(), order.end(), [](const Dest* a, const Dest* b) {
+    return std::tie(a->key.netns, a->key.local_addr, a->key.remote_addr, a->key.remote_port)
+           < std::tie(b->key.netns, b->key.local_addr, b->key.remote_addr, b->key.remote_port);
+  });
+  for (const Dest* d : order) {
+    judge(ctx, *d, out);
+  }
+}
+
+void Pass::judge(const Context& ctx, const Dest& d, Sink& out) {
+  const Series& series = ctx.series();
+  const Timeline& tl = ctx.timeline();
+  const double warn_ratio = ctx.param("warn_ratio");
+  const double min_seconds = ctx.param("min_seconds");
+  if (d.entries < k_min_support) {
+    return;
+  }
+  std::vector<Point> pts;
+  pts.reserve(d.by_snap.size());
+  for (const auto& [snap, c] : d.by_snap) {
+    pts.push_back({snap, c.tw, c.est, c.syn, range_at(tl, d.key.netns, snap).capacity()});
+  }
+  const auto [warn_s, warn_n] = held(ctx, pts, warn_ratio);
+  const auto [crit_s, crit_n] = held(ctx, pts, ctx.param("crit_ratio"));
+  if (warn_n == 0 || warn_s < min_seconds) {
+    return;
+  }
+  const Point* peak = &pts.front();
+  for (const Point& pt : pts) {
+    peak = pt.u() > peak->u() ? &pt : peak;
+  }
+  const Track& t = d.id;
+  const bool reuse = tw_reuse_applies(ctx, t, peak->snap);
+  const double live_u = static_cast<double>(peak->est + peak->syn) / static_cast<double>(peak->cap);
+  Severity sev = crit_n > 0 && crit_s >= min_seconds ? Severity::critical : Severity::warning;
+  const bool downgraded = reuse && live_u < warn_ratio;
+  if (downgraded) {
+    sev = Severity::info;
+  }
+  // Every process with a connection toward it (TIME-WAIT has none), the busiest first.
+  const std::map<uint32_t, size_t>& owners = d.owners;
+  std::vector<uint32_t> procs;
+  procs.reserve(owners.size());
+  for (const auto& [o, n] : owners) {
+    procs.push_back(o);
+  }
+  std::stable_sort(procs.begin(), procs.end(), [&owners](uint32_t a, uint32_t b) {
+    return owners.at(a) > owners.at(b);
+  });
+  const PortRange& r = range_at(tl, d.key.netns, peak->snap);
+  const std::string local = host_text(ctx, t, t.local_addr) + ":*";
+  const std::string dst = endpoint(series, t, false);
+  const std::string dominant = peak->tw >= peak->est && peak->tw >= peak->syn ? "TIME-WAIT"
+                               : peak->est >= peak->syn                       ? "ESTAB"
+                                                                              : "SYN-SENT";
+  FindingBuilder b(ctx, "port_exhaustion");
+  b.subject(destination_subject(ctx, t, dominant, local, procs),
+            procs.empty() ? k_na : procs.front());
+  b.seen(pts.front().snap, pts.back().snap).severity(sev).weight(peak->u());
+  const uint32_t used = peak->tw + peak->est + peak->syn;
+  std::string s = "connections " + local;
+  s += " -> " + dst + " use " + std::to_string(used) + " of " + std::to_string(peak->cap)
+       + " ephemeral ports (" + num(100 * peak->u()) + "%: " + std::to_string(peak->tw)
+       + " TIME-WAIT, " + std::to_string(peak->est) + " ESTAB, " + std::to_string(peak->syn)
+       + " SYN-SENT), >= " + num(100 * warn_ratio) + "% for " + num(warn_s) + " s ("
+       + std::to_string(warn_n) + " snapshots)";
+  if (downgraded) {
+    s += "; tcp_tw_reuse lets connect() reuse TIME-WAIT ports, so new connects still succeed";
+  } else {
+    s += "; connect() to it fails with EADDRNOTAVAIL when all are used (~"
+         + num(static_cast<double>(peak->tw) / 60.0)
+         + " closes/s hold TIME-WAIT 60 s): pool or keep connections alive, let the server "
+           "close first, or widen ip_local_port_range";
+  }
+  s += "; " + processes_text(ctx, procs, "no owning process seen (TIME-WAIT only)");
+  b.summary(std::move(s));
+  b.fact("utilisation", peak->u());
+  b.fact("used_ports", used);
+  b.fact("capacity", peak->cap);
+  b.fact("port_range", std::to_string(r.lo) + " " + std::to_string(r.hi));
+  b.fact("reserved_ports_in_range", r.reserved);
+  b.fact("seconds_warn", warn_s);
+  b.fact("seconds_crit", crit_n == 0 ? Json(nullptr) : Json(crit_s));
+  b.fact("snapshots_warn", warn_n);
+  b.fact("snapshots_crit", crit_n);
+  b.fact("close_rate_per_s", static_cast<double>(peak->tw) / 60.0);
+  b.fact("tw_reuse_applies", reuse);
+  Json sysctls;
+  for (const char* name : {"net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_timestamps"}) {
+    const auto v = ctx.limit(d.key.netns, name, peak->snap);
+    sysctls[name] = v ? Json(*v) : Json(nullptr);
+  }
+  b.fact("sysctls", std::move(sysctls));
+  Json own = Json::array();
+  for (const uint32_t o : procs) {
+    Json j = process_json(series, tl, o);
+    j["connection_samples"] = owners.at(o);
+    own.push_back(std::move(j));
+  }
+  b.fact("owners", std::move(own));
+  Json rows = Json::array();
+  for (const Point& pt : pts) {
+    Json j;
+    j["t"] = ctx.time(pt.snap);
+    j["time_wait"] = pt.tw;
+    j["established"] = pt.est;
+    j["syn_sent"] = pt.syn;
+    j["used"] = pt.tw + pt.est + pt.syn;
+    j["capacity"] = pt.cap;
+    j["utilisation"] = pt.u();
+    rows.push_back(std::move(j));
+  }
+  b.series(std::move(rows), "used", {"capacity"});
+  b.group("destination",
+          std::to_string(d.key.netns).append(" ").append(local).append(" ").append(dst),
+          std::string(local).append(" -> ").append(dst),
+          "ephemeral-port users toward");
+  out.add(std::move(b).build());
 }
 
 } // namespace
@@ -330,7 +464,8 @@ Detector port_exhaustion_detector() {
                "the share held this long (consecutive snapshots) before it counts",
                Unit::seconds},
           },
-          &check};
+          nullptr,
+          make_pass<Pass>};
 }
 
 } // namespace sockrewind::analyze

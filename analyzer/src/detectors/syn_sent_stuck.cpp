@@ -14,8 +14,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 namespace sockrewind::analyze {
 
@@ -26,21 +29,19 @@ uint64_t dest_key(const Track& t) {
          ^ t.remote_port;
 }
 
-bool client_side(const Track& t, const ListenerIndex& li) {
-  return t.family != k_af_unix && t.proto == k_proto_tcp && t.remote_port != 0
-         && t.remote_addr != k_na && !li.is_listener_port(t);
-}
-
 // One connect seen in SYN-SENT.
 struct Connect {
-  uint32_t track = 0;
+  Track part;         // the socket with its last SYN-SENT sample (owners, addresses)
+  uint32_t seen = 0;  // snapshot of the socket's first sample (ties: the earlier socket first)
   uint32_t first = 0; // snapshots of its first and last SYN-SENT sample
   uint32_t last = 0;
   size_t samples = 0;
   uint8_t max_retrans = 0;
   bool stuck = false;
   bool connected_later = false;
-  const Sample* last_syn = nullptr;
+  std::vector<std::pair<uint32_t, uint8_t>> syn; // (snapshot, SYN retries or 0) of each sample
+
+  const Sample& last_syn() const { return part.samples.front(); }
 };
 
 // Client-side sockets toward the destination in one snapshot.
@@ -54,54 +55,6 @@ struct Point {
     return attempts == 0 ? 0 : static_cast<double>(syn) / static_cast<double>(attempts);
   }
 };
-
-struct Dest {
-  std::vector<uint32_t> tracks; // client-side tracks toward it
-};
-
-Connect connect_of(const Context& ctx, uint32_t ti) {
-  Connect c;
-  c.track = ti;
-  for (const Sample& x : ctx.track(ti).samples) {
-    if (x.state == k_syn_sent) {
-      c.first = c.samples == 0 ? x.snap : c.first;
-      c.last = x.snap;
-      ++c.samples;
-      c.max_retrans = x.retrans == k_na8 ? c.max_retrans : std::max(c.max_retrans, x.retrans);
-      c.last_syn = &x;
-    } else if (c.samples > 0 && x.state == k_established) {
-      c.connected_later = true;
-    }
-  }
-  c.stuck = c.samples > 0
-            && (ctx.lasted(c.first, c.last, c.samples, ctx.param("stuck_seconds"))
-                || static_cast<double>(c.max_retrans) >= ctx.param("retrans_warn"));
-  return c;
-}
-
-std::vector<Point> points_of(const Context& ctx, const Dest& d) {
-  std::map<uint32_t, Point> by_snap;
-  for (const uint32_t ti : d.tracks) {
-    for (const Sample& x : ctx.track(ti).samples) {
-      if (x.state == k_listen || x.state == k_close) {
-        continue;
-      }
-      Point& p = by_snap[x.snap];
-      p.snap = x.snap;
-      ++p.attempts;
-      if (x.state == k_syn_sent) {
-        ++p.syn;
-        p.max_retrans = std::max(p.max_retrans, x.retrans == k_na8 ? uint8_t{0} : x.retrans);
-      }
-    }
-  }
-  std::vector<Point> out;
-  out.reserve(by_snap.size());
-  for (const auto& [snap, p] : by_snap) {
-    out.push_back(p);
-  }
-  return out;
-}
 
 // Seconds of the longest run of consecutive snapshots (`pred` true in each) and its snapshots.
 template <typename Pred>
@@ -130,25 +83,199 @@ longest_run(const Context& ctx, const std::vector<Point>& pts, const Pred& pred)
   return {best, best_n};
 }
 
-void judge(const Context& ctx, const Dest& d, Sink& out) {
-  std::vector<Connect> connects;
-  for (const uint32_t ti : d.tracks) {
-    Connect c = connect_of(ctx, ti);
-    if (c.samples > 0) {
-      connects.push_back(c);
+// TCP sockets by (netns, local port): the key of a listening port.
+uint64_t port_key(uint32_t netns, uint16_t port) {
+  return static_cast<uint64_t>(netns) << 16U | port;
+}
+
+// A socket's connect as seen in SYN-SENT (samples 0: never seen so).
+Connect connect_of(const Track& t) {
+  Connect c;
+  size_t last_syn = 0;
+  for (size_t i = 0; i < t.samples.size(); ++i) {
+    const Sample& x = t.samples[i];
+    if (x.state == k_syn_sent) {
+      c.first = c.samples == 0 ? x.snap : c.first;
+      c.last = x.snap;
+      ++c.samples;
+      c.max_retrans = x.retrans == k_na8 ? c.max_retrans : std::max(c.max_retrans, x.retrans);
+      c.syn.emplace_back(x.snap, x.retrans == k_na8 ? uint8_t{0} : x.retrans);
+      last_syn = i;
+    } else if (c.samples > 0 && x.state == k_established) {
+      c.connected_later = true;
     }
+  }
+  if (c.samples > 0) {
+    c.part = track_part(t, {last_syn, last_syn + 1});
+    c.seen = t.samples.front().snap;
+  }
+  return c;
+}
+
+// Sockets one at a time: the client-side ones counted per (destination, snapshot), those seen
+// in SYN-SENT kept as connects (their SYN-SENT snapshots and last SYN-SENT sample); then the
+// destinations with a connect. A socket whose local port turns out to be a listening port only
+// after it was counted (the listener came later) is taken out again in finish(), from its
+// snapshots read back from the files.
+class Pass final : public TrackPass {
+public:
+  void track(const Context& ctx, const Track& t, Sink& /*out*/) override {
+    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
+      return;
+    }
+    const uint64_t pk = port_key(t.netns, t.local_port);
+    if (std::any_of(t.samples.begin(), t.samples.end(), [](const Sample& x) {
+          return x.state == k_listen;
+        })) {
+      m_listen.insert(pk);
+    }
+    if (t.remote_port == 0 || t.remote_addr == k_na || m_listen.contains(pk)
+        || ctx.listeners().is_listener_port(t)) {
+      return;
+    }
+    Dest& d = m_dests[dest_key(t)];
+    bool counted = false;
+    for (const Sample& x : t.samples) {
+      if (x.state != k_listen && x.state != k_close) {
+        d.attempts[x.snap]++;
+        counted = true;
+      }
+    }
+    Connect c = connect_of(t);
+    if (c.samples > 0) {
+      d.connects.push_back(std::move(c));
+    }
+    if (counted) {
+      const auto [it, fresh] =
+          m_counted.try_emplace(pk, t.samples.front().snap, t.samples.back().snap);
+      if (!fresh) {
+        it->second.first = std::min(it->second.first, t.samples.front().snap);
+        it->second.second = std::max(it->second.second, t.samples.back().snap);
+      }
+    }
+  }
+
+  void finish(const Context& ctx, Sink& out) override {
+    take_out_late_listener_ports(ctx);
+    std::vector<uint64_t> order;
+    order.reserve(m_dests.size());
+    for (const auto& [key, d] : m_dests) {
+      if (!d.connects.empty()) {
+        order.push_back(key);
+      }
+    }
+    std::sort(order.begin(), order.end());
+    for (const uint64_t key : order) {
+      judge(ctx, m_dests.at(key), out);
+    }
+  }
+
+private:
+  struct Dest {
+    std::map<uint32_t, uint32_t> attempts; // snapshot -> client-side sockets toward it
+    std::vector<Connect> connects;
+  };
+
+  void take_out_late_listener_ports(const Context& ctx);
+  static void judge(const Context& ctx, Dest& d, Sink& out);
+
+  std::unordered_map<uint64_t, Dest> m_dests; // by dest_key
+  std::unordered_set<uint64_t> m_listen;      // port_key of every listening socket seen
+  // port_key -> the snapshots (first, last) of the sockets counted with that local port.
+  std::unordered_map<uint64_t, std::pair<uint32_t, uint32_t>> m_counted;
+};
+
+// The sockets counted on a port that a listener used later (or that closed before its listener
+// opened): their connects are dropped and their samples, read back from the files, taken out
+// of the attempts, as if the listening port had been known when they came.
+void Pass::take_out_late_listener_ports(const Context& ctx) {
+  std::vector<std::pair<uint64_t, std::pair<uint32_t, uint32_t>>> late;
+  for (const auto& [pk, span] : m_counted) {
+    if (m_listen.contains(pk)) {
+      late.emplace_back(pk, span);
+    }
+  }
+  if (late.empty()) {
+    return;
+  }
+  std::sort(late.begin(), late.end());
+  for (auto& [key, d] : m_dests) {
+    std::erase_if(d.connects, [this](const Connect& c) {
+      return m_listen.contains(port_key(c.part.netns, c.part.local_port));
+    });
+  }
+  const Timeline& tl = ctx.timeline();
+  for (const auto& [pk, span] : late) {
+    const auto ns = static_cast<uint32_t>(pk >> 16U);
+    const auto port = static_cast<uint16_t>(pk & 0xffffU);
+    for (uint32_t snap = span.first; snap <= span.second; ++snap) {
+      SocketFilter filter;
+      filter.port = port;
+      const Context::SnapshotSockets back = ctx.read_snapshot(snap, filter);
+      const Timeline& btl = back.tl();
+      for (const Track& bt : btl.tracks) {
+        const Sample* x = sample_at(bt, back.snap);
+        if (x == nullptr || x->state == k_listen || x->state == k_close || bt.family == k_af_unix
+            || bt.proto != k_proto_tcp || bt.local_port != port || bt.remote_port == 0
+            || bt.remote_addr == k_na || btl.netns[bt.netns].inode != tl.netns[ns].inode) {
+          continue;
+        }
+        Track at; // bt in the terms of this timeline
+        at.netns = ns;
+        at.remote_addr = ctx.series().strings.find(back.series.strings.get(bt.remote_addr));
+        at.remote_port = bt.remote_port;
+        const auto it = m_dests.find(dest_key(at));
+        if (it == m_dests.end()) {
+          continue;
+        }
+        const auto n = it->second.attempts.find(snap);
+        if (n != it->second.attempts.end() && --n->second == 0) {
+          it->second.attempts.erase(n);
+        }
+      }
+    }
+  }
+}
+
+void Pass::judge(const Context& ctx, Dest& d, Sink& out) {
+  std::vector<Connect>& connects = d.connects;
+  for (Connect& c : connects) {
+    c.stuck = ctx.lasted(c.first, c.last, c.samples, ctx.param("stuck_seconds"))
+              || static_cast<double>(c.max_retrans) >= ctx.param("retrans_warn");
   }
   const auto stuck_n = static_cast<size_t>(
       std::count_if(connects.begin(), connects.end(), [](const Connect& c) { return c.stuck; }));
   if (stuck_n == 0) {
     return;
   }
+  // Stuck first, the longest first, then the socket seen first (a total order on what a socket
+  // is: the order they came in does not matter).
   std::sort(connects.begin(), connects.end(), [&ctx](const Connect& a, const Connect& b) {
     const double da = ctx.seconds(a.first, a.last);
     const double db = ctx.seconds(b.first, b.last);
-    return a.stuck != b.stuck ? a.stuck : (da != db ? da > db : a.track < b.track);
+    if (a.stuck != b.stuck) {
+      return a.stuck;
+    }
+    if (da != db) {
+      return da > db;
+    }
+    return std::tie(a.seen, a.part.cookie, a.part.local_addr, a.part.local_port, a.first)
+           < std::tie(b.seen, b.part.cookie, b.part.local_addr, b.part.local_port, b.first);
   });
-  const std::vector<Point> pts = points_of(ctx, d);
+  std::vector<Point> pts;
+  pts.reserve(d.attempts.size());
+  for (const auto& [snap, n] : d.attempts) {
+    pts.push_back({snap, 0, n, 0});
+  }
+  for (const Connect& c : connects) {
+    for (const auto& [snap, retrans] : c.syn) {
+      const auto p = std::lower_bound(
+          pts.begin(), pts.end(), snap, [](const Point& q, uint32_t s) { return q.snap < s; });
+      SR_ASSERT(p != pts.end() && p->snap == snap); // a SYN-SENT sample is an attempt
+      ++p->syn;
+      p->max_retrans = std::max(p->max_retrans, retrans);
+    }
+  }
   const auto [syn_s, syn_n] = longest_run(ctx, pts, [](const Point& p) { return p.syn > 0; });
   const double crit_ratio = ctx.param("crit_ratio");
   const auto [most_s, most_n] =
@@ -166,7 +293,7 @@ void judge(const Context& ctx, const Dest& d, Sink& out) {
     if (!c.stuck) {
       continue;
     }
-    for (const uint32_t p : ctx.owners(*c.last_syn)) {
+    for (const uint32_t p : ctx.owners(c.last_syn())) {
       procs[p]++;
     }
     first = std::min(first, c.first);
@@ -190,7 +317,7 @@ void judge(const Context& ctx, const Dest& d, Sink& out) {
   }
 
   const Series& series = ctx.series();
-  const Track& t = ctx.track(connects.front().track);
+  const Track& t = connects.front().part;
   const std::string dst = endpoint(series, t, false);
   const std::string local =
       connects.size() == 1 ? endpoint(series, t, true) : host_text(ctx, t, t.local_addr) + ":*";
@@ -231,7 +358,7 @@ void judge(const Context& ctx, const Dest& d, Sink& out) {
   const auto max_listed = static_cast<size_t>(ctx.param("max_listed"));
   for (size_t i = 0; i < connects.size() && i < max_listed; ++i) {
     const Connect& c = connects[i];
-    const Track& ct = ctx.track(c.track);
+    const Track& ct = c.part;
     Json j;
     j["local"] = endpoint(series, ct, true);
     j["cookie"] = ct.cookie == 0 ? Json(nullptr) : Json(ct.cookie);
@@ -241,7 +368,7 @@ void judge(const Context& ctx, const Dest& d, Sink& out) {
     j["stuck_s"] = ctx.seconds(c.first, c.last);
     j["stuck"] = c.stuck;
     j["connected_later"] = c.connected_later;
-    j["owners"] = ctx.owners_json(*c.last_syn);
+    j["owners"] = ctx.owners_json(c.last_syn());
     list.push_back(std::move(j));
   }
   b.fact("connects", std::move(list));
@@ -262,34 +389,6 @@ void judge(const Context& ctx, const Dest& d, Sink& out) {
   b.group(
       "destination", std::to_string(t.netns) + " " + dst, dst, "connects stuck in SYN-SENT toward");
   out.add(std::move(b).build());
-}
-
-void check(const Context& ctx, Sink& out) {
-  const ListenerIndex& li = ctx.listeners();
-  // Destinations with at least one SYN-SENT socket, then every client-side socket toward them.
-  std::unordered_map<uint64_t, uint32_t> index;
-  std::vector<Dest> dests;
-  for (const Track& t : ctx.tracks()) {
-    const bool syn =
-        client_side(t, li) && std::any_of(t.samples.begin(), t.samples.end(), [](const Sample& x) {
-          return x.state == k_syn_sent;
-        });
-    if (syn && index.try_emplace(dest_key(t), static_cast<uint32_t>(dests.size())).second) {
-      dests.emplace_back();
-    }
-  }
-  for (uint32_t ti = 0; ti < ctx.tracks().size(); ++ti) {
-    const Track& t = ctx.track(ti);
-    const auto it = client_side(t, li) ? index.find(dest_key(t)) : index.end();
-    if (it != index.end()) {
-      dests[it->second].tracks.push_back(ti);
-    }
-  }
-  std::vector<std::pair<uint64_t, uint32_t>> order(index.begin(), index.end());
-  std::sort(order.begin(), order.end());
-  for (const auto& [key, di] : order) {
-    judge(ctx, dests[di], out);
-  }
 }
 
 } // namespace
@@ -313,7 +412,8 @@ Detector syn_sent_stuck_detector() {
                Unit::seconds},
               {"max_listed", 20, "connects listed in the evidence, longest stuck first"},
           },
-          &check};
+          nullptr,
+          make_pass<Pass>};
 }
 
 } // namespace sockrewind::analyze
