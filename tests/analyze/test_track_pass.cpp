@@ -532,3 +532,25 @@ TEST_CASE("track observer: tracks let go during the load leave it, the others un
   REQUIRE(s.timelines[0].tracks.size() == 1);
   CHECK(s.timelines[0].tracks[0].samples.size() == 12);
 }
+
+TEST_CASE("report: a capture whose sockets close before its end, only listeners left open",
+          "[toolkit]") {
+  using namespace sockrewind;
+  using namespace sockrewind::test;
+  // A client connection in the first snapshots only, the listener in all: the load lets go of
+  // the connection part-way and keeps only listeners to the end (nothing left to drop then).
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 4; ++i) {
+    synth::Snap s = snap_at(i);
+    s.sockets.push_back(listener(8080, 0, 128));
+    if (i < 2) {
+      s.sockets.push_back(
+          {.lport = 41000, .rport = 9000, .inode = 7000, .cookie = 70, .owners = {{200, 4}}});
+    }
+    snaps.push_back(std::move(s));
+  }
+  for (const char* id : {"accept_queue_backlog", "port_exhaustion"}) {
+    INFO(id);
+    CHECK(run_detector(snaps, id).empty()); // and the same findings streamed and whole
+  }
+}

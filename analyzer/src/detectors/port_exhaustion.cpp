@@ -203,10 +203,13 @@ private:
     uint32_t est = 0;
     uint32_t syn = 0;
 
+    // Never below 0: a late listener's read-back may meet a socket that was not counted.
     void add(int kind, int n) {
       uint32_t& c = kind == 0 ? tw : (kind == 1 ? est : syn);
-      c = static_cast<uint32_t>(static_cast<int64_t>(c) + n);
+      c = static_cast<uint32_t>(std::max<int64_t>(static_cast<int64_t>(c) + n, 0));
     }
+
+    uint32_t get(int kind) const { return kind == 0 ? tw : (kind == 1 ? est : syn); }
 
     bool empty() const { return tw == 0 && est == 0 && syn == 0; }
   };
@@ -297,9 +300,9 @@ void Pass::take_out_late_listener_ports(const Context& ctx) {
         Dest& d = it->second;
         const PortRange& r = range_at(tl, ns, snap);
         const auto c = d.by_snap.find(snap);
-        if (port >= r.lo && port <= r.hi && c != d.by_snap.end()) {
+        if (port >= r.lo && port <= r.hi && c != d.by_snap.end() && c->second.get(kind) > 0) {
           c->second.add(kind, -1);
-          --d.entries;
+          d.entries -= d.entries > 0 ? 1 : 0;
           if (c->second.empty()) {
             d.by_snap.erase(c);
           }

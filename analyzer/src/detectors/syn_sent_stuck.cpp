@@ -269,9 +269,13 @@ void Pass::judge(const Context& ctx, Dest& d, Sink& out) {
   }
   for (const Connect& c : connects) {
     for (const auto& [snap, retrans] : c.syn) {
-      const auto p = std::lower_bound(
+      auto p = std::lower_bound(
           pts.begin(), pts.end(), snap, [](const Point& q, uint32_t s) { return q.snap < s; });
-      SR_ASSERT(p != pts.end() && p->snap == snap); // a SYN-SENT sample is an attempt
+      if (p == pts.end() || p->snap != snap) {
+        // A SYN-SENT sample is an attempt, even when a late listener's read-back took out
+        // another socket on that port that had not been counted.
+        p = pts.insert(p, Point{snap, 0, 1, 0});
+      }
       ++p->syn;
       p->max_retrans = std::max(p->max_retrans, retrans);
     }

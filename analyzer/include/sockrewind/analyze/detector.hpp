@@ -110,7 +110,7 @@ template <class P> std::unique_ptr<TrackPass> make_pass(const Context& /*ctx*/) 
 // The tracks a check reads: it must give the same findings on a timeline holding only the
 // tracks this returns true for (a superset is fine). report lets go of the samples of every
 // track no check keeps once the passes have seen it, when every check has one (see
-// tests/analyze/test_keep.cpp, which holds each to it).
+// tests/analyze/test_track_pass.cpp, which holds each to it).
 using KeepFn = bool (*)(const Context& ctx, const Track& t);
 
 // A detector has a check (it reads the timeline as it likes) or a pass (it reads it one track
