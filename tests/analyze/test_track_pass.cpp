@@ -267,6 +267,23 @@ void closing(const sockrewind::test::TempDir& dir) {
   }
 }
 
+// The captures in samples/, the orphan series (written in `a`) and the closing series (in `b`).
+std::vector<sa::Series> every_series(const sockrewind::test::TempDir& a,
+                                     const sockrewind::test::TempDir& b) {
+  const std::filesystem::path dir = std::filesystem::path(SOCKREWIND_SOURCE_DIR) / "samples";
+  std::vector<sa::Series> all;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() == ".sqlite") {
+      all.push_back(sa::load_series({e.path().string()}));
+    }
+  }
+  REQUIRE(all.size() >= 7);
+  all.push_back(orphans(a));
+  closing(b);
+  all.push_back(sa::load_series(sa::expand_paths({b.path().string()})));
+  return all;
+}
+
 // Runs one TrackPass detector on the tracks load_series reports closed, as it reports them.
 class Streamer final : public sa::TrackObserver {
 public:
@@ -336,19 +353,9 @@ TEST_CASE("track passes: run as load_series reports sockets gone, the same findi
 TEST_CASE("track passes: the findings of samples/ whatever order the tracks come in, each gone "
           "after track()",
           "[toolkit]") {
-  const std::filesystem::path dir = std::filesystem::path(SOCKREWIND_SOURCE_DIR) / "samples";
-  std::vector<sa::Series> all;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    if (e.path().extension() == ".sqlite") {
-      all.push_back(sa::load_series({e.path().string()}));
-    }
-  }
-  REQUIRE(all.size() >= 7);
   const sockrewind::test::TempDir tmp;
-  all.push_back(orphans(tmp));
   const sockrewind::test::TempDir tmp2;
-  closing(tmp2);
-  all.push_back(sa::load_series(sa::expand_paths({tmp2.path().string()})));
+  const std::vector<sa::Series> all = every_series(tmp, tmp2);
   size_t passes = 0;
   for (const sa::Detector& d : sa::detectors()) {
     if (d.pass == nullptr) {
@@ -390,19 +397,9 @@ sa::Series kept_by(const sa::Detector& d, const sa::Series& s) {
 } // namespace
 
 TEST_CASE("checks that keep some tracks: the same findings on those tracks alone", "[toolkit]") {
-  const std::filesystem::path dir = std::filesystem::path(SOCKREWIND_SOURCE_DIR) / "samples";
-  std::vector<sa::Series> all;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    if (e.path().extension() == ".sqlite") {
-      all.push_back(sa::load_series({e.path().string()}));
-    }
-  }
-  REQUIRE(all.size() >= 7);
   const sockrewind::test::TempDir tmp;
-  all.push_back(orphans(tmp));
   const sockrewind::test::TempDir tmp2;
-  closing(tmp2);
-  all.push_back(sa::load_series(sa::expand_paths({tmp2.path().string()})));
+  const std::vector<sa::Series> all = every_series(tmp, tmp2);
   // (Each detector's own tests hold it to the same in their scenarios: det_support.hpp.)
   size_t checks = 0;
   size_t found = 0; // the comparisons are not all of empty lists
