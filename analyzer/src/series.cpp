@@ -13,6 +13,7 @@
 #include <functional>
 #include <future>
 #include <limits>
+#include <numeric>
 #include <optional>
 #include <set>
 #include <string>
@@ -179,6 +180,16 @@ struct TimelineState {
   std::map<std::pair<int32_t, uint64_t>, uint32_t> procs; // (pid, start) -> index
   // Timeline::owner_sets entry -> its index (each distinct set stored once).
   std::unordered_map<std::vector<uint32_t>, uint32_t, OwnerSetHash> owner_sets;
+
+  // Per snapshot index i of the timeline: how many snapshots before i had their rows read (the
+  // others are left out by SocketFilter::snapshots); one more entry than the timeline has.
+  std::vector<uint32_t> rows_before;
+
+  // Snapshots read strictly between snapshot indices `last` and `at` (last < at) in which a
+  // socket seen in `last` and again in `at` was absent.
+  uint32_t absent_between(uint32_t last, uint32_t at) const {
+    return at <= last + 1 ? 0 : rows_before[at] - rows_before[last + 1];
+  }
 
   // With a TrackObserver: per track, whether it was reported closed (never extended after);
   // the tracks still open after the last file; the latest snapshot placed so far.
@@ -832,43 +843,77 @@ private:
     return id;
   }
 
+  // Where a row lands: (timeline, snapshot index), or k_na for a row left out.
+  std::pair<uint32_t, uint32_t> landing(const RawSock& r) const {
+    const Slot* s = slot(r.snapshot_id);
+    return s == nullptr ? std::pair<uint32_t, uint32_t>{k_na, 0} : std::pair{s->timeline, s->snap};
+  }
+
+  // Rows are placed in their timeline's snapshot order, as place_one() needs: a file's rows
+  // come by snapshot_id, which is not that order in a pack across a wall-clock step back.
   void place_sockets(const std::vector<RawSock>& rows,
                      const std::vector<int32_t>& extra_pids,
                      const std::vector<std::string>& paths) {
+    std::pair<uint32_t, uint32_t> prev{0, 0};
+    bool in_order = true;
     for (const RawSock& r : rows) {
-      const Slot* s = slot(r.snapshot_id);
-      if (s == nullptr) {
-        continue;
+      const auto at = landing(r);
+      if (at.first != k_na) {
+        in_order = in_order && !(at < prev);
+        prev = at;
       }
-      Timeline& tl = m_series.timelines[s->timeline];
-      tl.snaps[s->snap].sockets++;
-      Track t;
-      t.netns = netns_of(s->timeline, r.netns_id);
-      t.family = r.family;
-      t.type = r.type;
-      t.proto = r.proto;
-      t.local_addr = addr(r.local_addr_id);
-      t.local_port = r.local_port;
-      t.remote_addr = addr(r.remote_addr_id);
-      t.remote_port = r.remote_port;
-      t.cookie = r.cookie;
-      t.path = r.path == k_na ? k_na : m_series.strings.intern(paths[r.path]);
-      t.peer_inode = r.peer_inode;
-      Sample x = r.sample;
-      x.snap = s->snap;
-      if (r.pid >= 0) {
-        const auto it = m_owner.find((static_cast<uint64_t>(r.snapshot_id) << 32U)
-                                     | static_cast<uint32_t>(r.pid));
-        if (it != m_owner.end()) {
-          x.owner = it->second;
-        }
-      }
-      if (r.extra_count != 0) {
-        x.owner_set = owner_set(
-            s->timeline, r.snapshot_id, x.owner, &extra_pids[r.extra_begin], r.extra_count);
-      }
-      place_one(tl, m_states[s->timeline], std::move(t), x);
     }
+    if (in_order) {
+      for (const RawSock& r : rows) {
+        place_socket(r, extra_pids, paths);
+      }
+      return;
+    }
+    std::vector<uint32_t> order(rows.size());
+    std::iota(order.begin(), order.end(), 0U);
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      return landing(rows[a]) < landing(rows[b]);
+    });
+    for (const uint32_t i : order) {
+      place_socket(rows[i], extra_pids, paths);
+    }
+  }
+
+  void place_socket(const RawSock& r,
+                    const std::vector<int32_t>& extra_pids,
+                    const std::vector<std::string>& paths) {
+    const Slot* s = slot(r.snapshot_id);
+    if (s == nullptr) {
+      return;
+    }
+    Timeline& tl = m_series.timelines[s->timeline];
+    tl.snaps[s->snap].sockets++;
+    Track t;
+    t.netns = netns_of(s->timeline, r.netns_id);
+    t.family = r.family;
+    t.type = r.type;
+    t.proto = r.proto;
+    t.local_addr = addr(r.local_addr_id);
+    t.local_port = r.local_port;
+    t.remote_addr = addr(r.remote_addr_id);
+    t.remote_port = r.remote_port;
+    t.cookie = r.cookie;
+    t.path = r.path == k_na ? k_na : m_series.strings.intern(paths[r.path]);
+    t.peer_inode = r.peer_inode;
+    Sample x = r.sample;
+    x.snap = s->snap;
+    if (r.pid >= 0) {
+      const auto it = m_owner.find((static_cast<uint64_t>(r.snapshot_id) << 32U)
+                                   | static_cast<uint32_t>(r.pid));
+      if (it != m_owner.end()) {
+        x.owner = it->second;
+      }
+    }
+    if (r.extra_count != 0) {
+      x.owner_set =
+          owner_set(s->timeline, r.snapshot_id, x.owner, &extra_pids[r.extra_begin], r.extra_count);
+    }
+    place_one(tl, m_states[s->timeline], std::move(t), x);
   }
 
   // Appends `x` to the track of its identity, creating the track when it is new.
@@ -899,6 +944,9 @@ private:
       const Sample& last = existing.samples.back();
       if (last.snap == x.snap) {
         continue; // this one is taken in this snapshot (e.g. identical unix embryos)
+      }
+      if (last.snap < x.snap && st.absent_between(last.snap, x.snap) >= k_absent_ends_track) {
+        continue; // gone, and this is a new socket under its identity (see Track)
       }
       // Without a cookie, an inode N -> M (both non-zero) is a new socket on a reused 4-tuple;
       // 0 -> N is accept() and N -> 0 is close into TIME_WAIT.
@@ -955,8 +1003,11 @@ void report_closed(Series& series, uint32_t tli, TimelineState& st, TrackObserve
   st.last_placed = std::max(st.last_placed, st.file_last_snap);
   std::vector<uint32_t> closed;
   std::vector<uint32_t> open;
+  // Gone: absent from k_absent_ends_track snapshots placed after its last sample (see Track).
+  const uint32_t after = st.last_placed + 1;
   const auto judge = [&](uint32_t idx) {
-    (tl.tracks[idx].samples.back().snap < st.last_placed ? closed : open).push_back(idx);
+    const uint32_t last = tl.tracks[idx].samples.back().snap;
+    (st.absent_between(last, after) >= k_absent_ends_track ? closed : open).push_back(idx);
   };
   for (const uint32_t idx : st.open) {
     if (st.touched_by[idx] != st.file_number) {
@@ -1123,6 +1174,19 @@ Series load_series(const std::vector<std::string>& files,
     }
   }
   std::vector<TimelineState> states(series.timelines.size());
+  for (size_t tli = 0; tli < states.size(); ++tli) {
+    states[tli].rows_before.assign(series.timelines[tli].snaps.size() + 1, 0);
+  }
+  for (const SlotIndex& f : slots) {
+    for (const auto& [id, slot] : f.all()) {
+      if (slot.timeline != k_na && slot.rows) {
+        states[slot.timeline].rows_before[slot.snap + 1] = 1;
+      }
+    }
+  }
+  for (TimelineState& st : states) {
+    std::partial_sum(st.rows_before.begin(), st.rows_before.end(), st.rows_before.begin());
+  }
   // Tracks are reported closed as the files are placed only when, per timeline, every file's
   // snapshots come after those of the files placed before it.
   bool early = observer != nullptr;

@@ -7,6 +7,7 @@
 
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/pack.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <catch2/catch.hpp>
@@ -549,5 +550,106 @@ TEST_CASE("report: a capture whose sockets close before its end, only listeners 
   for (const char* id : {"accept_queue_backlog", "port_exhaustion"}) {
     INFO(id);
     CHECK(run_detector(snaps, id).empty()); // and the same findings streamed and whole
+  }
+}
+
+namespace {
+
+// Every track of `s` as text (identity, first snapshot time, samples, last snapshot index),
+// sorted: what a whole and a streamed load must agree on.
+std::vector<std::string> track_texts(const sa::Series& s) {
+  std::vector<std::string> out;
+  for (const sa::Timeline& tl : s.timelines) {
+    for (const sa::Track& t : tl.tracks) {
+      out.push_back(Forgetter::describe(s, tl, t) + " last "
+                    + std::to_string(tl.snaps[t.samples.back().snap].boottime_ns));
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Notes the tracks reported to it and keeps them all, so its load holds every track.
+class Noter final : public sa::TrackObserver {
+public:
+  void closed(sa::Series& /*s*/, uint32_t /*tl*/, const std::vector<uint32_t>& tracks) override {
+    reported += tracks.size();
+  }
+
+  size_t reported = 0;
+};
+
+// Twelve snapshots in three files of four. A listener throughout; a connection (cookie 70)
+// absent only from the first file's last snapshot (its dump rolled back); one (cookie 71)
+// absent from two snapshots across the first two files (gone, and its cookie seen again); a
+// connection without a cookie (as from /proc) absent only from the second file's last
+// snapshot. `step_back`: the wall clock of the second and third files is set back an hour.
+std::vector<std::vector<sockrewind::synth::Snap>> absences(bool step_back) {
+  using namespace sockrewind::test;
+  std::vector<std::vector<sockrewind::synth::Snap>> files(3);
+  for (int i = 0; i < 12; ++i) {
+    sockrewind::synth::Snap s = snap_at(i);
+    if (step_back && i >= 4) {
+      s.realtime_ns -= 60 * k_minute;
+    }
+    s.sockets.push_back(listener(8080, 0, 128));
+    if (i != 3) {
+      s.sockets.push_back(
+          {.lport = 41000, .rport = 9000, .inode = 7000, .cookie = 70, .owners = {{200, 4}}});
+    }
+    if (i != 3 && i != 4) {
+      s.sockets.push_back(
+          {.lport = 41001, .rport = 9000, .inode = 7001, .cookie = 71, .owners = {{200, 5}}});
+    }
+    if (i != 7) {
+      s.sockets.push_back({.lport = 8080, .rport = 50000, .inode = 7002, .owners = {{100, 6}}});
+    }
+    files[static_cast<size_t>(i / 4)].push_back(std::move(s));
+  }
+  return files;
+}
+
+} // namespace
+
+TEST_CASE("track observer: a socket absent from one snapshot goes on, from two is a new track, "
+          "streamed or whole, across files and in a pack across a wall-clock step back",
+          "[toolkit]") {
+  using namespace sockrewind;
+  for (const bool packed : {false, true}) {
+    INFO((packed ? "the first two files packed, clock set back" : "three files"));
+    const test::TempDir dir;
+    const test::TempDir parts;
+    const auto snaps = absences(packed);
+    std::vector<std::string> files;
+    if (packed) {
+      // The pack orders its snapshots by wall clock: the second file's come first in it.
+      sa::PackOptions p;
+      p.paths = {synth::write_series(parts.path().string(), synth::Host{}, snaps[0]),
+                 synth::write_series(parts.path().string(), synth::Host{}, snaps[1])};
+      p.out = (dir.path() / "pack.sqlite").string();
+      files.push_back(sa::write_pack(p).path);
+    } else {
+      files.push_back(synth::write_series(dir.path().string(), synth::Host{}, snaps[0]));
+      files.push_back(synth::write_series(dir.path().string(), synth::Host{}, snaps[1]));
+    }
+    files.push_back(synth::write_series(dir.path().string(), synth::Host{}, snaps[2]));
+
+    const sa::Series whole = sa::load_series(files);
+    Noter noter;
+    const sa::Series streamed = sa::load_series(files, {}, &noter);
+    sa::check_series(streamed);
+    const std::vector<std::string> got = track_texts(whole);
+    CHECK(track_texts(streamed) == got);
+    CHECK(noter.reported == got.size());
+    // The listener, 70 and the cookie-less one are one track each; 71 is two.
+    REQUIRE(whole.timelines.size() == 1);
+    std::map<uint64_t, std::vector<size_t>> by_cookie; // cookie -> sample counts
+    for (const sa::Track& t : whole.timelines[0].tracks) {
+      by_cookie[t.cookie].push_back(t.samples.size());
+    }
+    CHECK(by_cookie[1] == std::vector<size_t>{12});
+    CHECK(by_cookie[70] == std::vector<size_t>{11});
+    CHECK(by_cookie[71] == std::vector<size_t>{3, 7});
+    CHECK(by_cookie[0] == std::vector<size_t>{11});
   }
 }

@@ -107,7 +107,12 @@ struct Sample {
   uint8_t backoff = k_na8;
 };
 
-// One socket identity over time (DESIGN.md "Socket identity across snapshots").
+// One socket identity over time (DESIGN.md "Socket identity across snapshots"). A socket absent
+// from k_absent_ends_track snapshots in a row (of those whose rows were read) and seen again
+// starts a new track: absent from one, as when a dump failed and was rolled back, it goes on.
+// Whole and streamed loads (TrackObserver) follow this one rule, so they give the same tracks.
+inline constexpr uint32_t k_absent_ends_track = 2;
+
 struct Track {
   uint32_t netns = 0; // index into Timeline::netns
   uint8_t family = 0;
@@ -248,10 +253,10 @@ public:
   // `tracks` (indices into series.timelines[timeline].tracks, ascending) are complete; each
   // track is reported once. After a file is placed: the tracks whose socket is gone (a later
   // snapshot of their timeline was placed without them); at the end of the load: all others.
-  // Reported early only when the files come in time order per timeline (no file holds a
-  // snapshot earlier than one already placed); otherwise everything at the end. While
-  // observed, a socket seen again after it was reported gone (absent from one snapshot, as
-  // when its netns was not captured) starts a new track.
+  // A socket is gone once k_absent_ends_track snapshots of its timeline were placed after its
+  // last sample (see Track). Reported early only when the files come in time order per
+  // timeline (no file holds a snapshot earlier than one already placed); otherwise everything
+  // at the end.
   // The observer may let go of the samples of `tracks` (clear them): the load never reads
   // them again, and drop_empty_tracks() takes such tracks out once it is done.
   virtual void closed(Series& series, uint32_t timeline, const std::vector<uint32_t>& tracks) = 0;
