@@ -3,12 +3,15 @@
 // can be used) and put through what sockrewind-analyze does with a PATH: open read-only and
 // validate, index, load and merge the series, run every detector, then the chosen command's
 // rendering: report (json or text) from that series, or info, show or diff, which open the
-// file again as the commands do. The only exceptions allowed out are the documented ones:
-// LoadError (bad file, exit 3) and UsageError (exit 2, e.g. a file with no snapshots).
+// file again as the commands do. For report json, also the streamed analysis `report` runs
+// (analyze_files), which must find the same. The only exceptions allowed out are the
+// documented ones: LoadError (bad file, exit 3) and UsageError (exit 2, e.g. a file with no
+// snapshots).
 // Anything else, or a broken invariant (FUZZ_CHECK, or sa::check_series's SR_ASSERT), aborts.
 //
 // Cost: each open parses and validates the file's schema in thousands of small SQLite
-// allocations. Hence one load per report, and SQLite's memory from glibc (below).
+// allocations. Hence one load per report (two for report json), and SQLite's memory from
+// glibc (below).
 
 #include "fuzz_check.hpp"
 
@@ -124,6 +127,14 @@ void run(const std::string& file, Command command) {
 
   switch (command) {
   case Command::report_json: {
+    // As `report` runs: streamed while loading, the tracks no check keeps let go. The same
+    // findings as on the whole series.
+    const sa::Analysis streamed = sa::analyze_files(opts);
+    FUZZ_CHECK(streamed.findings.size() == findings.size());
+    for (size_t i = 0; i < findings.size(); ++i) {
+      FUZZ_CHECK(streamed.findings[i].summary == findings[i].summary);
+      FUZZ_CHECK(streamed.findings[i].evidence == findings[i].evidence);
+    }
     opts.format = sa::Format::json;
     std::ostringstream out;
     FUZZ_CHECK(sa::render_report(series, findings, opts, out) == 0); // no --fail-on
