@@ -534,8 +534,11 @@ Follow Model::follow(const SocketRow& r) const {
 
 const std::vector<Finding>& Model::findings() {
   if (!m_findings_loaded) {
-    const Series s = load_series(m_files);
-    std::vector<Finding> all = run_detectors(s, ReportOptions{});
+    // As `report` runs them: while loading, each socket analysed once it is gone, so memory
+    // follows the sockets open at once rather than the length of the series.
+    ReportOptions opts;
+    opts.paths = m_files;
+    std::vector<Finding> all = analyze_files(opts).findings;
     std::erase_if(all, [&](const Finding& f) {
       return !f.subject.contains("host") || f.subject["host"] != m_host;
     });
