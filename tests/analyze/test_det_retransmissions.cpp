@@ -3,9 +3,11 @@
 
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/load.hpp>
+#include <sockrewind/analyze/primitives.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -99,6 +101,40 @@ TEST_CASE("retransmissions: a sustained retransmit ratio with attribution",
   REQUIRE(g.size() == 1);
   CHECK(g[0].severity == Severity::critical);
   CHECK(g[0].evidence["dominant"] == Json::array({"TCPTimeouts"}));
+}
+
+TEST_CASE("retransmissions: the top socket is named as it was at the storm's end",
+          "[det][retransmissions]") {
+  // Five bad minutes, then four without retransmits; the top socket goes on sending, its owner
+  // is stopped from the minute after the storm, and its peer closes (CLOSE-WAIT) a minute
+  // later.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 10; ++i) {
+    synth::Snap s = minute(i);
+    const int bad = std::min(i, 5);
+    s.counters["Tcp.OutSegs"] = 1'000'000 + 60'000 * i;
+    s.counters["Tcp.RetransSegs"] = 5000 + 1200 * bad;
+    s.counters["TcpExt.TCPFastRetrans"] = 4000 + 1100 * bad;
+    s.counters["TcpExt.TCPTimeouts"] = 100 + 100 * bad;
+    const auto u = static_cast<uint64_t>(i);
+    synth::Sock top = bulk(1, 40001, 1000 * static_cast<uint64_t>(bad), 50'000 * u);
+    if (i >= 6) {
+      s.procs[0].state = 'T';
+    }
+    if (i >= 7) {
+      top.state = 8;
+    }
+    s.sockets.push_back(top);
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "retransmissions");
+  REQUIRE(f.size() == 1);
+  REQUIRE(f[0].evidence["top_sockets"].size() == 1);
+  CHECK(f[0].evidence["top_sockets"][0]["retrans_delta"] == 5000);
+  CHECK(f[0].evidence["top_sockets"][0]["segs_out_delta"] == 250'000);
+  CHECK(f[0].evidence["top_sockets"][0]["state"] == state_name(1));
+  CHECK(f[0].evidence["top_sockets"][0]["owners"] == "pid 42 (app)");
+  CHECK(f[0].last_seen_ns == snaps[5].realtime_ns);
 }
 
 TEST_CASE("retransmissions: low rates, low ratios and short bursts are fine",

@@ -17,15 +17,19 @@
 // OutSegs counts pure ACKs and GSO-split segments too: the ratio is an approximation, compared
 // only within one host. One finding per netns, listener or destination.
 // A TrackPass: each TCP socket, as it is seen, is added to its remote address's sums (per
-// interval), and what finish() reads of it is copied: every sample of a socket that
-// retransmitted (the top sockets and peers of the window come from those), the LISTEN and
-// SYN-SENT samples of the others; nothing of a socket that is neither. Ties (equal retransmits,
-// two listeners a connect could aim at) go to the socket first seen, then by its endpoints.
+// interval), and what finish() reads of it is kept: its LISTEN and SYN-SENT samples, and for a
+// socket that retransmitted (the top sockets and peers of a window come from those) its
+// per-interval deltas and, in runs, the state and owners of its samples; nothing of a socket
+// that is none of these. Ties (equal retransmits, two listeners a connect could aim at) go to
+// the socket first seen, then by its endpoints.
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
+#include <iterator>
 #include <map>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <tuple>
@@ -40,16 +44,79 @@ bool is_tcp(const Track& t) {
   return t.family != k_af_unix && t.proto == k_proto_tcp;
 }
 
-// What the pass keeps of a TCP socket for finish(): every sample of one that retransmitted
-// (a consecutive pair of samples with total_retrans rising: only those can be a top socket or
-// peer of a window), only the LISTEN and SYN-SENT samples of the others (listeners and connects
-// toward them); nothing of a socket that is neither.
+// Segments retransmitted and sent between a socket's sample and its previous one (`snap`), when
+// either moved.
+struct Step {
+  uint32_t snap = 0;
+  uint32_t retrans = 0;
+  uint64_t segs = 0;
+};
+
+// Consecutive snapshots (no gap) in which a socket's samples had the same state and owners: what
+// a top socket's line names of its last sample in a window.
+struct Run {
+  uint32_t first = 0;
+  uint32_t last = 0;
+  uint32_t owner = k_na;
+  uint32_t owner_set = k_na;
+  uint8_t state = 0;
+
+  // The sample at `snap` (within the run) as far as state and owners go.
+  Sample at(uint32_t snap) const {
+    Sample x;
+    x.snap = snap;
+    x.state = state;
+    x.owner = owner;
+    x.owner_set = owner_set;
+    return x;
+  }
+};
+
+// What the pass keeps of a TCP socket for finish(): its LISTEN and SYN-SENT samples (listeners
+// and connects toward them) in `t`; for one that retransmitted (a consecutive pair of samples
+// with total_retrans rising: only those can be a top socket or peer of a window), its steps
+// and runs besides. Nothing of a socket that is none of these.
 struct Kept {
   Track t;
   uint32_t first = 0;       // the track's first snapshot and inode (its samples here may start
   uint32_t inode = 0;       // later)
-  bool retransmits = false; // t holds every sample
+  bool retransmits = false; // steps and runs are kept
+  std::vector<Step> steps;
+  std::vector<Run> runs;
+
+  // The last sample in (from, to], or nullopt.
+  std::optional<Sample> last_in(uint32_t from, uint32_t to) const {
+    const auto it = std::upper_bound(
+        runs.begin(), runs.end(), to, [](uint32_t v, const Run& r) { return v < r.first; });
+    if (it == runs.begin()) {
+      return std::nullopt;
+    }
+    const Run& r = *std::prev(it);
+    const uint32_t snap = std::min(r.last, to);
+    if (snap <= from) {
+      return std::nullopt;
+    }
+    return r.at(snap);
+  }
 };
+
+// The runs of `t`'s samples.
+std::vector<Run> runs_of(const Track& t) {
+  std::vector<Run> out;
+  for (const Sample& x : t.samples) {
+    if (!out.empty()) {
+      Run& r = out.back();
+      if (r.last + 1 == x.snap && r.state == x.state && r.owner == x.owner
+          && r.owner_set == x.owner_set) {
+        r.last = x.snap;
+        continue;
+      }
+    }
+    out.push_back({x.snap, x.snap, x.owner, x.owner_set, x.state});
+  }
+  out.shrink_to_fit();
+  return out;
+}
 
 // Segments the socket retransmitted, and sent, between two of its samples (0 when either is
 // not captured or the counter went back).
@@ -92,7 +159,7 @@ struct SockSum {
   const Track* track = nullptr;
   uint64_t retrans = 0;
   uint64_t segs = 0;
-  const Sample* last = nullptr;
+  Sample last; // the last sample in the window, as far as state and owners go
 };
 
 // Over the sockets that retransmitted (no other one has retransmits in any window).
@@ -104,18 +171,18 @@ socket_sums(const std::vector<const Kept*>& kept, uint32_t netns, uint32_t from,
     if (!kept[k]->retransmits || t.netns != netns) {
       continue;
     }
-    SockSum s{k, &t, 0, 0, nullptr};
-    for (size_t i = 1; i < t.samples.size(); ++i) {
-      const Sample& a = t.samples[i - 1];
-      const Sample& b = t.samples[i];
-      if (b.snap <= from || b.snap > to) {
-        continue;
-      }
-      s.last = &b;
-      s.retrans += retrans_delta(a, b);
-      s.segs += segs_delta(a, b);
+    const std::optional<Sample> last = kept[k]->last_in(from, to);
+    if (!last) {
+      continue;
     }
-    if (s.last != nullptr && (s.retrans > 0 || s.segs > 0)) {
+    SockSum s{k, &t, 0, 0, *last};
+    for (const Step& st : kept[k]->steps) {
+      if (st.snap > from && st.snap <= to) {
+        s.retrans += st.retrans;
+        s.segs += st.segs;
+      }
+    }
+    if (s.retrans > 0 || s.segs > 0) {
       out.push_back(s);
     }
   }
@@ -132,11 +199,11 @@ Json top_sockets(const Context& ctx, const std::vector<SockSum>& sums) {
       break;
     }
     const Track& t = *s.track;
-    const uint32_t who = ctx.culprit(*s.last);
+    const uint32_t who = ctx.culprit(s.last);
     Json j;
     j["local"] = endpoint(ctx.series(), t, true);
     j["remote"] = endpoint(ctx.series(), t, false);
-    j["state"] = state_name(s.last->state);
+    j["state"] = state_name(s.last.state);
     j["retrans_delta"] = s.retrans;
     j["segs_out_delta"] = s.segs;
     j["ratio"] = s.segs > 0 ? Json(static_cast<double>(s.retrans) / static_cast<double>(s.segs))
@@ -144,7 +211,7 @@ Json top_sockets(const Context& ctx, const std::vector<SockSum>& sums) {
     j["pid"] = who == k_na ? Json(nullptr) : Json(ctx.processes()[who].pid);
     j["comm"] =
         who == k_na ? Json(nullptr) : Json(ctx.series().strings.get(ctx.processes()[who].comm));
-    j["owners"] = ctx.owners_text(*s.last);
+    j["owners"] = ctx.owners_text(s.last);
     js.push_back(std::move(j));
   }
   return js;
@@ -159,7 +226,7 @@ Json top_peers(const Context& ctx, const std::vector<SockSum>& sums) {
     }
     auto& p = peers[std::string(ctx.series().strings.get(s.track->remote_addr))];
     p.first += s.retrans;
-    p.second.insert(ctx.owners_text(*s.last));
+    p.second.insert(ctx.owners_text(s.last));
   }
   std::vector<std::pair<std::string, std::pair<uint64_t, std::set<std::string>>>> v(peers.begin(),
                                                                                     peers.end());
@@ -415,7 +482,7 @@ void namespace_finding(
     const Track& t = *top.track;
     s += "; top socket " + proto_name(t) + " " + endpoint(ctx.series(), t, true) + " -> "
          + endpoint(ctx.series(), t, false) + " (" + std::to_string(top.retrans)
-         + " retransmitted, " + ctx.owners_text(*top.last) + ")";
+         + " retransmitted, " + ctx.owners_text(top.last) + ")";
   }
   b.summary(std::move(s));
   Json rows = Json::array();
@@ -589,20 +656,28 @@ public:
     k.first = t.samples.front().snap;
     k.inode = t.samples.front().inode;
     k.retransmits = add_to_peer(ctx, t, m_peers);
+    k.t = track_part(t, {0, 0});
+    for (const Sample& x : t.samples) {
+      if (x.state == k_listen || x.state == k_syn_sent) {
+        k.t.samples.push_back(x);
+      }
+    }
     if (k.retransmits) {
-      k.t = track_part(t, {0, t.samples.size()});
-    } else {
-      k.t = track_part(t, {0, 0});
-      for (const Sample& x : t.samples) {
-        if (x.state == k_listen || x.state == k_syn_sent) {
-          k.t.samples.push_back(x);
+      for (size_t i = 1; i < t.samples.size(); ++i) {
+        const Sample& a = t.samples[i - 1];
+        const Sample& b = t.samples[i];
+        const uint64_t r = retrans_delta(a, b);
+        const uint64_t g = segs_delta(a, b);
+        if (r > 0 || g > 0) {
+          k.steps.push_back({b.snap, static_cast<uint32_t>(std::min<uint64_t>(r, UINT32_MAX)), g});
         }
       }
-      if (k.t.samples.empty()) {
-        return;
-      }
-      k.t.samples.shrink_to_fit();
+      k.steps.shrink_to_fit();
+      k.runs = runs_of(t);
+    } else if (k.t.samples.empty()) {
+      return;
     }
+    k.t.samples.shrink_to_fit();
     m_kept.push_back(std::move(k));
   }
 
