@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -19,13 +20,22 @@ inline constexpr int64_t k_t0 = 1'795'341'600'000'000'000; // 2026-11-22T10:00:0
 inline constexpr int64_t k_second = 1'000'000'000;
 inline constexpr int64_t k_minute = 60 * k_second;
 
-// Writes `snaps` to a temporary file and runs the detector `id` (with `set` overrides), on the
-// loaded series and as `report` does (requiring the same findings).
+// Writes `snaps` to a temporary file (or files of `per_file` snapshots each, so that `report`
+// sees the sockets of one file gone before it loads the next) and runs the detector `id` (with
+// `set` overrides), on the loaded series and as `report` does (requiring the same findings).
 inline std::vector<analyze::Finding> run_detector(const std::vector<synth::Snap>& snaps,
                                                   const std::string& id,
-                                                  std::vector<std::string> set = {}) {
+                                                  std::vector<std::string> set = {},
+                                                  size_t per_file = 0) {
   TempDir dir;
-  synth::write_series(dir.path().string(), synth::Host{}, snaps);
+  const size_t n = per_file == 0 ? std::max<size_t>(snaps.size(), 1) : per_file;
+  size_t i = 0;
+  do {
+    const auto from = snaps.begin() + static_cast<std::ptrdiff_t>(i);
+    const auto to = snaps.begin() + static_cast<std::ptrdiff_t>(std::min(i + n, snaps.size()));
+    synth::write_series(dir.path().string(), synth::Host{}, {from, to});
+    i += n;
+  } while (i < snaps.size());
   const analyze::Series s = analyze::load_series(analyze::expand_paths({dir.path().string()}));
   analyze::ReportOptions o;
   o.only = {id};
