@@ -65,11 +65,11 @@ bool ClientPorts::client_side(const Context& ctx, const Track& t) {
   const auto it = m_counted.find(pk);
   if (it != m_counted.end() && !t.samples.empty() && t.samples.front().snap <= it->second.last
       && t.samples.back().snap >= it->second.first) {
-    it->second.uncounted.push_back({t.local_addr,
-                                    t.remote_addr,
-                                    t.samples.front().snap,
-                                    t.samples.back().snap,
-                                    t.remote_port});
+    m_uncounted[pk].push_back({t.local_addr,
+                               t.remote_addr,
+                               t.samples.front().snap,
+                               t.samples.back().snap,
+                               t.remote_port});
   }
   return false;
 }
@@ -89,7 +89,7 @@ bool ClientPorts::listening(const Track& t) const {
 void ClientPorts::take_out_late(const Context& ctx,
                                 const std::function<void(const Late&)>& take_out) const {
   std::vector<uint64_t> late;
-  for (const auto& [pk, p] : m_counted) {
+  for (const auto& [pk, span] : m_counted) {
     if (m_listening.contains(pk)) {
       late.push_back(pk);
     }
@@ -107,8 +107,11 @@ void ClientPorts::take_out_late(const Context& ctx,
   for (const uint64_t pk : late) {
     const auto ns = static_cast<uint32_t>(pk >> 16U);
     const auto port = static_cast<uint16_t>(pk & 0xffffU);
-    const Port& p = m_counted.at(pk);
-    for (uint32_t snap = p.first; snap <= p.last; ++snap) {
+    const Span& span = m_counted.at(pk);
+    const auto found = m_uncounted.find(pk);
+    const std::vector<Uncounted> none;
+    const std::vector<Uncounted>& skip = found == m_uncounted.end() ? none : found->second;
+    for (uint32_t snap = span.first; snap <= span.last; ++snap) {
       SocketFilter filter;
       filter.port = port;
       const Context::SnapshotSockets back = ctx.read_snapshot(snap, filter);
@@ -130,11 +133,10 @@ void ClientPorts::take_out_late(const Context& ctx,
         at.local_port = bt.local_port;
         at.remote_port = bt.remote_port;
         at.cookie = bt.cookie;
-        const bool uncounted =
-            std::any_of(p.uncounted.begin(), p.uncounted.end(), [&](const Uncounted& u) {
-              return u.local_addr == at.local_addr && u.remote_addr == at.remote_addr
-                     && u.remote_port == at.remote_port && snap >= u.first && snap <= u.last;
-            });
+        const bool uncounted = std::any_of(skip.begin(), skip.end(), [&](const Uncounted& u) {
+          return u.local_addr == at.local_addr && u.remote_addr == at.remote_addr
+                 && u.remote_port == at.remote_port && snap >= u.first && snap <= u.last;
+        });
         if (uncounted) {
           continue;
         }

@@ -65,12 +65,10 @@ private:
     uint16_t remote_port = 0;
   };
 
-  struct Port {
-    uint32_t first = 0; // snapshots of the first and last sample of its counted sockets
+  // The snapshots of the first and last sample of the sockets counted on a port.
+  struct Span {
+    uint32_t first = 0;
     uint32_t last = 0;
-    // Those of its sockets not counted that share some of these snapshots (once it is known to
-    // listen, no more of its sockets are counted: first and last stay).
-    std::vector<Uncounted> uncounted;
   };
 
   void see_listeners(const Timeline& tl);
@@ -80,7 +78,10 @@ private:
   std::unordered_set<uint64_t> m_listening;
   size_t m_snaps_seen = 0; // the timeline's first snapshot not placed when last looked at
   // (netns << 16 | local port) of the ports with counted sockets -> their snapshots.
-  std::unordered_map<uint64_t, Port> m_counted;
+  std::unordered_map<uint64_t, Span> m_counted;
+  // Those ports -> their sockets not counted that share some of those snapshots (once a port is
+  // known to listen, no more of its sockets are counted: its span stays).
+  std::unordered_map<uint64_t, std::vector<Uncounted>> m_uncounted;
 };
 
 } // namespace sockrewind::analyze
