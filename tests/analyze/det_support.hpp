@@ -20,15 +20,30 @@ inline constexpr int64_t k_t0 = 1'795'341'600'000'000'000; // 2026-11-22T10:00:0
 inline constexpr int64_t k_second = 1'000'000'000;
 inline constexpr int64_t k_minute = 60 * k_second;
 
-// Writes `snaps` to a temporary file and runs the detector `id` (with `set` overrides), on the
-// loaded series and as `report` does, on that file and on the snapshots written two to a file
-// (requiring the same findings each way).
+// Writes `snaps` into files of `per` snapshots each in `dir` (one file for 0); returns them.
+inline std::vector<std::string>
+write_files(const TempDir& dir, const std::vector<synth::Snap>& snaps, size_t per) {
+  const size_t n = per == 0 ? std::max<size_t>(snaps.size(), 1) : per;
+  size_t i = 0;
+  do {
+    const auto from = snaps.begin() + static_cast<std::ptrdiff_t>(i);
+    const auto to = snaps.begin() + static_cast<std::ptrdiff_t>(std::min(i + n, snaps.size()));
+    synth::write_series(dir.path().string(), synth::Host{}, {from, to});
+    i += n;
+  } while (i < snaps.size());
+  return analyze::expand_paths({dir.path().string()});
+}
+
+// Writes `snaps` to a temporary file (or files of `per_file` snapshots each, so that `report`
+// sees the sockets of one file gone before it loads the next) and runs the detector `id` (with
+// `set` overrides), on the loaded series and as `report` does, on those files and on the
+// snapshots written two to a file (requiring the same findings each way).
 inline std::vector<analyze::Finding> run_detector(const std::vector<synth::Snap>& snaps,
                                                   const std::string& id,
-                                                  std::vector<std::string> set = {}) {
+                                                  std::vector<std::string> set = {},
+                                                  size_t per_file = 0) {
   TempDir dir;
-  synth::write_series(dir.path().string(), synth::Host{}, snaps);
-  const analyze::Series s = analyze::load_series(analyze::expand_paths({dir.path().string()}));
+  const analyze::Series s = analyze::load_series(write_files(dir, snaps, per_file));
   analyze::ReportOptions o;
   o.only = {id};
   o.set = std::move(set);
@@ -52,15 +67,9 @@ inline std::vector<analyze::Finding> run_detector(const std::vector<synth::Snap>
   };
   REQUIRE(dump(streamed) == dump(whole));
   // Streamed across files, as minute files are: sockets seen again in the next file go on.
-  if (snaps.size() > 2) {
-    TempDir split;
-    for (size_t i = 0; i < snaps.size(); i += 2) {
-      const auto end = snaps.begin() + static_cast<std::ptrdiff_t>(std::min(i + 2, snaps.size()));
-      synth::write_series(split.path().string(),
-                          synth::Host{},
-                          {snaps.begin() + static_cast<std::ptrdiff_t>(i), end});
-    }
-    o.paths = analyze::expand_paths({split.path().string()});
+  if (snaps.size() > 2 && per_file != 2) {
+    const TempDir split;
+    o.paths = write_files(split, snaps, 2);
     REQUIRE(dump(analyze::analyze_files(o).findings) == dump(whole));
   }
   return whole;

@@ -170,3 +170,70 @@ TEST_CASE("port_exhaustion: the rule is in seconds, the same at 1 s and at 60 s 
     CHECK(longer.size() == (step == k_minute ? 1U : 0U));
   }
 }
+
+TEST_CASE("port_exhaustion: a listener that comes on a client's port later takes out exactly "
+          "that client's connections",
+          "[det][port_exhaustion]") {
+  // Twelve minutes in three files of four. 7 of the 10 ephemeral ports connected to
+  // 10.0.0.9:5432 throughout (6 by pid 200, one by pid 100). Port 40009 serves a client of pid
+  // 200 toward 10.0.0.7:80 in the first file only, then a listener of pid 100 from minute 6;
+  // pid 100 also has a connection from 40009 to 10.0.0.9:5432 until minute 7, server-side by
+  // that listener. `report` counts the first file's client before it sees the listener and
+  // takes it out later, reading its snapshots back: the connection to 10.0.0.9:5432 there,
+  // which it never counted (it closed after the listener came), must stay out of that.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 12; ++i) {
+    synth::Snap s = snap_at(i);
+    for (uint16_t k = 0; k < 7; ++k) {
+      s.sockets.push_back({.local = "10.0.0.1",
+                           .lport = static_cast<uint16_t>(40000 + k),
+                           .remote = "10.0.0.9",
+                           .rport = 5432,
+                           .inode = 8000U + k,
+                           .cookie = 300U + k,
+                           .owners = {{k < 6 ? 200 : 100, 10 + k}}});
+    }
+    if (i < 3) {
+      s.sockets.push_back({.local = "10.0.0.1",
+                           .lport = 40009,
+                           .remote = "10.0.0.7",
+                           .rport = 80,
+                           .inode = 8010,
+                           .cookie = 310,
+                           .owners = {{200, 20}}});
+    }
+    if (i < 8) {
+      s.sockets.push_back({.local = "10.0.0.1",
+                           .lport = 40009,
+                           .remote = "10.0.0.9",
+                           .rport = 5432,
+                           .inode = 8011,
+                           .cookie = 311,
+                           .owners = {{100, 21}}});
+    }
+    if (i >= 6) {
+      s.sockets.push_back(listener(40009, 0, 128, 312));
+    }
+    s.limits["net.ipv4.ip_local_port_range"] = "40000\t40009";
+    s.limits["net.ipv4.ip_local_reserved_ports"] = "";
+    s.limits["net.ipv4.tcp_tw_reuse"] = "0";
+    s.limits["net.ipv4.tcp_timestamps"] = "1";
+    snaps.push_back(std::move(s));
+  }
+  // (Loaded whole, the listener is known from the start: the same findings streamed.)
+  const auto fs = run_detector(snaps, "port_exhaustion", {}, 4);
+  REQUIRE(fs.size() == 1);
+  const Finding& f = fs[0];
+  CHECK(f.subject["remote"] == "10.0.0.9:5432");
+  CHECK(f.severity == Severity::warning);
+  CHECK(f.evidence["used_ports"] == 7);
+  REQUIRE(f.evidence["series"].size() == 12);
+  for (const auto& row : f.evidence["series"]) {
+    CHECK(row["established"] == 7);
+  }
+  REQUIRE(f.evidence["owners"].size() == 2);
+  CHECK(f.evidence["owners"][0]["pid"] == 200);
+  CHECK(f.evidence["owners"][0]["connection_samples"] == 72);
+  CHECK(f.evidence["owners"][1]["pid"] == 100);
+  CHECK(f.evidence["owners"][1]["connection_samples"] == 12);
+}

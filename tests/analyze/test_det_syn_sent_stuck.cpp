@@ -197,3 +197,45 @@ TEST_CASE("syn_sent_stuck: the rule is in seconds, the same at 1 s and at 60 s s
           == Approx(static_cast<double>(step / k_second)));
   }
 }
+
+TEST_CASE("syn_sent_stuck: a listener that comes on a client's port later takes out exactly "
+          "that client's attempts",
+          "[det][syn_sent_stuck]") {
+  // Twelve minutes in three files of four. Two connects stuck toward 10.0.0.5:5432 beside two
+  // connections to it throughout. Port 41009 serves a connect stuck toward 10.0.0.7:80 in the
+  // first file only, then a listener from minute 6; a connection from 41009 to 10.0.0.5:5432
+  // until minute 7 is server-side by that listener. `report` counts the first file's connect
+  // before it sees the listener and takes it out later, reading its snapshots back: the
+  // connection to 10.0.0.5:5432 there, which it never counted (it closed after the listener
+  // came), must stay out of that.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 12; ++i) {
+    synth::Snap s = snap_at(i);
+    const auto u = static_cast<uint32_t>(i);
+    s.sockets.push_back(syn_sent(41000, 11, u));
+    s.sockets.push_back(syn_sent(41001, 12, u));
+    s.sockets.push_back(estab(41002, 13));
+    s.sockets.push_back(estab(41003, 14));
+    if (i < 3) {
+      s.sockets.push_back(syn_sent(41009, 15, u, "10.0.0.7", 80));
+    }
+    if (i < 8) {
+      s.sockets.push_back(estab(41009, 16));
+    }
+    if (i >= 6) {
+      s.sockets.push_back(listener(41009, 0, 128, 17));
+    }
+    snaps.push_back(std::move(s));
+  }
+  // (Loaded whole, the listener is known from the start: the same findings streamed.)
+  const auto fs = run_detector(snaps, "syn_sent_stuck", {}, 4);
+  REQUIRE(fs.size() == 1); // none toward 10.0.0.7:80
+  const Finding& f = fs[0];
+  CHECK(f.subject["remote"] == "10.0.0.5:5432");
+  CHECK(f.evidence["identities"] == 2);
+  REQUIRE(f.evidence["series"].size() == 12);
+  for (const auto& row : f.evidence["series"]) {
+    CHECK(row["syn_sent"] == 2);
+    CHECK(row["attempts"] == 4);
+  }
+}

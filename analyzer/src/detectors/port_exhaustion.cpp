@@ -10,6 +10,7 @@
 // not counted; neither is TIME-WAIT toward many different destinations (ports are per 4-tuple).
 // One finding per destination, naming every process with a connection toward it (TIME-WAIT has
 // no owner).
+#include <sockrewind/analyze/client_side.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
@@ -19,7 +20,6 @@
 #include <optional>
 #include <tuple>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 
 namespace sockrewind::analyze {
@@ -129,29 +129,15 @@ std::pair<double, size_t> held(const Context& ctx, const std::vector<Point>& pts
   return {best, best_n};
 }
 
-// TCP sockets by (netns, local port): the key of a listening port.
-uint64_t port_key(uint32_t netns, uint16_t port) {
-  return static_cast<uint64_t>(netns) << 16U | port;
-}
-
-// Sockets one at a time: each one's TIME-WAIT, ESTAB and SYN-SENT samples counted per
-// (destination, snapshot), its owners per destination; then the destinations. A socket whose
-// local port turns out to be a listening port only after it was counted (the listener came
-// later) is taken out again in finish(), from its snapshots read back from the files.
+// Sockets one at a time: each client-side one's TIME-WAIT, ESTAB and SYN-SENT samples counted
+// per (destination, snapshot), its owners per destination; then the destinations. A socket
+// whose local port turns out to be a listening port only after it was counted (the listener
+// came later) is taken out again in finish(), exactly what it added, from its snapshots read
+// back from the files (ClientPorts).
 class Pass final : public TrackPass {
 public:
   void track(const Context& ctx, const Track& t, Sink& /*out*/) override {
-    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
-      return;
-    }
-    const uint64_t pk = port_key(t.netns, t.local_port);
-    if (std::any_of(t.samples.begin(), t.samples.end(), [](const Sample& x) {
-          return x.state == k_listen;
-        })) {
-      m_listen.insert(pk);
-    }
-    if (t.remote_port == 0 || t.remote_addr == k_na || m_listen.contains(pk)
-        || ctx.listeners().is_listener_port(t)) {
+    if (!m_ports.client_side(ctx, t)) {
       return;
     }
     Dest* d = nullptr;
@@ -187,12 +173,7 @@ public:
         }
       }
     }
-    const auto [it, fresh] =
-        m_counted.try_emplace(pk, t.samples.front().snap, t.samples.back().snap);
-    if (!fresh) {
-      it->second.first = std::min(it->second.first, t.samples.front().snap);
-      it->second.second = std::max(it->second.second, t.samples.back().snap);
-    }
+    m_ports.counted(t);
   }
 
   void finish(const Context& ctx, Sink& out) override;
@@ -203,10 +184,9 @@ private:
     uint32_t est = 0;
     uint32_t syn = 0;
 
-    // Never below 0: a late listener's read-back may meet a socket that was not counted.
     void add(int kind, int n) {
       uint32_t& c = kind == 0 ? tw : (kind == 1 ? est : syn);
-      c = static_cast<uint32_t>(std::max<int64_t>(static_cast<int64_t>(c) + n, 0));
+      c = static_cast<uint32_t>(static_cast<int64_t>(c) + n);
     }
 
     uint32_t get(int kind) const { return kind == 0 ? tw : (kind == 1 ? est : syn); }
@@ -248,79 +228,46 @@ private:
   void judge(const Context& ctx, const Dest& d, Sink& out);
 
   std::unordered_map<DestKey, Dest, DestKeyHash> m_dests;
-  std::unordered_set<uint64_t> m_listen; // port_key of every listening socket seen
-  // port_key -> the snapshots (first, last) of the sockets counted with that local port.
-  std::unordered_map<uint64_t, std::pair<uint32_t, uint32_t>> m_counted;
+  ClientPorts m_ports;
   std::vector<std::vector<std::optional<PortRange>>> m_ranges;
 };
 
 // The sockets counted on a port that a listener used later (or that closed before its listener
-// opened): their samples are read back from the files and taken out of the counts, as if the
+// opened): what each added, read back from the files, is taken out of the counts, as if the
 // listening port had been known when they came.
 void Pass::take_out_late_listener_ports(const Context& ctx) {
-  std::vector<std::pair<uint64_t, std::pair<uint32_t, uint32_t>>> late;
-  for (const auto& [pk, span] : m_counted) {
-    if (m_listen.contains(pk)) {
-      late.emplace_back(pk, span);
+  m_ports.take_out_late(ctx, [this, &ctx](const ClientPorts::Late& l) {
+    const int kind = kind_of(l.sample);
+    if (kind < 0) {
+      return;
     }
-  }
-  if (late.empty()) {
-    return;
-  }
-  std::sort(late.begin(), late.end());
-  const Timeline& tl = ctx.timeline();
-  std::map<std::pair<int32_t, uint64_t>, uint32_t> procs; // (pid, start_ticks) -> index
-  for (uint32_t i = 0; i < tl.procs.size(); ++i) {
-    procs.emplace(std::make_pair(tl.procs[i].pid, tl.procs[i].start_ticks), i);
-  }
-  for (const auto& [pk, span] : late) {
-    const auto ns = static_cast<uint32_t>(pk >> 16U);
-    const auto port = static_cast<uint16_t>(pk & 0xffffU);
-    for (uint32_t snap = span.first; snap <= span.second; ++snap) {
-      SocketFilter filter;
-      filter.port = port;
-      const Context::SnapshotSockets back = ctx.read_snapshot(snap, filter);
-      const Timeline& btl = back.tl();
-      for (const Track& bt : btl.tracks) {
-        const Sample* x = sample_at(bt, back.snap);
-        const int kind = x == nullptr ? -1 : kind_of(*x);
-        if (kind < 0 || bt.family == k_af_unix || bt.proto != k_proto_tcp || bt.local_port != port
-            || bt.remote_port == 0 || bt.remote_addr == k_na
-            || btl.netns[bt.netns].inode != tl.netns[ns].inode) {
-          continue;
-        }
-        const DestKey k{ns,
-                        ctx.series().strings.find(back.series.strings.get(bt.local_addr)),
-                        ctx.series().strings.find(back.series.strings.get(bt.remote_addr)),
-                        bt.remote_port};
-        const auto it = m_dests.find(k);
-        if (it == m_dests.end()) {
-          continue;
-        }
-        Dest& d = it->second;
-        const PortRange& r = range_at(tl, ns, snap);
-        const auto c = d.by_snap.find(snap);
-        if (port >= r.lo && port <= r.hi && c != d.by_snap.end() && c->second.get(kind) > 0) {
-          c->second.add(kind, -1);
-          d.entries -= d.entries > 0 ? 1 : 0;
-          if (c->second.empty()) {
-            d.by_snap.erase(c);
-          }
-        }
-        if (kind == 0) {
-          continue;
-        }
-        for (const uint32_t bo : owners_of(btl, *x)) {
-          const Process& p = btl.procs[bo];
-          const auto o = procs.find({p.pid, p.start_ticks});
-          const auto n = o == procs.end() ? d.owners.end() : d.owners.find(o->second);
-          if (n != d.owners.end() && --n->second == 0) {
-            d.owners.erase(n);
-          }
-        }
+    const Track& t = l.socket;
+    const auto it = m_dests.find({t.netns, t.local_addr, t.remote_addr, t.remote_port});
+    if (it == m_dests.end()) {
+      return; // nothing counted toward it
+    }
+    Dest& d = it->second;
+    const PortRange& r = range_at(ctx.timeline(), t.netns, l.snap);
+    const auto c = d.by_snap.find(l.snap);
+    // (Counted in this snapshot, unless a file reads back other than it loaded.)
+    if (t.local_port >= r.lo && t.local_port <= r.hi && c != d.by_snap.end()
+        && c->second.get(kind) > 0) {
+      c->second.add(kind, -1);
+      --d.entries;
+      if (c->second.empty()) {
+        d.by_snap.erase(c);
       }
     }
-  }
+    if (kind == 0) {
+      return;
+    }
+    for (const uint32_t o : l.owners) {
+      const auto n = d.owners.find(o);
+      if (n != d.owners.end() && --n->second == 0) {
+        d.owners.erase(n);
+      }
+    }
+  });
 }
 
 void Pass::finish(const Context& ctx, Sink& out) {

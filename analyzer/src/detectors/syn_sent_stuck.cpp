@@ -9,6 +9,7 @@
 //   critical:      a stuck connect, and >= crit_ratio of the attempts toward the destination
 //                  (its client-side sockets in a snapshot) in SYN-SENT for >= critical_seconds:
 //                  the destination does not answer anyone.
+#include <sockrewind/analyze/client_side.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
@@ -16,7 +17,6 @@
 #include <map>
 #include <tuple>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -83,11 +83,6 @@ longest_run(const Context& ctx, const std::vector<Point>& pts, const Pred& pred)
   return {best, best_n};
 }
 
-// TCP sockets by (netns, local port): the key of a listening port.
-uint64_t port_key(uint32_t netns, uint16_t port) {
-  return static_cast<uint64_t>(netns) << 16U | port;
-}
-
 // A socket's connect as seen in SYN-SENT (samples 0: never seen so).
 Connect connect_of(const Track& t) {
   Connect c;
@@ -115,22 +110,12 @@ Connect connect_of(const Track& t) {
 // Sockets one at a time: the client-side ones counted per (destination, snapshot), those seen
 // in SYN-SENT kept as connects (their SYN-SENT snapshots and last SYN-SENT sample); then the
 // destinations with a connect. A socket whose local port turns out to be a listening port only
-// after it was counted (the listener came later) is taken out again in finish(), from its
-// snapshots read back from the files.
+// after it was counted (the listener came later) is taken out again in finish(), exactly what
+// it added, from its snapshots read back from the files (ClientPorts).
 class Pass final : public TrackPass {
 public:
   void track(const Context& ctx, const Track& t, Sink& /*out*/) override {
-    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
-      return;
-    }
-    const uint64_t pk = port_key(t.netns, t.local_port);
-    if (std::any_of(t.samples.begin(), t.samples.end(), [](const Sample& x) {
-          return x.state == k_listen;
-        })) {
-      m_listen.insert(pk);
-    }
-    if (t.remote_port == 0 || t.remote_addr == k_na || m_listen.contains(pk)
-        || ctx.listeners().is_listener_port(t)) {
+    if (!m_ports.client_side(ctx, t)) {
       return;
     }
     Dest& d = m_dests[dest_key(t)];
@@ -146,12 +131,7 @@ public:
       d.connects.push_back(std::move(c));
     }
     if (counted) {
-      const auto [it, fresh] =
-          m_counted.try_emplace(pk, t.samples.front().snap, t.samples.back().snap);
-      if (!fresh) {
-        it->second.first = std::min(it->second.first, t.samples.front().snap);
-        it->second.second = std::max(it->second.second, t.samples.back().snap);
-      }
+      m_ports.counted(t);
     }
   }
 
@@ -180,61 +160,29 @@ private:
   static void judge(const Context& ctx, Dest& d, Sink& out);
 
   std::unordered_map<uint64_t, Dest> m_dests; // by dest_key
-  std::unordered_set<uint64_t> m_listen;      // port_key of every listening socket seen
-  // port_key -> the snapshots (first, last) of the sockets counted with that local port.
-  std::unordered_map<uint64_t, std::pair<uint32_t, uint32_t>> m_counted;
+  ClientPorts m_ports;
 };
 
 // The sockets counted on a port that a listener used later (or that closed before its listener
-// opened): their connects are dropped and their samples, read back from the files, taken out
-// of the attempts, as if the listening port had been known when they came.
+// opened): their connects are dropped and the attempts they added, read back from the files,
+// taken out, as if the listening port had been known when they came.
 void Pass::take_out_late_listener_ports(const Context& ctx) {
-  std::vector<std::pair<uint64_t, std::pair<uint32_t, uint32_t>>> late;
-  for (const auto& [pk, span] : m_counted) {
-    if (m_listen.contains(pk)) {
-      late.emplace_back(pk, span);
-    }
-  }
-  if (late.empty()) {
-    return;
-  }
-  std::sort(late.begin(), late.end());
   for (auto& [key, d] : m_dests) {
-    std::erase_if(d.connects, [this](const Connect& c) {
-      return m_listen.contains(port_key(c.part.netns, c.part.local_port));
-    });
+    std::erase_if(d.connects, [this](const Connect& c) { return m_ports.listening(c.part); });
   }
-  const Timeline& tl = ctx.timeline();
-  for (const auto& [pk, span] : late) {
-    const auto ns = static_cast<uint32_t>(pk >> 16U);
-    const auto port = static_cast<uint16_t>(pk & 0xffffU);
-    for (uint32_t snap = span.first; snap <= span.second; ++snap) {
-      SocketFilter filter;
-      filter.port = port;
-      const Context::SnapshotSockets back = ctx.read_snapshot(snap, filter);
-      const Timeline& btl = back.tl();
-      for (const Track& bt : btl.tracks) {
-        const Sample* x = sample_at(bt, back.snap);
-        if (x == nullptr || x->state == k_listen || x->state == k_close || bt.family == k_af_unix
-            || bt.proto != k_proto_tcp || bt.local_port != port || bt.remote_port == 0
-            || bt.remote_addr == k_na || btl.netns[bt.netns].inode != tl.netns[ns].inode) {
-          continue;
-        }
-        Track at; // bt in the terms of this timeline
-        at.netns = ns;
-        at.remote_addr = ctx.series().strings.find(back.series.strings.get(bt.remote_addr));
-        at.remote_port = bt.remote_port;
-        const auto it = m_dests.find(dest_key(at));
-        if (it == m_dests.end()) {
-          continue;
-        }
-        const auto n = it->second.attempts.find(snap);
-        if (n != it->second.attempts.end() && --n->second == 0) {
-          it->second.attempts.erase(n);
-        }
-      }
+  m_ports.take_out_late(ctx, [this](const ClientPorts::Late& l) {
+    if (l.sample.state == k_listen || l.sample.state == k_close) {
+      return;
     }
-  }
+    const auto it = m_dests.find(dest_key(l.socket));
+    if (it == m_dests.end()) {
+      return; // nothing counted toward it
+    }
+    const auto n = it->second.attempts.find(l.snap);
+    if (n != it->second.attempts.end() && --n->second == 0) {
+      it->second.attempts.erase(n);
+    }
+  });
 }
 
 void Pass::judge(const Context& ctx, Dest& d, Sink& out) {
@@ -272,8 +220,8 @@ void Pass::judge(const Context& ctx, Dest& d, Sink& out) {
       auto p = std::lower_bound(
           pts.begin(), pts.end(), snap, [](const Point& q, uint32_t s) { return q.snap < s; });
       if (p == pts.end() || p->snap != snap) {
-        // A SYN-SENT sample is an attempt, even when a late listener's read-back took out
-        // another socket on that port that had not been counted.
+        // A SYN-SENT sample is an attempt (counted, and never taken out while its connect
+        // stays), unless a file reads back other than it loaded.
         p = pts.insert(p, Point{snap, 0, 1, 0});
       }
       ++p->syn;
