@@ -38,14 +38,15 @@ std::vector<std::string> write_leak_minutes(const fs::path& dir, int minutes = 1
                        .fd_count = n + 10,
                        .socket_fds = n,
                        .nofile_soft = 65536});
-    for (uint16_t k = 0; k < 4 + i; ++k) {
+    for (int k = 0; k < 4 + i; ++k) {
+      const auto u = static_cast<uint16_t>(k);
       s.sockets.push_back({.state = static_cast<uint8_t>(k % 2 == 0 ? 8 : 1),
                            .lport = 8080,
-                           .rport = static_cast<uint16_t>(40000 + k),
+                           .rport = static_cast<uint16_t>(40000 + u),
                            .rx = 1,
                            .tx = 0,
-                           .inode = 9000U + k,
-                           .cookie = 500U + k,
+                           .inode = 9000U + u,
+                           .cookie = 500U + u,
                            .owners = {{42, 10 + k}}});
     }
     const fs::path sub = dir / ("m" + std::to_string(100 + i));

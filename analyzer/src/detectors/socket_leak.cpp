@@ -272,6 +272,7 @@ void check(const Context& ctx, Sink& out) {
     by_snap[flagged[k].last_snap].push_back(k);
   }
   std::vector<uint32_t> snaps;
+  snaps.reserve(by_snap.size());
   for (const auto& [snap, ks] : by_snap) {
     snaps.push_back(snap);
   }

@@ -304,6 +304,7 @@ std::vector<std::string> receivers(const Context& ctx,
     SocketFilter filter;
     filter.port = port;
     std::vector<uint32_t> snaps;
+    snaps.reserve(by_snap.size());
     for (const auto& [snap, ks] : by_snap) {
       snaps.push_back(snap);
     }
