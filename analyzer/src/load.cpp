@@ -4,11 +4,16 @@
 
 #include <sqlite3.h>
 
+#include <sys/resource.h>
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
+#include <utility>
 
 namespace sockrewind::analyze {
 
@@ -142,6 +147,216 @@ store::Db open_validated(const std::string& file) {
   } catch (const store::DbError& e) {
     throw read_error(file, e);
   }
+}
+
+// ---- DbLease, OpenFiles
+
+DbLease::DbLease(DbLease&& other) noexcept
+    : m_db(std::move(other.m_db)),
+      m_from(std::exchange(other.m_from, nullptr)),
+      m_file(std::move(other.m_file)) {
+  other.m_db.reset();
+}
+
+DbLease& DbLease::operator=(DbLease&& other) noexcept {
+  if (this != &other) {
+    give_back();
+    m_db = std::move(other.m_db);
+    other.m_db.reset();
+    m_from = std::exchange(other.m_from, nullptr);
+    m_file = std::move(other.m_file);
+  }
+  return *this;
+}
+
+DbLease::~DbLease() {
+  give_back();
+}
+
+void DbLease::give_back() noexcept {
+  if (m_from != nullptr && m_db) {
+    m_from->give_back(m_file, std::move(*m_db));
+  }
+  m_db.reset();
+  m_from = nullptr;
+}
+
+namespace {
+
+// Connections held by every OpenFiles of the process, against OpenFiles::budget().
+std::atomic<size_t> g_held{0};
+std::atomic<size_t> g_test_budget{0}; // 0: none; else the budget + 1
+
+// Descriptors left for everything but held files: stdio, the files being read by path, SQLite's
+// temporary files, the report's output.
+constexpr size_t k_fd_reserve = 128;
+
+size_t open_descriptors() {
+  std::error_code ec;
+  size_t n = 0;
+  for (auto it = fs::directory_iterator("/proc/self/fd", ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    ++n;
+  }
+  return ec || n == 0 ? 16 : n;
+}
+
+} // namespace
+
+size_t OpenFiles::budget() {
+  if (const size_t t = g_test_budget.load(); t > 0) {
+    return t - 1;
+  }
+  static const size_t k_budget = [] {
+    rlimit r{};
+    if (::getrlimit(RLIMIT_NOFILE, &r) != 0) {
+      return size_t{0};
+    }
+    if (r.rlim_cur != RLIM_INFINITY && (r.rlim_max == RLIM_INFINITY || r.rlim_cur < r.rlim_max)) {
+      rlimit up = r;
+      up.rlim_cur = r.rlim_max;
+      if (::setrlimit(RLIMIT_NOFILE, &up) == 0) {
+        r = up;
+      }
+    }
+    const auto cur =
+        static_cast<size_t>(std::min<rlim_t>(r.rlim_cur, rlim_t{1} << 20U)); // infinity: plenty
+    const size_t used = open_descriptors() + k_fd_reserve;
+    return cur > used ? cur - used : size_t{0};
+  }();
+  return k_budget;
+}
+
+void OpenFiles::set_budget_for_test(std::optional<size_t> n) {
+  g_test_budget = n ? *n + 1 : 0;
+}
+
+OpenFiles::~OpenFiles() {
+  g_held -= m_held;
+}
+
+size_t OpenFiles::held() const {
+  const std::lock_guard<std::mutex> lock(m_mutex);
+  return m_held;
+}
+
+namespace {
+
+[[noreturn]] void throw_changed(const std::string& file) {
+  throw LoadError(file
+                  + ": changed or went away during the report (too many files to keep "
+                    "them all open; it was read again by its name)");
+}
+
+} // namespace
+
+DbLease OpenFiles::open(const std::string& file) {
+  const auto identity = [&file]() -> std::optional<Identity> {
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) {
+      return std::nullopt;
+    }
+    return Identity{static_cast<uint64_t>(st.st_dev),
+                    static_cast<uint64_t>(st.st_ino),
+                    static_cast<int64_t>(st.st_size),
+                    static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000
+                        + static_cast<int64_t>(st.st_mtim.tv_nsec)};
+  };
+  std::unique_lock<std::mutex> lock(m_mutex);
+  auto [it, fresh] = m_files.try_emplace(file);
+  Entry& e = it->second;
+  if (!fresh) {
+    m_returned.wait(lock, [&e] { return !e.lent; }); // lent, or being opened the first time
+    if (e.held) {
+      e.lent = true;
+      DbLease lease(std::move(*e.db));
+      e.db.reset();
+      lease.m_from = this;
+      lease.m_file = file;
+      return lease;
+    }
+    // Not held (no descriptors to spare, or its first open failed): read again by its name,
+    // when it is still the file first read.
+    const std::optional<Identity> was = e.id;
+    lock.unlock();
+    if (was && identity() != was) {
+      throw_changed(file);
+    }
+    DbLease lease(open_validated(file));
+    if (was && identity() != was) { // replaced while opened
+      throw_changed(file);
+    }
+    return lease;
+  }
+  // The first read: opened outside the lock (the other files' readers go on); a reader of the
+  // same file waits for it.
+  const bool hold = g_held.fetch_add(1) < budget();
+  if (!hold) {
+    g_held -= 1;
+  }
+  e.lent = true;
+  lock.unlock();
+  std::optional<store::Db> db;
+  std::optional<Identity> id;
+  try {
+    db.emplace(open_validated(file));
+    if (!hold) {
+      id = identity();
+      if (!id) {
+        throw_changed(file);
+      }
+    }
+  } catch (...) {
+    lock.lock();
+    e.lent = false;
+    if (hold) {
+      g_held -= 1;
+    }
+    m_returned.notify_all();
+    throw;
+  }
+  lock.lock();
+  DbLease lease(std::move(*db));
+  if (hold) {
+    e.held = true;
+    ++m_held;
+    lease.m_from = this;
+    lease.m_file = file;
+  } else {
+    e.id = id;
+    e.lent = false;
+    m_returned.notify_all();
+  }
+  return lease;
+}
+
+void OpenFiles::give_back(const std::string& file, store::Db db) noexcept {
+  // An idle connection keeps its page cache (up to 2 MiB) and its parsed schema (~50 KiB for
+  // a schema-3 file, views included): both go now, so that a day of held minute files costs
+  // little more than their descriptors (the schema is read again, from the same file, by the
+  // next read). writable_schema=RESET is refused in defensive mode: defensive is off for that
+  // one statement of ours, and must read back on again or the connection is not kept.
+  sqlite3* h = db.handle();
+  (void)sqlite3_db_release_memory(h);
+  int defensive = 0;
+  (void)sqlite3_db_config(h, SQLITE_DBCONFIG_DEFENSIVE, 0, &defensive);
+  (void)sqlite3_exec(h, "PRAGMA writable_schema=RESET", nullptr, nullptr, nullptr);
+  (void)sqlite3_db_config(h, SQLITE_DBCONFIG_DEFENSIVE, 1, &defensive);
+  const std::lock_guard<std::mutex> lock(m_mutex);
+  Entry& e = m_files.at(file);
+  if (defensive == 1) {
+    e.db.emplace(std::move(db));
+  } else { // never seen: read by name from now on
+    e.held = false;
+    --m_held;
+    g_held -= 1;
+  }
+  e.lent = false;
+  m_returned.notify_all();
+}
+
+DbLease open_file(OpenFiles* files, const std::string& file) {
+  return files != nullptr ? files->open(file) : DbLease(open_validated(file));
 }
 
 std::vector<SnapshotInfo> load_snapshot_index(const std::string& file) {

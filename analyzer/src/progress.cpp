@@ -8,6 +8,14 @@
 
 namespace sockrewind::analyze {
 
+namespace {
+
+// A bar is on screen: one at a time, the outermost (the evidence a check reads back loads files
+// while "analyzing" is shown; their "loading files" stays silent).
+std::atomic<bool> g_shown{false};
+
+} // namespace
+
 bool Progress::enabled() {
   static const bool on = [] {
     const char* force = std::getenv("SOCKREWIND_PROGRESS"); // NOLINT(concurrency-mt-unsafe)
@@ -23,7 +31,7 @@ bool Progress::enabled() {
 Progress::Progress(std::string label, size_t total)
     : m_label(std::move(label)),
       m_total(total),
-      m_on(enabled() && total > 0) {
+      m_on(enabled() && total > 0 && !g_shown.exchange(true)) {
   if (m_on) {
     draw(0, true);
   }
@@ -34,6 +42,9 @@ Progress::~Progress() {
     const std::lock_guard<std::mutex> lock(m_mutex);
     (void)std::fputs("\r\033[K", stderr); // erase the line: the output that follows is clean
     (void)std::fflush(stderr);
+  }
+  if (m_on) {
+    g_shown = false;
   }
 }
 

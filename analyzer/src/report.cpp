@@ -584,11 +584,13 @@ std::vector<Finding> run_detectors(const Series& series, const ReportOptions& op
   return run.finish(series);
 }
 
-Analysis analyze_files(const ReportOptions& opts) {
+Analysis analyze_files(const ReportOptions& opts, const std::function<void()>& after_load) {
   // Validates the options before the (possibly long) load.
   DetectorRun run(opts);
   Analysis a;
-  a.series = load_series(opts.paths, {}, &run);
+  SocketFilter whole;
+  whole.open_files = std::make_shared<OpenFiles>();
+  a.series = load_series(opts.paths, whole, &run);
   if (run.dropped() > 0) {
     // Tracks were let go (some forgotten by the load already): a snapshot holds fewer samples
     // than it had sockets.
@@ -597,7 +599,11 @@ Analysis analyze_files(const ReportOptions& opts) {
   }
   check_series(a.series);
   require_snapshots(opts.paths, a.series.snapshot_count());
+  if (after_load) {
+    after_load();
+  }
   a.findings = run.finish(a.series);
+  a.series.open_files.reset(); // nothing reads the files again
   return a;
 }
 

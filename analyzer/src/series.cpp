@@ -420,7 +420,7 @@ struct SocketColumns {
 // `db` is the file open_validated() returned, or empty to open it here.
 FileData read_file_data(const std::string& file,
                         const SlotIndex& wanted,
-                        std::optional<store::Db> db_open,
+                        DbLease db_open,
                         const SocketFilter& filter) {
   FileData d;
   // Counters and limits of every snapshot (unless the filter leaves them out); sockets and
@@ -452,7 +452,8 @@ FileData read_file_data(const std::string& file,
     }
     return " WHERE " + only_snapshots + (cond.empty() ? "" : " AND (" + cond + ")");
   };
-  store::Db db = db_open ? std::move(*db_open) : open_validated(file);
+  DbLease lease = db_open.empty() ? open_file(filter.open_files.get(), file) : std::move(db_open);
+  store::Db& db = lease.db();
   try {
     store::Stmt ns = db.prepare("SELECT netns_id, inode FROM netns");
     while (ns.step()) {
@@ -1103,19 +1104,20 @@ Series load_series(const std::vector<std::string>& files,
   Series series;
   series.files = files;
   series.filtered = filter.active();
+  series.open_files = filter.open_files;
   std::vector<SnapshotInfo> all;
   std::unordered_map<std::string, uint32_t> file_index;
-  std::optional<store::Db> first_db;
+  DbLease first_db;
   for (size_t i = 0; i < files.size(); ++i) {
     if (!file_index.emplace(files[i], static_cast<uint32_t>(i)).second) {
       continue; // the same path twice: its snapshots are the same
     }
     // The first file stays open for its data, which this thread reads first (below): a
     // single-file analysis opens and validates its file once.
-    store::Db db = open_validated(files[i]);
-    std::vector<SnapshotInfo> idx = load_snapshot_index(db, files[i]);
+    DbLease db = open_file(filter.open_files.get(), files[i]);
+    std::vector<SnapshotInfo> idx = load_snapshot_index(db.db(), files[i]);
     if (i == 0) {
-      first_db.emplace(std::move(db));
+      first_db = std::move(db);
     }
     all.insert(all.end(), std::make_move_iterator(idx.begin()), std::make_move_iterator(idx.end()));
   }
@@ -1139,7 +1141,7 @@ Series load_series(const std::vector<std::string>& files,
       continue;
     }
     if (series.timelines.empty() || series.timelines.back().host != s.host
-        || series.timelines.back().boot_id != s.boot_id) {
+        || series.timelines.back().boot_id != s.boot_id || filter.timeline_per_snapshot) {
       Timeline tl;
       tl.host = s.host;
       tl.boot_id = s.boot_id;
@@ -1218,7 +1220,7 @@ Series load_series(const std::vector<std::string>& files,
   // one file, as a single-file report or a fuzzer has, then costs no thread at all.
   const auto start = [&](size_t k) {
     const size_t fi = todo[k];
-    std::optional<store::Db> db;
+    DbLease db;
     if (fi == 0) {
       db = std::move(first_db);
     }

@@ -5,6 +5,8 @@
 #include <sockrewind/assert.hpp>
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <utility>
 
 namespace sockrewind::analyze {
@@ -160,27 +162,54 @@ Context::children(std::span<const uint8_t> states) const {
 }
 
 Context::SnapshotSockets Context::read_snapshot(uint32_t snap, SocketFilter filter) const {
-  const Snap& at = m_tl.snaps[snap];
-  filter.snapshots = {{m_tl.host, m_tl.boot_id, at.boottime_ns}};
+  const uint32_t snaps[] = {snap};
+  return std::move(read_snapshots(snaps, std::move(filter)).front());
+}
+
+std::vector<Context::SnapshotSockets> Context::read_snapshots(std::span<const uint32_t> snaps,
+                                                              SocketFilter filter) const {
   filter.counters_and_limits = false;
-  SnapshotSockets out{load_series({m_series.files[at.file]}, filter)};
-  for (uint32_t i = 0; i < out.series.timelines.size(); ++i) {
-    const Timeline& tl = out.series.timelines[i];
-    if (tl.host != m_tl.host || tl.boot_id != m_tl.boot_id) {
-      continue;
+  filter.timeline_per_snapshot = true;
+  filter.open_files = m_series.open_files;
+  std::map<uint32_t, std::vector<size_t>> by_file; // file -> indices in snaps
+  for (size_t k = 0; k < snaps.size(); ++k) {
+    by_file[m_tl.snaps[snaps[k]].file].push_back(k);
+  }
+  std::vector<std::optional<SnapshotSockets>> found(snaps.size());
+  for (const auto& [file, ks] : by_file) {
+    filter.snapshots.emplace();
+    for (const size_t k : ks) {
+      filter.snapshots->push_back({m_tl.host, m_tl.boot_id, m_tl.snaps[snaps[k]].boottime_ns});
     }
-    const auto it = std::find_if(tl.snaps.begin(), tl.snaps.end(), [&](const Snap& s) {
-      return s.boottime_ns == at.boottime_ns;
-    });
-    if (it != tl.snaps.end()) {
-      out.timeline = i;
-      out.snap = static_cast<uint32_t>(it - tl.snaps.begin());
-      return out;
+    const auto read = std::make_shared<const Series>(load_series({m_series.files[file]}, filter));
+    for (const size_t k : ks) {
+      const Snap& at = m_tl.snaps[snaps[k]];
+      for (uint32_t i = 0; i < read->timelines.size() && !found[k]; ++i) {
+        const Timeline& tl = read->timelines[i];
+        if (tl.host != m_tl.host || tl.boot_id != m_tl.boot_id) {
+          continue;
+        }
+        const auto it = std::find_if(tl.snaps.begin(), tl.snaps.end(), [&](const Snap& s) {
+          return s.boottime_ns == at.boottime_ns;
+        });
+        if (it != tl.snaps.end()) {
+          found[k].emplace(
+              SnapshotSockets{read, *read, i, static_cast<uint32_t>(it - tl.snaps.begin())});
+        }
+      }
+      if (!found[k]) {
+        // The file held this snapshot when the series was loaded.
+        throw LoadError(m_series.files[file] + ": snapshot " + std::to_string(at.snapshot_id)
+                        + " is no longer there");
+      }
     }
   }
-  // The file held this snapshot when the series was loaded.
-  throw LoadError(m_series.files[at.file] + ": snapshot " + std::to_string(at.snapshot_id)
-                  + " is no longer there");
+  std::vector<SnapshotSockets> out;
+  out.reserve(snaps.size());
+  for (std::optional<SnapshotSockets>& s : found) {
+    out.push_back(std::move(*s));
+  }
+  return out;
 }
 
 uint32_t Context::SnapshotSockets::process(const Process& p) const {

@@ -42,6 +42,8 @@ TEST_CASE("progress: silent when stderr is not a terminal, drawn and erased when
   CHECK(drawn.find("\rloading files [") != std::string::npos);
   CHECK(drawn.find("\ranalyzing [") != std::string::npos);
   CHECK(drawn.find("] 7/7") != std::string::npos); // seven sample files
+  // The evidence read back while analyzing loads files without a bar of its own.
+  CHECK(drawn.find("\rloading files [", drawn.find("\ranalyzing [")) == std::string::npos);
   CHECK(drawn.size() >= 6);
   CHECK(drawn.substr(drawn.size() - 4) == "\r\033[K");
   CHECK(forced == json);

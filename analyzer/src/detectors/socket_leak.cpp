@@ -271,8 +271,15 @@ void check(const Context& ctx, Sink& out) {
   for (size_t k = 0; k < flagged.size(); ++k) {
     by_snap[flagged[k].last_snap].push_back(k);
   }
+  std::vector<uint32_t> snaps;
+  snaps.reserve(by_snap.size());
   for (const auto& [snap, ks] : by_snap) {
-    const Context::SnapshotSockets back = ctx.read_snapshot(snap);
+    snaps.push_back(snap);
+  }
+  const std::vector<Context::SnapshotSockets> read = ctx.read_snapshots(snaps);
+  size_t next = 0;
+  for (const auto& [snap, ks] : by_snap) {
+    const Context::SnapshotSockets& back = read[next++];
     const Context bctx(back.series, back.tl(), ctx.params());
     std::unordered_map<uint32_t, size_t> index; // process there -> flagged index
     for (const size_t k : ks) {

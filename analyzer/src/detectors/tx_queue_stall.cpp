@@ -267,37 +267,51 @@ as_own(const Context& ctx, const Context::SnapshotSockets& back, const Sample& x
 
 // The local receivers of the stalls in `stalled` (t, snap): the TCP connection of t's netns
 // with its 4-tuple reversed, in that snapshot, read back from its file (report keeps only the
-// stalled senders), one read per snapshot and port. Its owners text, or "" for none.
+// stalled senders), one read per port. Its owners text, or "" for none.
 std::vector<std::string> receivers(const Context& ctx,
                                    const std::vector<std::pair<const Track*, uint32_t>>& stalled) {
   const Series& series = ctx.series();
   std::vector<std::string> out(stalled.size());
-  std::map<std::pair<uint32_t, uint16_t>, std::vector<size_t>> reads; // (snap, port) -> stalls
-  for (size_t k = 0; k < stalled.size(); ++k) {
-    reads[{stalled[k].second, stalled[k].first->remote_port}].push_back(k);
-  }
-  for (const auto& [at, ks] : reads) {
-    SocketFilter filter;
-    filter.port = at.second;
-    const Context::SnapshotSockets back = ctx.read_snapshot(at.first, filter);
-    const Context bctx(back.series, back.tl(), ctx.params());
-    const Strings& bs = back.series.strings;
-    for (const size_t k : ks) {
-      const Track& t = *stalled[k].first;
-      const uint64_t netns = ctx.timeline().netns[t.netns].inode;
-      for (const Track& u : back.tl().tracks) {
-        const Sample* x = sample_at(u, back.snap);
-        if (x == nullptr || u.family == k_af_unix || u.proto != k_proto_tcp || u.remote_port == 0
-            || back.tl().netns[u.netns].inode != netns || u.local_port != t.remote_port
-            || u.remote_port != t.local_port
-            || bs.get(u.local_addr) != series.strings.get(t.remote_addr)
-            || bs.get(u.remote_addr) != series.strings.get(t.local_addr)) {
-          continue;
+  // The stalls `ks` of snapshot `snap`, read back as `back`.
+  const auto match =
+      [&](const Context::SnapshotSockets& back, uint32_t snap, const std::vector<size_t>& ks) {
+        const Context bctx(back.series, back.tl(), ctx.params());
+        const Strings& bs = back.series.strings;
+        for (const size_t k : ks) {
+          const Track& t = *stalled[k].first;
+          const uint64_t netns = ctx.timeline().netns[t.netns].inode;
+          for (const Track& u : back.tl().tracks) {
+            const Sample* x = sample_at(u, back.snap);
+            if (x == nullptr || u.family == k_af_unix || u.proto != k_proto_tcp
+                || u.remote_port == 0 || back.tl().netns[u.netns].inode != netns
+                || u.local_port != t.remote_port || u.remote_port != t.local_port
+                || bs.get(u.local_addr) != series.strings.get(t.remote_addr)
+                || bs.get(u.remote_addr) != series.strings.get(t.local_addr)) {
+              continue;
+            }
+            const std::optional<Sample> own = as_own(ctx, back, *x, snap);
+            out[k] = own ? ctx.owners_text(*own) : bctx.owners_text(*x);
+            break;
+          }
         }
-        const std::optional<Sample> own = as_own(ctx, back, *x, at.first);
-        out[k] = own ? ctx.owners_text(*own) : bctx.owners_text(*x);
-        break;
-      }
+      };
+  // port -> snapshot -> stalls: the snapshots of one port read together (one read per file).
+  std::map<uint16_t, std::map<uint32_t, std::vector<size_t>>> reads;
+  for (size_t k = 0; k < stalled.size(); ++k) {
+    reads[stalled[k].first->remote_port][stalled[k].second].push_back(k);
+  }
+  for (const auto& [port, by_snap] : reads) {
+    SocketFilter filter;
+    filter.port = port;
+    std::vector<uint32_t> snaps;
+    snaps.reserve(by_snap.size());
+    for (const auto& [snap, ks] : by_snap) {
+      snaps.push_back(snap);
+    }
+    const std::vector<Context::SnapshotSockets> backs = ctx.read_snapshots(snaps, filter);
+    size_t i = 0;
+    for (const auto& [snap, ks] : by_snap) {
+      match(backs[i++], snap, ks);
     }
   }
   return out;

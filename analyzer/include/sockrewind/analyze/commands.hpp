@@ -8,6 +8,7 @@
 #include <sockrewind/analyze/series.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <ostream>
@@ -40,13 +41,16 @@ std::vector<Finding> run_detectors(const Series& series, const ReportOptions& op
 // files are placed (each pass sees a track once its socket is gone; the samples of tracks no
 // check keeps are let go then, detector.hpp KeepFn), then runs the checks. The same findings
 // as run_detectors on the whole series; `series` holds only the tracks the checks keep.
-// Throws UsageError, LoadError as run_detectors and load_series do.
+// The files stay open from the load until the checks are done: the evidence they read back
+// comes from the files as loaded, even when one is replaced or deleted meanwhile (as the
+// collector's hourly fold and prune do). `after_load`, when given, runs between the two (for
+// tests). Throws UsageError, LoadError as run_detectors and load_series do.
 struct Analysis {
   Series series;
   std::vector<Finding> findings;
 };
 
-Analysis analyze_files(const ReportOptions& opts);
+Analysis analyze_files(const ReportOptions& opts, const std::function<void()>& after_load = {});
 // Writes the report (to opts.output when set, else to `out`); returns the exit code (1 when
 // --fail-on is met, else 0). Throws LoadError when opts.output cannot be written.
 int write_report(const ReportOptions& opts, std::ostream& out);

@@ -4,8 +4,12 @@
 #include <sockrewind/store/db.hpp>
 #include <sockrewind/store/snapshot_key.hpp>
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -43,6 +47,98 @@ struct SnapshotInfo {
 // with immutable=1, so nothing is ever written beside the file. Throws
 // LoadError "FILE: reason".
 store::Db open_validated(const std::string& file);
+
+class OpenFiles;
+
+// One reader's connection to a snapshot file: its own (closed with the lease), or one lent by
+// OpenFiles (given back, its page cache released, when the lease ends). Move-only.
+class DbLease {
+public:
+  DbLease() = default;
+
+  explicit DbLease(store::Db db) : m_db(std::move(db)) {}
+
+  DbLease(DbLease&& other) noexcept;
+  DbLease& operator=(DbLease&& other) noexcept;
+  DbLease(const DbLease&) = delete;
+  DbLease& operator=(const DbLease&) = delete;
+  ~DbLease();
+
+  bool empty() const { return !m_db.has_value(); }
+
+  store::Db& db() { return *m_db; }
+
+private:
+  friend class OpenFiles;
+  void give_back() noexcept;
+
+  std::optional<store::Db> m_db;
+  OpenFiles* m_from = nullptr; // lent by
+  std::string m_file;
+};
+
+// Snapshot files held open from a load to the reads that follow it (Context::read_snapshots),
+// so that a file replaced or deleted meanwhile (the collector's hourly fold or a prune, under a
+// report over a live out-dir) is still read as it was loaded: an open file stays readable
+// once unlinked. A held connection is lent to one reader at a time (another waits) and gives
+// back its page cache and parsed schema after each read, so holding a day of minute files costs
+// descriptors and ~16 KiB each, not caches. Descriptors: the first OpenFiles raises the soft
+// RLIMIT_NOFILE to the hard limit; beyond what that leaves (less a reserve for everything else) a
+// file is not held, and a read after its first opens the path again and throws a LoadError when the
+// file there is no longer the one first read (device, inode, size, mtime). Thread-safe.
+class OpenFiles {
+public:
+  OpenFiles() = default;
+  OpenFiles(const OpenFiles&) = delete;
+  OpenFiles& operator=(const OpenFiles&) = delete;
+  OpenFiles(OpenFiles&&) = delete;
+  OpenFiles& operator=(OpenFiles&&) = delete;
+  ~OpenFiles();
+
+  // The connection to `file`: the one held (once another reader gives it back), or a new
+  // open_validated(file), held from now on while descriptors last. Throws LoadError.
+  DbLease open(const std::string& file);
+
+  // Files held open now.
+  size_t held() const;
+
+  // How many files the process may hold open at once (all OpenFiles together), after raising
+  // the soft RLIMIT_NOFILE; decided once per process.
+  static size_t budget();
+
+  // For tests: the budget as if the limit allowed only `n` (nullopt: the real one).
+  static void set_budget_for_test(std::optional<size_t> n);
+
+private:
+  friend class DbLease;
+
+  // What a file was when first read: a later open by path must find the same file.
+  struct Identity {
+    uint64_t dev = 0;
+    uint64_t ino = 0;
+    int64_t size = 0;
+    int64_t mtime_ns = 0;
+
+    bool operator==(const Identity&) const = default;
+  };
+
+  struct Entry {
+    std::optional<store::Db> db; // held and not lent
+    bool held = false;
+    bool lent = false;          // also while first opened
+    std::optional<Identity> id; // not held: what it was when first read
+  };
+
+  void give_back(const std::string& file, store::Db db) noexcept;
+
+  mutable std::mutex m_mutex;
+  std::condition_variable m_returned;
+  std::map<std::string, Entry> m_files;
+  size_t m_held = 0;
+};
+
+// The connection for reading `file`: lent by `files` when given, else open_validated(file).
+DbLease open_file(OpenFiles* files, const std::string& file);
 
 // The LoadError "FILE: reason" for an SQLite failure while reading `file`.
 LoadError read_error(const std::string& file, const store::DbError& e);

@@ -1,7 +1,8 @@
 #pragma once
 // A progress line on stderr for long loads and analyses: only when stderr is a terminal (not
 // TERM=dumb), at most about ten updates a second, erased when done; silent otherwise.
-// SOCKREWIND_PROGRESS=1 forces it on (tests), =0 off.
+// SOCKREWIND_PROGRESS=1 forces it on (tests), =0 off. One line at a time: a Progress made
+// while another is shown stays silent (a load nested in an analysis).
 
 #include <atomic>
 #include <chrono>

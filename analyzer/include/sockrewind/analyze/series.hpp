@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,6 +19,8 @@
 #include <vector>
 
 namespace sockrewind::analyze {
+
+class OpenFiles; // load.hpp
 
 // "Not available": the file had NULL (the source does not provide it) or no such row.
 inline constexpr uint32_t k_na = std::numeric_limits<uint32_t>::max();
@@ -219,6 +222,16 @@ struct SocketFilter {
   // for a command that shows neither (timeline). Not a socket filter: active() ignores it.
   bool counters_and_limits = true;
 
+  // Not a socket filter either. Files read through these held connections (load.hpp
+  // OpenFiles), which keep them open after the load for the reads that follow it
+  // (Context::read_snapshots); nullptr: opened by name and closed once read.
+  std::shared_ptr<OpenFiles> open_files;
+
+  // Not a socket filter either. true: every snapshot is a timeline of its own, so that a socket
+  // seen in several of the snapshots read is a track per snapshot with that snapshot's
+  // addresses and ports (a track keeps those of its first sample).
+  bool timeline_per_snapshot = false;
+
   bool active() const {
     return port.has_value() || cookie.has_value() || pid.has_value() || snapshots.has_value();
   }
@@ -233,6 +246,8 @@ struct Series {
   Strings strings;
   size_t snapshot_count() const;
   size_t duplicate_snapshots = 0; // snapshots seen in more than one file, counted once
+  // The files held open by the load (SocketFilter::open_files), or nullptr.
+  std::shared_ptr<OpenFiles> open_files;
 };
 
 // Every process holding the socket of `x` in its snapshot, as indices into tl.procs: its owner

@@ -176,9 +176,14 @@ public:
   // ---- evidence read back
   // The sockets of snapshot `snap`, read again from its file (only those `filter` selects):
   // for the evidence of the few subjects that fire, whose samples report may have let go of
-  // (detector.hpp KeepFn). Throws LoadError like load_series.
+  // (detector.hpp KeepFn). Read through the connection the load held (Series::open_files) when
+  // there is one, so that a file replaced or deleted since is read as it was loaded. Throws
+  // LoadError like load_series.
   struct SnapshotSockets {
-    Series series; // one file's snapshots; samples in this snapshot only
+    // What was read of one file at once, shared by the snapshots read from it: each snapshot a
+    // timeline of its own (SocketFilter::timeline_per_snapshot).
+    std::shared_ptr<const Series> read;
+    const Series& series; // *read
     uint32_t timeline = 0;
     uint32_t snap = 0; // in series.timelines[timeline]
 
@@ -189,6 +194,11 @@ public:
   };
 
   SnapshotSockets read_snapshot(uint32_t snap, SocketFilter filter = {}) const;
+  // The same for several snapshots at once, in their order (repeats allowed): one read per
+  // file (rather than per snapshot), every snapshot asked for held at once until the results
+  // go (ask for a few hundred at a time when they are large).
+  std::vector<SnapshotSockets> read_snapshots(std::span<const uint32_t> snaps,
+                                              SocketFilter filter = {}) const;
 
 private:
   const Series& m_series;
