@@ -1,8 +1,10 @@
 #include <sockrewind/analyze/client_side.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <utility>
+#include <vector>
 
 namespace sockrewind::analyze {
 
@@ -111,10 +113,21 @@ void ClientPorts::take_out_late(const Context& ctx,
     const auto found = m_uncounted.find(pk);
     const std::vector<Uncounted> none;
     const std::vector<Uncounted>& skip = found == m_uncounted.end() ? none : found->second;
+    // Read back a batch of snapshots at a time (one read per file, bounded memory).
+    constexpr uint32_t k_batch = 256;
+    std::vector<uint32_t> snaps;
+    std::vector<Context::SnapshotSockets> backs;
+    SocketFilter filter;
+    filter.port = port;
     for (uint32_t snap = span.first; snap <= span.last; ++snap) {
-      SocketFilter filter;
-      filter.port = port;
-      const Context::SnapshotSockets back = ctx.read_snapshot(snap, filter);
+      if (snaps.empty() || snap > snaps.back()) {
+        snaps.clear();
+        for (uint64_t s = snap; s <= span.last && snaps.size() < k_batch; ++s) {
+          snaps.push_back(static_cast<uint32_t>(s));
+        }
+        backs = ctx.read_snapshots(snaps, filter);
+      }
+      const Context::SnapshotSockets& back = backs[snap - snaps.front()];
       const Timeline& btl = back.tl();
       for (const Track& bt : btl.tracks) {
         const Sample* x = sample_at(bt, back.snap);
