@@ -13,6 +13,7 @@ namespace {
 // A bar is on screen: one at a time, the outermost (the evidence a check reads back loads files
 // while "analyzing" is shown; their "loading files" stays silent).
 std::atomic<bool> g_shown{false};
+std::atomic<bool> g_held{false}; // Progress::hold_terminal
 
 } // namespace
 
@@ -31,10 +32,14 @@ bool Progress::enabled() {
 Progress::Progress(std::string label, size_t total)
     : m_label(std::move(label)),
       m_total(total),
-      m_on(enabled() && total > 0 && !g_shown.exchange(true)) {
+      m_on(enabled() && total > 0 && !g_held && !g_shown.exchange(true)) {
   if (m_on) {
     draw(0, true);
   }
+}
+
+void Progress::hold_terminal(bool held) {
+  g_held = held;
 }
 
 Progress::~Progress() {

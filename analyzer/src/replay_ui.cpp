@@ -2,6 +2,7 @@
 // drawing and keys live here; everything that decides what is shown is in replay_model.cpp.
 #include <sockrewind/analyze/errors.hpp>
 #include <sockrewind/analyze/primitives.hpp>
+#include <sockrewind/analyze/progress.hpp>
 #include <sockrewind/analyze/replay_model.hpp>
 #include <sockrewind/analyze/text.hpp>
 #include <sockrewind/analyze/time.hpp>
@@ -71,7 +72,8 @@ public:
     if (m_term == nullptr) {
       return;
     }
-    cbreak(); // not raw(): ^C stays SIGINT, handled like SIGTERM
+    Progress::hold_terminal(true); // the findings' load draws no bar over the view
+    cbreak();                      // not raw(): ^C stays SIGINT, handled like SIGTERM
     noecho();
     keypad(stdscr, TRUE);
     curs_set(0);
@@ -94,6 +96,7 @@ public:
       curs_set(1);
       endwin();
       delscreen(m_term);
+      Progress::hold_terminal(false);
     }
   }
 

@@ -64,13 +64,16 @@ expect_line() { # N REGEX
 fmt() { "${T[@]}" display -p -t replay "$1"; }
 
 # start ENV...: runs replay in a new 80x24 session; the pane's shell records the tty state
-# before and after and the exit status, then waits.
+# before and after and the exit status, then waits. With ERR_TO set, replay's stderr goes to
+# that file.
 start() {
   "${T[@]}" kill-server >/dev/null 2>&1
+  local redirect=""
+  [[ -n ${ERR_TO:-} ]] && redirect="2>\"$ERR_TO\""
   cat >"$WORK/pane.sh" <<EOF
 trap ':' INT # ^C reaches replay; this shell lives on to record the tty state
 stty -g >"$WORK/stty.before"
-env $* sh -c 'echo \$\$ >"$WORK/pid"; exec "$ANALYZE" replay "$FILE"'
+env $* sh -c 'echo \$\$ >"$WORK/pid"; exec "$ANALYZE" replay "$FILE" $redirect'
 echo "EXIT=\$?"
 stty -g >"$WORK/stty.after"
 echo DONE
@@ -91,8 +94,8 @@ restored() {
 
 key() { "${T[@]}" send-keys -t replay "$@"; }
 
-# --- the first screen, stepping
-start
+# --- the first screen, stepping (progress forced on, stderr kept apart: see the findings)
+ERR_TO="$WORK/err" start SOCKREWIND_PROGRESS=1
 wait_for "snapshot 1/6"
 [[ $(fmt '#{alternate_on}') == 1 ]] && ok || fail "not in the alternate screen"
 expect_line 0 "^host vm  2026-11-22T02:53:18.724Z  snapshot 1/6  sockets 14"
@@ -177,6 +180,8 @@ wait_for "filter none"
 key f
 wait_for "^Findings \([1-9][0-9]*\)" 30
 wait_for "accept_queue_backlog: "
+# The detectors ran under the view without drawing their progress bar over it.
+if grep -q "analyzing \[" "$WORK/err"; then fail "a progress bar was drawn under the view"; else ok; fi
 expect_line 3 '!'
 first=$(pane | grep -A1 "^Findings" | tail -1)
 target=$(sed -E 's/^[a-z]+ +# +([0-9]+) .*/\1/' <<<"$first")

@@ -27,6 +27,10 @@ public:
   // Whether progress is shown at all (decided once per process).
   static bool enabled();
 
+  // While a full-screen view (replay) holds the terminal, no bar is drawn: a line written to
+  // stderr would land on its screen.
+  static void hold_terminal(bool held);
+
 private:
   void draw(size_t done, bool force);
 
