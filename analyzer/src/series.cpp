@@ -185,6 +185,10 @@ struct TimelineState {
   // others are left out by SocketFilter::snapshots); one more entry than the timeline has.
   std::vector<uint32_t> rows_before;
 
+  // Whether place_one() applies the absence rule (see Track) as rows come: when the files come
+  // in time order per timeline; otherwise split_absent() does once the samples are sorted.
+  bool split_on_absence = true;
+
   // Snapshots read strictly between snapshot indices `last` and `at` (last < at) in which a
   // socket seen in `last` and again in `at` was absent.
   uint32_t absent_between(uint32_t last, uint32_t at) const {
@@ -946,7 +950,8 @@ private:
       if (last.snap == x.snap) {
         continue; // this one is taken in this snapshot (e.g. identical unix embryos)
       }
-      if (last.snap < x.snap && st.absent_between(last.snap, x.snap) >= k_absent_ends_track) {
+      if (st.split_on_absence && last.snap < x.snap
+          && st.absent_between(last.snap, x.snap) >= k_absent_ends_track) {
         continue; // gone, and this is a new socket under its identity (see Track)
       }
       // Without a cookie, an inode N -> M (both non-zero) is a new socket on a reused 4-tuple;
@@ -1029,6 +1034,28 @@ void report_closed(Series& series, uint32_t tli, TimelineState& st, TrackObserve
   // The detectors look processes up by snapshot (Timeline::proc_at).
   sort_process_samples(tl);
   observer.closed(series, tli, closed);
+}
+
+// Files out of time order: the absence rule (see Track) on the sorted samples. Each part after
+// a gap of k_absent_ends_track snapshots read becomes a track of its own (the same identity),
+// after the others.
+void split_absent(Timeline& tl, const TimelineState& st) {
+  for (size_t i = 0; i < tl.tracks.size(); ++i) {
+    const std::vector<Sample>& v = tl.tracks[i].samples;
+    size_t cut = 1;
+    while (cut < v.size()
+           && st.absent_between(v[cut - 1].snap, v[cut].snap) < k_absent_ends_track) {
+      ++cut;
+    }
+    if (cut >= v.size()) {
+      continue;
+    }
+    std::vector<Sample> all = std::move(tl.tracks[i].samples);
+    Track rest = tl.tracks[i]; // its identity (the samples moved out)
+    tl.tracks[i].samples.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(cut));
+    rest.samples.assign(all.begin() + static_cast<std::ptrdiff_t>(cut), all.end());
+    tl.tracks.push_back(std::move(rest)); // split again when its turn comes
+  }
 }
 
 void drop_empty_tracks(Series& series) {
@@ -1189,10 +1216,11 @@ Series load_series(const std::vector<std::string>& files,
   for (TimelineState& st : states) {
     std::partial_sum(st.rows_before.begin(), st.rows_before.end(), st.rows_before.begin());
   }
-  // Tracks are reported closed as the files are placed only when, per timeline, every file's
-  // snapshots come after those of the files placed before it.
-  bool early = observer != nullptr;
-  if (observer != nullptr) {
+  // Whether, per timeline, every file's snapshots come after those of the files placed before
+  // it. Only then are tracks reported closed as the files are placed, and the absence rule
+  // applied as rows come (a row of a snapshot not placed yet may fill the gap otherwise).
+  bool in_order = true;
+  {
     std::vector<int64_t> placed(series.timelines.size(), -1);
     for (const size_t fi : todo) {
       std::vector<std::pair<int64_t, int64_t>> span(series.timelines.size(), {-1, -1});
@@ -1208,13 +1236,15 @@ Series load_series(const std::vector<std::string>& files,
         if (span[t].first < 0) {
           continue;
         }
-        early = early && span[t].first > placed[t];
+        in_order = in_order && span[t].first > placed[t];
         placed[t] = std::max(placed[t], span[t].second);
       }
     }
-    for (TimelineState& st : states) {
-      st.observed = true;
-    }
+  }
+  const bool early = observer != nullptr && in_order;
+  for (TimelineState& st : states) {
+    st.observed = observer != nullptr;
+    st.split_on_absence = in_order;
   }
   // The first file is read by this thread when it is needed (nothing to overlap it with yet):
   // one file, as a single-file report or a fuzzer has, then costs no thread at all.
@@ -1294,11 +1324,16 @@ Series load_series(const std::vector<std::string>& files,
     }
     sort_process_samples(tl);
   }
+  if (!in_order) {
+    for (size_t tli = 0; tli < states.size(); ++tli) {
+      split_absent(series.timelines[tli], states[tli]);
+    }
+  }
   if (observer != nullptr) {
     for (size_t tli = 0; tli < states.size(); ++tli) {
       std::vector<uint32_t> rest;
       for (uint32_t idx = 0; idx < series.timelines[tli].tracks.size(); ++idx) {
-        if (!states[tli].reported[idx]) {
+        if (idx >= states[tli].reported.size() || !states[tli].reported[idx]) {
           rest.push_back(idx);
         }
       }

@@ -612,16 +612,26 @@ std::vector<std::vector<sockrewind::synth::Snap>> absences(bool step_back) {
 } // namespace
 
 TEST_CASE("track observer: a socket absent from one snapshot goes on, from two is a new track, "
-          "streamed or whole, across files and in a pack across a wall-clock step back",
+          "streamed or whole, across files, in a pack across a wall-clock step back and in "
+          "files that interleave in time",
           "[toolkit]") {
   using namespace sockrewind;
-  for (const bool packed : {false, true}) {
-    INFO((packed ? "the first two files packed, clock set back" : "three files"));
+  for (const int shape : {0, 1, 2}) {
+    const bool packed = shape == 1;
+    INFO((shape == 0   ? "three files"
+          : shape == 1 ? "the first two files packed, clock set back"
+                       : "the first and last files as one, placed before the middle one"));
     const test::TempDir dir;
     const test::TempDir parts;
     const auto snaps = absences(packed);
     std::vector<std::string> files;
-    if (packed) {
+    if (shape == 2) {
+      // Snapshots 0-3 and 8-11 in one file, 4-7 in another: the first is placed first.
+      std::vector<synth::Snap> outer = snaps[0];
+      outer.insert(outer.end(), snaps[2].begin(), snaps[2].end());
+      files.push_back(synth::write_series(dir.path().string(), synth::Host{}, outer));
+      files.push_back(synth::write_series(dir.path().string(), synth::Host{}, snaps[1]));
+    } else if (packed) {
       // The pack orders its snapshots by wall clock: the second file's come first in it.
       sa::PackOptions p;
       p.paths = {synth::write_series(parts.path().string(), synth::Host{}, snaps[0]),
@@ -632,7 +642,9 @@ TEST_CASE("track observer: a socket absent from one snapshot goes on, from two i
       files.push_back(synth::write_series(dir.path().string(), synth::Host{}, snaps[0]));
       files.push_back(synth::write_series(dir.path().string(), synth::Host{}, snaps[1]));
     }
-    files.push_back(synth::write_series(dir.path().string(), synth::Host{}, snaps[2]));
+    if (shape != 2) {
+      files.push_back(synth::write_series(dir.path().string(), synth::Host{}, snaps[2]));
+    }
 
     const sa::Series whole = sa::load_series(files);
     Noter noter;
