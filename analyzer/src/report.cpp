@@ -590,6 +590,7 @@ Analysis analyze_files(const ReportOptions& opts, const std::function<void()>& a
   Analysis a;
   SocketFilter whole;
   whole.open_files = std::make_shared<OpenFiles>();
+  whole.chunk_rows = opts.chunk_rows;
   a.series = load_series(opts.paths, whole, &run);
   if (run.dropped() > 0) {
     // Tracks were let go (some forgotten by the load already): a snapshot holds fewer samples

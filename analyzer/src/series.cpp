@@ -8,15 +8,19 @@
 #include <sockrewind/store/runs.hpp>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <exception>
 #include <functional>
-#include <future>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -419,13 +423,37 @@ struct SocketColumns {
         sock_id(st.column_index("sock_id")) {}
 };
 
+// About this many socket rows are decoded into one FileData chunk unless SocketFilter::chunk_rows
+// says otherwise (whole snapshots, so more in a snapshot bigger than that): the load holds a few
+// chunks per file rather than whole files.
+constexpr size_t k_chunk_rows = size_t{1} << 15U;
+
+// A run of several snapshots (schema 3) decoded once and copied into each snapshot it covers,
+// chunk by chunk: what is kept of it until its last snapshot has been given out.
+struct OpenRun {
+  RawSock row;  // as decoded, at its first snapshot
+  int64_t next; // the next snapshot_id to copy it into
+  int64_t last; // the last snapshot_id that sees it
+  int64_t first_time;
+  std::optional<int64_t> last_data_recv_ms; // stored, relative to its first snapshot
+  std::optional<int64_t> last_ack_recv_ms;
+  std::optional<std::string> path;
+  uint32_t path_chunk = k_na; // the chunk whose FileData::paths holds `path` at row.path
+};
+
 // Reads every row the analysis needs from one file. Only snapshots in `wanted` (the others are
 // duplicates of snapshots seen in another file).
 // `db` is the file open_validated() returned, or empty to open it here.
-FileData read_file_data(const std::string& file,
-                        const SlotIndex& wanted,
-                        DbLease db_open,
-                        const SocketFilter& filter) {
+// The rows go to `emit` in chunks of whole snapshots in snapshot_id order (each chunk's rows in
+// the order a whole read gives them), the first chunk with the file's netns, addrs, processes,
+// counters and limits; one chunk when snapshot_id order is not the order rows are placed in (a
+// pack across a wall-clock step back) or the rows come in another order (an archive's port
+// index).
+void read_file_data(const std::string& file,
+                    const SlotIndex& wanted,
+                    DbLease db_open,
+                    const SocketFilter& filter,
+                    const std::function<void(FileData&&)>& emit) {
   FileData d;
   // Counters and limits of every snapshot (unless the filter leaves them out); sockets and
   // processes of those with rows.
@@ -570,14 +598,42 @@ FileData read_file_data(const std::string& file,
             "pid, sock_id FROM sockets"
             + where(cond) + " ORDER BY snapshot_id, sock_id";
     }
-    if (cond.empty() && !filter.snapshots) {
-      // A whole load keeps every row: room for one per run at once (SQLite counts a table's
-      // rows without decoding them), rather than a vector doubling to up to twice the rows
-      // (three files' rows are held at a time). Runs of several snapshots grow it further.
-      d.sockets.reserve(static_cast<size_t>(std::max<int64_t>(
-          0,
-          db.query_int(runs ? "SELECT count(*) FROM sock_runs" : "SELECT count(*) FROM sockets"))));
+    // The snapshot ids with rows, in order, cut into chunks of `per_chunk` ids: a first guess
+    // from the file's row count, then corrected by each chunk's rows.
+    std::vector<int64_t> ids;
+    for (const auto& [id, slot] : wanted.all()) {
+      if (slot.timeline != k_na && slot.rows) {
+        ids.push_back(id);
+      }
     }
+    std::sort(ids.begin(), ids.end());
+    bool chunked = run_order;
+    for (size_t i = 1; i < ids.size() && chunked; ++i) {
+      const Slot* a = wanted.find(ids[i - 1]);
+      const Slot* b = wanted.find(ids[i]);
+      chunked = std::pair(a->timeline, a->snap) < std::pair(b->timeline, b->snap);
+    }
+    const size_t chunk_rows = filter.chunk_rows != 0 ? filter.chunk_rows : k_chunk_rows;
+    size_t per_chunk = ids.size();
+    if (chunked && cond.empty() && !filter.snapshots && !ids.empty()) {
+      // SQLite counts a table's rows without decoding them.
+      const auto rows = static_cast<size_t>(std::max<int64_t>(
+          1,
+          db.query_int(runs ? "SELECT count(*) FROM sock_runs" : "SELECT count(*) FROM sockets")));
+      per_chunk = std::clamp<size_t>(chunk_rows * ids.size() / rows, 1, ids.size());
+    } else if (chunked) {
+      per_chunk = std::clamp<size_t>(chunk_rows, 1, std::min<size_t>(64, ids.size()));
+    }
+    size_t chunk_begin = 0; // index in `ids` of the chunk's first snapshot
+    uint32_t chunk_number = 0;
+    // The last snapshot_id of the chunk being filled.
+    const auto chunk_end = [&]() {
+      if (!chunked || chunk_begin + per_chunk >= ids.size()) {
+        return std::numeric_limits<int64_t>::max();
+      }
+      return ids[chunk_begin + per_chunk - 1];
+    };
+    int64_t hi = chunk_end();
     store::Stmt st = db.prepare(sql);
     if (filter.port) {
       st.bind(1, static_cast<int64_t>(*filter.port));
@@ -603,17 +659,74 @@ FileData read_file_data(const std::string& file,
       }
       r.extra_count = static_cast<uint32_t>(d.extra_pids.size()) - r.extra_begin;
     };
-    // A time-relative field `elapsed_ms` after its run's first snapshot, as the view moves it.
-    const auto moved = [&st](int col, int64_t elapsed_ms) {
-      const std::optional<int64_t> stored = st.get_opt_int(col);
+    // A time-relative field stored at a run's first snapshot, `elapsed_ms` later, as the view
+    // moves it.
+    const auto moved = [](const std::optional<int64_t>& stored, int64_t elapsed_ms) {
       if (!stored) {
         return k_na;
       }
       int64_t v = 0;
       return store::run_since_ms(*stored, elapsed_ms, v) ? clamp32(v) : k_na - 1;
     };
+    std::vector<OpenRun> open_runs;
+    // Copies the open runs into their snapshots up to `upto` (the chunk being filled).
+    const auto copy_runs = [&](int64_t upto) {
+      for (OpenRun& o : open_runs) {
+        const int64_t end = std::min(o.last, upto);
+        for (int64_t id = o.next; id <= end; ++id) {
+          const int64_t* t = boottime.find(id);
+          if (t == nullptr || !keep_rows(id)) {
+            continue;
+          }
+          if (o.path && o.path_chunk != chunk_number) {
+            o.path_chunk = chunk_number;
+            o.row.path = static_cast<uint32_t>(d.paths.size());
+            d.paths.push_back(*o.path);
+          }
+          RawSock copy = o.row;
+          copy.snapshot_id = id;
+          copy.sock_id = store::run_sock_id(o.row.sock_id, id);
+          if (id != o.row.snapshot_id) {
+            const int64_t elapsed_ms = store::run_elapsed_ms(o.first_time, *t);
+            copy.sample.last_data_recv_ms = moved(o.last_data_recv_ms, elapsed_ms);
+            copy.sample.last_ack_recv_ms = moved(o.last_ack_recv_ms, elapsed_ms);
+          }
+          add_extra(copy);
+          d.sockets.push_back(copy);
+        }
+        o.next = std::max(o.next, end + 1);
+      }
+      std::erase_if(open_runs, [](const OpenRun& o) { return o.next > o.last; });
+    };
+    // Gives out the chunk being filled (its snapshots up to `hi`) and starts the next.
+    const auto flush = [&]() {
+      copy_runs(hi);
+      if (runs) {
+        // The order the view gives: by snapshot, then sock_id (run_id within a snapshot).
+        // Runs of one snapshot each (every collector file) come in that order already.
+        const auto before = [](const RawSock& a, const RawSock& b) {
+          return std::tie(a.snapshot_id, a.sock_id) < std::tie(b.snapshot_id, b.sock_id);
+        };
+        if (!std::is_sorted(d.sockets.begin(), d.sockets.end(), before)) {
+          std::stable_sort(d.sockets.begin(), d.sockets.end(), before);
+        }
+      }
+      const size_t rows = d.sockets.size();
+      if (rows > 0 || chunk_number == 0) {
+        emit(std::move(d));
+      }
+      d = FileData{};
+      ++chunk_number;
+      chunk_begin += per_chunk;
+      per_chunk = rows == 0 ? per_chunk * 2 : per_chunk * chunk_rows / rows;
+      per_chunk = std::clamp<size_t>(per_chunk, 1, std::max<size_t>(ids.size(), 1));
+      hi = chunk_end();
+    };
     while (st.step()) {
       const int64_t first = st.get_int(c.snapshot_id);
+      while (first > hi) {
+        flush();
+      }
       const int64_t last = runs ? store::run_seen_until(first, st.get_int(last_col)) : first;
       bool any = false;
       for (int64_t id = first; id <= last && !any; ++id) {
@@ -634,10 +747,6 @@ FileData read_file_data(const std::string& file,
       r.remote_addr_id = st.get_opt_int(c.remote_addr_id).value_or(-1);
       r.remote_port = clamp16(st.get_opt_int(c.remote_port).value_or(0));
       r.cookie = static_cast<uint64_t>(st.get_opt_int(c.cookie).value_or(0));
-      if (!st.is_null(c.path)) {
-        r.path = static_cast<uint32_t>(d.paths.size());
-        d.paths.push_back(st.get_text(c.path));
-      }
       r.peer_inode = static_cast<uint64_t>(st.get_opt_int(c.peer_inode).value_or(0));
       r.pid = st.get_opt_int(c.pid).value_or(-1);
       Sample& x = r.sample;
@@ -662,6 +771,10 @@ FileData read_file_data(const std::string& file,
       x.segs_out = opt32(st, c.segs_out);
       x.snd_wnd = opt32(st, c.snd_wnd);
       if (!runs) {
+        if (!st.is_null(c.path)) {
+          r.path = static_cast<uint32_t>(d.paths.size());
+          d.paths.push_back(st.get_text(c.path));
+        }
         add_extra(r);
         d.sockets.push_back(r);
         continue;
@@ -670,38 +783,23 @@ FileData read_file_data(const std::string& file,
       if (first_time == nullptr) {
         continue; // the view's join finds no first snapshot: no row
       }
-      const int64_t run_id = r.sock_id;
-      for (int64_t id = first; id <= last; ++id) {
-        const int64_t* t = boottime.find(id);
-        if (t == nullptr || !keep_rows(id)) {
-          continue;
-        }
-        RawSock copy = r;
-        copy.snapshot_id = id;
-        copy.sock_id = store::run_sock_id(run_id, id);
-        if (id != first) {
-          const int64_t elapsed_ms = store::run_elapsed_ms(*first_time, *t);
-          copy.sample.last_data_recv_ms = moved(c.last_data_recv_ms, elapsed_ms);
-          copy.sample.last_ack_recv_ms = moved(c.last_ack_recv_ms, elapsed_ms);
-        }
-        add_extra(copy);
-        d.sockets.push_back(copy);
-      }
+      OpenRun o{r,
+                first,
+                last,
+                *first_time,
+                st.get_opt_int(c.last_data_recv_ms),
+                st.get_opt_int(c.last_ack_recv_ms),
+                st.get_opt_text(c.path),
+                k_na};
+      open_runs.push_back(std::move(o));
     }
-    if (runs) {
-      // The order the view gives: by snapshot, then sock_id (run_id within a snapshot). Runs
-      // of one snapshot each (every collector file) come in that order already.
-      const auto before = [](const RawSock& a, const RawSock& b) {
-        return std::tie(a.snapshot_id, a.sock_id) < std::tie(b.snapshot_id, b.sock_id);
-      };
-      if (!std::is_sorted(d.sockets.begin(), d.sockets.end(), before)) {
-        std::stable_sort(d.sockets.begin(), d.sockets.end(), before);
-      }
+    for (bool more = true; more;) {
+      more = hi != std::numeric_limits<int64_t>::max();
+      flush();
     }
   } catch (const store::DbError& e) {
     throw read_error(file, e);
   }
-  return d;
 }
 
 // Places one file's rows into the series (single-threaded: interning and track identity).
@@ -991,6 +1089,99 @@ private:
   std::vector<uint32_t> m_set;                    // owner_set()'s scratch
 };
 
+// Reads one file on a thread of its own (read_file_data) and hands its chunks over in order.
+// The reader waits while more than k_ahead_rows rows are waiting to be taken: the next file is
+// decoded ahead while this one is placed, without holding the whole of it.
+class FileReader {
+public:
+  FileReader(const std::string& file,
+             const SlotIndex& wanted,
+             DbLease db,
+             const SocketFilter& filter)
+      : m_thread([this, &file, &wanted, &filter, db = std::move(db)]() mutable {
+          run(file, wanted, std::move(db), filter);
+        }) {}
+
+  FileReader(const FileReader&) = delete;
+  FileReader& operator=(const FileReader&) = delete;
+  FileReader(FileReader&&) = delete;
+  FileReader& operator=(FileReader&&) = delete;
+
+  ~FileReader() {
+    {
+      const std::lock_guard<std::mutex> lock(m_mutex);
+      m_cancel = true;
+    }
+    m_cv.notify_all();
+    m_thread.join();
+  }
+
+  // The next chunk, or nothing once the file is read; rethrows the reader's error (a LoadError)
+  // after the chunks read before it.
+  std::optional<FileData> next() {
+    std::unique_lock<std::mutex> lock(m_mutex);
+    m_cv.wait(lock, [this] { return !m_chunks.empty() || m_done; });
+    if (m_chunks.empty()) {
+      if (m_error) {
+        std::rethrow_exception(m_error);
+      }
+      return std::nullopt;
+    }
+    FileData d = std::move(m_chunks.front());
+    m_chunks.pop_front();
+    m_rows -= d.sockets.size();
+    lock.unlock();
+    m_cv.notify_all();
+    return d;
+  }
+
+private:
+  // Rows of one file decoded and not yet taken beyond which its reader waits (~45 MiB).
+  static constexpr size_t k_ahead_rows = size_t{1} << 18U;
+
+  struct Cancelled {};
+
+  void push(FileData&& d) {
+    std::unique_lock<std::mutex> lock(m_mutex);
+    m_cv.wait(lock, [this] { return m_cancel || m_rows < k_ahead_rows; });
+    if (m_cancel) {
+      throw Cancelled{};
+    }
+    m_rows += d.sockets.size();
+    m_chunks.push_back(std::move(d));
+    lock.unlock();
+    m_cv.notify_all();
+  }
+
+  void
+  run(const std::string& file, const SlotIndex& wanted, DbLease db, const SocketFilter& filter) {
+    std::exception_ptr error;
+    try {
+      read_file_data(
+          file, wanted, std::move(db), filter, [this](FileData&& d) { push(std::move(d)); });
+    } catch (const Cancelled&) {
+      // the load ended first (an error in another file)
+    } catch (...) {
+      error = std::current_exception();
+    }
+    {
+      const std::lock_guard<std::mutex> lock(m_mutex);
+      m_done = true;
+      m_error = error;
+    }
+    m_cv.notify_all();
+  }
+
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::deque<FileData> m_chunks;
+  size_t m_rows = 0;
+  bool m_done = false;
+  bool m_cancel = false;
+  std::exception_ptr m_error;
+  std::thread m_thread; // last: starts once the rest is built
+};
+
 } // namespace
 
 void sort_process_samples(Timeline& tl) {
@@ -1246,41 +1437,39 @@ Series load_series(const std::vector<std::string>& files,
     st.observed = observer != nullptr;
     st.split_on_absence = in_order;
   }
-  // The first file is read by this thread when it is needed (nothing to overlap it with yet):
-  // one file, as a single-file report or a fuzzer has, then costs no thread at all.
+  // Two files are decoded at once, each by a reader thread of its own, whether the load is
+  // filtered (decoding is all its work) or whole: decoding a row (~35 columns through SQLite)
+  // costs several times what placing it does, so two readers keep both cores busy. Their rows
+  // come in chunks (read_file_data), at most about k_ahead_rows of a file waiting to be placed.
+  constexpr size_t ahead = 2;
   const auto start = [&](size_t k) {
     const size_t fi = todo[k];
     DbLease db;
     if (fi == 0) {
       db = std::move(first_db);
     }
-    return std::async(k == 0 ? std::launch::deferred : std::launch::async,
-                      [&files, &slots, &filter, fi, db = std::move(db)]() mutable {
-                        return read_file_data(files[fi], slots[fi], std::move(db), filter);
-                      });
+    return std::make_unique<FileReader>(files[fi], slots[fi], std::move(db), filter);
   };
-  // Two files are decoded at once (this thread's and a reader's, then two readers'), whether
-  // the load is filtered (decoding is all its work) or whole: decoding a row (~35 columns
-  // through SQLite) costs several times what placing it does, so two readers keep both cores
-  // busy. A whole load then holds up to three files' rows besides the series: the one being
-  // placed and the two being decoded.
-  constexpr size_t ahead = 2;
-  std::deque<std::future<FileData>> pending;
+  std::deque<std::unique_ptr<FileReader>> pending;
   for (size_t k = 0; k < std::min(ahead, todo.size()); ++k) {
     pending.push_back(start(k));
   }
   Progress progress("loading files", todo.size());
   for (size_t k = 0; k < todo.size(); ++k) {
-    FileData d = pending.front().get(); // rethrows the reader's LoadError
-    pending.pop_front();
-    if (k + ahead < todo.size()) {
-      pending.push_back(start(k + ahead));
-    }
     for (TimelineState& st : states) {
       st.file_number = static_cast<uint32_t>(k + 1);
       st.file_last_snap = 0;
     }
-    Placer(series, states, slots[todo[k]]).place(d);
+    {
+      Placer placer(series, states, slots[todo[k]]);
+      while (std::optional<FileData> d = pending.front()->next()) { // rethrows a LoadError
+        placer.place(*d);
+      }
+    }
+    pending.pop_front();
+    if (k + ahead < todo.size()) {
+      pending.push_back(start(k + ahead));
+    }
     // A track this file placed whose last sample is before the file's last snapshot has closed
     // (a socket seen again later, as after a capture gap, simply grows again): its samples are
     // given back the room kept for growth now rather than after the last file, so the peak

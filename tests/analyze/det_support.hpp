@@ -71,6 +71,9 @@ inline std::vector<analyze::Finding> run_detector(const std::vector<synth::Snap>
     const TempDir split;
     o.paths = write_files(split, snaps, 2);
     REQUIRE(dump(analyze::analyze_files(o).findings) == dump(whole));
+    // Each file read a snapshot at a time (SocketFilter::chunk_rows).
+    o.chunk_rows = 1;
+    REQUIRE(dump(analyze::analyze_files(o).findings) == dump(whole));
   }
   return whole;
 }

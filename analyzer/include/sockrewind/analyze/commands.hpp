@@ -31,6 +31,8 @@ struct ReportOptions {
   // -o FILE: the report goes there instead of `out`, written whole to a temporary file in the
   // same directory and renamed over FILE (a reader never sees half a report).
   std::optional<std::string> output;
+  // Not an option of the command line: SocketFilter::chunk_rows of the load (tests).
+  size_t chunk_rows = 0;
 };
 
 // Runs the selected detectors over every timeline; findings escalated and ordered, most severe

@@ -232,6 +232,11 @@ struct SocketFilter {
   // addresses and ports (a track keeps those of its first sample).
   bool timeline_per_snapshot = false;
 
+  // Not a socket filter either. A file's rows are read and placed in chunks of whole snapshots
+  // of about this many rows (0: 32,768), so that a load holds a few chunks per file rather
+  // than whole files; tests set 1 (a chunk per snapshot).
+  size_t chunk_rows = 0;
+
   bool active() const {
     return port.has_value() || cookie.has_value() || pid.has_value() || snapshots.has_value();
   }
