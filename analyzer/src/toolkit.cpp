@@ -222,6 +222,40 @@ uint32_t Context::SnapshotSockets::process(const Process& p) const {
   return k_na;
 }
 
+std::optional<Sample>
+Context::own_sample(const SnapshotSockets& back, const Sample& x, uint32_t snap) const {
+  const auto own = [&](uint32_t p) -> uint32_t {
+    const Process& bp = back.tl().procs[p];
+    const auto it = std::find_if(m_tl.procs.begin(), m_tl.procs.end(), [&](const Process& q) {
+      return q.pid == bp.pid && q.start_ticks == bp.start_ticks;
+    });
+    return it == m_tl.procs.end() ? k_na : static_cast<uint32_t>(it - m_tl.procs.begin());
+  };
+  Sample y = x;
+  y.snap = snap;
+  y.owner = x.owner == k_na ? k_na : own(x.owner);
+  y.owner_set = k_na;
+  if (x.owner != k_na && y.owner == k_na) {
+    return std::nullopt;
+  }
+  std::vector<uint32_t> set;
+  for (const uint32_t p : owners_of(back.tl(), x)) {
+    set.push_back(own(p));
+    if (set.back() == k_na) {
+      return std::nullopt;
+    }
+  }
+  if (set.size() > 1) {
+    std::sort(set.begin(), set.end());
+    const auto it = std::find(m_tl.owner_sets.begin(), m_tl.owner_sets.end(), set);
+    if (it == m_tl.owner_sets.end()) {
+      return std::nullopt;
+    }
+    y.owner_set = static_cast<uint32_t>(it - m_tl.owner_sets.begin());
+  }
+  return y;
+}
+
 std::vector<uint32_t> Context::owners(const Sample& x) const {
   return owners_of(m_tl, x);
 }

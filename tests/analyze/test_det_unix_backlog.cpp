@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -280,4 +281,53 @@ TEST_CASE("unix_backlog: many unread connections of one socket path are one find
   CHECK(found[0].evidence["group"]["count"] == 10);
   CHECK(found[0].evidence["group"]["examples"].size() == 3);
   CHECK(found[0].summary.find("10 unread unix stream connections") != std::string::npos);
+}
+
+TEST_CASE("unix_backlog: the peer is read back where the finding shows it, gone or unowned",
+          "[det][unix_backlog]") {
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 10; ++i) {
+    synth::Snap s = unix_minute(i);
+    // A datagram sender (app, 42) stuck for 7 minutes behind /dev/log, whose reader (logd, 77)
+    // lets go of it at minute 3 and is gone from minute 5.
+    if (i < 8) {
+      s.sockets.push_back(unix_sock(2, 1, 0, 14080, 8001, 42, std::nullopt, 8000));
+    }
+    if (i < 5) {
+      synth::Sock r = unix_sock(2, 7, 100 + static_cast<uint32_t>(i), 0, 8000, 77, "/dev/log");
+      if (i >= 3) {
+        r.owners.clear();
+      }
+      s.sockets.push_back(std::move(r));
+    }
+    // A stream app (42) leaves unread for 7 minutes; its writer (logd, 77, no cookie: the /proc
+    // fallback) hands the connection to app at minute 8, when the queue drains.
+    s.sockets.push_back(unix_sock(1, 1, i < 8 ? 1000 : 0, 0, 6000, 42, std::nullopt, 6001));
+    synth::Sock w = unix_sock(1, 1, 0, 0, 6001, i < 8 ? 77 : 42, std::nullopt, 6000);
+    w.cookie.reset();
+    s.sockets.push_back(std::move(w));
+    snaps.push_back(std::move(s));
+  }
+  const auto found = run_detector(snaps, "unix_backlog");
+  REQUIRE(found.size() == 2);
+  const auto dgram = std::find_if(found.begin(), found.end(), [](const Finding& f) {
+    return f.subject["kind"] == "dgram_sender";
+  });
+  REQUIRE(dgram != found.end());
+  // Named by its last owner; its Recv-Q beside the sender's while it was there.
+  CHECK(dgram->subject["peer_pid"] == 77);
+  CHECK(dgram->pid == 77);
+  CHECK(dgram->summary.find("receiver /dev/log (pid 77 (logd))") != std::string::npos);
+  const Json& rows = dgram->evidence["series"];
+  REQUIRE(rows.size() == 8);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    CAPTURE(i);
+    CHECK(rows[i]["receiver_rx_queue"] == (i < 5 ? Json(100 + i) : Json(nullptr)));
+  }
+  const auto stream = std::find_if(
+      found.begin(), found.end(), [](const Finding& f) { return f.subject["kind"] == "stream"; });
+  REQUIRE(stream != found.end());
+  // The writer as it was where the stall ends (minute 7), not as it was last (app).
+  CHECK(stream->subject["peer_pid"] == 77);
+  CHECK(stream->summary.find("writer pid 77 (logd)") != std::string::npos);
 }

@@ -135,7 +135,8 @@ sa::Series orphans(const sockrewind::test::TempDir& dir) {
 // Recv-Q, a dropping UDP socket, a retransmission storm led by SYN retries (two connects
 // stuck in SYN-SENT toward a listener that stays, two senders to one peer; each pair retransmits
 // alike, a tie), connections using 7 of the 10 ephemeral ports toward 10.0.0.9:5432 and a
-// connect stuck in SYN-SENT toward 10.0.0.8:443, beside an owned FIN-WAIT-2 that stays. Two
+// connect stuck in SYN-SENT toward 10.0.0.8:443, a unix datagram sender stuck behind a
+// receiver that closes first, beside an owned FIN-WAIT-2 that stays. Two
 // client-side sockets of the first file (one more toward each destination) have a local port
 // that a listener uses in the third: they are server-side by that listener, and counted by
 // neither, though they are gone before it comes.
@@ -258,6 +259,32 @@ void closing(const sockrewind::test::TempDir& dir) {
                            .rcvbuf = 212992,
                            .drops = 100 * u * u,
                            .owners = {{100, 21}}});
+    }
+    if (i < 7) { // a unix datagram sender stuck behind /dev/log, which goes first
+      synth::Sock sender{.family = 1,
+                         .type = 2,
+                         .proto = 0,
+                         .state = 1,
+                         .rx = 0,
+                         .tx = 14080,
+                         .inode = 7500,
+                         .cookie = 130,
+                         .owners = {{200, 70}}};
+      sender.peer_inode = 7501;
+      s.sockets.push_back(std::move(sender));
+    }
+    if (i < 5) {
+      synth::Sock receiver{.family = 1,
+                           .type = 2,
+                           .proto = 0,
+                           .state = 7,
+                           .rx = 200 + u,
+                           .tx = 0,
+                           .inode = 7501,
+                           .cookie = 131,
+                           .owners = {{100, 71}}};
+      receiver.path = "/dev/log";
+      s.sockets.push_back(std::move(receiver));
     }
     s.sockets.push_back(owned_fin_wait2());
     file.push_back(std::move(s));

@@ -199,6 +199,12 @@ public:
   // go (ask for a few hundred at a time when they are large).
   std::vector<SnapshotSockets> read_snapshots(std::span<const uint32_t> snaps,
                                               SocketFilter filter = {}) const;
+  // `x`, a sample read back in `back`, as a sample of this timeline in snapshot `snap`: its
+  // owners are this timeline's processes of the same pid and start time (and its owner set
+  // this timeline's set of them), so that it is named as the samples loaded are. nullopt when
+  // one of them is not among this timeline's processes.
+  std::optional<Sample>
+  own_sample(const SnapshotSockets& back, const Sample& x, uint32_t snap) const;
 
 private:
   const Series& m_series;
