@@ -138,6 +138,31 @@ TEST_CASE("retransmissions: the top socket is named as it was at the storm's end
   CHECK(f[0].last_seen_ns == snaps[5].realtime_ns);
 }
 
+TEST_CASE("retransmissions: a top socket missing from one snapshot counts the storm's intervals",
+          "[det][retransmissions]") {
+  // Five bad minutes; the top socket retransmits 100 a minute all along but is missing from
+  // minute 2 (its interval 1 -> 3 is one step), so the storm (minutes 0 to 5) holds 500.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 9; ++i) {
+    synth::Snap s = minute(i);
+    const int bad = std::min(i, 5);
+    s.counters["Tcp.OutSegs"] = 1'000'000 + 60'000 * i;
+    s.counters["Tcp.RetransSegs"] = 5000 + 1200 * bad;
+    s.counters["TcpExt.TCPFastRetrans"] = 4000 + 1200 * bad;
+    const auto u = static_cast<uint64_t>(i);
+    if (i != 2) {
+      s.sockets.push_back(bulk(1, 40001, 100 * u, 50'000 * u));
+    }
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "retransmissions");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].last_seen_ns == snaps[5].realtime_ns);
+  REQUIRE(f[0].evidence["top_sockets"].size() == 1);
+  CHECK(f[0].evidence["top_sockets"][0]["retrans_delta"] == 500);
+  CHECK(f[0].evidence["top_sockets"][0]["segs_out_delta"] == 250'000);
+}
+
 TEST_CASE("retransmissions: low rates, low ratios and short bursts are fine",
           "[det][retransmissions]") {
   SECTION("2% but only 5 retransmits per second") {
