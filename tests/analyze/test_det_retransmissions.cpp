@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace sockrewind;
@@ -137,6 +138,31 @@ TEST_CASE("retransmissions: the top socket is named as it was at the storm's end
   CHECK(f[0].last_seen_ns == snaps[5].realtime_ns);
 }
 
+TEST_CASE("retransmissions: a top socket missing from one snapshot counts the storm's intervals",
+          "[det][retransmissions]") {
+  // Five bad minutes; the top socket retransmits 100 a minute all along but is missing from
+  // minute 2 (its interval 1 -> 3 is one step), so the storm (minutes 0 to 5) holds 500.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 9; ++i) {
+    synth::Snap s = minute(i);
+    const int bad = std::min(i, 5);
+    s.counters["Tcp.OutSegs"] = 1'000'000 + 60'000 * i;
+    s.counters["Tcp.RetransSegs"] = 5000 + 1200 * bad;
+    s.counters["TcpExt.TCPFastRetrans"] = 4000 + 1200 * bad;
+    const auto u = static_cast<uint64_t>(i);
+    if (i != 2) {
+      s.sockets.push_back(bulk(1, 40001, 100 * u, 50'000 * u));
+    }
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "retransmissions");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].last_seen_ns == snaps[5].realtime_ns);
+  REQUIRE(f[0].evidence["top_sockets"].size() == 1);
+  CHECK(f[0].evidence["top_sockets"][0]["retrans_delta"] == 500);
+  CHECK(f[0].evidence["top_sockets"][0]["segs_out_delta"] == 250'000);
+}
+
 TEST_CASE("retransmissions: low rates, low ratios and short bursts are fine",
           "[det][retransmissions]") {
   SECTION("2% but only 5 retransmits per second") {
@@ -207,6 +233,48 @@ TEST_CASE("retransmissions: one lossy peer diluted by healthy traffic", "[det][r
   CHECK(f[0].evidence["ratio"].get<double>() == Approx(0.05));
   CHECK(f[0].evidence["segs_out"] == 30'000);
   CHECK(f[0].evidence["intervals_over"] == 5);
+}
+
+TEST_CASE("retransmissions: a peer's intervals are summed over its sockets, gaps and all",
+          "[det][retransmissions]") {
+  // Two sockets toward one lossy peer: the second starts later and misses minute 4 (its
+  // interval 3 -> 5 is two minutes long); a third, healthy, goes elsewhere.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 8; ++i) {
+    synth::Snap s = minute(i);
+    counters(s, i, 6'000'000, 1500);
+    const auto u = static_cast<uint64_t>(i);
+    s.sockets.push_back(bulk(1, 40001, 100 * u, 2000 * u, "192.0.2.7"));
+    if (i >= 2 && i != 4) {
+      s.sockets.push_back(bulk(3, 40003, 50 * u, 1000 * u, "192.0.2.7"));
+    }
+    s.sockets.push_back(bulk(2, 40002, 0, 1'000'000 * u, "10.9.9.9"));
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "retransmissions");
+  REQUIRE(f.size() == 1);
+  INFO(f[0].summary);
+  CHECK(f[0].subject["remote"] == "192.0.2.7");
+  CHECK(f[0].summary.find("over 2 socket(s)") != std::string::npos);
+  CHECK(f[0].evidence["retrans"] == 950);
+  CHECK(f[0].evidence["segs_out"] == 19'000);
+  CHECK(f[0].evidence["intervals_over"] == 7);
+  // Each interval a minute long (at minute 5, the later start of the two: minute 4).
+  CHECK(f[0].evidence["seconds_over"].get<double>() == Approx(420));
+  const Json& rows = f[0].evidence["series"];
+  REQUIRE(rows.size() == 7);
+  const std::vector<std::pair<int, int>> want = {
+      {100, 2000}, {100, 2000}, {150, 3000}, {100, 2000}, {200, 4000}, {150, 3000}, {150, 3000}};
+  for (size_t k = 0; k < want.size(); ++k) {
+    INFO("row " << k);
+    CHECK(rows[k]["retrans_delta"] == want[k].first);
+    CHECK(rows[k]["segs_out_delta"] == want[k].second);
+  }
+  REQUIRE(f[0].evidence["top_sockets"].size() == 2);
+  CHECK(f[0].evidence["top_sockets"][0]["local"] == "127.0.0.1:40001");
+  CHECK(f[0].evidence["top_sockets"][0]["retrans_delta"] == 700);
+  CHECK(f[0].evidence["top_sockets"][1]["retrans_delta"] == 250);
+  CHECK(f[0].evidence["top_sockets"][1]["segs_out_delta"] == 5000);
 }
 
 // ---- issue 12: no ratio over 100 %, SYN retries named and tied to the listener, no silent ties

@@ -52,6 +52,74 @@ struct Step {
   uint64_t segs = 0;
 };
 
+// Unsigned LEB128: 7 bits a byte, low bits first (what the pass keeps per interval is packed).
+void put_varint(std::vector<uint8_t>& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<uint8_t>(v | 0x80U));
+    v >>= 7U;
+  }
+  out.push_back(static_cast<uint8_t>(v));
+}
+
+uint64_t get_varint(const std::vector<uint8_t>& in, size_t& i) {
+  uint64_t v = 0;
+  for (unsigned shift = 0;; shift += 7) {
+    const uint8_t b = in[i++];
+    v |= static_cast<uint64_t>(b & 0x7FU) << shift;
+    if ((b & 0x80U) == 0) {
+      return v;
+    }
+  }
+}
+
+// A socket's steps in snapshot order, packed (a retransmitting socket moves in nearly every
+// interval, so there is about one step per sample): per step a varint of retrans << 1 | gap,
+// where gap says the step is not one snapshot after the previous one (after `start` for the
+// first), then a varint of that distance when gap, then a varint of segs.
+class Steps {
+public:
+  explicit Steps(uint32_t start = 0) : m_start(start), m_last(start) {}
+
+  void add(const Step& st) {
+    const uint32_t d = st.snap - m_last;
+    put((static_cast<uint64_t>(st.retrans) << 1U) | (d == 1 ? 0U : 1U));
+    if (d != 1) {
+      put(d);
+    }
+    put(st.segs);
+    m_last = st.snap;
+  }
+
+  void shrink() { m_bytes.shrink_to_fit(); }
+
+  size_t bytes() const { return m_bytes.size(); }
+
+  // Calls f(step) for each step in order while it returns true.
+  template <class F> void each(F f) const {
+    size_t i = 0;
+    Step st;
+    st.snap = m_start;
+    while (i < m_bytes.size()) {
+      const uint64_t head = get(i);
+      st.snap += (head & 1U) == 0 ? 1 : static_cast<uint32_t>(get(i));
+      st.retrans = static_cast<uint32_t>(head >> 1U);
+      st.segs = get(i);
+      if (!f(st)) {
+        return;
+      }
+    }
+  }
+
+private:
+  void put(uint64_t v) { put_varint(m_bytes, v); }
+
+  uint64_t get(size_t& i) const { return get_varint(m_bytes, i); }
+
+  uint32_t m_start = 0;
+  uint32_t m_last = 0;
+  std::vector<uint8_t> m_bytes;
+};
+
 // Consecutive snapshots (no gap) in which a socket's samples had the same state and owners: what
 // a top socket's line names of its last sample in a window.
 struct Run {
@@ -81,7 +149,7 @@ struct Kept {
   uint32_t first = 0;       // the track's first snapshot and inode (its samples here may start
   uint32_t inode = 0;       // later)
   bool retransmits = false; // steps and runs are kept
-  std::vector<Step> steps;
+  Steps steps;
   std::vector<Run> runs;
 
   // The last sample in (from, to], or nullopt.
@@ -176,12 +244,16 @@ socket_sums(const std::vector<const Kept*>& kept, uint32_t netns, uint32_t from,
       continue;
     }
     SockSum s{k, &t, 0, 0, *last};
-    for (const Step& st : kept[k]->steps) {
-      if (st.snap > from && st.snap <= to) {
+    kept[k]->steps.each([&s, from, to](const Step& st) {
+      if (st.snap > to) {
+        return false;
+      }
+      if (st.snap > from) {
         s.retrans += st.retrans;
         s.segs += st.segs;
       }
-    }
+      return true;
+    });
     if (s.retrans > 0 || s.segs > 0) {
       out.push_back(s);
     }
@@ -517,7 +589,9 @@ void namespace_finding(
 }
 
 // One remote address of one netns: its sockets' retransmits and segments sent, in all and per
-// interval (summed over its sockets), with the owners of the retransmitting ones.
+// interval, with the owners of the retransmitting ones. The intervals are kept as each socket
+// gave them (packed: most peers never warn, and summing them per snapshot as they come would
+// cost a map node each) and summed per snapshot only for a peer whose totals warn.
 struct Peer {
   uint64_t retrans = 0;
   uint64_t segs = 0;
@@ -528,9 +602,55 @@ struct Peer {
     uint32_t from = 0;
   };
 
-  std::map<uint32_t, Step> by_snap; // snapshot ending the interval -> sums
+  // Per interval of a socket where either moved: a varint of retrans << 2 | (the snapshot is not
+  // one after the previous interval's) << 1 | (the interval is not one snapshot long); then,
+  // when so flagged, a varint of the zigzagged snapshot distance (a socket's intervals may
+  // start before the previous socket's end) and one of the interval's length; then one of segs.
+  std::vector<uint8_t> steps;
+  uint32_t last = 0; // the snapshot of the last interval added
   std::set<uint32_t> owners;
   size_t tracks = 0; // sockets that retransmitted
+
+  void add(uint32_t from, uint32_t snap, uint64_t r, uint64_t g) {
+    const int64_t d = static_cast<int64_t>(snap) - static_cast<int64_t>(last);
+    const bool jump = d != 1;
+    const bool wide = snap - from != 1;
+    if (steps.size() + 32 > steps.capacity()) {
+      steps.reserve(steps.size() + steps.size() / 2 + 32); // grows by half, not doubling
+    }
+    put_varint(steps, r << 2U | (jump ? 2U : 0U) | (wide ? 1U : 0U));
+    if (jump) {
+      put_varint(steps,
+                 d < 0 ? (static_cast<uint64_t>(-d) << 1U) - 1 : static_cast<uint64_t>(d) << 1U);
+    }
+    if (wide) {
+      put_varint(steps, snap - from);
+    }
+    put_varint(steps, g);
+    last = snap;
+  }
+
+  // The intervals summed per snapshot ending them (from: the latest start among them).
+  std::map<uint32_t, Step> by_snap() const {
+    std::map<uint32_t, Step> out;
+    uint32_t snap = 0;
+    for (size_t i = 0; i < steps.size();) {
+      const uint64_t head = get_varint(steps, i);
+      if ((head & 2U) != 0) {
+        const uint64_t z = get_varint(steps, i);
+        snap = (z & 1U) != 0 ? snap - static_cast<uint32_t>((z + 1) >> 1U)
+                             : snap + static_cast<uint32_t>(z >> 1U);
+      } else {
+        ++snap;
+      }
+      const uint32_t len = (head & 1U) != 0 ? static_cast<uint32_t>(get_varint(steps, i)) : 1;
+      Step& st = out[snap];
+      st.retrans += head >> 2U;
+      st.segs += get_varint(steps, i);
+      st.from = std::max(st.from, snap - len);
+    }
+    return out;
+  }
 };
 
 using Peers = std::map<std::pair<uint32_t, uint32_t>, Peer>; // (netns, remote address id)
@@ -550,10 +670,7 @@ bool add_to_peer(const Context& ctx, const Track& t, Peers& peers) {
     p = p != nullptr ? p : &peers[{t.netns, t.remote_addr}];
     p->retrans += r;
     p->segs += g;
-    Peer::Step& st = p->by_snap[b.snap];
-    st.retrans += r;
-    st.segs += g;
-    st.from = std::max(st.from, a.snap);
+    p->add(a.snap, b.snap, r, g);
     if (r > 0) {
       retransmitted = true;
       const uint32_t who = ctx.culprit(b);
@@ -581,9 +698,13 @@ void peer_findings(const Context& ctx,
       continue;
     }
     const double ratio = static_cast<double>(p.retrans) / static_cast<double>(p.segs);
+    if (ratio <= ctx.param("peer_ratio")) {
+      continue;
+    }
+    const std::map<uint32_t, Peer::Step> by_snap = p.by_snap();
     double bad_s = 0;
     size_t bad = 0;
-    for (const auto& [snap, v] : p.by_snap) {
+    for (const auto& [snap, v] : by_snap) {
       if (v.segs > 0
           && static_cast<double>(v.retrans) / static_cast<double>(v.segs)
                  > ctx.param("peer_ratio")) {
@@ -595,8 +716,8 @@ void peer_findings(const Context& ctx,
         || bad_s < ctx.param("min_seconds")) {
       continue;
     }
-    const uint32_t from = p.by_snap.begin()->first;
-    const uint32_t to = p.by_snap.rbegin()->first;
+    const uint32_t from = by_snap.begin()->first;
+    const uint32_t to = by_snap.rbegin()->first;
     const std::string remote(ctx.series().strings.get(addr));
     FindingBuilder b(ctx, "retransmissions");
     Json subject = netns_subject(ctx.timeline(), ns);
@@ -621,7 +742,7 @@ void peer_findings(const Context& ctx,
               + " socket(s), over " + num(100.0 * ctx.param("peer_ratio")) + "% for " + num(bad_s)
               + " s: a lossy path to this peer" + (owners.empty() ? std::string() : "; " + owners));
     Json rows = Json::array();
-    for (const auto& [snap, v] : p.by_snap) {
+    for (const auto& [snap, v] : by_snap) {
       rows.push_back(
           {{"t", ctx.time(snap)},
            {"retrans_delta", v.retrans},
@@ -663,16 +784,17 @@ public:
       }
     }
     if (k.retransmits) {
+      k.steps = Steps(k.first);
       for (size_t i = 1; i < t.samples.size(); ++i) {
         const Sample& a = t.samples[i - 1];
         const Sample& b = t.samples[i];
         const uint64_t r = retrans_delta(a, b);
         const uint64_t g = segs_delta(a, b);
         if (r > 0 || g > 0) {
-          k.steps.push_back({b.snap, static_cast<uint32_t>(std::min<uint64_t>(r, UINT32_MAX)), g});
+          k.steps.add({b.snap, static_cast<uint32_t>(std::min<uint64_t>(r, UINT32_MAX)), g});
         }
       }
-      k.steps.shrink_to_fit();
+      k.steps.shrink();
       k.runs = runs_of(t);
     } else if (k.t.samples.empty()) {
       return;
