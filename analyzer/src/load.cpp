@@ -355,24 +355,14 @@ void OpenFiles::give_back(const std::string& file, store::Db db) noexcept {
   // An idle connection keeps its page cache (up to 2 MiB) and its parsed schema (~50 KiB for
   // a schema-3 file, views included): both go now, so that a day of held minute files costs
   // little more than their descriptors (the schema is read again, from the same file, by the
-  // next read, once open() has found it unchanged). writable_schema=RESET is refused in
-  // defensive mode: defensive is off for that one statement of ours, and must read back on
-  // again or the connection is not kept.
+  // next read, once open() has found it unchanged). writable_schema=RESET (the flag off, the
+  // parsed schema dropped) works in defensive mode too (SQLite 3.40.1: schema memory to 0).
   sqlite3* h = db.handle();
   (void)sqlite3_db_release_memory(h);
-  int defensive = 0;
-  (void)sqlite3_db_config(h, SQLITE_DBCONFIG_DEFENSIVE, 0, &defensive);
   (void)sqlite3_exec(h, "PRAGMA writable_schema=RESET", nullptr, nullptr, nullptr);
-  (void)sqlite3_db_config(h, SQLITE_DBCONFIG_DEFENSIVE, 1, &defensive);
   const std::lock_guard<std::mutex> lock(m_mutex);
   Entry& e = m_files.at(file);
-  if (defensive == 1) {
-    e.db.emplace(std::move(db));
-  } else { // never seen: read by name from now on
-    e.held = false;
-    --m_held;
-    g_held -= 1;
-  }
+  e.db.emplace(std::move(db));
   e.lent = false;
   m_returned.notify_all();
 }

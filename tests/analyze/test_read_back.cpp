@@ -256,3 +256,31 @@ TEST_CASE("read back: a held file whose schema changed after the load is a clear
                     })
         == want);
 }
+
+TEST_CASE("read back: a held connection keeps no parsed schema between reads and stays "
+          "defensive",
+          "[read_back]") {
+  TempDir dir;
+  const std::vector<std::string> files = write_leak_minutes(dir.path(), 1);
+  const auto schema_bytes = [](store::Db& db) {
+    int now = 0;
+    int high = 0;
+    REQUIRE(sqlite3_db_status(db.handle(), SQLITE_DBSTATUS_SCHEMA_USED, &now, &high, 0)
+            == SQLITE_OK);
+    return now;
+  };
+  OpenFiles held;
+  {
+    DbLease first = held.open(files.front());
+    CHECK(first.db().query_int("SELECT count(*) FROM snapshots") == 1);
+    CHECK(schema_bytes(first.db()) > 0);
+  }
+  REQUIRE(held.held() == 1);
+  DbLease again = held.open(files.front());
+  CHECK(schema_bytes(again.db()) == 0); // given back with the last lease
+  int defensive = -1;
+  CHECK(sqlite3_db_config(again.db().handle(), SQLITE_DBCONFIG_DEFENSIVE, -1, &defensive)
+        == SQLITE_OK);
+  CHECK(defensive == 1);
+  CHECK(again.db().query_int("SELECT count(*) FROM snapshots") == 1); // read again
+}
