@@ -340,3 +340,67 @@ TEST_CASE("port_exhaustion: listeners are looked for once per file placed, even 
   // Not once per socket: the tracks are looked through again only once files were placed.
   CHECK(gone.ports.looks() <= files.size());
 }
+
+TEST_CASE("port_exhaustion: a late listener's port is read back snapshot by snapshot, over "
+          "more snapshots than one read holds",
+          "[det][port_exhaustion]") {
+  // 320 one-second snapshots. Six of the ten ephemeral ports connected to 10.0.0.9:5432
+  // throughout (pid 200). Port 40009 holds a connection to it too for the first 300 snapshots,
+  // a new one every 7 snapshots, ESTAB and TIME-WAIT by turns; then a listener from snapshot
+  // 310. Two snapshots to a file, `report` counts port 40009's connections before it sees the
+  // listener and takes out what each added in each of its snapshots, read back in more than one
+  // batch: a snapshot read in place of another takes out an ESTAB where a TIME-WAIT was counted.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 320; ++i) {
+    synth::Snap s = snap_at(i, k_second);
+    for (uint16_t k = 0; k < 6; ++k) {
+      s.sockets.push_back({.local = "10.0.0.1",
+                           .lport = static_cast<uint16_t>(40000 + k),
+                           .remote = "10.0.0.9",
+                           .rport = 5432,
+                           .inode = 8000U + k,
+                           .cookie = 300U + k,
+                           .owners = {{200, 10 + k}}});
+    }
+    const auto turn = static_cast<uint32_t>(i / 7);
+    if (i < 300 && turn % 2 == 0) {
+      s.sockets.push_back({.local = "10.0.0.1",
+                           .lport = 40009,
+                           .remote = "10.0.0.9",
+                           .rport = 5432,
+                           .inode = 9000U + turn,
+                           .cookie = 1000U + turn,
+                           .owners = {{200, 30}}});
+    } else if (i < 300) {
+      s.sockets.push_back({.state = 6,
+                           .local = "10.0.0.1",
+                           .lport = 40009,
+                           .remote = "10.0.0.9",
+                           .rport = 5432,
+                           .inode = 0,
+                           .cookie = 1000U + turn,
+                           .timer = 3});
+    }
+    if (i >= 310) {
+      s.sockets.push_back(listener(40009, 0, 128, 2));
+    }
+    s.limits["net.ipv4.ip_local_port_range"] = "40000\t40009";
+    s.limits["net.ipv4.ip_local_reserved_ports"] = "";
+    s.limits["net.ipv4.tcp_tw_reuse"] = "0";
+    s.limits["net.ipv4.tcp_timestamps"] = "1";
+    snaps.push_back(std::move(s));
+  }
+  // (Loaded whole, the listener is known from the start: the same findings streamed.)
+  const auto fs = run_detector(snaps, "port_exhaustion");
+  REQUIRE(fs.size() == 1);
+  const Finding& f = fs[0];
+  CHECK(f.severity == Severity::warning);
+  CHECK(f.evidence["used_ports"] == 6);
+  REQUIRE(f.evidence["series"].size() == 320);
+  for (const auto& row : f.evidence["series"]) {
+    CHECK(row["established"] == 6);
+    CHECK(row["time_wait"] == 0);
+  }
+  REQUIRE(f.evidence["owners"].size() == 1);
+  CHECK(f.evidence["owners"][0]["connection_samples"] == 6 * 320);
+}
