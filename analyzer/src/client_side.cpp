@@ -22,38 +22,46 @@ bool listens(const Track& t) {
 
 } // namespace
 
-// Only the samples placed since the last look, when some were: the load places files in time
-// order when it reports sockets before its end, each snapshot's samples at once (counted in
-// Snap::sockets), so they are those in the snapshots from the first not placed at the last look.
-// A listener this misses is one the pass is given itself, and its port's counted sockets are
-// then taken out at the end: what is seen here only spares that read-back, the counts are the
-// same.
-void ClientPorts::see_listeners(const Timeline& tl) {
-  if (m_snaps_seen > 0
-      && (m_snaps_seen >= tl.snaps.size() || tl.snaps[m_snaps_seen].sockets == 0)) {
+// Only the samples placed since the last look: the load places files in time order when it
+// reports sockets before its end, each file's snapshots at once, so they are those in the
+// snapshots after the latest one seen with a sample. The timeline's tracks are looked through
+// again only when something may have been placed since: the first snapshot after that one has
+// sockets, the tracks are not those of the last look, or `t` has a sample there (an empty
+// snapshot has no sockets, whether placed or not). A listener this misses is one the pass is
+// given itself, and its port's counted sockets are then taken out at the end: what is seen here
+// only spares that read-back, the counts are the same.
+void ClientPorts::see_listeners(const Timeline& tl, const Track& t) {
+  if (m_snaps_seen >= tl.snaps.size()
+      || (tl.snaps[m_snaps_seen].sockets == 0 && tl.tracks.size() == m_tracks_seen
+          && (t.samples.empty() || t.samples.back().snap < m_snaps_seen))) {
     return;
   }
-  for (const Track& t : tl.tracks) {
-    if (t.family == k_af_unix || t.proto != k_proto_tcp) {
+  ++m_looks;
+  size_t seen = m_snaps_seen;
+  for (const Track& u : tl.tracks) {
+    if (u.samples.empty()) {
       continue;
     }
-    for (auto x = t.samples.rbegin(); x != t.samples.rend() && x->snap >= m_snaps_seen; ++x) {
+    seen = std::max<size_t>(seen, u.samples.back().snap + 1);
+    if (u.family == k_af_unix || u.proto != k_proto_tcp) {
+      continue;
+    }
+    for (auto x = u.samples.rbegin(); x != u.samples.rend() && x->snap >= m_snaps_seen; ++x) {
       if (x->state == k_listen) {
-        m_listening.insert(port_key(t.netns, t.local_port));
+        m_listening.insert(port_key(u.netns, u.local_port));
         break;
       }
     }
   }
-  while (m_snaps_seen < tl.snaps.size() && tl.snaps[m_snaps_seen].sockets > 0) {
-    ++m_snaps_seen;
-  }
+  m_snaps_seen = seen;
+  m_tracks_seen = tl.tracks.size();
 }
 
 bool ClientPorts::client_side(const Context& ctx, const Track& t) {
   if (t.family == k_af_unix || t.proto != k_proto_tcp) {
     return false;
   }
-  see_listeners(ctx.timeline());
+  see_listeners(ctx.timeline(), t);
   const uint64_t pk = port_key(t.netns, t.local_port);
   if (listens(t)) {
     m_listening.insert(pk);

@@ -242,10 +242,20 @@ size_t OpenFiles::held() const {
 
 namespace {
 
-[[noreturn]] void throw_changed(const std::string& file) {
-  throw LoadError(file
-                  + ": changed or went away during the report (too many files to keep "
-                    "them all open; it was read again by its name)");
+[[noreturn]] void throw_changed(const std::string& file, const char* why) {
+  throw LoadError(file + ": changed or went away during the report (" + why + ")");
+}
+
+constexpr const char* k_by_name = "too many files to keep them all open; it was read again by its "
+                                  "name";
+
+// The file's schema cookie, which any change to its schema bumps.
+int64_t schema_version(store::Db& db, const std::string& file) {
+  try {
+    return db.query_int("PRAGMA schema_version");
+  } catch (const store::DbError& e) {
+    throw read_error(file, e);
+  }
 }
 
 } // namespace
@@ -273,6 +283,13 @@ DbLease OpenFiles::open(const std::string& file) {
       e.db.reset();
       lease.m_from = this;
       lease.m_file = file;
+      const int64_t loaded = e.schema;
+      lock.unlock();
+      // Written to in place since (the file is the same): what was validated is no longer what
+      // a read would parse.
+      if (schema_version(lease.db(), file) != loaded) {
+        throw_changed(file, "its schema is not the one checked when it was loaded");
+      }
       return lease;
     }
     // Not held (no descriptors to spare, or its first open failed): read again by its name,
@@ -280,11 +297,11 @@ DbLease OpenFiles::open(const std::string& file) {
     const std::optional<Identity> was = e.id;
     lock.unlock();
     if (was && identity() != was) {
-      throw_changed(file);
+      throw_changed(file, k_by_name);
     }
     DbLease lease(open_validated(file));
     if (was && identity() != was) { // replaced while opened
-      throw_changed(file);
+      throw_changed(file, k_by_name);
     }
     return lease;
   }
@@ -298,12 +315,15 @@ DbLease OpenFiles::open(const std::string& file) {
   lock.unlock();
   std::optional<store::Db> db;
   std::optional<Identity> id;
+  int64_t schema = 0;
   try {
     db.emplace(open_validated(file));
-    if (!hold) {
+    if (hold) {
+      schema = schema_version(*db, file);
+    } else {
       id = identity();
       if (!id) {
-        throw_changed(file);
+        throw_changed(file, k_by_name);
       }
     }
   } catch (...) {
@@ -319,6 +339,7 @@ DbLease OpenFiles::open(const std::string& file) {
   DbLease lease(std::move(*db));
   if (hold) {
     e.held = true;
+    e.schema = schema;
     ++m_held;
     lease.m_from = this;
     lease.m_file = file;
@@ -334,23 +355,14 @@ void OpenFiles::give_back(const std::string& file, store::Db db) noexcept {
   // An idle connection keeps its page cache (up to 2 MiB) and its parsed schema (~50 KiB for
   // a schema-3 file, views included): both go now, so that a day of held minute files costs
   // little more than their descriptors (the schema is read again, from the same file, by the
-  // next read). writable_schema=RESET is refused in defensive mode: defensive is off for that
-  // one statement of ours, and must read back on again or the connection is not kept.
+  // next read, once open() has found it unchanged). writable_schema=RESET (the flag off, the
+  // parsed schema dropped) works in defensive mode too (SQLite 3.40.1: schema memory to 0).
   sqlite3* h = db.handle();
   (void)sqlite3_db_release_memory(h);
-  int defensive = 0;
-  (void)sqlite3_db_config(h, SQLITE_DBCONFIG_DEFENSIVE, 0, &defensive);
   (void)sqlite3_exec(h, "PRAGMA writable_schema=RESET", nullptr, nullptr, nullptr);
-  (void)sqlite3_db_config(h, SQLITE_DBCONFIG_DEFENSIVE, 1, &defensive);
   const std::lock_guard<std::mutex> lock(m_mutex);
   Entry& e = m_files.at(file);
-  if (defensive == 1) {
-    e.db.emplace(std::move(db));
-  } else { // never seen: read by name from now on
-    e.held = false;
-    --m_held;
-    g_held -= 1;
-  }
+  e.db.emplace(std::move(db));
   e.lent = false;
   m_returned.notify_all();
 }

@@ -6,8 +6,10 @@
 #include <sockrewind/analyze/commands.hpp>
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
+#include <sockrewind/store/db.hpp>
 
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 
 #include <filesystem>
 #include <sstream>
@@ -226,4 +228,59 @@ TEST_CASE("read back: several snapshots of one file in one read are each as read
     }
     CHECK(text(together[2]).find("10.0.0.1:40000 10.0.0.2:80 2") != std::string::npos);
   }
+}
+
+TEST_CASE("read back: a held file whose schema changed after the load is a clear error",
+          "[read_back]") {
+  TempDir dir;
+  const std::vector<std::string> files = write_leak_minutes(dir.path());
+  // Held (the files are few), then written to in place: the schema validated at the load is
+  // not the one a read would parse now.
+  try {
+    leak_report(files, [&] {
+      store::Db w = store::Db::create(files.back());
+      w.exec("CREATE TABLE added_later (x INTEGER)");
+    });
+    FAIL("no LoadError");
+  } catch (const LoadError& e) {
+    const std::string what = e.what();
+    CHECK(what.rfind(files.back() + ": changed or went away during the report", 0) == 0);
+    CHECK(what.find('\n') == std::string::npos);
+  }
+  // Rows written in place leave the schema as it was: read as before.
+  const std::string want = leak_report(files);
+  CHECK(leak_report(files,
+                    [&] {
+                      store::Db w = store::Db::create(files.back());
+                      w.exec("INSERT INTO meta VALUES ('written_later', 'x')");
+                    })
+        == want);
+}
+
+TEST_CASE("read back: a held connection keeps no parsed schema between reads and stays "
+          "defensive",
+          "[read_back]") {
+  TempDir dir;
+  const std::vector<std::string> files = write_leak_minutes(dir.path(), 1);
+  const auto schema_bytes = [](store::Db& db) {
+    int now = 0;
+    int high = 0;
+    REQUIRE(sqlite3_db_status(db.handle(), SQLITE_DBSTATUS_SCHEMA_USED, &now, &high, 0)
+            == SQLITE_OK);
+    return now;
+  };
+  OpenFiles held;
+  {
+    DbLease first = held.open(files.front());
+    CHECK(first.db().query_int("SELECT count(*) FROM snapshots") == 1);
+    CHECK(schema_bytes(first.db()) > 0);
+  }
+  REQUIRE(held.held() == 1);
+  DbLease again = held.open(files.front());
+  CHECK(schema_bytes(again.db()) == 0); // given back with the last lease
+  int defensive = -1;
+  CHECK(sqlite3_db_config(again.db().handle(), SQLITE_DBCONFIG_DEFENSIVE, -1, &defensive)
+        == SQLITE_OK);
+  CHECK(defensive == 1);
+  CHECK(again.db().query_int("SELECT count(*) FROM snapshots") == 1); // read again
 }

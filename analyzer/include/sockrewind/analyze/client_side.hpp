@@ -53,6 +53,9 @@ public:
   // sockets client_side said no to: what the pass added, when its rule counts that sample.
   void take_out_late(const Context& ctx, const std::function<void(const Late&)>& take_out) const;
 
+  // For tests: how many times the timeline's tracks were looked through for listeners.
+  size_t looks() const { return m_looks; }
+
 private:
   // A socket client_side said no to on a port with counted sockets: its addresses (no two
   // sockets hold the same ones in one snapshot of a netns, so they name it within its
@@ -71,12 +74,16 @@ private:
     uint32_t last = 0;
   };
 
-  void see_listeners(const Timeline& tl);
+  void see_listeners(const Timeline& tl, const Track& t);
 
   // (netns << 16 | port) of every listening port seen: the sockets given to client_side and
   // those in the timeline.
   std::unordered_set<uint64_t> m_listening;
-  size_t m_snaps_seen = 0; // the timeline's first snapshot not placed when last looked at
+  // When the timeline's tracks were last looked through: the snapshot after the latest one
+  // with a sample then, and how many tracks there were.
+  size_t m_snaps_seen = 0;
+  size_t m_tracks_seen = 0;
+  size_t m_looks = 0;
   // (netns << 16 | local port) of the ports with counted sockets -> their snapshots.
   std::unordered_map<uint64_t, Span> m_counted;
   // Those ports -> their sockets not counted that share some of those snapshots (once a port is

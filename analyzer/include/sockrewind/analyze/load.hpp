@@ -96,7 +96,9 @@ public:
   ~OpenFiles();
 
   // The connection to `file`: the one held (once another reader gives it back), or a new
-  // open_validated(file), held from now on while descriptors last. Throws LoadError.
+  // open_validated(file), held from now on while descriptors last. Throws LoadError, also when
+  // the held file's schema changed since its first read (written to in place: what was
+  // validated is not what a read would parse).
   DbLease open(const std::string& file);
 
   // Files held open now.
@@ -127,6 +129,7 @@ private:
     bool held = false;
     bool lent = false;          // also while first opened
     std::optional<Identity> id; // not held: what it was when first read
+    int64_t schema = 0;         // held: its PRAGMA schema_version when first read
   };
 
   void give_back(const std::string& file, store::Db db) noexcept;
