@@ -616,12 +616,15 @@ void read_file_data(const std::string& file,
     const size_t chunk_rows = filter.chunk_rows != 0 ? filter.chunk_rows : k_chunk_rows;
     size_t per_chunk = ids.size();
     if (chunked && cond.empty() && !filter.snapshots && !ids.empty()) {
-      // SQLite counts a table's rows without decoding them.
+      // SQLite counts a table's rows without decoding them. An archive's run covers up to 64
+      // snapshots: the snapshots' socket counts say how many rows its runs make.
       const auto rows = static_cast<size_t>(std::max<int64_t>(
           1,
-          db.query_int(runs ? "SELECT count(*) FROM sock_runs" : "SELECT count(*) FROM sockets")));
+          db.query_int(runs ? "SELECT max((SELECT count(*) FROM sock_runs), "
+                              "(SELECT coalesce(sum(sockets), 0) FROM snapshots))"
+                            : "SELECT count(*) FROM sockets")));
       per_chunk = std::clamp<size_t>(chunk_rows * ids.size() / rows, 1, ids.size());
-    } else if (chunked) {
+    } else if (chunked && !ids.empty()) {
       per_chunk = std::clamp<size_t>(chunk_rows, 1, std::min<size_t>(64, ids.size()));
     }
     size_t chunk_begin = 0; // index in `ids` of the chunk's first snapshot
