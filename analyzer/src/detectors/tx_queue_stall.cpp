@@ -225,46 +225,6 @@ bool keep(const Context& ctx, const Track& t) {
   return verdict(ctx, t).kind != Kind::none;
 }
 
-// `x`, a sample read back in `back`, as a sample of ctx's timeline in snapshot `snap`: its
-// owners are ctx's processes of the same pid and start time (and its owner set ctx's set of
-// them), so that ctx names them as it names its own samples (same order, same states).
-// nullopt when one of them is not among ctx's processes.
-std::optional<Sample>
-as_own(const Context& ctx, const Context::SnapshotSockets& back, const Sample& x, uint32_t snap) {
-  const auto own = [&](uint32_t p) -> uint32_t {
-    const Process& bp = back.tl().procs[p];
-    const auto& procs = ctx.processes();
-    const auto it = std::find_if(procs.begin(), procs.end(), [&](const Process& q) {
-      return q.pid == bp.pid && q.start_ticks == bp.start_ticks;
-    });
-    return it == procs.end() ? k_na : static_cast<uint32_t>(it - procs.begin());
-  };
-  Sample y = x;
-  y.snap = snap;
-  y.owner = x.owner == k_na ? k_na : own(x.owner);
-  y.owner_set = k_na;
-  if (x.owner != k_na && y.owner == k_na) {
-    return std::nullopt;
-  }
-  std::vector<uint32_t> set;
-  for (const uint32_t p : owners_of(back.tl(), x)) {
-    set.push_back(own(p));
-    if (set.back() == k_na) {
-      return std::nullopt;
-    }
-  }
-  if (set.size() > 1) {
-    std::sort(set.begin(), set.end());
-    const auto& sets = ctx.timeline().owner_sets;
-    const auto it = std::find(sets.begin(), sets.end(), set);
-    if (it == sets.end()) {
-      return std::nullopt;
-    }
-    y.owner_set = static_cast<uint32_t>(it - sets.begin());
-  }
-  return y;
-}
-
 // The local receivers of the stalls in `stalled` (t, snap): the TCP connection of t's netns
 // with its 4-tuple reversed, in that snapshot, read back from its file (report keeps only the
 // stalled senders), one read per port. Its owners text, or "" for none.
@@ -289,7 +249,7 @@ std::vector<std::string> receivers(const Context& ctx,
                 || bs.get(u.remote_addr) != series.strings.get(t.local_addr)) {
               continue;
             }
-            const std::optional<Sample> own = as_own(ctx, back, *x, snap);
+            const std::optional<Sample> own = ctx.own_sample(back, *x, snap);
             out[k] = own ? ctx.owners_text(*own) : bctx.owners_text(*x);
             break;
           }
