@@ -618,11 +618,11 @@ void read_file_data(const std::string& file,
     if (chunked && cond.empty() && !filter.snapshots && !ids.empty()) {
       // SQLite counts a table's rows without decoding them. An archive's run covers up to 64
       // snapshots: the snapshots' socket counts say how many rows its runs make.
-      const auto rows = static_cast<size_t>(std::max<int64_t>(
-          1,
-          db.query_int(runs ? "SELECT max((SELECT count(*) FROM sock_runs), "
-                              "(SELECT coalesce(sum(sockets), 0) FROM snapshots))"
-                            : "SELECT count(*) FROM sockets")));
+      const auto rows = static_cast<size_t>(
+          std::max<int64_t>(1,
+                            db.query_int(runs ? "SELECT max((SELECT count(*) FROM sock_runs), "
+                                                "(SELECT coalesce(sum(sockets), 0) FROM snapshots))"
+                                              : "SELECT count(*) FROM sockets")));
       per_chunk = std::clamp<size_t>(chunk_rows * ids.size() / rows, 1, ids.size());
     } else if (chunked && !ids.empty()) {
       per_chunk = std::clamp<size_t>(chunk_rows, 1, std::min<size_t>(64, ids.size()));
