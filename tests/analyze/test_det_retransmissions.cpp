@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <numeric>
 #include <string>
 #include <utility>
 #include <vector>
@@ -275,6 +276,63 @@ TEST_CASE("retransmissions: a peer's intervals are summed over its sockets, gaps
   CHECK(f[0].evidence["top_sockets"][0]["retrans_delta"] == 700);
   CHECK(f[0].evidence["top_sockets"][1]["retrans_delta"] == 250);
   CHECK(f[0].evidence["top_sockets"][1]["segs_out_delta"] == 5000);
+}
+
+TEST_CASE("retransmissions: a pool of sockets toward one peer is summed per interval, however "
+          "many",
+          "[det][retransmissions]") {
+  // 80 sockets toward one lossy peer over 40 minutes, each retransmitting 10 of 200 segments a
+  // minute; socket k misses minute 5 + k % 30 (its interval over it is two minutes long). The
+  // peer's per-interval list outgrows its first size several times over.
+  constexpr int n_socks = 80;
+  constexpr int n_min = 40;
+  const auto absent = [](int k, int i) { return i == 5 + k % 30; };
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < n_min; ++i) {
+    synth::Snap s = minute(i);
+    counters(s, i, 60'000'000, 1500);
+    const auto u = static_cast<uint64_t>(i);
+    for (int k = 0; k < n_socks; ++k) {
+      if (!absent(k, i)) {
+        s.sockets.push_back(bulk(static_cast<uint64_t>(10 + k),
+                                 static_cast<uint16_t>(41000 + k),
+                                 10 * u,
+                                 200 * u,
+                                 "192.0.2.9"));
+      }
+    }
+    s.sockets.push_back(bulk(2, 40002, 0, 100'000'000 * u, "10.9.9.9"));
+    snaps.push_back(s);
+  }
+  // What each snapshot's interval sums: every socket present there and at an earlier minute
+  // adds 10 retransmits per minute since it was last seen.
+  std::vector<int64_t> want(n_min, 0);
+  for (int k = 0; k < n_socks; ++k) {
+    int prev = -1;
+    for (int i = 0; i < n_min; ++i) {
+      if (absent(k, i)) {
+        continue;
+      }
+      if (prev >= 0) {
+        want[static_cast<size_t>(i)] += 10 * (i - prev);
+      }
+      prev = i;
+    }
+  }
+  const auto f = run_detector(snaps, "retransmissions");
+  REQUIRE(f.size() == 1);
+  INFO(f[0].summary);
+  CHECK(f[0].subject["remote"] == "192.0.2.9");
+  const int64_t total = std::accumulate(want.begin(), want.end(), int64_t{0});
+  CHECK(f[0].evidence["retrans"] == total);
+  CHECK(f[0].evidence["segs_out"] == 20 * total);
+  const Json& rows = f[0].evidence["series"];
+  REQUIRE(rows.size() == static_cast<size_t>(n_min - 1));
+  for (size_t k = 0; k < rows.size(); ++k) {
+    INFO("row " << k);
+    CHECK(rows[k]["retrans_delta"] == want[k + 1]);
+    CHECK(rows[k]["segs_out_delta"] == 20 * want[k + 1]);
+  }
 }
 
 // ---- issue 12: no ratio over 100 %, SYN retries named and tied to the listener, no silent ties

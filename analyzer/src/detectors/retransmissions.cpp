@@ -28,6 +28,7 @@
 #include <array>
 #include <cstdint>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -608,6 +609,8 @@ struct Peer {
   // start before the previous socket's end) and one of the interval's length; then one of segs.
   std::vector<uint8_t> steps;
   uint32_t last = 0; // the snapshot of the last interval added
+  static constexpr size_t k_compact_bytes = 4096;
+  size_t compact_at = k_compact_bytes; // steps' size beyond which compact() runs
   std::set<uint32_t> owners;
   size_t tracks = 0; // sockets that retransmitted
 
@@ -628,6 +631,24 @@ struct Peer {
     }
     put_varint(steps, g);
     last = snap;
+    if (steps.size() > compact_at) {
+      compact();
+    }
+  }
+
+  // Many sockets toward one peer (a pool) would make the list grow with sockets x intervals:
+  // past a size, it is replaced by its sums per snapshot (what by_snap() reads of it), so it
+  // grows with the intervals at most, as a table of them would.
+  void compact() {
+    const std::map<uint32_t, Step> sums = by_snap();
+    steps.clear();
+    last = 0;
+    compact_at = std::numeric_limits<size_t>::max(); // no compaction while re-adding
+    for (const auto& [snap, st] : sums) {
+      add(st.from, snap, st.retrans, st.segs);
+    }
+    steps.shrink_to_fit();
+    compact_at = std::max(k_compact_bytes, 2 * steps.size());
   }
 
   // The intervals summed per snapshot ending them (from: the latest start among them).
