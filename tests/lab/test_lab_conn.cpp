@@ -295,8 +295,10 @@ TEST_CASE("lab: random loss during a bulk transfer is retransmissions (E8)",
   CHECK(severity_rank(found[0]["severity"]) >= 1);
   const auto& ev = found[0]["evidence"];
   CHECK(ev["ratio"].get<double>() > 0.01);
-  // The rule: bad intervals in a row lasting >= retransmissions.min_seconds (3 s).
-  CHECK(ev["seconds_over_warn"].get<double>() >= 3.0);
+  // The rule: bad intervals in a row lasting >= retransmissions.min_seconds (3 s), less the
+  // timer jitter Context::lasted allows (50 ms here): a capture timer may fire microseconds
+  // early.
+  CHECK(ev["seconds_over_warn"].get<double>() >= 3.0 - 0.05);
   CHECK(ev["intervals_over_warn"].get<int>() >= 3);
   REQUIRE(!ev["top_sockets"].empty());
   // Attribution: the bulk sender (this process) toward the lossy port.
