@@ -1,6 +1,7 @@
 // Loading and merging snapshot files into timelines of socket tracks and processes.
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/progress.hpp>
+#include <sockrewind/analyze/sample_pack.hpp>
 #include <sockrewind/analyze/series.hpp>
 #include <sockrewind/analyze/time.hpp>
 #include <sockrewind/store/archive.hpp>
@@ -205,6 +206,39 @@ struct TimelineState {
   std::vector<bool> reported;
   std::vector<uint32_t> open;
   uint32_t last_placed = 0;
+
+  // Open tracks packed (see sample_pack.hpp): while streaming in time order, a track's samples
+  // but its last are in `packed` (per track) until it is reported, its last in Track::samples,
+  // so that a socket open for days costs a few bytes a snapshot rather than sizeof(Sample).
+  bool pack = false;
+  std::vector<PackedSamples> packed;
+
+  // Appends `x` to track `idx`, whose samples are `v`.
+  void append(uint32_t idx, std::vector<Sample>& v, const Sample& x) {
+    if (pack && v.size() == 1 && x.snap > v[0].snap) {
+      packed[idx].push(v[0]);
+      v[0] = x;
+      return;
+    }
+    unpack(idx, v); // out of snapshot order (files overlapping in time): kept whole
+    if (v.size() == v.capacity()) {
+      v.reserve(v.size() + v.size() / 2 + 4); // by half: long tracks hold most of the memory
+    }
+    v.push_back(x);
+  }
+
+  // Track `idx` whole again in `v`.
+  void unpack(uint32_t idx, std::vector<Sample>& v) {
+    if (!pack || packed[idx].size() == 0) {
+      return;
+    }
+    std::vector<Sample> whole;
+    whole.reserve(packed[idx].size() + v.size());
+    packed[idx].unpack_into(whole);
+    whole.insert(whole.end(), v.begin(), v.end());
+    v = std::move(whole);
+    packed[idx] = PackedSamples();
+  }
 };
 
 // Where a (file, snapshot_id) landed: timeline and snapshot index, or dropped as a duplicate.
@@ -1060,7 +1094,7 @@ private:
       if (t.cookie == 0 && last.inode != 0 && x.inode != 0 && last.inode != x.inode) {
         continue;
       }
-      append(existing.samples, x);
+      st.append(idx, existing.samples, x);
       st.touch(idx, x.snap);
       return;
     }
@@ -1070,17 +1104,12 @@ private:
     if (st.observed) {
       st.reported.push_back(false);
     }
+    if (st.pack) {
+      st.packed.emplace_back();
+    }
     st.touch(new_index, x.snap);
     t.samples.push_back(x);
     tl.tracks.push_back(std::move(t));
-  }
-
-  // Grows by half rather than doubling: long tracks hold most of the memory.
-  static void append(std::vector<Sample>& v, const Sample& x) {
-    if (v.size() == v.capacity()) {
-      v.reserve(v.size() + v.size() / 2 + 4);
-    }
-    v.push_back(x);
   }
 
   Series& m_series;
@@ -1196,6 +1225,35 @@ void sort_process_samples(Timeline& tl) {
   }
 }
 
+// Gives `closed` (reported tracks of timeline `tli`, in order) to `observer`: packed tracks are
+// unpacked a batch of about k_unpacked_samples samples at a time, so that the tracks open at the
+// end of a long series are not all whole at once.
+void give_closed(Series& series,
+                 uint32_t tli,
+                 TimelineState& st,
+                 const std::vector<uint32_t>& closed,
+                 TrackObserver& observer) {
+  constexpr size_t k_unpacked_samples = size_t{1} << 17U; // ~11 MiB
+  if (!st.pack || closed.empty()) {
+    observer.closed(series, tli, closed);
+    return;
+  }
+  Timeline& tl = series.timelines[tli];
+  std::vector<uint32_t> batch;
+  size_t samples = 0;
+  for (size_t k = 0; k < closed.size(); ++k) {
+    const uint32_t idx = closed[k];
+    st.unpack(idx, tl.tracks[idx].samples);
+    samples += tl.tracks[idx].samples.size();
+    batch.push_back(idx);
+    if (samples >= k_unpacked_samples || k + 1 == closed.size()) {
+      observer.closed(series, tli, batch);
+      batch.clear();
+      samples = 0;
+    }
+  }
+}
+
 // After a file is placed (files in time order): the tracks of timeline `tli` that were open and
 // are absent from its latest snapshot are complete; report them and keep the others open.
 void report_closed(Series& series, uint32_t tli, TimelineState& st, TrackObserver& observer) {
@@ -1227,7 +1285,7 @@ void report_closed(Series& series, uint32_t tli, TimelineState& st, TrackObserve
   }
   // The detectors look processes up by snapshot (Timeline::proc_at).
   sort_process_samples(tl);
-  observer.closed(series, tli, closed);
+  give_closed(series, tli, st, closed, observer);
 }
 
 // Files out of time order: the absence rule (see Track) on the sorted samples. Each part after
@@ -1298,6 +1356,7 @@ void forget_emptied(Timeline& tl, TimelineState& st) {
   std::vector<uint32_t> next(kept);
   std::vector<uint32_t> touched_by(kept);
   std::vector<bool> reported(kept);
+  std::vector<PackedSamples> packed(st.pack ? kept : 0);
   std::vector<Track> tracks;
   tracks.reserve(kept);
   for (uint32_t i = 0; i < n; ++i) {
@@ -1307,6 +1366,9 @@ void forget_emptied(Timeline& tl, TimelineState& st) {
     next[to[i]] = st.next[i] == k_na ? k_na : to[st.next[i]];
     touched_by[to[i]] = st.touched_by[i];
     reported[to[i]] = st.reported[i];
+    if (st.pack) {
+      packed[to[i]] = std::move(st.packed[i]);
+    }
     tracks.push_back(std::move(tl.tracks[i]));
   }
   for (uint32_t& idx : st.open) {
@@ -1315,6 +1377,7 @@ void forget_emptied(Timeline& tl, TimelineState& st) {
   st.next = std::move(next);
   st.touched_by = std::move(touched_by);
   st.reported = std::move(reported);
+  st.packed = std::move(packed);
   tl.tracks = std::move(tracks);
   st.tracks.rehash(0); // give back the buckets of the keys gone
 }
@@ -1439,6 +1502,7 @@ Series load_series(const std::vector<std::string>& files,
   for (TimelineState& st : states) {
     st.observed = observer != nullptr;
     st.split_on_absence = in_order;
+    st.pack = early;
   }
   // Two files are decoded at once, each by a reader thread of its own, whether the load is
   // filtered (decoding is all its work) or whole: decoding a row (~35 columns through SQLite)
@@ -1529,7 +1593,7 @@ Series load_series(const std::vector<std::string>& files,
           rest.push_back(idx);
         }
       }
-      observer->closed(series, static_cast<uint32_t>(tli), rest);
+      give_closed(series, static_cast<uint32_t>(tli), states[tli], rest, *observer);
     }
   }
   return series;
