@@ -252,3 +252,44 @@ TEST_CASE("close_wait_leak: many leaked sockets in one process are one finding w
   CHECK(f[0].evidence["group"]["examples"].size() == 3);
   CHECK(f[0].subject["pid"] == 42);
 }
+
+TEST_CASE("close_wait_leak: a socket's streak counts from its first CLOSE-WAIT sample, not from "
+          "the socket's first sample",
+          "[det][close_wait_leak]") {
+  // Four sockets, all ESTAB at minute 0; socket k in CLOSE-WAIT from minute k + 1 to minute 6.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 7; ++i) {
+    synth::Snap s = minute(i);
+    for (int k = 0; k < 4; ++k) {
+      synth::Sock x =
+          close_wait(uint64_t{800} + static_cast<uint64_t>(k), static_cast<uint16_t>(57000 + k));
+      if (i < k + 1) {
+        if (i > 0) {
+          continue; // not yet in CLOSE-WAIT, not seen
+        }
+        x.state = 1; // ESTAB
+      }
+      s.sockets.push_back(x);
+    }
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "close_wait_leak");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].severity == Severity::warning);
+  CHECK(f[0].evidence["group"]["count"] == 4);
+  // The oldest: 5 minutes, in CLOSE-WAIT from minute 1 to minute 6.
+  CHECK(f[0].evidence["oldest_age_s"].get<double>() == Approx(300));
+  CHECK(f[0].summary.find("in CLOSE-WAIT for 300 s (6 snapshots)") != std::string::npos);
+  CHECK(f[0].first_seen_ns == k_t0 + k_minute);
+  CHECK(f[0].last_seen_ns == k_t0 + 6 * k_minute);
+  // Per snapshot: the sockets in CLOSE-WAIT, and those in it for persist_seconds (60 s) by then.
+  const Json& rows = f[0].evidence["series"];
+  REQUIRE(rows.size() == 7);
+  const std::vector<int> close_wait{0, 1, 2, 3, 4, 4, 4};
+  const std::vector<int> persistent{0, 0, 1, 2, 3, 4, 4};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    CAPTURE(i);
+    CHECK(rows[i]["close_wait"] == close_wait[i]);
+    CHECK(rows[i]["persistent"] == persistent[i]);
+  }
+}

@@ -23,11 +23,18 @@ bool leaked_state(const Sample& x) {
   return x.state == k_close_wait && x.inode != 0 && x.owner != k_na;
 }
 
-// A socket's longest CLOSE-WAIT streak: the socket, with the streak's samples only (a copy: the
-// track may be gone by the time the process is judged).
+// A socket's longest CLOSE-WAIT streak, as much of it as finish() reads: the socket with the
+// streak's last sample only (a copy: the track may be gone by the time the process is judged),
+// and where the streak began. A streak is gap-free: it has a sample in every snapshot from
+// `first` to the last one's.
 struct Member {
-  Track t;
-  double age = 0; // seconds in CLOSE-WAIT as seen
+  Track t;            // the socket, with the streak's last sample only
+  uint32_t first = 0; // the streak's first snapshot
+  double age = 0;     // seconds in CLOSE-WAIT as seen
+
+  const Sample& last() const { return t.samples.front(); }
+
+  size_t samples() const { return last().snap - first + 1; }
 };
 
 struct Proc {
@@ -108,9 +115,8 @@ Json process_series(const Context& ctx, const Proc& p, uint32_t proc, const Verd
   const size_t n = p.count.size();
   std::vector<uint32_t> persisted(n, 0);
   for (const Member& m : p.members) {
-    const uint32_t from = m.t.samples.front().snap;
-    for (const Sample& x : m.t.samples) {
-      persisted[x.snap] += ctx.seconds(from, x.snap) >= ctx.param("persist_seconds") ? 1U : 0U;
+    for (uint32_t s = m.first; s <= m.last().snap; ++s) {
+      persisted[s] += ctx.seconds(m.first, s) >= ctx.param("persist_seconds") ? 1U : 0U;
     }
   }
   const auto opt = [](uint32_t x) { return x == k_na ? Json(nullptr) : Json(x); };
@@ -168,11 +174,12 @@ void Pass::track(const Context& ctx, const Track& t, Sink& /*out*/) {
   if (fresh) {
     it->second.count.assign(ctx.snapshots(), 0);
   }
-  Member m{track_part(t, best_streak), best_age};
-  for (const Sample& x : m.t.samples) {
-    it->second.count[x.snap]++;
+  for (size_t i = best_streak.begin; i < best_streak.end; ++i) {
+    it->second.count[t.samples[i].snap]++;
   }
-  it->second.members.push_back(std::move(m));
+  it->second.members.push_back({track_part(t, {best_streak.end - 1, best_streak.end}),
+                                t.samples[best_streak.begin].snap,
+                                best_age});
 }
 
 void Pass::finish(const Context& ctx, Sink& out) {
@@ -205,19 +212,17 @@ void Pass::finish(const Context& ctx, Sink& out) {
       if (!v.warn && v.severity < Severity::critical) {
         if (m.age >= ctx.param("persist_seconds")) {
           sev = Severity::warning;
-        } else if (m.age < ctx.param("info_seconds") || m.t.samples.size() < k_min_support) {
+        } else if (m.age < ctx.param("info_seconds") || m.samples() < k_min_support) {
           continue; // too young to say anything, unless the process accumulates them
         }
       }
       const Track& t = m.t;
-      const Sample& a = t.samples.front();
-      const Sample& b = t.samples.back();
+      const Sample& b = m.last();
       FindingBuilder f(ctx, "close_wait_leak");
-      f.socket(t, b).seen(a.snap, b.snap).severity(sev).weight(m.age);
+      f.socket(t, b).seen(m.first, b.snap).severity(sev).weight(m.age);
       std::string s = ctx.owners_text(b) + " holds " + proto_name(t) + " "
                       + endpoint(series, t, true) + " <- " + endpoint(series, t, false)
-                      + " in CLOSE-WAIT for " + num(m.age) + " s ("
-                      + std::to_string(t.samples.size())
+                      + " in CLOSE-WAIT for " + num(m.age) + " s (" + std::to_string(m.samples())
                       + " snapshots): the peer closed and the process has not called close()";
       if (b.rx_queue != k_na && b.rx_queue > 1) {
         s += ", " + std::to_string(b.rx_queue - 1) + " bytes unread";

@@ -17,7 +17,8 @@
 // OutSegs counts pure ACKs and GSO-split segments too: the ratio is an approximation, compared
 // only within one host. One finding per netns, listener or destination.
 // A TrackPass: each TCP socket, as it is seen, is added to its remote address's sums (per
-// interval), and what finish() reads of it is kept: its LISTEN and SYN-SENT samples, and for a
+// interval), and what finish() reads of it is kept: its SYN-SENT samples, its LISTEN samples in
+// runs of the same inode and owners (not every one: a listener lasts the series), and for a
 // socket that retransmitted (the top sockets and peers of a window come from those) its
 // per-interval deltas and, in runs, the state and owners of its samples; nothing of a socket
 // that is none of these. Ties (equal retransmits, two listeners a connect could aim at) go to
@@ -141,10 +142,31 @@ struct Run {
   }
 };
 
-// What the pass keeps of a TCP socket for finish(): its LISTEN and SYN-SENT samples (listeners
-// and connects toward them) in `t`; for one that retransmitted (a consecutive pair of samples
-// with total_retrans rising: only those can be a top socket or peer of a window), its steps
-// and runs besides. Nothing of a socket that is none of these.
+// LISTEN samples of consecutive snapshots with the same inode and owners: what a listener's
+// subject and owners need of its sample in a snapshot (a listener lives as long as the series:
+// its samples are not kept).
+struct Listening {
+  uint32_t first = 0;
+  uint32_t last = 0;
+  uint32_t inode = 0;
+  uint32_t owner = k_na;
+  uint32_t owner_set = k_na;
+
+  Sample at(uint32_t snap) const {
+    Sample x;
+    x.snap = snap;
+    x.state = k_listen;
+    x.inode = inode;
+    x.owner = owner;
+    x.owner_set = owner_set;
+    return x;
+  }
+};
+
+// What the pass keeps of a TCP socket for finish(): its SYN-SENT samples (connects) in `t` and
+// its LISTEN samples as Listening runs (listeners); for one that retransmitted (a consecutive pair
+// of samples with total_retrans rising: only those can be a top socket or peer of a window), its
+// steps and runs besides. Nothing of a socket that is none of these.
 struct Kept {
   Track t;
   uint32_t first = 0;       // the track's first snapshot and inode (its samples here may start
@@ -152,6 +174,19 @@ struct Kept {
   bool retransmits = false; // steps and runs are kept
   Steps steps;
   std::vector<Run> runs;
+  std::vector<Listening> listening;
+
+  // The LISTEN sample at `snap` (as far as inode and owners go), or nullopt.
+  std::optional<Sample> listening_at(uint32_t snap) const {
+    const auto it = std::upper_bound(listening.begin(),
+                                     listening.end(),
+                                     snap,
+                                     [](uint32_t v, const Listening& r) { return v < r.first; });
+    if (it == listening.begin() || std::prev(it)->last < snap) {
+      return std::nullopt;
+    }
+    return std::prev(it)->at(snap);
+  }
 
   // The last sample in (from, to], or nullopt.
   std::optional<Sample> last_in(uint32_t from, uint32_t to) const {
@@ -329,7 +364,7 @@ bool wildcard(std::string_view addr) {
 // kept order on a tie): the listener (nullptr when none) with the connecting sockets.
 struct SynTarget {
   const Track* listener = nullptr;
-  uint32_t snap = 0;
+  Sample listen; // the listener's LISTEN sample in the snapshot of its first connect's SYN
   std::vector<const Sample*> connects; // SYN-SENT samples, one per connecting socket
 };
 
@@ -360,13 +395,13 @@ SynTarget syn_target(const Context& ctx,
           || (l.local_addr != t.remote_addr && !wildcard(str.get(l.local_addr)))) {
         continue;
       }
-      const Sample* ls = sample_at(l, syn->snap);
-      if (ls == nullptr || ls->state != k_listen) {
+      const std::optional<Sample> ls = kept[li]->listening_at(syn->snap);
+      if (!ls) {
         continue;
       }
       SynTarget& st = by_listener[li];
       st.listener = &l;
-      st.snap = syn->snap;
+      st.listen = *ls;
       st.connects.push_back(syn);
       break;
     }
@@ -515,7 +550,7 @@ void namespace_finding(
     const SynTarget st = syn_target(ctx, kept, ns, from, to);
     if (st.listener != nullptr) {
       const Track& l = *st.listener;
-      const Sample* ls = sample_at(l, st.snap);
+      const Sample& ls = st.listen;
       const std::string lep = endpoint(ctx.series(), l, true);
       std::set<std::string> who;
       for (const Sample* x : st.connects) {
@@ -527,12 +562,12 @@ void namespace_finding(
       }
       s += ": " + std::to_string(st.connects.size()) + " connect(s) to port "
            + std::to_string(l.local_port) + " stay in SYN-SENT (" + connecting
-           + "), toward the listener " + lep + " of " + ctx.owners_text(*ls);
+           + "), toward the listener " + lep + " of " + ctx.owners_text(ls);
       if (listen_drops > 0) {
         s += ", which dropped " + std::to_string(listen_drops)
              + " SYNs meanwhile (ListenOverflows/ListenDrops): its accept queue is full";
       }
-      b.socket(l, *ls);
+      b.socket(l, ls);
       b.group(
           "listener", std::to_string(ns) + " " + lep, "listener " + lep, "retransmission storms");
       b.fact("listener", lep);
@@ -800,8 +835,18 @@ public:
     k.retransmits = add_to_peer(ctx, t, m_peers);
     k.t = track_part(t, {0, 0});
     for (const Sample& x : t.samples) {
-      if (x.state == k_listen || x.state == k_syn_sent) {
+      if (x.state == k_syn_sent) {
         k.t.samples.push_back(x);
+      } else if (x.state == k_listen) {
+        if (!k.listening.empty()) {
+          Listening& r = k.listening.back();
+          if (r.last + 1 == x.snap && r.inode == x.inode && r.owner == x.owner
+              && r.owner_set == x.owner_set) {
+            r.last = x.snap;
+            continue;
+          }
+        }
+        k.listening.push_back({x.snap, x.snap, x.inode, x.owner, x.owner_set});
       }
     }
     if (k.retransmits) {
@@ -817,10 +862,11 @@ public:
       }
       k.steps.shrink();
       k.runs = runs_of(t);
-    } else if (k.t.samples.empty()) {
+    } else if (k.t.samples.empty() && k.listening.empty()) {
       return;
     }
     k.t.samples.shrink_to_fit();
+    k.listening.shrink_to_fit();
     m_kept.push_back(std::move(k));
   }
 
