@@ -649,6 +649,11 @@ void read_file_data(const std::string& file,
     }
     const size_t chunk_rows = filter.chunk_rows != 0 ? filter.chunk_rows : k_chunk_rows;
     size_t per_chunk = ids.size();
+    // A whole load's chunks have about the rows guessed for them (a filtered load's are few):
+    // each chunk's rows are reserved, with a little room for a guess short of them, rather
+    // than grown by doubling.
+    bool expect_rows = false;
+    const auto reserve = [&](size_t rows) { d.sockets.reserve(rows + rows / 16 + 16); };
     if (chunked && cond.empty() && !filter.snapshots && !ids.empty()) {
       // SQLite counts a table's rows without decoding them. An archive's run covers up to 64
       // snapshots: the snapshots' socket counts say how many rows its runs make.
@@ -658,6 +663,8 @@ void read_file_data(const std::string& file,
                                                 "(SELECT coalesce(sum(sockets), 0) FROM snapshots))"
                                               : "SELECT count(*) FROM sockets")));
       per_chunk = std::clamp<size_t>(chunk_rows * ids.size() / rows, 1, ids.size());
+      expect_rows = true;
+      reserve(rows * per_chunk / ids.size());
     } else if (chunked && !ids.empty()) {
       per_chunk = std::clamp<size_t>(chunk_rows, 1, std::min<size_t>(64, ids.size()));
     }
@@ -750,14 +757,23 @@ void read_file_data(const std::string& file,
       }
       const size_t rows = d.sockets.size();
       if (rows > 0 || chunk_number == 0) {
+        // A chunk waits to be placed with the capacity it was built in: a guess that fell
+        // short left up to twice its rows.
+        if (d.sockets.capacity() - rows > rows / 8) {
+          d.sockets.shrink_to_fit();
+        }
         emit(std::move(d));
       }
       d = FileData{};
       ++chunk_number;
       chunk_begin += per_chunk;
+      const size_t was = per_chunk;
       per_chunk = rows == 0 ? per_chunk * 2 : per_chunk * chunk_rows / rows;
       per_chunk = std::clamp<size_t>(per_chunk, 1, std::max<size_t>(ids.size(), 1));
       hi = chunk_end();
+      if (expect_rows && chunk_begin < ids.size()) {
+        reserve(rows * std::min(per_chunk, ids.size() - chunk_begin) / was);
+      }
     };
     while (st.step()) {
       const int64_t first = st.get_int(c.snapshot_id);
@@ -1121,16 +1137,36 @@ private:
   std::vector<uint32_t> m_set;                    // owner_set()'s scratch
 };
 
+// The rows that a load's readers (FileReader) may hold decoded and not yet placed unless
+// SocketFilter::ahead_rows says otherwise (~45 MiB).
+constexpr size_t k_ahead_rows = size_t{1} << 18U;
+
+// The readers of one load, in the order their files are placed, and the rows they hold. The
+// readers share one budget of rows, except that the reader of the file being placed (the
+// front) may always hold two chunks: the one ahead cannot stall it (nor deadlock the load,
+// which waits for the front's chunks), and the front's decoding goes on while a chunk is placed.
+struct ReadAhead {
+  std::mutex mutex;
+  std::condition_variable cv;
+  size_t budget = k_ahead_rows;
+  size_t rows = 0;    // held by all readers
+  size_t front = 0;   // the number of the reader whose file is being placed
+  size_t started = 0; // readers started so far (the next one's number)
+};
+
 // Reads one file on a thread of its own (read_file_data) and hands its chunks over in order.
-// The reader waits while more than k_ahead_rows rows are waiting to be taken: the next file is
+// The reader waits while its rows would go over the load's ReadAhead budget: the next file is
 // decoded ahead while this one is placed, without holding the whole of it.
 class FileReader {
 public:
   FileReader(const std::string& file,
              const SlotIndex& wanted,
              DbLease db,
-             const SocketFilter& filter)
-      : m_thread([this, &file, &wanted, &filter, db = std::move(db)]() mutable {
+             const SocketFilter& filter,
+             ReadAhead& ahead)
+      : m_ahead(ahead),
+        m_number(take_number(ahead)),
+        m_thread([this, &file, &wanted, &filter, db = std::move(db)]() mutable {
           run(file, wanted, std::move(db), filter);
         }) {}
 
@@ -1139,20 +1175,27 @@ public:
   FileReader(FileReader&&) = delete;
   FileReader& operator=(FileReader&&) = delete;
 
+  // Readers end in the order they started: the next one becomes the front.
   ~FileReader() {
     {
-      const std::lock_guard<std::mutex> lock(m_mutex);
+      const std::lock_guard<std::mutex> lock(m_ahead.mutex);
       m_cancel = true;
     }
-    m_cv.notify_all();
+    m_ahead.cv.notify_all();
     m_thread.join();
+    {
+      const std::lock_guard<std::mutex> lock(m_ahead.mutex);
+      m_ahead.rows -= m_rows;
+      m_ahead.front = std::max(m_ahead.front, m_number + 1);
+    }
+    m_ahead.cv.notify_all();
   }
 
   // The next chunk, or nothing once the file is read; rethrows the reader's error (a LoadError)
   // after the chunks read before it.
   std::optional<FileData> next() {
-    std::unique_lock<std::mutex> lock(m_mutex);
-    m_cv.wait(lock, [this] { return !m_chunks.empty() || m_done; });
+    std::unique_lock<std::mutex> lock(m_ahead.mutex);
+    m_ahead.cv.wait(lock, [this] { return !m_chunks.empty() || m_done; });
     if (m_chunks.empty()) {
       if (m_error) {
         std::rethrow_exception(m_error);
@@ -1162,27 +1205,37 @@ public:
     FileData d = std::move(m_chunks.front());
     m_chunks.pop_front();
     m_rows -= d.sockets.size();
+    m_ahead.rows -= d.sockets.size();
     lock.unlock();
-    m_cv.notify_all();
+    m_ahead.cv.notify_all();
     return d;
   }
 
 private:
-  // Rows of one file decoded and not yet taken beyond which its reader waits (~45 MiB).
-  static constexpr size_t k_ahead_rows = size_t{1} << 18U;
-
   struct Cancelled {};
 
+  static size_t take_number(ReadAhead& ahead) {
+    const std::lock_guard<std::mutex> lock(ahead.mutex);
+    return ahead.started++;
+  }
+
+  // Whether a chunk may be added now (m_ahead.mutex held).
+  bool room() const {
+    const bool front = m_ahead.front == m_number;
+    return m_ahead.rows < m_ahead.budget || (front && m_chunks.size() < 2);
+  }
+
   void push(FileData&& d) {
-    std::unique_lock<std::mutex> lock(m_mutex);
-    m_cv.wait(lock, [this] { return m_cancel || m_rows < k_ahead_rows; });
+    std::unique_lock<std::mutex> lock(m_ahead.mutex);
+    m_ahead.cv.wait(lock, [this] { return m_cancel || room(); });
     if (m_cancel) {
       throw Cancelled{};
     }
     m_rows += d.sockets.size();
+    m_ahead.rows += d.sockets.size();
     m_chunks.push_back(std::move(d));
     lock.unlock();
-    m_cv.notify_all();
+    m_ahead.cv.notify_all();
   }
 
   void
@@ -1197,17 +1250,17 @@ private:
       error = std::current_exception();
     }
     {
-      const std::lock_guard<std::mutex> lock(m_mutex);
+      const std::lock_guard<std::mutex> lock(m_ahead.mutex);
       m_done = true;
       m_error = error;
     }
-    m_cv.notify_all();
+    m_ahead.cv.notify_all();
   }
 
-  std::mutex m_mutex;
-  std::condition_variable m_cv;
+  ReadAhead& m_ahead;
+  size_t m_number; // this reader's place among the load's (ReadAhead::front)
   std::deque<FileData> m_chunks;
-  size_t m_rows = 0;
+  size_t m_rows = 0; // in m_chunks
   bool m_done = false;
   bool m_cancel = false;
   std::exception_ptr m_error;
@@ -1507,15 +1560,20 @@ Series load_series(const std::vector<std::string>& files,
   // Two files are decoded at once, each by a reader thread of its own, whether the load is
   // filtered (decoding is all its work) or whole: decoding a row (~35 columns through SQLite)
   // costs several times what placing it does, so two readers keep both cores busy. Their rows
-  // come in chunks (read_file_data), at most about k_ahead_rows of a file waiting to be placed.
+  // come in chunks (read_file_data), at most about k_ahead_rows of both waiting to be placed
+  // (ReadAhead).
   constexpr size_t ahead = 2;
+  ReadAhead read_ahead;
+  if (filter.ahead_rows != 0) {
+    read_ahead.budget = filter.ahead_rows;
+  }
   const auto start = [&](size_t k) {
     const size_t fi = todo[k];
     DbLease db;
     if (fi == 0) {
       db = std::move(first_db);
     }
-    return std::make_unique<FileReader>(files[fi], slots[fi], std::move(db), filter);
+    return std::make_unique<FileReader>(files[fi], slots[fi], std::move(db), filter, read_ahead);
   };
   std::deque<std::unique_ptr<FileReader>> pending;
   for (size_t k = 0; k < std::min(ahead, todo.size()); ++k) {

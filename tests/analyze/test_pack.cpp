@@ -12,9 +12,12 @@
 #include <arpa/inet.h>
 
 #include <bit>
+#include <chrono>
 #include <filesystem>
+#include <future>
 #include <random>
 #include <set>
+#include <thread>
 
 using namespace sockrewind::analyze;
 namespace fs = std::filesystem;
@@ -393,4 +396,29 @@ TEST_CASE("load: files read a snapshot at a time place what whole reads place (c
       CHECK(a[i].evidence == b[i].evidence);
     }
   }
+}
+
+TEST_CASE("load: file readers that may hold almost no rows ahead place what a whole load places, "
+          "and the file being placed never waits for the one read ahead",
+          "[pack][series]") {
+  const std::vector<std::string> inputs = files_in(k_samples);
+  REQUIRE(inputs.size() >= 3);
+  const std::string whole = fingerprint(load_series(inputs));
+  CHECK(whole.find("track") != std::string::npos);
+  // A snapshot a chunk and a budget of one row: the reader ahead holds a chunk only while the
+  // front's are all placed. On a thread, so that a load that never ends fails here.
+  auto result = std::make_shared<std::promise<std::string>>();
+  std::future<std::string> got = result->get_future();
+  std::thread([inputs, result]() {
+    SocketFilter tight;
+    tight.chunk_rows = 1;
+    tight.ahead_rows = 1;
+    try {
+      result->set_value(fingerprint(load_series(inputs, tight)));
+    } catch (...) {
+      result->set_exception(std::current_exception());
+    }
+  }).detach();
+  REQUIRE(got.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
+  CHECK(got.get() == whole);
 }

@@ -237,6 +237,11 @@ struct SocketFilter {
   // than whole files; tests set 1 (a chunk per snapshot).
   size_t chunk_rows = 0;
 
+  // Not a socket filter either. The rows the load's file readers may hold decoded ahead of
+  // placing, together (0: 262,144); the reader of the file being placed always may hold two
+  // chunks. Tests set 1.
+  size_t ahead_rows = 0;
+
   bool active() const {
     return port.has_value() || cookie.has_value() || pid.has_value() || snapshots.has_value();
   }
