@@ -52,6 +52,11 @@ TEST_CASE("snap_counts: a few far apart stay pairs; read by snapshot", "[snap_co
   CHECK(c.find(4) == nullptr);
   REQUIRE(c.find(900) != nullptr);
   CHECK(*c.find(900) == 4);
+  const SnapCounts<uint32_t>& read_only = c;
+  CHECK(read_only.at(3) == 2);
+  CHECK(read_only.at(4) == 0);
+  CHECK(read_only.at(5000) == 1);
+  CHECK(read_only.find(6000) == nullptr);
 }
 
 TEST_CASE("snap_counts: close together they become one per snapshot, read the same",
@@ -73,6 +78,11 @@ TEST_CASE("snap_counts: close together they become one per snapshot, read the sa
   REQUIRE(c.find(9) != nullptr); // inside the span, 0: the same as none to a reader
   CHECK(*c.find(9) == 0);
   CHECK(c.find(26) == nullptr);
+  const SnapCounts<uint32_t>& read_only = c;
+  CHECK(read_only.at(0) == 1);
+  CHECK(read_only.at(9) == 0);
+  CHECK(read_only.at(12) == 12);
+  CHECK(read_only.at(30) == 0);
 }
 
 TEST_CASE("snap_counts: taken back to zero reads as none", "[snap_counts]") {

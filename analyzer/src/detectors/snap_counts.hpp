@@ -36,13 +36,14 @@ public:
   }
 
   // The value at `snap`, or nullptr when it has none (the value may also be T{}).
-  T* find(uint32_t snap) {
-    if (!m_dense) {
-      const auto it = lower(snap);
-      return it != m_sparse.end() && it->first == snap ? &it->second : nullptr;
-    }
-    return snap >= m_first && snap - m_first < m_values.size() ? &m_values[snap - m_first]
-                                                               : nullptr;
+  T* find(uint32_t snap) { return find_in(*this, snap); }
+
+  const T* find(uint32_t snap) const { return find_in(*this, snap); }
+
+  // The value at `snap`, T{} when it has none.
+  T at(uint32_t snap) const {
+    const T* v = find(snap);
+    return v == nullptr ? T{} : *v;
   }
 
   // f(snapshot, value) for each value other than T{}, by snapshot.
@@ -73,6 +74,19 @@ public:
 
 private:
   using Pair = std::pair<uint32_t, T>;
+
+  template <typename Self> static auto* find_in(Self& self, uint32_t snap) {
+    if (!self.m_dense) {
+      const auto it = std::lower_bound(self.m_sparse.begin(),
+                                       self.m_sparse.end(),
+                                       snap,
+                                       [](const Pair& p, uint32_t s) { return p.first < s; });
+      return it != self.m_sparse.end() && it->first == snap ? &it->second : nullptr;
+    }
+    return snap >= self.m_first && snap - self.m_first < self.m_values.size()
+               ? &self.m_values[snap - self.m_first]
+               : nullptr;
+  }
 
   typename std::vector<Pair>::iterator lower(uint32_t snap) {
     return std::lower_bound(m_sparse.begin(), m_sparse.end(), snap, [](const Pair& p, uint32_t s) {
