@@ -239,3 +239,36 @@ TEST_CASE("syn_sent_stuck: a listener that comes on a client's port later takes 
     CHECK(row["attempts"] == 4);
   }
 }
+
+TEST_CASE("syn_sent_stuck: a connection counted toward a destination and taken out when its port "
+          "turns out to be a listener's leaves the attempts as if never counted",
+          "[det][syn_sent_stuck]") {
+  // Twelve minutes in three files of four: two connects stuck toward 10.0.0.5:5432 beside two
+  // connections to it throughout. A connection from port 41009 to it in the first three minutes
+  // only, then a listener on 41009 from minute 6: streamed, the connection is counted first and
+  // taken out again when the listener comes; the attempts stay 4 in every snapshot.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 12; ++i) {
+    synth::Snap s = snap_at(i);
+    const auto u = static_cast<uint32_t>(i);
+    s.sockets.push_back(syn_sent(41000, 11, u));
+    s.sockets.push_back(syn_sent(41001, 12, u));
+    s.sockets.push_back(estab(41002, 13));
+    s.sockets.push_back(estab(41003, 14));
+    if (i < 3) {
+      s.sockets.push_back(estab(41009, 16));
+    }
+    if (i >= 6) {
+      s.sockets.push_back(listener(41009, 0, 128, 17));
+    }
+    snaps.push_back(std::move(s));
+  }
+  const auto fs = run_detector(snaps, "syn_sent_stuck", {}, 4);
+  REQUIRE(fs.size() == 1);
+  REQUIRE(fs[0].evidence["series"].size() == 12);
+  for (const auto& row : fs[0].evidence["series"]) {
+    CHECK(row["syn_sent"] == 2);
+    CHECK(row["attempts"] == 4);
+    CHECK(row["syn_sent_ratio"] == Approx(0.5));
+  }
+}

@@ -10,6 +10,8 @@
 // not counted; neither is TIME-WAIT toward many different destinations (ports are per 4-tuple).
 // One finding per destination, naming every process with a connection toward it (TIME-WAIT has
 // no owner).
+#include "snap_counts.hpp"
+
 #include <sockrewind/analyze/client_side.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
 
@@ -191,15 +193,15 @@ private:
 
     uint32_t get(int kind) const { return kind == 0 ? tw : (kind == 1 ? est : syn); }
 
-    bool empty() const { return tw == 0 && est == 0 && syn == 0; }
+    bool operator==(const Counts&) const = default; // Counts{}: none in that snapshot
   };
 
   struct Dest {
     DestKey key;
-    Track id;                           // a socket toward it, without samples (for addresses)
-    std::map<uint32_t, Counts> by_snap; // snapshot -> sockets counted in it
-    size_t entries = 0;                 // samples counted
-    std::map<uint32_t, size_t> owners;  // process -> ESTAB/SYN-SENT samples
+    Track id;                          // a socket toward it, without samples (for addresses)
+    SnapCounts<Counts> by_snap;        // snapshot -> sockets counted in it
+    size_t entries = 0;                // samples counted
+    std::map<uint32_t, size_t> owners; // process -> ESTAB/SYN-SENT samples
   };
 
   // 0 TIME-WAIT, 1 ESTAB, 2 SYN-SENT, -1 not counted.
@@ -248,15 +250,12 @@ void Pass::take_out_late_listener_ports(const Context& ctx) {
     }
     Dest& d = it->second;
     const PortRange& r = range_at(ctx.timeline(), t.netns, l.snap);
-    const auto c = d.by_snap.find(l.snap);
-    // (Counted in this snapshot, unless a file reads back other than it loaded.)
-    if (t.local_port >= r.lo && t.local_port <= r.hi && c != d.by_snap.end()
-        && c->second.get(kind) > 0) {
-      c->second.add(kind, -1);
+    Counts* c = d.by_snap.find(l.snap);
+    // (Counted in this snapshot, unless a file reads back other than it loaded.) All three at
+    // 0 reads as none.
+    if (t.local_port >= r.lo && t.local_port <= r.hi && c != nullptr && c->get(kind) > 0) {
+      c->add(kind, -1);
       --d.entries;
-      if (c->second.empty()) {
-        d.by_snap.erase(c);
-      }
     }
     if (kind == 0) {
       return;
@@ -296,10 +295,9 @@ void Pass::judge(const Context& ctx, const Dest& d, Sink& out) {
     return;
   }
   std::vector<Point> pts;
-  pts.reserve(d.by_snap.size());
-  for (const auto& [snap, c] : d.by_snap) {
+  d.by_snap.for_each([&](uint32_t snap, const Counts& c) {
     pts.push_back({snap, c.tw, c.est, c.syn, range_at(tl, d.key.netns, snap).capacity()});
-  }
+  });
   const auto [warn_s, warn_n] = held(ctx, pts, warn_ratio);
   const auto [crit_s, crit_n] = held(ctx, pts, ctx.param("crit_ratio"));
   if (warn_n == 0 || warn_s < min_seconds) {

@@ -9,6 +9,8 @@
 //   critical:      a stuck connect, and >= crit_ratio of the attempts toward the destination
 //                  (its client-side sockets in a snapshot) in SYN-SENT for >= critical_seconds:
 //                  the destination does not answer anyone.
+#include "snap_counts.hpp"
+
 #include <sockrewind/analyze/client_side.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
 
@@ -152,7 +154,7 @@ public:
 
 private:
   struct Dest {
-    std::map<uint32_t, uint32_t> attempts; // snapshot -> client-side sockets toward it
+    SnapCounts<uint32_t> attempts; // snapshot -> client-side sockets toward it (0: none)
     std::vector<Connect> connects;
   };
 
@@ -178,9 +180,9 @@ void Pass::take_out_late_listener_ports(const Context& ctx) {
     if (it == m_dests.end()) {
       return; // nothing counted toward it
     }
-    const auto n = it->second.attempts.find(l.snap);
-    if (n != it->second.attempts.end() && --n->second == 0) {
-      it->second.attempts.erase(n);
+    uint32_t* n = it->second.attempts.find(l.snap);
+    if (n != nullptr && *n > 0) {
+      --*n; // at 0 it reads as none
     }
   });
 }
@@ -211,10 +213,7 @@ void Pass::judge(const Context& ctx, Dest& d, Sink& out) {
            < std::tie(b.seen, b.part.cookie, b.part.local_addr, b.part.local_port, b.first);
   });
   std::vector<Point> pts;
-  pts.reserve(d.attempts.size());
-  for (const auto& [snap, n] : d.attempts) {
-    pts.push_back({snap, 0, n, 0});
-  }
+  d.attempts.for_each([&pts](uint32_t snap, uint32_t n) { pts.push_back({snap, 0, n, 0}); });
   for (const Connect& c : connects) {
     for (const auto& [snap, retrans] : c.syn) {
       auto p = std::lower_bound(

@@ -20,6 +20,8 @@
 // and a few fields of every socket that may be named as a peer; the peer's samples a finding
 // shows (its owners where the backlog ends, its Recv-Q beside a sender's) are read back from
 // the files at the end.
+#include "snap_counts.hpp"
+
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
@@ -70,12 +72,8 @@ const Sample& named_sample(const Track& t, uint32_t snap) {
   return x != nullptr ? *x : t.samples.back();
 }
 
-// Embryo rows (inode 0, with the listener's path), per netns: (path << 32 | snapshot) -> count.
-using EmbryoCounts = std::vector<std::unordered_map<uint64_t, uint32_t>>;
-
-uint64_t path_snap(uint32_t path, uint32_t snap) {
-  return static_cast<uint64_t>(path) << 32U | snap;
-}
+// Embryo rows (inode 0, with the listener's path), per netns: path -> snapshot -> count.
+using EmbryoCounts = std::vector<std::unordered_map<uint32_t, SnapCounts<uint32_t>>>;
 
 void count_embryos(const Track& t, EmbryoCounts& out) {
   if (t.family != k_af_unix || t.path == k_na || !stream_like(t)) {
@@ -86,7 +84,7 @@ void count_embryos(const Track& t, EmbryoCounts& out) {
       if (out.size() <= t.netns) {
         out.resize(t.netns + 1);
       }
-      out[t.netns][path_snap(t.path, x.snap)]++;
+      out[t.netns][t.path][x.snap]++;
     }
   }
 }
@@ -153,8 +151,8 @@ void listener_finding(const Context& ctx, const EmbryoCounts& embryos, const Tra
       return 0;
     }
     const auto& m = embryos[t.netns];
-    const auto it = m.find(path_snap(t.path, snap));
-    return it == m.end() ? 0 : it->second;
+    const auto it = m.find(t.path);
+    return it == m.end() ? 0 : it->second.at(snap);
   };
   // Without unix_diag's queue length, count the embryos (the /proc fallback).
   const auto queue = [&](const Sample& x) {
