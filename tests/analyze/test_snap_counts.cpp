@@ -1,6 +1,6 @@
 // SnapCounts (the detectors' per-snapshot counts) reads the same as a std::map that erases an
 // entry when it comes back to zero, whichever way it keeps them (pairs or one per snapshot).
-#include "../../analyzer/src/detectors/snap_counts.hpp"
+#include <sockrewind/analyze/snap_counts.hpp>
 
 #include <catch2/catch.hpp>
 

@@ -10,9 +10,8 @@
 // not counted; neither is TIME-WAIT toward many different destinations (ports are per 4-tuple).
 // One finding per destination, naming every process with a connection toward it (TIME-WAIT has
 // no owner).
-#include "snap_counts.hpp"
-
 #include <sockrewind/analyze/client_side.hpp>
+#include <sockrewind/analyze/snap_counts.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>

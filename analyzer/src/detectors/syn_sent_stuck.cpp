@@ -9,9 +9,8 @@
 //   critical:      a stuck connect, and >= crit_ratio of the attempts toward the destination
 //                  (its client-side sockets in a snapshot) in SYN-SENT for >= critical_seconds:
 //                  the destination does not answer anyone.
-#include "snap_counts.hpp"
-
 #include <sockrewind/analyze/client_side.hpp>
+#include <sockrewind/analyze/snap_counts.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>

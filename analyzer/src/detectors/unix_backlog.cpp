@@ -20,8 +20,7 @@
 // and a few fields of every socket that may be named as a peer; the peer's samples a finding
 // shows (its owners where the backlog ends, its Recv-Q beside a sender's) are read back from
 // the files at the end.
-#include "snap_counts.hpp"
-
+#include <sockrewind/analyze/snap_counts.hpp>
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
