@@ -23,11 +23,13 @@
 // per-interval deltas and, in runs, the state and owners of its samples; nothing of a socket
 // that is none of these. Ties (equal retransmits, two listeners a connect could aim at) go to
 // the socket first seen, then by its endpoints.
+#include <sockrewind/analyze/sample_pack.hpp> // put_varint, get_varint
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <iterator>
 #include <limits>
 #include <map>
@@ -53,26 +55,6 @@ struct Step {
   uint32_t retrans = 0;
   uint64_t segs = 0;
 };
-
-// Unsigned LEB128: 7 bits a byte, low bits first (what the pass keeps per interval is packed).
-void put_varint(std::vector<uint8_t>& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<uint8_t>(v | 0x80U));
-    v >>= 7U;
-  }
-  out.push_back(static_cast<uint8_t>(v));
-}
-
-uint64_t get_varint(const std::vector<uint8_t>& in, size_t& i) {
-  uint64_t v = 0;
-  for (unsigned shift = 0;; shift += 7) {
-    const uint8_t b = in[i++];
-    v |= static_cast<uint64_t>(b & 0x7FU) << shift;
-    if ((b & 0x80U) == 0) {
-      return v;
-    }
-  }
-}
 
 // A socket's steps in snapshot order, packed (a retransmitting socket moves in nearly every
 // interval, so there is about one step per sample): per step a varint of retrans << 1 | gap,
@@ -890,7 +872,9 @@ public:
 
 private:
   Peers m_peers;
-  std::vector<Kept> m_kept;
+  // A deque: a vector of one Kept per retransmitting socket of a long series would double (and
+  // copy) hundreds of MiB.
+  std::deque<Kept> m_kept;
 };
 
 } // namespace
