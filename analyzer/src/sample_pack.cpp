@@ -2,6 +2,7 @@
 #include <sockrewind/assert.hpp>
 
 #include <array>
+#include <cstddef>
 #include <type_traits>
 
 namespace sockrewind::analyze {
@@ -36,7 +37,9 @@ template <class A, class B, class F> void each_field(A& a, B& b, F f) {
   f(a.drops, b.drops);
 }
 
-static_assert(sizeof(Sample) == 88, "a field added to Sample is packed in each_field");
+// The last field ends at byte 85 (then padding): a field added anywhere moves it.
+static_assert(offsetof(Sample, backoff) == 84 && sizeof(Sample) == 88,
+              "a field added to Sample is packed in each_field");
 
 // Differences are taken modulo 2^64 and read as signed, so that any two values of one unsigned
 // field give a difference that adds back to the exact value (truncated to the field's width).

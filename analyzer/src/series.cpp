@@ -210,13 +210,17 @@ struct TimelineState {
   // Open tracks packed (see sample_pack.hpp): while streaming in time order, a track's samples
   // but its last are in `packed` (per track) until it is reported, its last in Track::samples,
   // so that a socket open for days costs a few bytes a snapshot rather than sizeof(Sample).
+  // Per track, null unless it has packed samples (8 bytes for a track that has none).
   bool pack = false;
-  std::vector<PackedSamples> packed;
+  std::vector<std::unique_ptr<PackedSamples>> packed;
 
   // Appends `x` to track `idx`, whose samples are `v`.
   void append(uint32_t idx, std::vector<Sample>& v, const Sample& x) {
     if (pack && v.size() == 1 && x.snap > v[0].snap) {
-      packed[idx].push(v[0]);
+      if (!packed[idx]) {
+        packed[idx] = std::make_unique<PackedSamples>();
+      }
+      packed[idx]->push(v[0]);
       v[0] = x;
       return;
     }
@@ -229,15 +233,15 @@ struct TimelineState {
 
   // Track `idx` whole again in `v`.
   void unpack(uint32_t idx, std::vector<Sample>& v) {
-    if (!pack || packed[idx].size() == 0) {
+    if (!pack || !packed[idx]) {
       return;
     }
     std::vector<Sample> whole;
-    whole.reserve(packed[idx].size() + v.size());
-    packed[idx].unpack_into(whole);
+    whole.reserve(packed[idx]->size() + v.size());
+    packed[idx]->unpack_into(whole);
     whole.insert(whole.end(), v.begin(), v.end());
     v = std::move(whole);
-    packed[idx] = PackedSamples();
+    packed[idx].reset();
   }
 };
 
@@ -653,18 +657,24 @@ void read_file_data(const std::string& file,
     // each chunk's rows are reserved, with a little room for a guess short of them, rather
     // than grown by doubling.
     bool expect_rows = false;
-    const auto reserve = [&](size_t rows) { d.sockets.reserve(rows + rows / 16 + 16); };
+    // At most twice a chunk's rows: the guess comes from the file's own socket counts, which a
+    // damaged file may inflate (a chunk with more rows than that grows as usual).
+    const auto reserve = [&](size_t rows) {
+      rows = std::min(rows, 2 * chunk_rows);
+      d.sockets.reserve(rows + rows / 16 + 16);
+    };
     if (chunked && cond.empty() && !filter.snapshots && !ids.empty()) {
       // SQLite counts a table's rows without decoding them. An archive's run covers up to 64
-      // snapshots: the snapshots' socket counts say how many rows its runs make.
-      const auto rows = static_cast<size_t>(
-          std::max<int64_t>(1,
-                            db.query_int(runs ? "SELECT max((SELECT count(*) FROM sock_runs), "
-                                                "(SELECT coalesce(sum(sockets), 0) FROM snapshots))"
-                                              : "SELECT count(*) FROM sockets")));
+      // snapshots: the snapshots' socket counts say how many rows its runs make (summed as
+      // floating point and capped: the file's own counts, which a damaged file may inflate).
+      const auto rows = static_cast<size_t>(std::max<int64_t>(
+          1,
+          db.query_int(runs ? "SELECT max((SELECT count(*) FROM sock_runs), "
+                              "(SELECT CAST(min(total(sockets), 1e15) AS INTEGER) FROM snapshots))"
+                            : "SELECT count(*) FROM sockets")));
       per_chunk = std::clamp<size_t>(chunk_rows * ids.size() / rows, 1, ids.size());
       expect_rows = true;
-      reserve(rows * per_chunk / ids.size());
+      reserve(rows / ids.size() * per_chunk); // per_chunk is 1 where rows is large
     } else if (chunked && !ids.empty()) {
       per_chunk = std::clamp<size_t>(chunk_rows, 1, std::min<size_t>(64, ids.size()));
     }
@@ -1409,7 +1419,7 @@ void forget_emptied(Timeline& tl, TimelineState& st) {
   std::vector<uint32_t> next(kept);
   std::vector<uint32_t> touched_by(kept);
   std::vector<bool> reported(kept);
-  std::vector<PackedSamples> packed(st.pack ? kept : 0);
+  std::vector<std::unique_ptr<PackedSamples>> packed(st.pack ? kept : 0);
   std::vector<Track> tracks;
   tracks.reserve(kept);
   for (uint32_t i = 0; i < n; ++i) {

@@ -581,3 +581,23 @@ TEST_CASE("hostile: escape_text", "[hostile]") {
   CHECK(escape_text("ab\xe2\x89") == "ab\\xe2\\x89");                        // truncated at the end
   CHECK(escape_text("\xff") == "\\xff");
 }
+
+TEST_CASE("hostile: an archive whose snapshots claim absurd socket counts is read as it is",
+          "[hostile]") {
+  // The load sizes its chunks from those counts (a hint only): an inflated one must neither
+  // exhaust memory nor change what is read.
+  test::TempDir dir;
+  const std::string sample = std::string(SOCKREWIND_SOURCE_DIR) + "/samples/close-wait-leak.sqlite";
+  const std::string pack = (dir.path() / "pack.sqlite").string();
+  REQUIRE(analyze_bin({"pack", sample, "-o", pack}).code == 0);
+  const Run before = analyze_bin({"report", pack, "--format", "json"});
+  REQUIRE(before.code == 0);
+  for (const char* claim : {"100000000000000", "4000000000000000000", "9223372036854775807"}) {
+    INFO(claim);
+    patch(pack, std::string("UPDATE snapshots SET sockets = ") + claim);
+    const Run after = analyze_bin({"report", pack, "--format", "json"});
+    INFO(after.err);
+    CHECK(after.code == 0);
+    CHECK(after.out == before.out);
+  }
+}
