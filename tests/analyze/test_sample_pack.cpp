@@ -1,6 +1,8 @@
 // Open tracks are packed while the load streams them (sample_pack.hpp): every sample comes back
 // exactly, an idle connection costs a few bytes a snapshot, and the tracks a streaming load
 // reports are, sample for sample, those of a whole load.
+#include "analyze/det_support.hpp"
+
 #include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/sample_pack.hpp>
 #include <sockrewind/analyze/series.hpp>
@@ -88,6 +90,28 @@ public:
     }
   }
 
+  std::vector<std::string> seen;
+};
+
+// Notes each track reported as text, then lets go of the samples of about half of them (as
+// report does of those no check keeps), so that the load forgets and renumbers tracks while
+// others are still packed.
+class Forgetful final : public sa::TrackObserver {
+public:
+  explicit Forgetful(unsigned seed) : rng(seed) {}
+
+  void closed(sa::Series& s, uint32_t tl, const std::vector<uint32_t>& tracks) override {
+    for (const uint32_t i : tracks) {
+      sa::Track& t = s.timelines[tl].tracks[i];
+      seen.push_back(std::to_string(tl) + " " + std::to_string(t.cookie) + " "
+                     + std::to_string(t.local_port) + "\n" + text(t.samples));
+      if (rng() % 2 == 0) {
+        t.samples.clear();
+      }
+    }
+  }
+
+  std::mt19937 rng;
   std::vector<std::string> seen;
 };
 
@@ -213,4 +237,80 @@ TEST_CASE("sample pack: a streaming load reports each track whole, sample for sa
     }
   }
   CHECK(longest >= 5); // tracks packed over several snapshots
+}
+
+TEST_CASE("sample pack: random churn over files of 1-5 snapshots, some tracks let go as they "
+          "close: every track reported as a whole load holds it",
+          "[series][pack]") {
+  using namespace sockrewind;
+  using namespace sockrewind::test;
+  for (unsigned round = 0; round < 30; ++round) {
+    std::mt19937 rng(round);
+    const TempDir dir;
+    std::vector<synth::Snap> snaps;
+    const int n = 6 + static_cast<int>(rng() % 20);
+
+    struct Life {
+      int born, dies;
+      bool cookie;
+      uint16_t port;
+      std::vector<bool> skip;
+    };
+
+    std::vector<Life> lives;
+    for (int k = 0; k < 25; ++k) {
+      Life l;
+      l.born = static_cast<int>(rng() % static_cast<unsigned>(n));
+      l.dies = l.born + 1 + static_cast<int>(rng() % static_cast<unsigned>(n));
+      l.cookie = rng() % 3 != 0;
+      l.port = static_cast<uint16_t>(40000 + (l.cookie ? k : k % 4));
+      for (int i = 0; i < n; ++i) {
+        l.skip.push_back(rng() % 6 == 0);
+      }
+      lives.push_back(l);
+    }
+    for (int i = 0; i < n; ++i) {
+      synth::Snap s = snap_at(i);
+      s.sockets.push_back(listener(8080, static_cast<uint32_t>(rng() % 3), 128));
+      for (size_t k = 0; k < lives.size(); ++k) {
+        const Life& l = lives[k];
+        if (i < l.born || i >= l.dies || l.skip[static_cast<size_t>(i)]) {
+          continue;
+        }
+        synth::Sock x{.lport = l.port,
+                      .rport = 9000,
+                      .rx = static_cast<uint32_t>(rng() % 2 == 0 ? 0 : rng() % 100000),
+                      .inode = 6000 + k,
+                      .owners = {{100, static_cast<int32_t>(30 + k)}}};
+        if (l.cookie) {
+          x.cookie = 600 + k;
+        }
+        x.tcp_info = {{"bytes_acked", static_cast<uint64_t>(i) * (rng() % 1000)},
+                      {"total_retrans", rng() % 4}};
+        s.sockets.push_back(x);
+      }
+      snaps.push_back(std::move(s));
+    }
+    const size_t per = 1 + rng() % 5;
+    const std::vector<std::string> files = write_files(dir, snaps, per);
+    const sa::Series whole = sa::load_series(files);
+    std::vector<std::string> want;
+    for (uint32_t tl = 0; tl < whole.timelines.size(); ++tl) {
+      for (const sa::Track& t : whole.timelines[tl].tracks) {
+        want.push_back(std::to_string(tl) + " " + std::to_string(t.cookie) + " "
+                       + std::to_string(t.local_port) + "\n" + text(t.samples));
+      }
+    }
+    std::sort(want.begin(), want.end());
+    for (const size_t chunk : {size_t{0}, size_t{1}, size_t{2}}) {
+      Forgetful r(round);
+      sa::SocketFilter f;
+      f.chunk_rows = chunk;
+      f.ahead_rows = chunk == 0 ? 0 : 1;
+      sa::Series s = sa::load_series(files, f, &r);
+      std::sort(r.seen.begin(), r.seen.end());
+      INFO("round " << round << " files " << files.size() << " chunk " << chunk);
+      REQUIRE(r.seen == want);
+    }
+  }
 }
