@@ -348,36 +348,47 @@ synth::Snap at(int i, int64_t step) {
   return s;
 }
 
+// Snapshot i of a SYN-retry storm toward port 7102: three connects of pid 200 in SYN-SENT, and
+// the listener (owned by `owner`, 0: not listening any more).
+synth::Snap syn_storm(int i, int32_t owner) {
+  synth::Snap s = at(i, k_second);
+  s.procs.push_back({.pid = 300, .start_ticks = 5, .comm = "server2", .socket_fds = 1});
+  s.counters["Tcp.OutSegs"] = 1000 + 1 * i;
+  s.counters["Tcp.RetransSegs"] = 50 + 172 * i;
+  s.counters["TcpExt.TCPTimeouts"] = 40 + 172 * i;
+  s.counters["TcpExt.TCPSynRetrans"] = 30 + 172 * i;
+  s.counters["TcpExt.TCPFastRetrans"] = 0;
+  s.counters["TcpExt.ListenOverflows"] = 10 + 150 * i;
+  s.counters["TcpExt.ListenDrops"] = 10 + 150 * i;
+  if (owner != 0) {
+    synth::Sock l = listener(7102, 5, 4);
+    l.owners = {{owner, 3}};
+    s.sockets.push_back(l);
+  }
+  const auto u = static_cast<uint64_t>(i);
+  for (uint64_t k = 0; k < 3; ++k) {
+    s.sockets.push_back({.state = 2,
+                         .lport = static_cast<uint16_t>(51000 + k),
+                         .rport = 7102,
+                         .tx = 1,
+                         .inode = 3000 + k,
+                         .cookie = 60 + k,
+                         .timer = 1,
+                         .retrans = static_cast<uint32_t>(i),
+                         .tcp_info = {{"total_retrans", u}, {"segs_out", u + 1}},
+                         .owners = {{200, static_cast<int32_t>(5 + k)}}});
+  }
+  return s;
+}
+
 } // namespace
 
 TEST_CASE("retransmissions: SYN retries toward an overflowing listener name the listener",
           "[det][retransmissions][issue12]") {
   std::vector<synth::Snap> snaps;
   for (int i = 0; i < 6; ++i) {
-    synth::Snap s = at(i, k_second);
     // Almost nothing else is sent; every retransmit is a SYN retry (counted in TCPTimeouts too).
-    s.counters["Tcp.OutSegs"] = 1000 + 1 * i;
-    s.counters["Tcp.RetransSegs"] = 50 + 172 * i;
-    s.counters["TcpExt.TCPTimeouts"] = 40 + 172 * i;
-    s.counters["TcpExt.TCPSynRetrans"] = 30 + 172 * i;
-    s.counters["TcpExt.TCPFastRetrans"] = 0;
-    s.counters["TcpExt.ListenOverflows"] = 10 + 150 * i;
-    s.counters["TcpExt.ListenDrops"] = 10 + 150 * i;
-    s.sockets.push_back(listener(7102, 5, 4));
-    const auto u = static_cast<uint64_t>(i);
-    for (uint64_t k = 0; k < 3; ++k) {
-      s.sockets.push_back({.state = 2,
-                           .lport = static_cast<uint16_t>(51000 + k),
-                           .rport = 7102,
-                           .tx = 1,
-                           .inode = 3000 + k,
-                           .cookie = 60 + k,
-                           .timer = 1,
-                           .retrans = static_cast<uint32_t>(i),
-                           .tcp_info = {{"total_retrans", u}, {"segs_out", u + 1}},
-                           .owners = {{200, static_cast<int32_t>(5 + k)}}});
-    }
-    snaps.push_back(s);
+    snaps.push_back(syn_storm(i, 100));
   }
   const auto f = run_detector(snaps, "retransmissions");
   REQUIRE(f.size() == 1);
@@ -437,43 +448,6 @@ TEST_CASE("retransmissions: the ratio counts retransmits among all segments sent
     CHECK(f[0].severity == (step == k_second ? Severity::warning : Severity::critical));
   }
 }
-
-namespace {
-
-// Snapshot i of a SYN-retry storm toward port 7102: three connects of pid 200 in SYN-SENT, and
-// the listener (owned by `owner`, 0: not listening any more).
-synth::Snap syn_storm(int i, int32_t owner) {
-  synth::Snap s = at(i, k_second);
-  s.procs.push_back({.pid = 300, .start_ticks = 5, .comm = "server2", .socket_fds = 1});
-  s.counters["Tcp.OutSegs"] = 1000 + 1 * i;
-  s.counters["Tcp.RetransSegs"] = 50 + 172 * i;
-  s.counters["TcpExt.TCPTimeouts"] = 40 + 172 * i;
-  s.counters["TcpExt.TCPSynRetrans"] = 30 + 172 * i;
-  s.counters["TcpExt.TCPFastRetrans"] = 0;
-  s.counters["TcpExt.ListenOverflows"] = 10 + 150 * i;
-  s.counters["TcpExt.ListenDrops"] = 10 + 150 * i;
-  if (owner != 0) {
-    synth::Sock l = listener(7102, 5, 4);
-    l.owners = {{owner, 3}};
-    s.sockets.push_back(l);
-  }
-  const auto u = static_cast<uint64_t>(i);
-  for (uint64_t k = 0; k < 3; ++k) {
-    s.sockets.push_back({.state = 2,
-                         .lport = static_cast<uint16_t>(51000 + k),
-                         .rport = 7102,
-                         .tx = 1,
-                         .inode = 3000 + k,
-                         .cookie = 60 + k,
-                         .timer = 1,
-                         .retrans = static_cast<uint32_t>(i),
-                         .tcp_info = {{"total_retrans", u}, {"segs_out", u + 1}},
-                         .owners = {{200, static_cast<int32_t>(5 + k)}}});
-  }
-  return s;
-}
-
-} // namespace
 
 TEST_CASE("retransmissions: the listener of SYN retries is named as it was when they were seen",
           "[det][retransmissions]") {

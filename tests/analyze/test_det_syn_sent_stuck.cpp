@@ -198,6 +198,21 @@ TEST_CASE("syn_sent_stuck: the rule is in seconds, the same at 1 s and at 60 s s
   }
 }
 
+namespace {
+
+// Minute i: two connects stuck toward 10.0.0.5:5432 beside two connections to it.
+synth::Snap two_stuck_two_connected(int i) {
+  synth::Snap s = snap_at(i);
+  const auto u = static_cast<uint32_t>(i);
+  s.sockets.push_back(syn_sent(41000, 11, u));
+  s.sockets.push_back(syn_sent(41001, 12, u));
+  s.sockets.push_back(estab(41002, 13));
+  s.sockets.push_back(estab(41003, 14));
+  return s;
+}
+
+} // namespace
+
 TEST_CASE("syn_sent_stuck: a listener that comes on a client's port later takes out exactly "
           "that client's attempts",
           "[det][syn_sent_stuck]") {
@@ -210,12 +225,8 @@ TEST_CASE("syn_sent_stuck: a listener that comes on a client's port later takes 
   // came), must stay out of that.
   std::vector<synth::Snap> snaps;
   for (int i = 0; i < 12; ++i) {
-    synth::Snap s = snap_at(i);
+    synth::Snap s = two_stuck_two_connected(i);
     const auto u = static_cast<uint32_t>(i);
-    s.sockets.push_back(syn_sent(41000, 11, u));
-    s.sockets.push_back(syn_sent(41001, 12, u));
-    s.sockets.push_back(estab(41002, 13));
-    s.sockets.push_back(estab(41003, 14));
     if (i < 3) {
       s.sockets.push_back(syn_sent(41009, 15, u, "10.0.0.7", 80));
     }
@@ -249,12 +260,7 @@ TEST_CASE("syn_sent_stuck: a connection counted toward a destination and taken o
   // taken out again when the listener comes; the attempts stay 4 in every snapshot.
   std::vector<synth::Snap> snaps;
   for (int i = 0; i < 12; ++i) {
-    synth::Snap s = snap_at(i);
-    const auto u = static_cast<uint32_t>(i);
-    s.sockets.push_back(syn_sent(41000, 11, u));
-    s.sockets.push_back(syn_sent(41001, 12, u));
-    s.sockets.push_back(estab(41002, 13));
-    s.sockets.push_back(estab(41003, 14));
+    synth::Snap s = two_stuck_two_connected(i);
     if (i < 3) {
       s.sockets.push_back(estab(41009, 16));
     }
