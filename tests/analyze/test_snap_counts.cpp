@@ -38,7 +38,7 @@ void take(SnapCounts<uint32_t>& c, std::map<uint32_t, uint32_t>& m, uint32_t sna
 
 } // namespace
 
-TEST_CASE("snap_counts: a few far apart stay pairs; read by snapshot", "[snap_counts]") {
+TEST_CASE("snap_counts: a few far apart stay pairs and read by snapshot", "[snap_counts]") {
   SnapCounts<uint32_t> c;
   CHECK(read(c).empty());
   CHECK(c.find(7) == nullptr);
