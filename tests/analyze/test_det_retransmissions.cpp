@@ -164,6 +164,51 @@ TEST_CASE("retransmissions: a top socket missing from one snapshot counts the st
   CHECK(f[0].evidence["top_sockets"][0]["segs_out_delta"] == 250'000);
 }
 
+TEST_CASE("retransmissions: a storm's top sockets hold what they sent within it, counters "
+          "missing at its start",
+          "[det][retransmissions][issue13]") {
+  // Minutes 0-4 healthy by the counters, none captured at minutes 5-9, so the first bad interval
+  // runs from minute 4 to 10; bad to minute 11, healthy after. Socket 1 retransmits 1000 a
+  // minute before the storm and 100 a minute in it, and is gone after minute 6: streamed in files
+  // of two minutes it closes before any counter after minute 4 is read, so what it sent in the
+  // storm is kept undecided. Socket 2 retransmits 300 a minute from minute 5 on.
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 14; ++i) {
+    synth::Snap s = minute(i);
+    if (i < 5 || i > 9) {
+      const int bad = std::clamp(i - 4, 0, 7);
+      s.counters["Tcp.OutSegs"] = 1'000'000 + 60'000 * i;
+      s.counters["Tcp.RetransSegs"] = 5000 + 10 * i + 1200 * bad;
+      s.counters["TcpExt.TCPFastRetrans"] = 4000 + 10 * i + 1200 * bad;
+    }
+    const auto u = static_cast<uint64_t>(i);
+    if (i <= 6) {
+      const uint64_t early = 1000 * std::min<uint64_t>(u, 4);
+      s.sockets.push_back(
+          bulk(1, 40001, early + 100 * (u > 4 ? u - 4 : 0), 50'000 * u, "10.7.7.7"));
+    }
+    s.sockets.push_back(bulk(2, 40002, 300 * (u > 4 ? u - 4 : 0), 50'000 * u));
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "retransmissions", {}, 2);
+  REQUIRE(f.size() == 1);
+  INFO(f[0].summary);
+  CHECK(f[0].first_seen_ns == snaps[4].realtime_ns);
+  CHECK(f[0].last_seen_ns == snaps[11].realtime_ns);
+  const Json& top = f[0].evidence["top_sockets"];
+  REQUIRE(top.size() == 2);
+  CHECK(top[0]["local"] == "127.0.0.1:40002");
+  CHECK(top[0]["retrans_delta"] == 2100);
+  CHECK(top[0]["segs_out_delta"] == 350'000);
+  CHECK(top[1]["local"] == "127.0.0.1:40001");
+  CHECK(top[1]["retrans_delta"] == 200);
+  CHECK(top[1]["segs_out_delta"] == 100'000);
+  const Json& peers = f[0].evidence["top_peers"];
+  REQUIRE(peers.size() == 2);
+  CHECK(peers[1]["remote"] == "10.7.7.7");
+  CHECK(peers[1]["retrans_delta"] == 200);
+}
+
 TEST_CASE("retransmissions: low rates, low ratios and short bursts are fine",
           "[det][retransmissions]") {
   SECTION("2% but only 5 retransmits per second") {

@@ -16,14 +16,20 @@
 //       intervals over peer_ratio covering >= min_seconds -> warning, naming the owners.
 // OutSegs counts pure ACKs and GSO-split segments too: the ratio is an approximation, compared
 // only within one host. One finding per netns, listener or destination.
-// A TrackPass: each TCP socket, as it is seen, is added to its remote address's sums (per
-// interval), and what finish() reads of it is kept: its SYN-SENT samples, its LISTEN samples in
-// runs of the same inode and owners (not every one: a listener lasts the series), and for a
-// socket that retransmitted (the top sockets and peers of a window come from those) its
-// per-interval deltas and, in runs, the state and owners of its samples; nothing of a socket
-// that is none of these. Ties (equal retransmits, two listeners a connect could aim at) go to
-// the socket first seen, then by its endpoints.
+// A TrackPass that keeps what grows with the sockets alive, the peers and the storms, not with
+// the length of the series: each TCP socket, as it is seen, is added to its remote address's
+// totals, and what the namespace finding reads of it is kept only within the intervals its
+// counters find bad (its window is a run of them; see BadIntervals): its steps and, in runs,
+// the state and owners of its samples there (when it retransmitted there), its SYN-SENT samples
+// there, its LISTEN samples in runs of the same inode and owners (a listener lasts the series).
+// A peer's rule reads its intervals and the top sockets of its span, which only its totals (known
+// at the end) say are needed: when a peer's totals warn in a netns whose counters did not fire,
+// every track of the timeline is looked at again for it (from the timeline when it holds them
+// all, else from the files loaded again). Ties (equal retransmits, two listeners a connect could
+// aim at) go to the socket first seen, then by its endpoints.
+#include <sockrewind/analyze/errors.hpp>
 #include <sockrewind/analyze/sample_pack.hpp> // put_varint, get_varint
+#include <sockrewind/analyze/series.hpp>      // load_series (a second look)
 #include <sockrewind/analyze/toolkit.hpp>
 
 #include <algorithm>
@@ -35,6 +41,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <string>
 #include <string_view>
 #include <tuple>
 #include <utility>
@@ -145,10 +152,10 @@ struct Listening {
   }
 };
 
-// What the pass keeps of a TCP socket for finish(): its SYN-SENT samples (connects) in `t` and
-// its LISTEN samples as Listening runs (listeners); for one that retransmitted (a consecutive pair
-// of samples with total_retrans rising: only those can be a top socket or peer of a window), its
-// steps and runs besides. Nothing of a socket that is none of these.
+// What is kept of a TCP socket for finish() (kept_of): its SYN-SENT samples (connects) in `t`
+// and its LISTEN samples as Listening runs (listeners); for one that retransmitted (a
+// consecutive pair of samples with total_retrans rising: only those can be a top socket or peer
+// of a window), its steps and runs besides. Nothing of a socket that is none of these.
 struct Kept {
   Track t;
   uint32_t first = 0;       // the track's first snapshot and inode (its samples here may start
@@ -397,6 +404,34 @@ SynTarget syn_target(const Context& ctx,
   return best;
 }
 
+// One counter interval of a netns (from, to]: its retransmits, other segments sent, their ratio
+// and the retransmits per second.
+struct Point {
+  uint32_t from = 0;
+  uint32_t to = 0;
+  int64_t r = 0;
+  int64_t o = 0;
+  double ratio = 0;
+  double rate = 0;
+
+  // Over `bar` at the rate that counts.
+  bool over(const Context& ctx, double bar) const {
+    return ratio > bar && rate >= ctx.param("min_rate");
+  }
+};
+
+// The interval ending at snapshot `i`, nullopt when the counters do not give one.
+std::optional<Point> point_at(const CounterSeries& rs, const CounterSeries& os, uint32_t i) {
+  const auto r = rs.delta(i);
+  const auto o = os.delta(i);
+  if (!r || !o || rs.dt(i) <= 0 || rs.from(i) != os.from(i)) {
+    return std::nullopt;
+  }
+  Point p{rs.from(i), i, *r, *o, 0, rs.rate(i)};
+  p.ratio = *r + *o > 0 ? static_cast<double>(*r) / static_cast<double>(*r + *o) : 0.0;
+  return p;
+}
+
 void namespace_finding(
     const Context& ctx, const std::vector<const Kept*>& kept, uint32_t ns, Sink& out, bool& fired) {
   const CounterSeries& rs = ctx.counter(ns, "Tcp.RetransSegs");
@@ -405,32 +440,18 @@ void namespace_finding(
     return;
   }
 
-  struct Point {
-    uint32_t from = 0;
-    uint32_t to = 0;
-    int64_t r = 0;
-    int64_t o = 0;
-    double ratio = 0;
-    double rate = 0;
-  };
-
   std::vector<Point> pts;
   for (uint32_t i = 0; i < ctx.snapshots(); ++i) {
-    const auto r = rs.delta(i);
-    const auto o = os.delta(i);
-    if (!r || !o || rs.dt(i) <= 0 || rs.from(i) != os.from(i)) {
-      continue;
+    if (const std::optional<Point> p = point_at(rs, os, i)) {
+      pts.push_back(*p);
     }
-    Point p{rs.from(i), i, *r, *o, 0, rs.rate(i)};
-    p.ratio = *r + *o > 0 ? static_cast<double>(*r) / static_cast<double>(*r + *o) : 0.0;
-    pts.push_back(p);
   }
   // The longest run of intervals in a row over `bar` (by seconds).
   const auto longest = [&](double bar, size_t& b, size_t& e) {
     double best = -1;
     size_t begin = 0;
     for (size_t i = 0; i <= pts.size(); ++i) {
-      const bool bad = i < pts.size() && pts[i].ratio > bar && pts[i].rate >= ctx.param("min_rate");
+      const bool bad = i < pts.size() && pts[i].over(ctx, bar);
       const bool joined = bad && i > begin && pts[i - 1].to == pts[i].from;
       if (bad && (i == begin || joined)) {
         continue;
@@ -693,9 +714,10 @@ struct Peer {
 
 using Peers = std::map<std::pair<uint32_t, uint32_t>, Peer>; // (netns, remote address id)
 
-// Adds one TCP socket's intervals to its peer; whether it retransmitted.
+// Adds one TCP socket's intervals to its peer when `peers` holds it; whether it retransmitted.
 bool add_to_peer(const Context& ctx, const Track& t, Peers& peers) {
-  Peer* p = nullptr;
+  const auto found = peers.find({t.netns, t.remote_addr});
+  Peer* p = found == peers.end() ? nullptr : &found->second;
   bool retransmitted = false;
   for (size_t i = 1; i < t.samples.size(); ++i) {
     const Sample& a = t.samples[i - 1];
@@ -705,19 +727,21 @@ bool add_to_peer(const Context& ctx, const Track& t, Peers& peers) {
     if (r == 0 && g == 0) {
       continue;
     }
-    p = p != nullptr ? p : &peers[{t.netns, t.remote_addr}];
+    retransmitted = retransmitted || r > 0;
+    if (p == nullptr) {
+      continue;
+    }
     p->retrans += r;
     p->segs += g;
     p->add(a.snap, b.snap, r, g);
     if (r > 0) {
-      retransmitted = true;
       const uint32_t who = ctx.culprit(b);
       if (who != k_na) {
         p->owners.insert(who);
       }
     }
   }
-  if (retransmitted) {
+  if (retransmitted && p != nullptr) {
     ++p->tracks;
   }
   return retransmitted;
@@ -803,77 +827,302 @@ void peer_findings(const Context& ctx,
   }
 }
 
-// The sockets one at a time (their peers summed, what finish() needs of them kept), then each
-// netns: its counters, and its peers when the counters do not fire.
+// What finish() needs of TCP track `t` (see Kept) for windows made of the snapshots `in(snap)`
+// holds: its steps ending in such a snapshot and its samples in one (when one of those steps
+// retransmitted: only such a socket can be a top socket or peer of those windows), its SYN-SENT
+// samples in one or just before one (syn_target reads [from, to]), its LISTEN samples all;
+// nullopt when that is nothing.
+template <class In> std::optional<Kept> kept_of(const Track& t, In in) {
+  Kept k;
+  k.first = t.samples.front().snap;
+  k.inode = t.samples.front().inode;
+  k.t = track_part(t, {0, 0});
+  for (const Sample& x : t.samples) {
+    if (x.state == k_syn_sent) {
+      if (in(x.snap) || in(x.snap + 1)) {
+        k.t.samples.push_back(x);
+      }
+    } else if (x.state == k_listen) {
+      if (!k.listening.empty()) {
+        Listening& r = k.listening.back();
+        if (r.last + 1 == x.snap && r.inode == x.inode && r.owner == x.owner
+            && r.owner_set == x.owner_set) {
+          r.last = x.snap;
+          continue;
+        }
+      }
+      k.listening.push_back({x.snap, x.snap, x.inode, x.owner, x.owner_set});
+    }
+  }
+  k.steps = Steps(k.first);
+  for (size_t i = 1; i < t.samples.size(); ++i) {
+    const Sample& a = t.samples[i - 1];
+    const Sample& b = t.samples[i];
+    const uint64_t r = retrans_delta(a, b);
+    const uint64_t g = segs_delta(a, b);
+    if ((r > 0 || g > 0) && in(b.snap)) {
+      k.steps.add({b.snap, static_cast<uint32_t>(std::min<uint64_t>(r, UINT32_MAX)), g});
+      k.retransmits = k.retransmits || r > 0;
+    }
+  }
+  if (k.retransmits) {
+    k.steps.shrink();
+    Track within = track_part(t, {0, 0});
+    std::copy_if(t.samples.begin(),
+                 t.samples.end(),
+                 std::back_inserter(within.samples),
+                 [&in](const Sample& x) { return in(x.snap); });
+    k.runs = runs_of(within);
+  } else if (k.t.samples.empty() && k.listening.empty()) {
+    return std::nullopt;
+  } else {
+    k.steps = Steps(k.first);
+  }
+  k.t.samples.shrink_to_fit();
+  k.listening.shrink_to_fit();
+  return k;
+}
+
+// The kept sockets in their order (kept_before).
+std::vector<const Kept*> in_order(const Context& ctx, const std::deque<Kept>& all) {
+  std::vector<const Kept*> kept;
+  kept.reserve(all.size());
+  for (const Kept& k : all) {
+    kept.push_back(&k);
+  }
+  std::sort(kept.begin(), kept.end(), [&ctx](const Kept* a, const Kept* b) {
+    return kept_before(ctx, *a, *b);
+  });
+  return kept;
+}
+
+// A peer whose totals warn (peer_findings' first test): its intervals decide.
+bool totals_warn(const Context& ctx, uint64_t retrans, uint64_t segs) {
+  return retrans > 0 && segs > 0 && static_cast<double>(segs) >= ctx.param("peer_min_segments")
+         && static_cast<double>(retrans) / static_cast<double>(segs) > ctx.param("peer_ratio");
+}
+
+// The peer findings of some netns, from every track of the timeline seen again: the intervals
+// of the peers named (those whose totals warn) and, for their windows, what is kept of every
+// socket of those netns that retransmitted.
+// Peers by netns and address text (a timeline loaded again has strings of its own).
+using PeerNames = std::set<std::pair<uint32_t, std::string>>;
+
+class PeerLook {
+public:
+  explicit PeerLook(PeerNames peers) : m_names(std::move(peers)) {
+    for (const auto& key : m_names) {
+      m_netns.insert(key.first);
+    }
+  }
+
+  void track(const Context& ctx, const Track& t) {
+    if (!is_tcp(t) || t.samples.empty() || !m_netns.contains(t.netns)) {
+      return;
+    }
+    if (m_names.contains({t.netns, std::string(ctx.series().strings.get(t.remote_addr))})) {
+      m_peers.try_emplace({t.netns, t.remote_addr});
+    }
+    add_to_peer(ctx, t, m_peers);
+    if (std::optional<Kept> k = kept_of(t, [](uint32_t /*snap*/) { return true; })) {
+      m_kept.push_back(std::move(*k));
+    }
+  }
+
+  void finish(const Context& ctx, Sink& out) const {
+    const std::vector<const Kept*> kept = in_order(ctx, m_kept);
+    for (const uint32_t ns : m_netns) {
+      peer_findings(ctx, kept, m_peers, ns, out);
+    }
+  }
+
+private:
+  PeerNames m_names;
+  std::set<uint32_t> m_netns;
+  Peers m_peers; // those named
+  std::deque<Kept> m_kept;
+};
+
+// Gives every track of timeline `tli` of `files`, loaded again, to `look` as the load closes it
+// (letting go of the samples of all).
+class Reload final : public TrackObserver {
+public:
+  Reload(uint32_t tli, const Params& params, PeerLook& look)
+      : m_tli(tli),
+        m_params(params),
+        m_look(look) {}
+
+  void closed(Series& series, uint32_t timeline, const std::vector<uint32_t>& tracks) override {
+    Timeline& tl = series.timelines[timeline];
+    if (timeline == m_tli) {
+      const Context ctx(series, tl, m_params);
+      for (const uint32_t idx : tracks) {
+        m_look.track(ctx, tl.tracks[idx]);
+      }
+    }
+    for (const uint32_t idx : tracks) {
+      std::vector<Sample>().swap(tl.tracks[idx].samples);
+    }
+  }
+
+private:
+  uint32_t m_tli;
+  const Params& m_params;
+  PeerLook& m_look;
+};
+
+// Whether snapshots of a netns lie in an interval of its counters that the namespace rule finds
+// bad (over warn_ratio at min_rate): the namespace finding's window is a run of such intervals
+// in a row, so its top sockets and peers need nothing of a socket outside them. Read while the
+// series streams: an interval is judged once its end snapshot has the counter (the counters up
+// to it are then final), and a snapshot after the last one with the counter is taken as in one
+// (undecided yet). A judged snapshot is remembered.
+class BadIntervals {
+public:
+  bool in(const Context& ctx, uint32_t ns, uint32_t snap) {
+    if (snap >= ctx.snapshots()) {
+      return false;
+    }
+    if (m_netns.size() <= ns) {
+      m_netns.resize(ns + 1);
+    }
+    Netns& n = m_netns[ns];
+    if (n.judged.size() != ctx.snapshots()) {
+      n.judged.assign(ctx.snapshots(), k_unjudged);
+    }
+    if (n.judged[snap] != k_unjudged) {
+      return n.judged[snap] == k_bad;
+    }
+    const CounterSeries& rs = ctx.counter(ns, "Tcp.RetransSegs");
+    const CounterSeries& os = ctx.counter(ns, "Tcp.OutSegs");
+    if (&rs == n.undecided_in && snap >= n.undecided_from) {
+      return true; // no counter from there on, as this context's counters stood
+    }
+    // The interval holding `snap` ends at the next snapshot with the counter.
+    uint32_t end = snap;
+    while (end < ctx.snapshots() && !rs.value(end)) {
+      ++end;
+    }
+    if (end == ctx.snapshots()) {
+      n.undecided_in = &rs;
+      n.undecided_from = snap;
+      return true;
+    }
+    const std::optional<Point> p = point_at(rs, os, end);
+    const bool bad = p && p->over(ctx, ctx.param("warn_ratio"));
+    std::fill(n.judged.begin() + snap, n.judged.begin() + end + 1, bad ? k_bad : k_fine);
+    return bad;
+  }
+
+private:
+  static constexpr uint8_t k_unjudged = 0;
+  static constexpr uint8_t k_bad = 1;
+  static constexpr uint8_t k_fine = 2;
+
+  struct Netns {
+    std::vector<uint8_t> judged; // per snapshot
+    // Where the last look found no counter up to the end (in a context whose counters may
+    // have grown since: then it only keeps more than needed).
+    const CounterSeries* undecided_in = nullptr;
+    uint32_t undecided_from = 0;
+  };
+
+  std::vector<Netns> m_netns;
+};
+
+// The sockets one at a time: each socket's segments and retransmits summed per remote address,
+// and what the namespace finding needs of it kept (only within the counters' bad intervals).
+// Then each netns: its counters, and when they do not fire and a peer's totals warn, every
+// track of the timeline again (from the timeline when it still holds them all, else loaded
+// again from its files) for those peers' intervals and top sockets. So what is kept grows with
+// the sockets alive, the peers and the bad intervals, not with the length of the series.
 class Pass final : public TrackPass {
 public:
   void track(const Context& ctx, const Track& t, Sink& /*out*/) override {
     if (!is_tcp(t) || t.samples.empty()) {
       return;
     }
-    Kept k;
-    k.first = t.samples.front().snap;
-    k.inode = t.samples.front().inode;
-    k.retransmits = add_to_peer(ctx, t, m_peers);
-    k.t = track_part(t, {0, 0});
-    for (const Sample& x : t.samples) {
-      if (x.state == k_syn_sent) {
-        k.t.samples.push_back(x);
-      } else if (x.state == k_listen) {
-        if (!k.listening.empty()) {
-          Listening& r = k.listening.back();
-          if (r.last + 1 == x.snap && r.inode == x.inode && r.owner == x.owner
-              && r.owner_set == x.owner_set) {
-            r.last = x.snap;
-            continue;
-          }
-        }
-        k.listening.push_back({x.snap, x.snap, x.inode, x.owner, x.owner_set});
+    ++m_tracks;
+    Total* total = nullptr;
+    for (size_t i = 1; i < t.samples.size(); ++i) {
+      const uint64_t r = retrans_delta(t.samples[i - 1], t.samples[i]);
+      const uint64_t g = segs_delta(t.samples[i - 1], t.samples[i]);
+      if (r == 0 && g == 0) {
+        continue;
       }
+      total = total != nullptr ? total : &m_totals[{t.netns, t.remote_addr}];
+      total->retrans += r;
+      total->segs += g;
     }
-    if (k.retransmits) {
-      k.steps = Steps(k.first);
-      for (size_t i = 1; i < t.samples.size(); ++i) {
-        const Sample& a = t.samples[i - 1];
-        const Sample& b = t.samples[i];
-        const uint64_t r = retrans_delta(a, b);
-        const uint64_t g = segs_delta(a, b);
-        if (r > 0 || g > 0) {
-          k.steps.add({b.snap, static_cast<uint32_t>(std::min<uint64_t>(r, UINT32_MAX)), g});
-        }
-      }
-      k.steps.shrink();
-      k.runs = runs_of(t);
-    } else if (k.t.samples.empty() && k.listening.empty()) {
-      return;
+    const auto in = [&](uint32_t snap) { return m_bad.in(ctx, t.netns, snap); };
+    if (std::optional<Kept> k = kept_of(t, in)) {
+      m_kept.push_back(std::move(*k));
     }
-    k.t.samples.shrink_to_fit();
-    k.listening.shrink_to_fit();
-    m_kept.push_back(std::move(k));
   }
 
   void finish(const Context& ctx, Sink& out) override {
-    std::vector<const Kept*> kept;
-    kept.reserve(m_kept.size());
-    for (const Kept& k : m_kept) {
-      kept.push_back(&k);
-    }
-    std::sort(kept.begin(), kept.end(), [&ctx](const Kept* a, const Kept* b) {
-      return kept_before(ctx, *a, *b);
-    });
+    const std::vector<const Kept*> kept = in_order(ctx, m_kept);
+    PeerNames peers; // whose totals warn, in netns not fired
     for (uint32_t ns = 0; ns < ctx.timeline().netns.size(); ++ns) {
       bool fired = false;
       namespace_finding(ctx, kept, ns, out, fired);
-      if (!fired) {
-        peer_findings(ctx, kept, m_peers, ns, out);
+      if (fired) {
+        continue;
       }
+      for (auto it = m_totals.lower_bound({ns, 0}); it != m_totals.end() && it->first.first == ns;
+           ++it) {
+        if (totals_warn(ctx, it->second.retrans, it->second.segs)) {
+          peers.emplace(ns, ctx.series().strings.get(it->first.second));
+        }
+      }
+    }
+    if (!peers.empty()) {
+      look_again(ctx, std::move(peers), out);
     }
   }
 
 private:
-  Peers m_peers;
-  // A deque: a vector of one Kept per retransmitting socket of a long series would double (and
-  // copy) hundreds of MiB.
+  // Every TCP track of the timeline again, to `peers`' findings.
+  void look_again(const Context& ctx, PeerNames peers, Sink& out) const {
+    PeerLook look(std::move(peers));
+    size_t held = 0;
+    for (const Track& t : ctx.tracks()) {
+      held += is_tcp(t) && !t.samples.empty() ? 1U : 0U;
+    }
+    if (held == m_tracks) { // the timeline holds every track seen (none let go)
+      for (const Track& t : ctx.tracks()) {
+        look.track(ctx, t);
+      }
+      look.finish(ctx, out);
+      return;
+    }
+    // Let go of while streaming: read the files again, as report loaded them.
+    const Series& series = ctx.series();
+    const auto tli = static_cast<uint32_t>(&ctx.timeline() - series.timelines.data());
+    SR_ASSERT(tli < series.timelines.size() && !series.files.empty());
+    SocketFilter whole;
+    whole.open_files = series.open_files;
+    Reload reload(tli, ctx.params(), look);
+    const Series again = load_series(series.files, whole, &reload);
+    SR_ASSERT(again.timelines.size() == series.timelines.size()
+              && again.timelines[tli].host == ctx.timeline().host
+              && again.timelines[tli].snaps.size() == ctx.snapshots()
+              && again.timelines[tli].netns.size() == ctx.timeline().netns.size());
+    for (size_t ns = 0; ns < ctx.timeline().netns.size(); ++ns) {
+      SR_ASSERT(again.timelines[tli].netns[ns].inode == ctx.timeline().netns[ns].inode);
+    }
+    look.finish(Context(again, again.timelines[tli], ctx.params()), out);
+  }
+
+  struct Total {
+    uint64_t retrans = 0;
+    uint64_t segs = 0;
+  };
+
+  BadIntervals m_bad;
+  std::map<std::pair<uint32_t, uint32_t>, Total> m_totals; // (netns, remote address id)
+  size_t m_tracks = 0;                                     // TCP tracks seen
+  // A deque: a vector of one Kept per socket of a long storm would double (and copy) it.
   std::deque<Kept> m_kept;
 };
 
