@@ -523,3 +523,25 @@ TEST_CASE("retransmissions: the listener of SYN retries is named as it was when 
     CHECK(f[0].summary.find("listener 0.0.0.0:7102") == std::string::npos);
   }
 }
+
+TEST_CASE("retransmissions: connects seen in SYN-SENT only as the storm began are tied to the "
+          "listener",
+          "[det][retransmissions][issue13]") {
+  // The storm's first interval runs from snapshot 0; the connects are seen there only (the
+  // snapshot that starts the window, kept although no bad interval ends there).
+  std::vector<synth::Snap> snaps;
+  for (int i = 0; i < 6; ++i) {
+    synth::Snap s = syn_storm(i, 100);
+    if (i > 0) {
+      std::erase_if(s.sockets, [](const synth::Sock& x) { return x.state == 2; });
+    }
+    snaps.push_back(s);
+  }
+  const auto f = run_detector(snaps, "retransmissions");
+  REQUIRE(f.size() == 1);
+  INFO(f[0].summary);
+  CHECK(f[0].first_seen_ns == snaps[0].realtime_ns);
+  CHECK(f[0].evidence["group"]["by"] == "listener");
+  CHECK(f[0].evidence["connecting_sockets"] == 3);
+  CHECK(f[0].summary.find("3 connect(s) to port 7102") != std::string::npos);
+}
