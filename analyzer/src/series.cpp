@@ -151,6 +151,82 @@ struct SockKeyHash {
   }
 };
 
+// The first track of each SockKey, in one flat table probed linearly: placing a row looks its
+// key up, and a node-based map costs two cache misses there (bucket, then node) where this
+// costs one. Capacity is a power of two, at most half full; a slot is free when its value is
+// k_na (track numbers are below it).
+class KeyIndex {
+public:
+  // The value of `k`, set to `v` if `k` was absent, and whether it was.
+  std::pair<uint32_t*, bool> try_emplace(const SockKey& k, uint32_t v) {
+    if (2 * (m_used + 1) > m_slots.size()) {
+      grow(std::max<size_t>(16, 2 * m_slots.size()));
+    }
+    for (size_t i = home(k);; i = (i + 1) & (m_slots.size() - 1)) {
+      Slot& s = m_slots[i];
+      if (s.value == k_na) {
+        s.key = k;
+        s.value = v;
+        ++m_used;
+        return {&s.value, true};
+      }
+      if (s.key == k) {
+        return {&s.value, false};
+      }
+    }
+  }
+
+  // Keeps the keys for which `keep(key, value)` is true (it may change the value), in a table
+  // sized for them: the room of the keys gone is given back.
+  template <class F> void retain(F keep) {
+    std::vector<Slot> old = std::move(m_slots);
+    size_t kept = 0;
+    for (Slot& s : old) {
+      if (s.value != k_na && keep(s.key, s.value)) {
+        old[kept++] = s;
+      }
+    }
+    m_slots.clear();
+    m_used = 0;
+    size_t cap = 16;
+    while (cap < 2 * kept) {
+      cap *= 2;
+    }
+    m_slots.assign(kept == 0 ? 0 : cap, Slot{});
+    for (size_t i = 0; i < kept; ++i) {
+      try_emplace(old[i].key, old[i].value);
+    }
+  }
+
+  [[nodiscard]] size_t size() const { return m_used; }
+
+private:
+  struct Slot {
+    SockKey key;
+    uint32_t value = k_na;
+  };
+
+  [[nodiscard]] size_t home(const SockKey& k) const {
+    // SockKeyHash combines well but its low bits alone do not spread: multiply, take the top.
+    const uint64_t h = static_cast<uint64_t>(SockKeyHash{}(k)) * 0x9e3779b97f4a7c15ULL;
+    return static_cast<size_t>(h >> 32U) & (m_slots.size() - 1);
+  }
+
+  void grow(size_t capacity) {
+    std::vector<Slot> old = std::move(m_slots);
+    m_slots.assign(capacity, Slot{});
+    m_used = 0;
+    for (const Slot& s : old) {
+      if (s.value != k_na) {
+        try_emplace(s.key, s.value);
+      }
+    }
+  }
+
+  std::vector<Slot> m_slots;
+  size_t m_used = 0;
+};
+
 struct OwnerSetHash {
   size_t operator()(const std::vector<uint32_t>& v) const noexcept {
     uint64_t h = 1469598103934665603ULL;
@@ -165,7 +241,7 @@ struct OwnerSetHash {
 // of the same key (a reused 4-tuple, identical unix embryos) are chained through `next`.
 struct TimelineState {
   std::unordered_map<uint64_t, uint32_t> netns_index; // inode -> Timeline::netns index
-  std::unordered_map<SockKey, uint32_t, SockKeyHash> tracks;
+  KeyIndex tracks;
   std::vector<uint32_t> next; // per track: the next track with the same key, or k_na
   // Tracks given a sample by the file being placed (each once: `touched_by` holds, per track,
   // the number of the last file that touched it), and the latest snapshot that file placed.
@@ -415,30 +491,44 @@ char state_letter(const store::Stmt& st, int col) {
   return letter ? c : '\0';
 }
 
-// The sockets columns read_file_data reads, by name: each name is resolved to its index once
-// per statement, so reading a row costs no string lookup.
-struct SocketColumns {
-  int snapshot_id, netns_id, family, type, proto, state, local_addr_id, local_port, remote_addr_id,
-      remote_port, rx_queue, tx_queue, inode, cookie, timer, retrans, rmem_alloc, rcvbuf,
-      wmem_queued, sndbuf, drops, path, peer_inode, backoff, probes, total_retrans,
-      last_data_recv_ms, last_ack_recv_ms, bytes_acked, bytes_received, segs_out, snd_wnd, pid,
-      sock_id;
+// A socket's identity columns (sock_ident's, the same in the sockets view), by name.
+struct IdentColumns {
+  int netns_id, family, type, proto, local_addr_id, local_port, remote_addr_id, remote_port, inode,
+      cookie, path, peer_inode;
 
-  explicit SocketColumns(const store::Stmt& st)
-      : snapshot_id(st.column_index("snapshot_id")),
-        netns_id(st.column_index("netns_id")),
+  explicit IdentColumns(const store::Stmt& st)
+      : netns_id(st.column_index("netns_id")),
         family(st.column_index("family")),
         type(st.column_index("type")),
         proto(st.column_index("proto")),
-        state(st.column_index("state")),
         local_addr_id(st.column_index("local_addr_id")),
         local_port(st.column_index("local_port")),
         remote_addr_id(st.column_index("remote_addr_id")),
         remote_port(st.column_index("remote_port")),
-        rx_queue(st.column_index("rx_queue")),
-        tx_queue(st.column_index("tx_queue")),
         inode(st.column_index("inode")),
         cookie(st.column_index("cookie")),
+        path(st.column_index("path")),
+        peer_inode(st.column_index("peer_inode")) {}
+};
+
+// The sockets columns read_file_data reads, by name: each name is resolved to its index once
+// per statement, so reading a row costs no string lookup.
+struct SocketColumns {
+  // The identity's columns; none where the statement has the run's ident_id instead, its
+  // identity read apart (IdentCache).
+  std::optional<IdentColumns> ident;
+  int ident_id = -1;
+  int snapshot_id, state, rx_queue, tx_queue, timer, retrans, rmem_alloc, rcvbuf, wmem_queued,
+      sndbuf, drops, backoff, probes, total_retrans, last_data_recv_ms, last_ack_recv_ms,
+      bytes_acked, bytes_received, segs_out, snd_wnd, pid, sock_id;
+
+  SocketColumns(const store::Stmt& st, bool with_ident)
+      : ident(with_ident ? std::optional<IdentColumns>(IdentColumns(st)) : std::nullopt),
+        ident_id(with_ident ? -1 : st.column_index("ident_id")),
+        snapshot_id(st.column_index("snapshot_id")),
+        state(st.column_index("state")),
+        rx_queue(st.column_index("rx_queue")),
+        tx_queue(st.column_index("tx_queue")),
         timer(st.column_index("timer")),
         retrans(st.column_index("retrans")),
         rmem_alloc(st.column_index("skm_rmem_alloc")),
@@ -446,8 +536,6 @@ struct SocketColumns {
         wmem_queued(st.column_index("skm_wmem_queued")),
         sndbuf(st.column_index("skm_sndbuf")),
         drops(st.column_index("skm_drops")),
-        path(st.column_index("path")),
-        peer_inode(st.column_index("peer_inode")),
         backoff(st.column_index("ti_backoff")),
         probes(st.column_index("ti_probes")),
         total_retrans(st.column_index("ti_total_retrans")),
@@ -459,6 +547,116 @@ struct SocketColumns {
         snd_wnd(st.column_index("ti_snd_wnd")),
         pid(st.column_index("pid")),
         sock_id(st.column_index("sock_id")) {}
+};
+
+// A socket's identity as a RawSock holds it (its path apart).
+struct Ident {
+  int64_t netns_id = 0;
+  int64_t local_addr_id = -1; // -1: NULL
+  int64_t remote_addr_id = -1;
+  uint64_t cookie = 0;
+  uint64_t peer_inode = 0;
+  uint32_t inode = 0;
+  uint32_t path = k_na; // IdentCache: index into its paths
+  uint8_t family = 0;
+  uint8_t type = 0;
+  uint16_t proto = 0;
+  uint16_t local_port = 0;
+  uint16_t remote_port = 0;
+  bool present = false;
+
+  // The identity columns `c` of the current row of `st` (not the path).
+  static Ident read(const store::Stmt& st, const IdentColumns& c) {
+    Ident i;
+    i.netns_id = st.get_int(c.netns_id);
+    i.family = clamp8(st.get_int(c.family));
+    i.type = clamp8(st.get_int(c.type));
+    i.proto = clamp16(st.get_int(c.proto));
+    i.local_addr_id = st.get_opt_int(c.local_addr_id).value_or(-1);
+    i.local_port = clamp16(st.get_opt_int(c.local_port).value_or(0));
+    i.remote_addr_id = st.get_opt_int(c.remote_addr_id).value_or(-1);
+    i.remote_port = clamp16(st.get_opt_int(c.remote_port).value_or(0));
+    i.cookie = static_cast<uint64_t>(st.get_opt_int(c.cookie).value_or(0));
+    i.peer_inode = static_cast<uint64_t>(st.get_opt_int(c.peer_inode).value_or(0));
+    i.inode = clamp32(st.get_int(c.inode));
+    i.present = true;
+    return i;
+  }
+
+  void into(RawSock& r) const {
+    r.netns_id = netns_id;
+    r.family = family;
+    r.type = type;
+    r.proto = proto;
+    r.local_addr_id = local_addr_id;
+    r.local_port = local_port;
+    r.remote_addr_id = remote_addr_id;
+    r.remote_port = remote_port;
+    r.cookie = cookie;
+    r.peer_inode = peer_inode;
+    r.sample.inode = inode;
+  }
+};
+
+// A schema-3 file's identities read once, by ident_id, so that a whole load reads its runs
+// without the join: a run then costs its own columns, not also a seek into sock_ident and a
+// dozen columns of it (an hourly file has several runs per identity). Only where the ids are
+// dense (the writers number them 1, 2, ...) and not too many; otherwise the join, as before.
+class IdentCache {
+public:
+  // At most this many identities (~7 MiB per reader).
+  static constexpr int64_t k_max = int64_t{1} << 17U;
+
+  // Reads `db`'s identities if they fit; whether they did.
+  bool load(store::Db& db) {
+    store::Stmt n = db.prepare(
+        "SELECT count(*), coalesce(min(ident_id), 0), coalesce(max(ident_id), 0) FROM sock_ident");
+    if (!n.step()) {
+      return false;
+    }
+    const int64_t count = n.get_int(0);
+    const int64_t min = n.get_int(1);
+    const int64_t max = n.get_int(2);
+    if (count > k_max || min < 0 || max - min >= 2 * count + 64) {
+      return false;
+    }
+    m_min = min;
+    m_idents.assign(static_cast<size_t>(max - min + 1), Ident{});
+    store::Stmt st = db.prepare("SELECT ident_id, netns_id, family, type, proto, local_addr_id, "
+                                "local_port, remote_addr_id, remote_port, inode, cookie, path, "
+                                "peer_inode FROM sock_ident");
+    const IdentColumns c(st);
+    while (st.step()) {
+      Ident& i = m_idents[static_cast<size_t>(st.get_int(0) - min)];
+      i = Ident::read(st, c);
+      if (!st.is_null(c.path)) {
+        i.path = static_cast<uint32_t>(m_paths.size());
+        m_paths.push_back(st.get_text(c.path));
+      }
+    }
+    return true;
+  }
+
+  // The identity `ident_id`, or null where sock_ident has none (the join gives no row).
+  [[nodiscard]] const Ident* find(int64_t ident_id) const {
+    if (ident_id < m_min || ident_id - m_min >= static_cast<int64_t>(m_idents.size())) {
+      return nullptr;
+    }
+    const Ident& i = m_idents[static_cast<size_t>(ident_id - m_min)];
+    return i.present ? &i : nullptr;
+  }
+
+  [[nodiscard]] std::optional<std::string> path(const Ident& i) const {
+    if (i.path == k_na) {
+      return std::nullopt;
+    }
+    return m_paths[i.path];
+  }
+
+private:
+  std::vector<Ident> m_idents;
+  std::vector<std::string> m_paths;
+  int64_t m_min = 0;
 };
 
 // About this many socket rows are decoded into one FileData chunk unless SocketFilter::chunk_rows
@@ -602,6 +800,8 @@ void read_file_data(const std::string& file,
       run_order = !port.indexed;
     }
     std::string sql;
+    IdentCache idents;
+    bool cached_idents = false;
     if (runs) {
       // A run is seen by the snapshots from its first to its last within the first's block of
       // 64 ids (the view's rule); with SocketFilter::snapshots, only runs one of them sees.
@@ -617,14 +817,18 @@ void read_file_data(const std::string& file,
         const std::string snaps = any.empty() ? "0" : "(" + any + ")";
         where_runs = where_runs.empty() ? snaps : where_runs + " AND " + snaps;
       }
-      sql = "SELECT first_snapshot_id AS snapshot_id, "
-            "last_snapshot_id, netns_id, family, "
-            "type, proto, state, local_addr_id, local_port, remote_addr_id, remote_port, "
-            "rx_queue, tx_queue, inode, cookie, timer, retrans, skm_rmem_alloc, skm_rcvbuf, "
-            "skm_wmem_queued, skm_sndbuf, skm_drops, path, peer_inode, ti_backoff, ti_probes, "
-            "ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, ti_bytes_acked, "
-            "ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, run_id AS sock_id "
-            "FROM sock_runs JOIN sock_ident USING (ident_id)"
+      // A whole load reads the identities apart where they fit (IdentCache), the runs alone.
+      cached_idents = filter.ident_cache && where_runs.empty() && run_order && idents.load(db);
+      const std::string ident_cols =
+          cached_idents ? "ident_id, "
+                        : "netns_id, family, type, proto, local_addr_id, local_port, "
+                          "remote_addr_id, remote_port, inode, cookie, path, peer_inode, ";
+      sql = "SELECT first_snapshot_id AS snapshot_id, last_snapshot_id, " + ident_cols
+            + "state, rx_queue, tx_queue, timer, retrans, skm_rmem_alloc, skm_rcvbuf, "
+              "skm_wmem_queued, skm_sndbuf, skm_drops, ti_backoff, ti_probes, "
+              "ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, ti_bytes_acked, "
+              "ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, run_id AS sock_id "
+            + (cached_idents ? "FROM sock_runs" : "FROM sock_runs JOIN sock_ident USING (ident_id)")
             + (where_runs.empty() ? std::string() : " WHERE " + where_runs)
             + (run_order ? " ORDER BY first_snapshot_id, run_id" : "");
     } else {
@@ -696,7 +900,7 @@ void read_file_data(const std::string& file,
     } else if (filter.pid) {
       st.bind(1, static_cast<int64_t>(*filter.pid));
     }
-    const SocketColumns c(st);
+    const SocketColumns c(st, !cached_idents);
     const int last_col = runs ? st.column_index("last_snapshot_id") : -1;
     // Owners beyond the first of the socket `sock_id` (in `extra`, sorted by sock_id).
     const auto add_extra = [&](RawSock& r) {
@@ -799,24 +1003,23 @@ void read_file_data(const std::string& file,
         continue;
       }
       RawSock r;
+      const Ident* ident = nullptr;
+      if (c.ident) {
+        Ident::read(st, *c.ident).into(r);
+      } else {
+        ident = idents.find(st.get_int(c.ident_id));
+        if (ident == nullptr) {
+          continue; // the join finds no identity: no row
+        }
+        ident->into(r);
+      }
       r.snapshot_id = first;
       r.sock_id = st.get_int(c.sock_id);
-      r.netns_id = st.get_int(c.netns_id);
-      r.family = clamp8(st.get_int(c.family));
-      r.type = clamp8(st.get_int(c.type));
-      r.proto = clamp16(st.get_int(c.proto));
-      r.local_addr_id = st.get_opt_int(c.local_addr_id).value_or(-1);
-      r.local_port = clamp16(st.get_opt_int(c.local_port).value_or(0));
-      r.remote_addr_id = st.get_opt_int(c.remote_addr_id).value_or(-1);
-      r.remote_port = clamp16(st.get_opt_int(c.remote_port).value_or(0));
-      r.cookie = static_cast<uint64_t>(st.get_opt_int(c.cookie).value_or(0));
-      r.peer_inode = static_cast<uint64_t>(st.get_opt_int(c.peer_inode).value_or(0));
       r.pid = st.get_opt_int(c.pid).value_or(-1);
       Sample& x = r.sample;
       x.state = clamp8(st.get_int(c.state));
       x.rx_queue = opt32(st, c.rx_queue);
       x.tx_queue = opt32(st, c.tx_queue);
-      x.inode = clamp32(st.get_int(c.inode));
       x.timer = opt8(st, c.timer);
       x.retrans = opt8(st, c.retrans);
       x.rmem_alloc = opt32(st, c.rmem_alloc);
@@ -834,9 +1037,9 @@ void read_file_data(const std::string& file,
       x.segs_out = opt32(st, c.segs_out);
       x.snd_wnd = opt32(st, c.snd_wnd);
       if (!runs) {
-        if (!st.is_null(c.path)) {
+        if (!st.is_null(c.ident->path)) {
           r.path = static_cast<uint32_t>(d.paths.size());
-          d.paths.push_back(st.get_text(c.path));
+          d.paths.push_back(st.get_text(c.ident->path));
         }
         add_extra(r);
         d.sockets.push_back(r);
@@ -852,7 +1055,7 @@ void read_file_data(const std::string& file,
                 *first_time,
                 st.get_opt_int(c.last_data_recv_ms),
                 st.get_opt_int(c.last_ack_recv_ms),
-                st.get_opt_text(c.path),
+                ident != nullptr ? idents.path(*ident) : st.get_opt_text(c.ident->path),
                 k_na};
       open_runs.push_back(std::move(o));
     }
@@ -1100,8 +1303,8 @@ private:
     }
     const auto new_index = static_cast<uint32_t>(tl.tracks.size());
     auto [head, fresh] = st.tracks.try_emplace(k, new_index);
-    uint32_t* link = &head->second;
-    for (uint32_t idx = fresh ? k_na : head->second; idx != k_na; idx = st.next[idx]) {
+    uint32_t* link = head;
+    for (uint32_t idx = fresh ? k_na : *head; idx != k_na; idx = st.next[idx]) {
       Track& existing = tl.tracks[idx];
       link = &st.next[idx];
       if (st.observed && st.reported[idx]) {
@@ -1397,10 +1600,10 @@ void forget_emptied(Timeline& tl, TimelineState& st) {
     return;
   }
   // Each key's chain without the emptied tracks (old indices), then every index renumbered.
-  for (auto it = st.tracks.begin(); it != st.tracks.end();) {
+  st.tracks.retain([&](const SockKey& /*key*/, uint32_t& first) {
     uint32_t head = k_na;
     uint32_t* link = &head;
-    for (uint32_t idx = it->second; idx != k_na;) {
+    for (uint32_t idx = first; idx != k_na;) {
       const uint32_t after = st.next[idx];
       if (to[idx] != k_na) {
         *link = idx;
@@ -1410,12 +1613,11 @@ void forget_emptied(Timeline& tl, TimelineState& st) {
     }
     *link = k_na;
     if (head == k_na) {
-      it = st.tracks.erase(it);
-    } else {
-      it->second = to[head];
-      ++it;
+      return false;
     }
-  }
+    first = to[head];
+    return true;
+  });
   std::vector<uint32_t> next(kept);
   std::vector<uint32_t> touched_by(kept);
   std::vector<bool> reported(kept);
@@ -1442,7 +1644,6 @@ void forget_emptied(Timeline& tl, TimelineState& st) {
   st.reported = std::move(reported);
   st.packed = std::move(packed);
   tl.tracks = std::move(tracks);
-  st.tracks.rehash(0); // give back the buckets of the keys gone
 }
 
 Series load_series(const std::vector<std::string>& files,

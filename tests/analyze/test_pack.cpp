@@ -398,6 +398,50 @@ TEST_CASE("load: files read a snapshot at a time place what whole reads place (c
   }
 }
 
+TEST_CASE("load: a pack's identities read once apart from its runs place what the join places, "
+          "also where a run's identity is missing",
+          "[pack][series]") {
+  sockrewind::test::TempDir dir;
+  const std::vector<std::string> inputs = files_in(k_samples);
+  REQUIRE(inputs.size() >= 3);
+  PackOptions opts;
+  opts.paths = inputs;
+  opts.out = (dir.path() / "pack.sqlite").string();
+  write_pack(opts);
+  SocketFilter joined;
+  joined.ident_cache = false;
+  const auto same_both_ways = [&](const std::vector<std::string>& files) {
+    INFO(files.front() << " and " << files.size() - 1 << " more");
+    const std::string cached = fingerprint(load_series(files));
+    CHECK(cached.find("track") != std::string::npos);
+    CHECK(fingerprint(load_series(files, joined)) == cached);
+    SocketFilter chunked;
+    chunked.chunk_rows = 1;
+    CHECK(fingerprint(load_series(files, chunked)) == cached);
+  };
+  {
+    // Identities with several runs, unix paths among them: what the cache is for.
+    sockrewind::store::Db db = sockrewind::store::Db::open_readonly(opts.out, false);
+    REQUIRE(db.query_int("SELECT count(*) FROM sock_ident")
+            < db.query_int("SELECT count(*) FROM sock_runs"));
+    REQUIRE(db.query_int("SELECT count(*) FROM sock_runs JOIN sock_ident USING (ident_id) "
+                         "WHERE path IS NOT NULL")
+            > 0);
+  }
+  same_both_ways({opts.out});
+  same_both_ways(inputs);
+  // A run whose identity is gone (a damaged file): no row, either way.
+  const std::string damaged = (dir.path() / "damaged.sqlite").string();
+  std::filesystem::copy_file(opts.out, damaged);
+  {
+    sockrewind::store::Db db = sockrewind::store::Db::create(damaged);
+    db.exec("PRAGMA foreign_keys = OFF; DELETE FROM sock_ident WHERE ident_id IN "
+            "(SELECT ident_id FROM sock_runs GROUP BY ident_id HAVING count(*) > 1 LIMIT 3)");
+  }
+  same_both_ways({damaged});
+  CHECK(fingerprint(load_series({damaged})) != fingerprint(load_series({opts.out})));
+}
+
 TEST_CASE("load: file readers that may hold almost no rows ahead place what a whole load places, "
           "and the file being placed never waits for the one read ahead",
           "[pack][series]") {

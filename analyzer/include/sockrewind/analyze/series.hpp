@@ -242,6 +242,11 @@ struct SocketFilter {
   // chunks. Tests set 1.
   size_t ahead_rows = 0;
 
+  // Not a socket filter either. A whole load reads a schema-3 file's identities once, apart
+  // from its runs, where they are dense and at most 131,072 (false: always joined to each run,
+  // as filtered loads are; tests compare the two).
+  bool ident_cache = true;
+
   bool active() const {
     return port.has_value() || cookie.has_value() || pid.has_value() || snapshots.has_value();
   }
