@@ -124,6 +124,18 @@ std::string fingerprint(const Series& s) {
   return out;
 }
 
+// The samples (at least three files) and their pack in `dir`: {inputs, pack}.
+std::pair<std::vector<std::string>, std::string>
+pack_samples(const sockrewind::test::TempDir& dir) {
+  std::vector<std::string> inputs = files_in(k_samples);
+  REQUIRE(inputs.size() >= 3);
+  PackOptions opts;
+  opts.paths = inputs;
+  opts.out = (dir.path() / "pack.sqlite").string();
+  write_pack(opts);
+  return {inputs, opts.out};
+}
+
 } // namespace
 
 TEST_CASE("pack: redaction is consistent, keyed and prefix-preserving", "[pack]") {
@@ -364,20 +376,17 @@ TEST_CASE("load: files read a snapshot at a time place what whole reads place (c
           "a pack's runs over many snapshots)",
           "[pack][series]") {
   sockrewind::test::TempDir dir;
-  const std::vector<std::string> inputs = files_in(k_samples);
-  REQUIRE(inputs.size() >= 3);
-  PackOptions opts;
-  opts.paths = inputs;
-  opts.out = (dir.path() / "pack.sqlite").string();
-  write_pack(opts);
+  const auto packed = pack_samples(dir);
+  const std::vector<std::string>& inputs = packed.first;
+  const std::string& pack = packed.second;
   // The pack keeps a quiet socket in one run over many snapshots, paths and owners included:
   // a run is copied into chunks after the one it starts in.
-  sockrewind::store::Db db = sockrewind::store::Db::open_readonly(opts.out, false);
+  sockrewind::store::Db db = sockrewind::store::Db::open_readonly(pack, false);
   REQUIRE(db.query_int("SELECT count(*) FROM sock_runs JOIN sock_ident USING (ident_id) "
                        "WHERE last_snapshot_id > first_snapshot_id AND path IS NOT NULL")
           > 0);
   for (const std::vector<std::string>& files :
-       {inputs, std::vector<std::string>{opts.out}, std::vector<std::string>{inputs[0]}}) {
+       {inputs, std::vector<std::string>{pack}, std::vector<std::string>{inputs[0]}}) {
     INFO(files.front() << " and " << files.size() - 1 << " more");
     SocketFilter chunked;
     chunked.chunk_rows = 1;
@@ -402,12 +411,9 @@ TEST_CASE("load: a pack's identities read once apart from its runs place what th
           "also where a run's identity is missing",
           "[pack][series]") {
   sockrewind::test::TempDir dir;
-  const std::vector<std::string> inputs = files_in(k_samples);
-  REQUIRE(inputs.size() >= 3);
-  PackOptions opts;
-  opts.paths = inputs;
-  opts.out = (dir.path() / "pack.sqlite").string();
-  write_pack(opts);
+  const auto packed = pack_samples(dir);
+  const std::vector<std::string>& inputs = packed.first;
+  const std::string& pack = packed.second;
   SocketFilter joined;
   joined.ident_cache = false;
   const auto same_both_ways = [&](const std::vector<std::string>& files) {
@@ -421,25 +427,25 @@ TEST_CASE("load: a pack's identities read once apart from its runs place what th
   };
   {
     // Identities with several runs, unix paths among them: what the cache is for.
-    sockrewind::store::Db db = sockrewind::store::Db::open_readonly(opts.out, false);
+    sockrewind::store::Db db = sockrewind::store::Db::open_readonly(pack, false);
     REQUIRE(db.query_int("SELECT count(*) FROM sock_ident")
             < db.query_int("SELECT count(*) FROM sock_runs"));
     REQUIRE(db.query_int("SELECT count(*) FROM sock_runs JOIN sock_ident USING (ident_id) "
                          "WHERE path IS NOT NULL")
             > 0);
   }
-  same_both_ways({opts.out});
+  same_both_ways({pack});
   same_both_ways(inputs);
   // A run whose identity is gone (a damaged file): no row, either way.
   const std::string damaged = (dir.path() / "damaged.sqlite").string();
-  std::filesystem::copy_file(opts.out, damaged);
+  std::filesystem::copy_file(pack, damaged);
   {
     sockrewind::store::Db db = sockrewind::store::Db::create(damaged);
     db.exec("PRAGMA foreign_keys = OFF; DELETE FROM sock_ident WHERE ident_id IN "
             "(SELECT ident_id FROM sock_runs GROUP BY ident_id HAVING count(*) > 1 LIMIT 3)");
   }
   same_both_ways({damaged});
-  CHECK(fingerprint(load_series({damaged})) != fingerprint(load_series({opts.out})));
+  CHECK(fingerprint(load_series({damaged})) != fingerprint(load_series({pack})));
 }
 
 TEST_CASE("load: file readers that may hold almost no rows ahead place what a whole load places, "
