@@ -153,13 +153,13 @@ struct SockKeyHash {
 
 // The first track of each SockKey, in one flat table probed linearly: placing a row looks its
 // key up, and a node-based map costs two cache misses there (bucket, then node) where this
-// costs one. Capacity is a power of two, at most half full; a slot is free when its value is
+// costs one. Capacity is a power of two, at most 3/4 full; a slot is free when its value is
 // k_na (track numbers are below it).
 class KeyIndex {
 public:
   // The value of `k`, set to `v` if `k` was absent, and whether it was.
   std::pair<uint32_t*, bool> try_emplace(const SockKey& k, uint32_t v) {
-    if (2 * (m_used + 1) > m_slots.size()) {
+    if (4 * (m_used + 1) > 3 * m_slots.size()) {
       grow(std::max<size_t>(16, 2 * m_slots.size()));
     }
     for (size_t i = home(k);; i = (i + 1) & (m_slots.size() - 1)) {
@@ -189,7 +189,7 @@ public:
     m_slots.clear();
     m_used = 0;
     size_t cap = 16;
-    while (cap < 2 * kept) {
+    while (3 * cap < 4 * kept) {
       cap *= 2;
     }
     m_slots.assign(kept == 0 ? 0 : cap, Slot{});
