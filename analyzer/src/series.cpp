@@ -664,6 +664,11 @@ private:
 // chunks per file rather than whole files.
 constexpr size_t k_chunk_rows = size_t{1} << 15U;
 
+// A port's runs through an archive's indexes are a seek each, mostly to pages of their own: read
+// from a map of the file rather than copied out of the kernel's cache page by page (an archive
+// is published whole and never written again; SQLite caps the size at its own limit).
+constexpr const char* k_map_archive = "PRAGMA mmap_size = 2147418112";
+
 // A run of several snapshots (schema 3) decoded once and copied into each snapshot it covers,
 // chunk by chunk: what is kept of it until its last snapshot has been given out.
 struct OpenRun {
@@ -800,6 +805,7 @@ void read_file_data(const std::string& file,
       run_order = !port.indexed;
     }
     std::string sql;
+    std::string split_sql; // the other half of a port's runs read through the indexes
     IdentCache idents;
     bool cached_idents = false;
     if (runs) {
@@ -823,14 +829,24 @@ void read_file_data(const std::string& file,
           cached_idents ? "ident_id, "
                         : "netns_id, family, type, proto, local_addr_id, local_port, "
                           "remote_addr_id, remote_port, inode, cookie, path, peer_inode, ";
-      sql = "SELECT first_snapshot_id AS snapshot_id, last_snapshot_id, " + ident_cols
-            + "state, rx_queue, tx_queue, timer, retrans, skm_rmem_alloc, skm_rcvbuf, "
-              "skm_wmem_queued, skm_sndbuf, skm_drops, ti_backoff, ti_probes, "
-              "ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, ti_bytes_acked, "
-              "ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, run_id AS sock_id "
-            + (cached_idents ? "FROM sock_runs" : "FROM sock_runs JOIN sock_ident USING (ident_id)")
-            + (where_runs.empty() ? std::string() : " WHERE " + where_runs)
-            + (run_order ? " ORDER BY first_snapshot_id, run_id" : "");
+      const auto sql_runs = [&](const std::string& runs_where) {
+        return "SELECT first_snapshot_id AS snapshot_id, last_snapshot_id, " + ident_cols
+               + "state, rx_queue, tx_queue, timer, retrans, skm_rmem_alloc, skm_rcvbuf, "
+                 "skm_wmem_queued, skm_sndbuf, skm_drops, ti_backoff, ti_probes, "
+                 "ti_total_retrans, ti_last_data_recv_ms, ti_last_ack_recv_ms, ti_bytes_acked, "
+                 "ti_bytes_received, ti_segs_out, ti_snd_wnd, pid, run_id AS sock_id "
+               + (cached_idents ? "FROM sock_runs"
+                                : "FROM sock_runs JOIN sock_ident USING (ident_id)")
+               + (runs_where.empty() ? std::string() : " WHERE " + runs_where)
+               + (run_order ? " ORDER BY first_snapshot_id, run_id" : "");
+      };
+      if (!run_order) {
+        // Through the port's indexes, a seek per run: the identities above the middle one
+        // are read on a second connection (below), each half on a core of its own.
+        split_sql = sql_runs(where_runs + " AND sock_ident.ident_id > ?2");
+        where_runs += " AND sock_ident.ident_id <= ?2";
+      }
+      sql = sql_runs(where_runs);
     } else {
       sql = "SELECT snapshot_id, netns_id, family, type, proto, state, local_addr_id, "
             "local_port, remote_addr_id, remote_port, rx_queue, tx_queue, inode, cookie, timer, "
@@ -892,13 +908,35 @@ void read_file_data(const std::string& file,
       return ids[chunk_begin + per_chunk - 1];
     };
     int64_t hi = chunk_end();
+    const auto bind = [&filter](store::Stmt& q) {
+      if (filter.port) {
+        q.bind(1, static_cast<int64_t>(*filter.port));
+      } else if (filter.cookie) {
+        q.bind(1, *filter.cookie);
+      } else if (filter.pid) {
+        q.bind(1, static_cast<int64_t>(*filter.pid));
+      }
+    };
     store::Stmt st = db.prepare(sql);
-    if (filter.port) {
-      st.bind(1, static_cast<int64_t>(*filter.port));
-    } else if (filter.cookie) {
-      st.bind(1, *filter.cookie);
-    } else if (filter.pid) {
-      st.bind(1, static_cast<int64_t>(*filter.pid));
+    bind(st);
+    // The split of a port's identities read through the indexes: the middle one by id.
+    int64_t middle = 0;
+    if (!split_sql.empty()) {
+      db.exec(k_map_archive);
+      std::vector<int64_t> port_idents;
+      store::Stmt m =
+          db.prepare("SELECT ident_id FROM sock_ident WHERE local_port = ?1 OR remote_port = ?1");
+      bind(m);
+      while (m.step()) {
+        port_idents.push_back(m.get_int(0));
+      }
+      if (!port_idents.empty()) {
+        const auto mid =
+            port_idents.begin() + static_cast<std::ptrdiff_t>((port_idents.size() - 1) / 2);
+        std::nth_element(port_idents.begin(), mid, port_idents.end());
+        middle = *mid;
+      }
+      st.bind(2, middle);
     }
     const SocketColumns c(st, !cached_idents);
     const int last_col = runs ? st.column_index("last_snapshot_id") : -1;
@@ -989,75 +1027,130 @@ void read_file_data(const std::string& file,
         reserve(rows * std::min(per_chunk, ids.size() - chunk_begin) / was);
       }
     };
+    // The columns of the row `q` is on, read with `k`, into `r` (but the path); `ident` is set
+    // to its identity where the identities were read apart. False when it has none.
+    const auto decode =
+        [&idents](const store::Stmt& q, const SocketColumns& k, RawSock& r, const Ident*& ident) {
+          if (k.ident) {
+            Ident::read(q, *k.ident).into(r);
+          } else {
+            ident = idents.find(q.get_int(k.ident_id));
+            if (ident == nullptr) {
+              return false; // the join finds no identity: no row
+            }
+            ident->into(r);
+          }
+          r.sock_id = q.get_int(k.sock_id);
+          r.pid = q.get_opt_int(k.pid).value_or(-1);
+          Sample& x = r.sample;
+          x.state = clamp8(q.get_int(k.state));
+          x.rx_queue = opt32(q, k.rx_queue);
+          x.tx_queue = opt32(q, k.tx_queue);
+          x.timer = opt8(q, k.timer);
+          x.retrans = opt8(q, k.retrans);
+          x.rmem_alloc = opt32(q, k.rmem_alloc);
+          x.rcvbuf = opt32(q, k.rcvbuf);
+          x.wmem_queued = opt32(q, k.wmem_queued);
+          x.sndbuf = opt32(q, k.sndbuf);
+          x.drops = opt32(q, k.drops);
+          x.backoff = opt8(q, k.backoff);
+          x.probes = opt8(q, k.probes);
+          x.total_retrans = opt32(q, k.total_retrans);
+          x.last_data_recv_ms = opt32(q, k.last_data_recv_ms);
+          x.last_ack_recv_ms = opt32(q, k.last_ack_recv_ms);
+          x.bytes_acked = opt64(q, k.bytes_acked);
+          x.bytes_received = opt64(q, k.bytes_received);
+          x.segs_out = opt32(q, k.segs_out);
+          x.snd_wnd = opt32(q, k.snd_wnd);
+          return true;
+        };
+    // The row `q` is on as a run, or nothing when no snapshot kept sees it.
+    const auto read_run = [&](const store::Stmt& q, const SocketColumns& k, int last_k) {
+      std::optional<OpenRun> o;
+      const int64_t first = q.get_int(k.snapshot_id);
+      const int64_t last = store::run_seen_until(first, q.get_int(last_k));
+      bool any = false;
+      for (int64_t id = first; id <= last && !any; ++id) {
+        any = keep_rows(id);
+      }
+      RawSock r;
+      const Ident* ident = nullptr;
+      if (!any || !decode(q, k, r, ident)) {
+        return o;
+      }
+      r.snapshot_id = first;
+      const int64_t* first_time = boottime.find(first);
+      if (first_time == nullptr) {
+        return o; // the view's join finds no first snapshot: no row
+      }
+      o = OpenRun{r,
+                  first,
+                  last,
+                  *first_time,
+                  q.get_opt_int(k.last_data_recv_ms),
+                  q.get_opt_int(k.last_ack_recv_ms),
+                  ident != nullptr ? idents.path(*ident) : q.get_opt_text(k.ident->path),
+                  k_na};
+      return o;
+    };
+    // The other half of the port's runs, on a connection and a thread of their own. Through the
+    // indexes the runs come in no useful order: the rows they expand to are sorted (below) by
+    // their own key either way.
+    std::vector<OpenRun> split_runs;
+    std::exception_ptr split_error;
+    std::jthread split;
+    if (!split_sql.empty()) {
+      split = std::jthread([&]() {
+        try {
+          store::Db other = open_validated(file);
+          other.exec(k_map_archive);
+          store::Stmt q = other.prepare(split_sql);
+          bind(q);
+          q.bind(2, middle);
+          const SocketColumns k(q, !cached_idents);
+          const int last_k = q.column_index("last_snapshot_id");
+          while (q.step()) {
+            if (std::optional<OpenRun> o = read_run(q, k, last_k)) {
+              split_runs.push_back(std::move(*o));
+            }
+          }
+        } catch (...) {
+          split_error = std::current_exception();
+        }
+      });
+    }
     while (st.step()) {
       const int64_t first = st.get_int(c.snapshot_id);
       while (first > hi) {
         flush();
       }
-      const int64_t last = runs ? store::run_seen_until(first, st.get_int(last_col)) : first;
-      bool any = false;
-      for (int64_t id = first; id <= last && !any; ++id) {
-        any = keep_rows(id);
-      }
-      if (!any) {
+      if (runs) {
+        if (std::optional<OpenRun> o = read_run(st, c, last_col)) {
+          open_runs.push_back(std::move(*o));
+        }
         continue;
       }
       RawSock r;
       const Ident* ident = nullptr;
-      if (c.ident) {
-        Ident::read(st, *c.ident).into(r);
-      } else {
-        ident = idents.find(st.get_int(c.ident_id));
-        if (ident == nullptr) {
-          continue; // the join finds no identity: no row
-        }
-        ident->into(r);
-      }
-      r.snapshot_id = first;
-      r.sock_id = st.get_int(c.sock_id);
-      r.pid = st.get_opt_int(c.pid).value_or(-1);
-      Sample& x = r.sample;
-      x.state = clamp8(st.get_int(c.state));
-      x.rx_queue = opt32(st, c.rx_queue);
-      x.tx_queue = opt32(st, c.tx_queue);
-      x.timer = opt8(st, c.timer);
-      x.retrans = opt8(st, c.retrans);
-      x.rmem_alloc = opt32(st, c.rmem_alloc);
-      x.rcvbuf = opt32(st, c.rcvbuf);
-      x.wmem_queued = opt32(st, c.wmem_queued);
-      x.sndbuf = opt32(st, c.sndbuf);
-      x.drops = opt32(st, c.drops);
-      x.backoff = opt8(st, c.backoff);
-      x.probes = opt8(st, c.probes);
-      x.total_retrans = opt32(st, c.total_retrans);
-      x.last_data_recv_ms = opt32(st, c.last_data_recv_ms);
-      x.last_ack_recv_ms = opt32(st, c.last_ack_recv_ms);
-      x.bytes_acked = opt64(st, c.bytes_acked);
-      x.bytes_received = opt64(st, c.bytes_received);
-      x.segs_out = opt32(st, c.segs_out);
-      x.snd_wnd = opt32(st, c.snd_wnd);
-      if (!runs) {
-        if (!st.is_null(c.ident->path)) {
-          r.path = static_cast<uint32_t>(d.paths.size());
-          d.paths.push_back(st.get_text(c.ident->path));
-        }
-        add_extra(r);
-        d.sockets.push_back(r);
+      if (!keep_rows(first) || !decode(st, c, r, ident)) {
         continue;
       }
-      const int64_t* first_time = boottime.find(first);
-      if (first_time == nullptr) {
-        continue; // the view's join finds no first snapshot: no row
+      r.snapshot_id = first;
+      if (!st.is_null(c.ident->path)) {
+        r.path = static_cast<uint32_t>(d.paths.size());
+        d.paths.push_back(st.get_text(c.ident->path));
       }
-      OpenRun o{r,
-                first,
-                last,
-                *first_time,
-                st.get_opt_int(c.last_data_recv_ms),
-                st.get_opt_int(c.last_ack_recv_ms),
-                ident != nullptr ? idents.path(*ident) : st.get_opt_text(c.ident->path),
-                k_na};
-      open_runs.push_back(std::move(o));
+      add_extra(r);
+      d.sockets.push_back(r);
+    }
+    if (split.joinable()) {
+      split.join();
+      if (split_error) {
+        std::rethrow_exception(split_error);
+      }
+      open_runs.insert(open_runs.end(),
+                       std::make_move_iterator(split_runs.begin()),
+                       std::make_move_iterator(split_runs.end()));
     }
     for (bool more = true; more;) {
       more = hi != std::numeric_limits<int64_t>::max();

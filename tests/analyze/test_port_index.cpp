@@ -134,11 +134,12 @@ std::string packed_day(const fs::path& dir, bool port_index = true) {
   return opts.out;
 }
 
-std::string timeline(const std::string& path, int port) {
+std::string
+timeline(const std::string& path, int port, analyze::Format format = analyze::Format::json) {
   analyze::TimelineOptions o;
   o.paths = {path};
   o.port = port;
-  o.format = analyze::Format::json;
+  o.format = format;
   std::ostringstream out;
   analyze::write_timeline(o, out);
   return out.str();
@@ -280,4 +281,64 @@ TEST_CASE("port index: a quiet port's runs are found through the indexes, same r
     }
     CHECK((samples > 0) == (port != 9));
   }
+}
+
+TEST_CASE("port index: every port of every sample capture packed with the indexes has the "
+          "timeline of the scan",
+          "[timeline][samples]") {
+  test::TempDir dir;
+  const fs::path samples = fs::path(SOCKREWIND_SOURCE_DIR) / "samples";
+  size_t captures = 0;
+  size_t split = 0; // ports read through the indexes with identities on both sides of the split
+  size_t checked = 0;
+  for (const auto& e : fs::directory_iterator(samples)) {
+    if (e.path().extension() != ".sqlite") {
+      continue;
+    }
+    ++captures;
+    analyze::PackOptions opts;
+    opts.paths = {e.path().string()};
+    opts.out = (fs::path(dir.path()) / e.path().filename()).string();
+    opts.port_index = true;
+    analyze::write_pack(opts);
+    const std::string bare = without_indexes(opts.out);
+    std::vector<int64_t> ports;
+    {
+      store::Db db = store::Db::open_readonly(opts.out, false);
+      REQUIRE(store::has_runs_by_ident_index(db));
+      store::Stmt st = db.prepare(
+          "SELECT port, count(*) FROM (SELECT local_port AS port FROM sock_ident "
+          "WHERE family != 1 UNION ALL SELECT remote_port FROM sock_ident "
+          "WHERE family != 1 AND remote_port != local_port) GROUP BY port ORDER BY port");
+      while (st.step()) {
+        ports.push_back(st.get_int(0));
+        if (store::sql_port_runs(db, st.get_int(0)).indexed && st.get_int(1) >= 2) {
+          ++split;
+        }
+      }
+    }
+    checked += ports.size(); // none in a capture of unix sockets only
+    for (const int64_t port : ports) {
+      INFO(e.path().filename().string() << " port " << port);
+      analyze::SocketFilter filter;
+      filter.port = static_cast<uint16_t>(port);
+      CHECK(tracks_of(analyze::load_series({opts.out}, filter))
+            == tracks_of(analyze::load_series({bare}, filter)));
+      for (const analyze::Format format : {analyze::Format::json, analyze::Format::text}) {
+        CHECK(timeline(opts.out, static_cast<int>(port), format)
+              == timeline(bare, static_cast<int>(port), format));
+      }
+      // The port's sockets are in it (not two empty timelines).
+      size_t seen = 0;
+      const nlohmann::json parsed =
+          nlohmann::json::parse(timeline(opts.out, static_cast<int>(port)));
+      for (const nlohmann::json& at : parsed.at("series")) {
+        seen += at.at("sockets").get<size_t>() + at.at("listeners").size();
+      }
+      CHECK(seen > 0);
+    }
+  }
+  CHECK(captures >= 7);
+  CHECK(split > 0);
+  CHECK(checked >= 40);
 }
