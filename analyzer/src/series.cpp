@@ -664,10 +664,11 @@ private:
 // chunks per file rather than whole files.
 constexpr size_t k_chunk_rows = size_t{1} << 15U;
 
-// A port's runs through an archive's indexes are a seek each, mostly to pages of their own: read
-// from a map of the file rather than copied out of the kernel's cache page by page (an archive
-// is published whole and never written again; SQLite caps the size at its own limit).
-constexpr const char* k_map_archive = "PRAGMA mmap_size = 2147418112";
+// What a second connection to a file must find for it to read the file the first one reads (a
+// file replaced under its name in between differs in pages or schema).
+std::pair<int64_t, int64_t> same_file_key(store::Db& db) {
+  return {db.query_int("PRAGMA page_count"), db.query_int("PRAGMA schema_version")};
+}
 
 // A run of several snapshots (schema 3) decoded once and copied into each snapshot it covers,
 // chunk by chunk: what is kept of it until its last snapshot has been given out.
@@ -921,8 +922,9 @@ void read_file_data(const std::string& file,
     bind(st);
     // The split of a port's identities read through the indexes: the middle one by id.
     int64_t middle = 0;
+    std::pair<int64_t, int64_t> file_key;
     if (!split_sql.empty()) {
-      db.exec(k_map_archive);
+      file_key = same_file_key(db);
       std::vector<int64_t> port_idents;
       store::Stmt m =
           db.prepare("SELECT ident_id FROM sock_ident WHERE local_port = ?1 OR remote_port = ?1");
@@ -1103,7 +1105,9 @@ void read_file_data(const std::string& file,
       split = std::jthread([&]() {
         try {
           store::Db other = open_validated(file);
-          other.exec(k_map_archive);
+          if (same_file_key(other) != file_key) {
+            throw LoadError(file + ": replaced while it was read");
+          }
           store::Stmt q = other.prepare(split_sql);
           bind(q);
           q.bind(2, middle);
