@@ -154,7 +154,8 @@ store::Db open_validated(const std::string& file) {
 DbLease::DbLease(DbLease&& other) noexcept
     : m_db(std::move(other.m_db)),
       m_from(std::exchange(other.m_from, nullptr)),
-      m_file(std::move(other.m_file)) {
+      m_file(std::move(other.m_file)),
+      m_identity(other.m_identity) {
   other.m_db.reset();
 }
 
@@ -165,6 +166,7 @@ DbLease& DbLease::operator=(DbLease&& other) noexcept {
     other.m_db.reset();
     m_from = std::exchange(other.m_from, nullptr);
     m_file = std::move(other.m_file);
+    m_identity = other.m_identity;
   }
   return *this;
 }
@@ -260,18 +262,34 @@ int64_t schema_version(store::Db& db, const std::string& file) {
 
 } // namespace
 
+std::optional<FileIdentity> file_identity(const std::string& file) {
+  struct stat st {};
+
+  if (::stat(file.c_str(), &st) != 0) {
+    return std::nullopt;
+  }
+  return FileIdentity{static_cast<uint64_t>(st.st_dev),
+                      static_cast<uint64_t>(st.st_ino),
+                      static_cast<int64_t>(st.st_size),
+                      static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000
+                          + static_cast<int64_t>(st.st_mtim.tv_nsec)};
+}
+
+namespace {
+
+// open_validated(file) with the identity it opened: the file's before and after the open, when
+// the same.
+std::pair<store::Db, std::optional<FileIdentity>> open_identified(const std::string& file) {
+  const std::optional<FileIdentity> before = file_identity(file);
+  store::Db db = open_validated(file);
+  const std::optional<FileIdentity> after = file_identity(file);
+  return {std::move(db), before == after ? after : std::nullopt};
+}
+
+} // namespace
+
 DbLease OpenFiles::open(const std::string& file) {
-  const auto identity = [&file]() -> std::optional<Identity> {
-    struct stat st {};
-    if (::stat(file.c_str(), &st) != 0) {
-      return std::nullopt;
-    }
-    return Identity{static_cast<uint64_t>(st.st_dev),
-                    static_cast<uint64_t>(st.st_ino),
-                    static_cast<int64_t>(st.st_size),
-                    static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000
-                        + static_cast<int64_t>(st.st_mtim.tv_nsec)};
-  };
+  const auto identity = [&file]() { return file_identity(file); };
   std::unique_lock<std::mutex> lock(m_mutex);
   auto [it, fresh] = m_files.try_emplace(file);
   Entry& e = it->second;
@@ -283,6 +301,7 @@ DbLease OpenFiles::open(const std::string& file) {
       e.db.reset();
       lease.m_from = this;
       lease.m_file = file;
+      lease.m_identity = e.id;
       const int64_t loaded = e.schema;
       lock.unlock();
       // Written to in place since (the file is the same): what was validated is no longer what
@@ -294,7 +313,7 @@ DbLease OpenFiles::open(const std::string& file) {
     }
     // Not held (no descriptors to spare, or its first open failed): read again by its name,
     // when it is still the file first read.
-    const std::optional<Identity> was = e.id;
+    const std::optional<FileIdentity> was = e.id;
     lock.unlock();
     if (was && identity() != was) {
       throw_changed(file, k_by_name);
@@ -303,6 +322,7 @@ DbLease OpenFiles::open(const std::string& file) {
     if (was && identity() != was) { // replaced while opened
       throw_changed(file, k_by_name);
     }
+    lease.m_identity = was;
     return lease;
   }
   // The first read: opened outside the lock (the other files' readers go on); a reader of the
@@ -314,17 +334,16 @@ DbLease OpenFiles::open(const std::string& file) {
   e.lent = true;
   lock.unlock();
   std::optional<store::Db> db;
-  std::optional<Identity> id;
+  std::optional<FileIdentity> id;
   int64_t schema = 0;
   try {
-    db.emplace(open_validated(file));
+    auto opened = open_identified(file);
+    db.emplace(std::move(opened.first));
+    id = opened.second;
     if (hold) {
       schema = schema_version(*db, file);
-    } else {
-      id = identity();
-      if (!id) {
-        throw_changed(file, k_by_name);
-      }
+    } else if (!id) {
+      throw_changed(file, k_by_name);
     }
   } catch (...) {
     lock.lock();
@@ -337,6 +356,8 @@ DbLease OpenFiles::open(const std::string& file) {
   }
   lock.lock();
   DbLease lease(std::move(*db));
+  lease.m_identity = id;
+  e.id = id;
   if (hold) {
     e.held = true;
     e.schema = schema;
@@ -344,7 +365,6 @@ DbLease OpenFiles::open(const std::string& file) {
     lease.m_from = this;
     lease.m_file = file;
   } else {
-    e.id = id;
     e.lent = false;
     m_returned.notify_all();
   }
@@ -368,7 +388,13 @@ void OpenFiles::give_back(const std::string& file, store::Db db) noexcept {
 }
 
 DbLease open_file(OpenFiles* files, const std::string& file) {
-  return files != nullptr ? files->open(file) : DbLease(open_validated(file));
+  if (files != nullptr) {
+    return files->open(file);
+  }
+  auto opened = open_identified(file);
+  DbLease lease(std::move(opened.first));
+  lease.m_identity = opened.second;
+  return lease;
 }
 
 std::vector<SnapshotInfo> load_snapshot_index(const std::string& file) {

@@ -8,6 +8,8 @@
 #include <sockrewind/store/db.hpp>
 #include <sockrewind/store/runs.hpp>
 
+#include <sqlite3.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <cstddef>
@@ -20,7 +22,9 @@
 #include <numeric>
 #include <optional>
 #include <set>
+#include <stop_token>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -474,6 +478,7 @@ struct FileData {
   std::vector<RawSock> sockets;
   std::vector<std::string> paths;  // RawSock::path
   std::vector<int32_t> extra_pids; // owners beyond sockets.pid, per socket (RawSock::extra_*)
+  bool idents_apart = false; // the file's identities were read apart (IdentCache): first chunk
 };
 
 // The scheduler state letter of a processes.state value: 0 unless it is one ASCII letter (as
@@ -604,7 +609,8 @@ struct Ident {
 // dense (the writers number them 1, 2, ...) and not too many; otherwise the join, as before.
 class IdentCache {
 public:
-  // At most this many identities (~7 MiB per reader).
+  // At most this many identities. The table spans the ids from the least to the greatest,
+  // up to twice as many (sizeof(Ident) is 64 bytes): at most ~16 MiB per reader.
   static constexpr int64_t k_max = int64_t{1} << 17U;
 
   // Reads `db`'s identities if they fit; whether they did.
@@ -663,12 +669,6 @@ private:
 // says otherwise (whole snapshots, so more in a snapshot bigger than that): the load holds a few
 // chunks per file rather than whole files.
 constexpr size_t k_chunk_rows = size_t{1} << 15U;
-
-// What a second connection to a file must find for it to read the file the first one reads (a
-// file replaced under its name in between differs in pages or schema).
-std::pair<int64_t, int64_t> same_file_key(store::Db& db) {
-  return {db.query_int("PRAGMA page_count"), db.query_int("PRAGMA schema_version")};
-}
 
 // A run of several snapshots (schema 3) decoded once and copied into each snapshot it covers,
 // chunk by chunk: what is kept of it until its last snapshot has been given out.
@@ -826,6 +826,7 @@ void read_file_data(const std::string& file,
       }
       // A whole load reads the identities apart where they fit (IdentCache), the runs alone.
       cached_idents = filter.ident_cache && where_runs.empty() && run_order && idents.load(db);
+      d.idents_apart = cached_idents;
       const std::string ident_cols =
           cached_idents ? "ident_id, "
                         : "netns_id, family, type, proto, local_addr_id, local_port, "
@@ -922,9 +923,7 @@ void read_file_data(const std::string& file,
     bind(st);
     // The split of a port's identities read through the indexes: the middle one by id.
     int64_t middle = 0;
-    std::pair<int64_t, int64_t> file_key;
     if (!split_sql.empty()) {
-      file_key = same_file_key(db);
       std::vector<int64_t> port_idents;
       store::Stmt m =
           db.prepare("SELECT ident_id FROM sock_ident WHERE local_port = ?1 OR remote_port = ?1");
@@ -1036,6 +1035,11 @@ void read_file_data(const std::string& file,
           if (k.ident) {
             Ident::read(q, *k.ident).into(r);
           } else {
+            // The join matches integers only: a NULL or REAL ident_id (a hand-edited file)
+            // finds no identity, where reading it as an integer would find 0 or 5 for 5.5.
+            if (q.column_type(k.ident_id) != SQLITE_INTEGER) {
+              return false;
+            }
             ident = idents.find(q.get_int(k.ident_id));
             if (ident == nullptr) {
               return false; // the join finds no identity: no row
@@ -1099,29 +1103,48 @@ void read_file_data(const std::string& file,
     // indexes the runs come in no useful order: the rows they expand to are sorted (below) by
     // their own key either way.
     std::vector<OpenRun> split_runs;
-    std::exception_ptr split_error;
-    std::jthread split;
-    if (!split_sql.empty()) {
-      split = std::jthread([&]() {
-        try {
-          store::Db other = open_validated(file);
-          if (same_file_key(other) != file_key) {
-            throw LoadError(file + ": replaced while it was read");
-          }
-          store::Stmt q = other.prepare(split_sql);
-          bind(q);
-          q.bind(2, middle);
-          const SocketColumns k(q, !cached_idents);
-          const int last_k = q.column_index("last_snapshot_id");
-          while (q.step()) {
-            if (std::optional<OpenRun> o = read_run(q, k, last_k)) {
-              split_runs.push_back(std::move(*o));
-            }
-          }
-        } catch (...) {
-          split_error = std::current_exception();
+    const auto read_half = [&](store::Stmt& q) {
+      bind(q);
+      q.bind(2, middle);
+      const SocketColumns k(q, !cached_idents);
+      const int last_k = q.column_index("last_snapshot_id");
+      while (q.step()) {
+        if (std::optional<OpenRun> o = read_run(q, k, last_k)) {
+          split_runs.push_back(std::move(*o));
         }
-      });
+      }
+    };
+    std::exception_ptr split_error;
+    // No thread (none could be started, or SocketFilter::split_threads): the other half is read
+    // after this one, on this connection.
+    bool split_here = !split_sql.empty() && !filter.split_threads;
+    std::jthread split;
+    if (!split_sql.empty() && !split_here) {
+      try {
+        split = std::jthread([&, known = lease.identity()](const std::stop_token& stop) {
+          try {
+            // The file this connection reads, by its name: the same file (device, inode, size,
+            // mtime) before and after the open as when this connection opened it.
+            if (!known || file_identity(file) != known) {
+              throw LoadError(file + ": replaced while it was read");
+            }
+            store::Db other = open_validated(file);
+            if (file_identity(file) != known) {
+              throw LoadError(file + ": replaced while it was read");
+            }
+            // An error in this half ends the other too: its query is interrupted, not run to
+            // its end (jthread asks it to stop as it is joined).
+            const std::stop_callback interrupt(stop,
+                                               [h = other.handle()]() { sqlite3_interrupt(h); });
+            store::Stmt q = other.prepare(split_sql);
+            read_half(q);
+          } catch (...) {
+            split_error = std::current_exception();
+          }
+        });
+      } catch (const std::system_error&) {
+        split_here = true;
+      }
     }
     while (st.step()) {
       const int64_t first = st.get_int(c.snapshot_id);
@@ -1152,10 +1175,14 @@ void read_file_data(const std::string& file,
       if (split_error) {
         std::rethrow_exception(split_error);
       }
-      open_runs.insert(open_runs.end(),
-                       std::make_move_iterator(split_runs.begin()),
-                       std::make_move_iterator(split_runs.end()));
     }
+    if (split_here) {
+      store::Stmt q = db.prepare(split_sql);
+      read_half(q);
+    }
+    open_runs.insert(open_runs.end(),
+                     std::make_move_iterator(split_runs.begin()),
+                     std::make_move_iterator(split_runs.end()));
     for (bool more = true; more;) {
       more = hi != std::numeric_limits<int64_t>::max();
       flush();
@@ -1896,6 +1923,7 @@ Series load_series(const std::vector<std::string>& files,
     {
       Placer placer(series, states, slots[todo[k]]);
       while (std::optional<FileData> d = pending.front()->next()) { // rethrows a LoadError
+        series.idents_read_apart += d->idents_apart ? 1U : 0U;
         placer.place(*d);
       }
     }

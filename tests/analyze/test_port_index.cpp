@@ -6,6 +6,7 @@
 #include "synth/synth.hpp"
 
 #include <sockrewind/analyze/commands.hpp>
+#include <sockrewind/analyze/load.hpp>
 #include <sockrewind/analyze/pack.hpp>
 #include <sockrewind/analyze/series.hpp>
 #include <sockrewind/collect/fold.hpp>
@@ -16,6 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -322,8 +325,12 @@ TEST_CASE("port index: every port of every sample capture packed with the indexe
       INFO(e.path().filename().string() << " port " << port);
       analyze::SocketFilter filter;
       filter.port = static_cast<uint16_t>(port);
-      CHECK(tracks_of(analyze::load_series({opts.out}, filter))
-            == tracks_of(analyze::load_series({bare}, filter)));
+      const std::vector<std::string> tracks = tracks_of(analyze::load_series({opts.out}, filter));
+      CHECK(tracks == tracks_of(analyze::load_series({bare}, filter)));
+      // Both halves on the load's connection, as when no thread can be started.
+      analyze::SocketFilter one = filter;
+      one.split_threads = false;
+      CHECK(tracks_of(analyze::load_series({opts.out}, one)) == tracks);
       for (const analyze::Format format : {analyze::Format::json, analyze::Format::text}) {
         CHECK(timeline(opts.out, static_cast<int>(port), format)
               == timeline(bare, static_cast<int>(port), format));
@@ -341,4 +348,46 @@ TEST_CASE("port index: every port of every sample capture packed with the indexe
   CHECK(captures >= 7);
   CHECK(split > 0);
   CHECK(checked >= 40);
+}
+
+TEST_CASE("port index: a file replaced under its name while a port's runs are read in two halves "
+          "is a LoadError naming it, even by a copy of itself",
+          "[timeline][samples]") {
+  test::TempDir dir;
+  const fs::path samples = fs::path(SOCKREWIND_SOURCE_DIR) / "samples";
+  analyze::PackOptions opts;
+  opts.paths = analyze::expand_paths({samples.string()});
+  opts.out = (fs::path(dir.path()) / "packed.sqlite").string();
+  opts.port_index = true;
+  analyze::write_pack(opts);
+  // A port read in two halves: through the indexes, with identities on both sides.
+  std::optional<uint16_t> port;
+  {
+    store::Db db = store::Db::open_readonly(opts.out, false);
+    store::Stmt st = db.prepare("SELECT local_port, count(*) FROM sock_ident WHERE family != 1 "
+                                "GROUP BY local_port ORDER BY count(*) DESC");
+    while (st.step() && !port) {
+      if (st.get_int(1) >= 2 && store::sql_port_runs(db, st.get_int(0)).indexed) {
+        port = static_cast<uint16_t>(st.get_int(0));
+      }
+    }
+  }
+  REQUIRE(port);
+  const std::string copy = (fs::path(dir.path()) / "copy.sqlite").string();
+  fs::copy_file(opts.out, copy);
+  // The file held open by a first load (as report holds its files), then a copy of it renamed
+  // over its name: the held connection reads the file first read, a second one opened by the
+  // name would read another.
+  auto held = std::make_shared<analyze::OpenFiles>();
+  analyze::SocketFilter filter;
+  filter.port = port;
+  filter.open_files = held;
+  const std::vector<std::string> before = tracks_of(analyze::load_series({opts.out}, filter));
+  REQUIRE(held->held() == 1);
+  fs::rename(copy, opts.out);
+  CHECK_THROWS_WITH(analyze::load_series({opts.out}, filter),
+                    opts.out + ": replaced while it was read");
+  // One connection reads both halves of the file it holds.
+  filter.split_threads = false;
+  CHECK(tracks_of(analyze::load_series({opts.out}, filter)) == before);
 }

@@ -48,6 +48,20 @@ struct SnapshotInfo {
 // LoadError "FILE: reason".
 store::Db open_validated(const std::string& file);
 
+// What a file is on disk, by its name: a file replaced under the name (renamed over) or
+// written to since differs.
+struct FileIdentity {
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  int64_t size = 0;
+  int64_t mtime_ns = 0;
+
+  bool operator==(const FileIdentity&) const = default;
+};
+
+// The identity of the file named `file` now; nullopt when it cannot be stat'ed.
+std::optional<FileIdentity> file_identity(const std::string& file);
+
 class OpenFiles;
 
 // One reader's connection to a snapshot file: its own (closed with the lease), or one lent by
@@ -66,15 +80,21 @@ public:
 
   bool empty() const { return !m_db.has_value(); }
 
+  // The file this connection reads, as it was when it was opened (the same before and after
+  // the open); nullopt when unknown: a stat failed, or the file changed while it was opened.
+  const std::optional<FileIdentity>& identity() const { return m_identity; }
+
   store::Db& db() { return *m_db; }
 
 private:
   friend class OpenFiles;
+  friend DbLease open_file(OpenFiles* files, const std::string& file);
   void give_back() noexcept;
 
   std::optional<store::Db> m_db;
   OpenFiles* m_from = nullptr; // lent by
   std::string m_file;
+  std::optional<FileIdentity> m_identity;
 };
 
 // Snapshot files held open from a load to the reads that follow it (Context::read_snapshots),
@@ -114,22 +134,12 @@ public:
 private:
   friend class DbLease;
 
-  // What a file was when first read: a later open by path must find the same file.
-  struct Identity {
-    uint64_t dev = 0;
-    uint64_t ino = 0;
-    int64_t size = 0;
-    int64_t mtime_ns = 0;
-
-    bool operator==(const Identity&) const = default;
-  };
-
   struct Entry {
     std::optional<store::Db> db; // held and not lent
     bool held = false;
-    bool lent = false;          // also while first opened
-    std::optional<Identity> id; // not held: what it was when first read
-    int64_t schema = 0;         // held: its PRAGMA schema_version when first read
+    bool lent = false;              // also while first opened
+    std::optional<FileIdentity> id; // what it was when first read
+    int64_t schema = 0;             // held: its PRAGMA schema_version when first read
   };
 
   void give_back(const std::string& file, store::Db db) noexcept;
@@ -140,7 +150,8 @@ private:
   size_t m_held = 0;
 };
 
-// The connection for reading `file`: lent by `files` when given, else open_validated(file).
+// The connection for reading `file`: lent by `files` when given, else open_validated(file)
+// with its identity.
 DbLease open_file(OpenFiles* files, const std::string& file);
 
 // The LoadError "FILE: reason" for an SQLite failure while reading `file`.

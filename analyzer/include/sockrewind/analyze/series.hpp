@@ -247,6 +247,11 @@ struct SocketFilter {
   // as filtered loads are; tests compare the two).
   bool ident_cache = true;
 
+  // Not a socket filter either. An indexed archive's runs of a port are read in two halves,
+  // the second on a connection and a thread of its own (false: one after the other on the
+  // load's connection, as when no thread can be started; tests compare the two).
+  bool split_threads = true;
+
   bool active() const {
     return port.has_value() || cookie.has_value() || pid.has_value() || snapshots.has_value();
   }
@@ -261,6 +266,7 @@ struct Series {
   Strings strings;
   size_t snapshot_count() const;
   size_t duplicate_snapshots = 0; // snapshots seen in more than one file, counted once
+  size_t idents_read_apart = 0;   // files whose identities were read apart from their runs
   // The files held open by the load (SocketFilter::open_files), or nullptr.
   std::shared_ptr<OpenFiles> open_files;
 };
