@@ -20,6 +20,18 @@ inline constexpr int64_t k_t0 = 1'795'341'600'000'000'000; // 2026-11-22T10:00:0
 inline constexpr int64_t k_second = 1'000'000'000;
 inline constexpr int64_t k_minute = 60 * k_second;
 
+// Resets the descriptor budget of OpenFiles when a test ends.
+struct BudgetForTest {
+  explicit BudgetForTest(size_t n) { analyze::OpenFiles::set_budget_for_test(n); }
+
+  BudgetForTest(const BudgetForTest&) = delete;
+  BudgetForTest& operator=(const BudgetForTest&) = delete;
+  BudgetForTest(BudgetForTest&&) = delete;
+  BudgetForTest& operator=(BudgetForTest&&) = delete;
+
+  ~BudgetForTest() { analyze::OpenFiles::set_budget_for_test(std::nullopt); }
+};
+
 // Writes `snaps` into files of `per` snapshots each in `dir` (one file for 0); returns them.
 inline std::vector<std::string>
 write_files(const TempDir& dir, const std::vector<synth::Snap>& snaps, size_t per) {

@@ -545,3 +545,64 @@ TEST_CASE("retransmissions: connects seen in SYN-SENT only as the storm began ar
   CHECK(f[0].evidence["connecting_sockets"] == 3);
   CHECK(f[0].summary.find("3 connect(s) to port 7102") != std::string::npos);
 }
+
+TEST_CASE("retransmissions: a peer looked at again reads its own host's files, and a file "
+          "changed meanwhile is a LoadError naming it",
+          "[det][retransmissions]") {
+  // Two hosts in files of two snapshots each: on alpha one lossy peer diluted by healthy
+  // traffic (its peer finding needs a second look at the files, the tracks being let go as
+  // report streams), on beta healthy traffic only.
+  const TempDir dir;
+  const synth::Host alpha{.hostname = "alpha", .boot_id = "00000000-0000-0000-0000-00000000000a"};
+  const synth::Host beta{.hostname = "beta", .boot_id = "00000000-0000-0000-0000-00000000000b"};
+  std::vector<std::string> alpha_files;
+  std::vector<std::string> beta_files;
+  for (int f = 0; f < 4; ++f) {
+    std::vector<synth::Snap> a;
+    std::vector<synth::Snap> b;
+    for (int i = 2 * f; i < 2 * f + 2; ++i) {
+      const auto u = static_cast<uint64_t>(i);
+      synth::Snap s = minute(i);
+      counters(s, i, 6'000'000, 1500); // 0.025% host-wide
+      s.sockets.push_back(bulk(2, 40002, 0, 1'000'000 * u, "10.9.9.9"));
+      b.push_back(s);
+      s.sockets.push_back(bulk(1, 40001, 300 * u, 6000 * u, "192.0.2.7")); // 5%
+      a.push_back(s);
+    }
+    alpha_files.push_back(synth::write_series(dir.path().string(), alpha, a));
+    beta_files.push_back(synth::write_series(dir.path().string(), beta, b));
+  }
+  ReportOptions o;
+  o.only = {"retransmissions"};
+  o.paths = expand_paths({dir.path().string()});
+  const std::vector<Finding> whole = run_detectors(load_series(o.paths), o);
+  REQUIRE(whole.size() == 1);
+  CHECK(whole[0].subject["remote"] == "192.0.2.7");
+  CHECK(whole[0].subject["host"] == "alpha");
+  {
+    // No file held open: each is read again by its name. beta's files are gone by the time
+    // alpha's peer is looked at again, which reads alpha's files only.
+    const BudgetForTest none(0);
+    const std::vector<Finding> streamed =
+        analyze_files(o, [&beta_files]() {
+          for (const std::string& f : beta_files) {
+            std::filesystem::remove(f);
+          }
+        }).findings;
+    REQUIRE(streamed.size() == 1);
+    CHECK(streamed[0].summary == whole[0].summary);
+    CHECK(streamed[0].evidence == whole[0].evidence);
+  }
+  // Held open, but written to in place (its schema the same) before the second look: what it
+  // holds now is not what was analysed.
+  o.paths = alpha_files;
+  const std::string changed = alpha_files[1];
+  CHECK_THROWS_WITH(analyze_files(o,
+                                  [&changed]() {
+                                    store::Db db = store::Db::create(changed);
+                                    db.exec("PRAGMA foreign_keys = OFF; DELETE FROM snapshots "
+                                            "WHERE snapshot_id = (SELECT min(snapshot_id) FROM "
+                                            "snapshots)");
+                                  }),
+                    Catch::StartsWith(changed + ": changed or went away during the report"));
+}

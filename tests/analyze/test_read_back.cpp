@@ -75,18 +75,6 @@ std::string leak_report(const std::vector<std::string>& files,
   return out.str();
 }
 
-// Resets the descriptor budget of OpenFiles when a test ends.
-struct BudgetForTest {
-  explicit BudgetForTest(size_t n) { OpenFiles::set_budget_for_test(n); }
-
-  BudgetForTest(const BudgetForTest&) = delete;
-  BudgetForTest& operator=(const BudgetForTest&) = delete;
-  BudgetForTest(BudgetForTest&&) = delete;
-  BudgetForTest& operator=(BudgetForTest&&) = delete;
-
-  ~BudgetForTest() { OpenFiles::set_budget_for_test(std::nullopt); }
-};
-
 } // namespace
 
 TEST_CASE("read back: files deleted or replaced after the load give the same findings",

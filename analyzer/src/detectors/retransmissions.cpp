@@ -28,6 +28,7 @@
 // all, else from the files loaded again). Ties (equal retransmits, two listeners a connect could
 // aim at) go to the socket first seen, then by its endpoints.
 #include <sockrewind/analyze/errors.hpp>
+#include <sockrewind/analyze/load.hpp>        // LoadError
 #include <sockrewind/analyze/sample_pack.hpp> // put_varint, get_varint
 #include <sockrewind/analyze/series.hpp>      // load_series (a second look)
 #include <sockrewind/analyze/toolkit.hpp>
@@ -943,18 +944,19 @@ private:
   std::deque<Kept> m_kept;
 };
 
-// Gives every track of timeline `tli` of `files`, loaded again, to `look` as the load closes it
-// (letting go of the samples of all).
+// Gives every track of the timeline of `host` and `boot_id`, loaded again, to `look` as the
+// load closes it (letting go of the samples of all).
 class Reload final : public TrackObserver {
 public:
-  Reload(uint32_t tli, const Params& params, PeerLook& look)
-      : m_tli(tli),
+  Reload(const Timeline& of, const Params& params, PeerLook& look)
+      : m_host(of.host),
+        m_boot_id(of.boot_id),
         m_params(params),
         m_look(look) {}
 
   void closed(Series& series, uint32_t timeline, const std::vector<uint32_t>& tracks) override {
     Timeline& tl = series.timelines[timeline];
-    if (timeline == m_tli) {
+    if (tl.host == m_host && tl.boot_id == m_boot_id) {
       const Context ctx(series, tl, m_params);
       for (const uint32_t idx : tracks) {
         m_look.track(ctx, tl.tracks[idx]);
@@ -966,7 +968,8 @@ public:
   }
 
 private:
-  uint32_t m_tli;
+  std::string m_host;
+  std::string m_boot_id;
   const Params& m_params;
   PeerLook& m_look;
 };
@@ -977,6 +980,10 @@ private:
 // series streams: an interval is judged once its end snapshot has the counter (the counters up
 // to it are then final), and a snapshot after the last one with the counter is taken as in one
 // (undecided yet). A judged snapshot is remembered.
+// This relies on TrackObserver's rule (series.hpp): tracks are given out before the end of the
+// load only when a timeline's files come in time order, so the snapshots placed so far are a
+// prefix of the timeline and a counter value once seen is final; otherwise every track comes
+// at the end, with every counter in.
 class BadIntervals {
 public:
   bool in(const Context& ctx, uint32_t ns, uint32_t snap) {
@@ -1096,22 +1103,58 @@ private:
       look.finish(ctx, out);
       return;
     }
-    // Let go of while streaming: read the files again, as report loaded them.
+    // Let go of while streaming: read again the files that hold the timeline's snapshots, as
+    // report loaded them (a timeline with a warning peer reads its own files, not the others').
     const Series& series = ctx.series();
-    const auto tli = static_cast<uint32_t>(&ctx.timeline() - series.timelines.data());
-    SR_ASSERT(tli < series.timelines.size() && !series.files.empty());
+    const Timeline& tl = ctx.timeline();
+    std::vector<size_t> was(series.files.size(), 0); // the timeline's snapshots per file
+    for (const Snap& s : tl.snaps) {
+      SR_ASSERT(s.file < was.size());
+      ++was[s.file];
+    }
+    std::vector<std::string> files;
+    std::vector<size_t> want; // was, of `files`
+    for (size_t i = 0; i < was.size(); ++i) {
+      if (was[i] > 0) {
+        files.push_back(series.files[i]);
+        want.push_back(was[i]);
+      }
+    }
+    SR_ASSERT(!files.empty());
     SocketFilter whole;
     whole.open_files = series.open_files;
-    Reload reload(tli, ctx.params(), look);
-    const Series again = load_series(series.files, whole, &reload);
-    SR_ASSERT(again.timelines.size() == series.timelines.size()
-              && again.timelines[tli].host == ctx.timeline().host
-              && again.timelines[tli].snaps.size() == ctx.snapshots()
-              && again.timelines[tli].netns.size() == ctx.timeline().netns.size());
-    for (size_t ns = 0; ns < ctx.timeline().netns.size(); ++ns) {
-      SR_ASSERT(again.timelines[tli].netns[ns].inode == ctx.timeline().netns[ns].inode);
+    Reload reload(tl, ctx.params(), look);
+    const Series again = load_series(files, whole, &reload);
+    // The files changed meanwhile (written in place, or not held and replaced by the fold):
+    // what they hold now is not what was analysed. The first file whose snapshots differ is
+    // named, else the first (its netns differ).
+    const auto same =
+        std::find_if(again.timelines.begin(), again.timelines.end(), [&tl](const Timeline& t) {
+          return t.host == tl.host && t.boot_id == tl.boot_id;
+        });
+    std::vector<size_t> now(files.size(), 0);
+    if (same != again.timelines.end()) {
+      for (const Snap& s : same->snaps) {
+        SR_ASSERT(s.file < now.size());
+        ++now[s.file];
+      }
     }
-    look.finish(Context(again, again.timelines[tli], ctx.params()), out);
+    const bool netns_same =
+        same != again.timelines.end() && same->netns.size() == tl.netns.size()
+        && std::equal(tl.netns.begin(),
+                      tl.netns.end(),
+                      same->netns.begin(),
+                      [](const Netns& a, const Netns& b) { return a.inode == b.inode; });
+    if (now != want || !netns_same) {
+      size_t bad = 0;
+      while (bad + 1 < files.size() && now[bad] == want[bad]) {
+        ++bad;
+      }
+      throw LoadError(files[bad]
+                      + ": changed or went away during the report (read again for the "
+                        "retransmissions of a peer, it holds other snapshots)");
+    }
+    look.finish(Context(again, *same, ctx.params()), out);
   }
 
   struct Total {
