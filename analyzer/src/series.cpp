@@ -665,6 +665,62 @@ private:
   int64_t m_min = 0;
 };
 
+// Row buffers of chunks already placed, given back for the next chunks to fill: a chunk's rows
+// (megabytes) are then written into memory already mapped, not into a fresh allocation the
+// kernel maps a page at a time and takes back when it is freed (a fault per 4 KiB, and the
+// unmap's TLB flush on every core). At most k_max buffers wait here. Thread-safe.
+class SpareRows {
+public:
+  static constexpr size_t k_max = 2;
+  static constexpr size_t k_step = 1024;
+
+  // An empty buffer with room for at least `rows` and not much more (a chunk waits to be placed
+  // in the room it was built in), or a new one. Room comes in steps of k_step rows, so that
+  // chunks of about the same rows share buffers.
+  std::vector<RawSock> take(size_t rows) {
+    const size_t room = (rows + k_step - 1) / k_step * k_step;
+    std::vector<RawSock> out;
+    {
+      const std::lock_guard<std::mutex> lock(m_mutex);
+      auto best = m_spare.end();
+      for (auto it = m_spare.begin(); it != m_spare.end(); ++it) {
+        const size_t cap = it->capacity();
+        if (cap >= rows && cap <= room + room / 8
+            && (best == m_spare.end() || cap < best->capacity())) {
+          best = it;
+        }
+      }
+      if (best != m_spare.end()) {
+        out = std::move(*best);
+        m_spare.erase(best);
+      }
+    }
+    out.reserve(room);
+    return out;
+  }
+
+  // Keeps `rows`' buffer for a later chunk (emptied), or lets it go when k_max wait already
+  // (the one with the least room goes).
+  void give_back(std::vector<RawSock>&& rows) {
+    rows.clear();
+    std::vector<RawSock> dropped;
+    const std::lock_guard<std::mutex> lock(m_mutex);
+    m_spare.push_back(std::move(rows));
+    if (m_spare.size() > k_max) {
+      auto least =
+          std::min_element(m_spare.begin(), m_spare.end(), [](const auto& a, const auto& b) {
+            return a.capacity() < b.capacity();
+          });
+      dropped = std::move(*least);
+      m_spare.erase(least);
+    }
+  }
+
+private:
+  std::mutex m_mutex;
+  std::vector<std::vector<RawSock>> m_spare;
+};
+
 // About this many socket rows are decoded into one FileData chunk unless SocketFilter::chunk_rows
 // says otherwise (whole snapshots, so more in a snapshot bigger than that): the load holds a few
 // chunks per file rather than whole files.
@@ -690,11 +746,12 @@ struct OpenRun {
 // the order a whole read gives them), the first chunk with the file's netns, addrs, processes,
 // counters and limits; one chunk when snapshot_id order is not the order rows are placed in (a
 // pack across a wall-clock step back) or the rows come in another order (an archive's port
-// index).
+// index). A chunk's rows are built in a buffer from `spare` where one fits (may be null).
 void read_file_data(const std::string& file,
                     const SlotIndex& wanted,
                     DbLease db_open,
                     const SocketFilter& filter,
+                    SpareRows* spare,
                     const std::function<void(FileData&&)>& emit) {
   FileData d;
   // Counters and limits of every snapshot (unless the filter leaves them out); sockets and
@@ -883,7 +940,11 @@ void read_file_data(const std::string& file,
     // damaged file may inflate (a chunk with more rows than that grows as usual).
     const auto reserve = [&](size_t rows) {
       rows = std::min(rows, 2 * chunk_rows);
-      d.sockets.reserve(rows + rows / 16 + 16);
+      rows += rows / 16 + 16;
+      if (spare != nullptr && d.sockets.capacity() == 0) {
+        d.sockets = spare->take(rows);
+      }
+      d.sockets.reserve(rows);
     };
     if (chunked && cond.empty() && !filter.snapshots && !ids.empty()) {
       // SQLite counts a table's rows without decoding them. An archive's run covers up to 64
@@ -1489,6 +1550,7 @@ struct ReadAhead {
   size_t rows = 0;    // held by all readers
   size_t front = 0;   // the number of the reader whose file is being placed
   size_t started = 0; // readers started so far (the next one's number)
+  SpareRows spare;    // the row buffers of chunks placed
 };
 
 // Reads one file on a thread of its own (read_file_data) and hands its chunks over in order.
@@ -1579,8 +1641,9 @@ private:
   run(const std::string& file, const SlotIndex& wanted, DbLease db, const SocketFilter& filter) {
     std::exception_ptr error;
     try {
-      read_file_data(
-          file, wanted, std::move(db), filter, [this](FileData&& d) { push(std::move(d)); });
+      read_file_data(file, wanted, std::move(db), filter, &m_ahead.spare, [this](FileData&& d) {
+        push(std::move(d));
+      });
     } catch (const Cancelled&) {
       // the load ended first (an error in another file)
     } catch (...) {
@@ -1925,6 +1988,7 @@ Series load_series(const std::vector<std::string>& files,
       while (std::optional<FileData> d = pending.front()->next()) { // rethrows a LoadError
         series.idents_read_apart += d->idents_apart ? 1U : 0U;
         placer.place(*d);
+        read_ahead.spare.give_back(std::move(d->sockets));
       }
     }
     pending.pop_front();
