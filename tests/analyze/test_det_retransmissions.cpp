@@ -583,12 +583,11 @@ TEST_CASE("retransmissions: a peer looked at again reads its own host's files, a
     // No file held open: each is read again by its name. beta's files are gone by the time
     // alpha's peer is looked at again, which reads alpha's files only.
     const BudgetForTest none(0);
-    const std::vector<Finding> streamed =
-        analyze_files(o, [&beta_files]() {
-          for (const std::string& f : beta_files) {
-            std::filesystem::remove(f);
-          }
-        }).findings;
+    const std::vector<Finding> streamed = analyze_files(o, [&beta_files]() {
+                                            for (const std::string& f : beta_files) {
+                                              std::filesystem::remove(f);
+                                            }
+                                          }).findings;
     REQUIRE(streamed.size() == 1);
     CHECK(streamed[0].summary == whole[0].summary);
     CHECK(streamed[0].evidence == whole[0].evidence);

@@ -486,8 +486,8 @@ TEST_CASE("load: a pack's identities read once apart from its runs place what th
     REQUIRE(db.query_int("SELECT count(*) FROM sock_runs WHERE typeof(ident_id) = 'real'") > 0);
     REQUIRE(db.query_int("SELECT count(*) FROM sock_runs WHERE ident_id IS NULL") > 0);
     db.exec("PRAGMA writable_schema = ON");
-    sockrewind::store::Stmt back = db.prepare(
-        "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = 'sock_runs'");
+    sockrewind::store::Stmt back =
+        db.prepare("UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = 'sock_runs'");
     back.bind(1, strict);
     back.step();
   }
