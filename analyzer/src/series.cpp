@@ -673,6 +673,9 @@ class SpareRows {
 public:
   static constexpr size_t k_max = 2;
   static constexpr size_t k_step = 1024;
+  // A buffer with room for more rows than this is not kept: more than a whole load's chunk is
+  // ever reserved (twice k_chunk_rows and a little): a file read in one chunk grew it.
+  static constexpr size_t k_keep_rows = size_t{3} << 15U;
 
   // An empty buffer with room for at least `rows` and not much more (a chunk waits to be placed
   // in the room it was built in), or a new one. Room comes in steps of k_step rows, so that
@@ -685,7 +688,7 @@ public:
       auto best = m_spare.end();
       for (auto it = m_spare.begin(); it != m_spare.end(); ++it) {
         const size_t cap = it->capacity();
-        if (cap >= rows && cap <= room + room / 8
+        if (cap >= rows && cap <= room + room / 16
             && (best == m_spare.end() || cap < best->capacity())) {
           best = it;
         }
@@ -693,26 +696,26 @@ public:
       if (best != m_spare.end()) {
         out = std::move(*best);
         m_spare.erase(best);
+        return out;
       }
     }
     out.reserve(room);
     return out;
   }
 
-  // Keeps `rows`' buffer for a later chunk (emptied), or lets it go when k_max wait already
-  // (the one with the least room goes).
+  // Keeps `rows`' buffer for a later chunk (emptied), unless it has room for more than
+  // k_keep_rows; the oldest kept goes when k_max wait already.
   void give_back(std::vector<RawSock>&& rows) {
+    if (rows.capacity() > k_keep_rows) {
+      return; // freed with `rows`
+    }
     rows.clear();
     std::vector<RawSock> dropped;
     const std::lock_guard<std::mutex> lock(m_mutex);
     m_spare.push_back(std::move(rows));
     if (m_spare.size() > k_max) {
-      auto least =
-          std::min_element(m_spare.begin(), m_spare.end(), [](const auto& a, const auto& b) {
-            return a.capacity() < b.capacity();
-          });
-      dropped = std::move(*least);
-      m_spare.erase(least);
+      dropped = std::move(m_spare.front());
+      m_spare.erase(m_spare.begin());
     }
   }
 
@@ -1176,28 +1179,37 @@ void read_file_data(const std::string& file,
       }
     };
     std::exception_ptr split_error;
-    // No thread (none could be started, or SocketFilter::split_threads): the other half is read
-    // after this one, on this connection.
+    // No thread (none could be started, or SocketFilter::split_threads), or the file under its
+    // name is not the one this connection reads: the other half is read after this one, on
+    // this connection.
     bool split_here = !split_sql.empty() && !filter.split_threads;
+    bool other_file = false; // set by the thread: its half is left to this connection
     std::jthread split;
     if (!split_sql.empty() && !split_here) {
       try {
         split = std::jthread([&, known = lease.identity()](const std::stop_token& stop) {
           try {
             // The file this connection reads, by its name: the same file (device, inode, size,
-            // mtime) before and after the open as when this connection opened it.
+            // mtime) before and after the open as when this connection opened it. Else (the
+            // fold renamed another over it, say) this connection reads both halves.
             if (!known || file_identity(file) != known) {
-              throw LoadError(file + ": replaced while it was read");
+              other_file = true;
+              return;
             }
             store::Db other = open_validated(file);
             if (file_identity(file) != known) {
-              throw LoadError(file + ": replaced while it was read");
+              other_file = true;
+              return;
             }
-            // An error in this half ends the other too: its query is interrupted, not run to
-            // its end (jthread asks it to stop as it is joined).
+            // An error in the first half ends this one: its query is interrupted, not run to
+            // its end (jthread asks it to stop as it is joined). A stop asked before the query
+            // steps would find no statement to interrupt: looked at once more here.
             const std::stop_callback interrupt(stop,
                                                [h = other.handle()]() { sqlite3_interrupt(h); });
             store::Stmt q = other.prepare(split_sql);
+            if (stop.stop_requested()) {
+              return;
+            }
             read_half(q);
           } catch (...) {
             split_error = std::current_exception();
@@ -1236,6 +1248,7 @@ void read_file_data(const std::string& file,
       if (split_error) {
         std::rethrow_exception(split_error);
       }
+      split_here = other_file;
     }
     if (split_here) {
       store::Stmt q = db.prepare(split_sql);
