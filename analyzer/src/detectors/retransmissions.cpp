@@ -1147,7 +1147,7 @@ private:
                       [](const Netns& a, const Netns& b) { return a.inode == b.inode; });
     if (now != want || !netns_same) {
       size_t bad = 0;
-      while (bad + 1 < files.size() && now[bad] == want[bad]) {
+      while (now != want && bad + 1 < files.size() && now[bad] == want[bad]) {
         ++bad;
       }
       throw LoadError(files[bad]
