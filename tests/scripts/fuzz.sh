@@ -8,6 +8,7 @@
 #   tests/scripts/fuzz.sh --runs N --time S    # whichever comes first
 #   tests/scripts/fuzz.sh --targets "fuzz_load fuzz_counters" --time 60
 #   tests/scripts/fuzz.sh --targets fuzz_load --runs 10000000 --jobs 2   # on 2 cores
+#   tests/scripts/fuzz.sh --build-only         # only build them (run_all.sh, in the background)
 #
 # --jobs J runs J libFuzzer processes per target on one shared corpus (-jobs=J -workers=J),
 # each doing its share of --runs (their logs: build-fuzz/artifacts/TARGET/fuzz-N.log).
@@ -30,14 +31,16 @@ targets=${FUZZ_TARGETS:-$all_targets}
 jobs=${FUZZ_JOBS:-1}
 nice_level=${FUZZ_NICE:-19}
 results=${FUZZ_RESULTS:-$build/fuzz-results.md}
+build_only=0
 while (($#)); do
   case $1 in
   --short) max_time=${FUZZ_SHORT_TIME:-20} ;;
+  --build-only) build_only=1 ;;
   --runs) runs=$2; shift ;;
   --time) max_time=$2; shift ;;
   --targets) targets=$2; shift ;;
   --jobs) jobs=$2; shift ;;
-  -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "fuzz.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -54,6 +57,9 @@ nice -n "$nice_level" cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++-14 \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOCKREWIND_FUZZ=ON -DBUILD_TESTING=OFF \
   -DWARNINGS_AS_ERRORS=ON >/dev/null
 nice -n "$nice_level" cmake --build "$build" --target fuzz_all -j"$(nproc)" >/dev/null
+if ((build_only)); then
+  exit 0
+fi
 
 # --- seed corpora -------------------------------------------------------------------------
 seeds=$build/seeds
