@@ -234,10 +234,15 @@ int run(int argc, char** argv) {
       SnapshotFile file(out_dir,
                         snapshot_base_name(host.hostname, first.realtime_ns),
                         tcp_info == "full" ? TcpInfoMode::full : TcpInfoMode::basic);
+      // The starts are on a grid anchored at the first snapshot's start, not at the run's: the
+      // time taken to create the file (schema, pragmas) must not shorten the first interval.
+      std::chrono::steady_clock::time_point first_start;
       for (int i = 0; i < count; ++i) {
-        if (i > 0) {
+        if (i == 0) {
+          first_start = std::chrono::steady_clock::now();
+        } else {
           std::this_thread::sleep_until(
-              t0
+              first_start
               + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                   std::chrono::duration<double>(interval * i)));
         }
