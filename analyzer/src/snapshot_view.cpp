@@ -31,6 +31,65 @@ int proto_rank(const std::string& name) {
   return static_cast<int>(it - k_order.begin());
 }
 
+// The first 16 bytes of `s` as two big-endian words (zero padded): comparing the words orders
+// as comparing the texts does, until both are equal.
+std::array<uint64_t, 2> text_prefix(const std::string& s) {
+  std::array<unsigned char, 16> bytes{};
+  std::memcpy(bytes.data(), s.data(), std::min<size_t>(s.size(), bytes.size()));
+  std::array<uint64_t, 2> w{0, 0};
+  for (size_t k = 0; k < 2; ++k) {
+    for (size_t i = 0; i < 8; ++i) {
+      w[k] = (w[k] << 8) | bytes[8 * k + i];
+    }
+  }
+  return w;
+}
+
+// ss order; a total order (sock_id last), so the SQL's row order does not matter. Compared on
+// compact keys (numbers and the texts' first bytes); the rows' texts only on ties.
+struct SsKey {
+  uint64_t netns;
+  int64_t family;
+  int64_t port;
+  std::array<uint64_t, 2> local;
+  std::array<uint64_t, 2> remote;
+  int rank;
+  uint32_t local_size;
+  uint32_t remote_size;
+};
+
+SsKey ss_key(const SocketRow& r) {
+  return {r.netns,
+          r.family,
+          r.local_port.value_or(0),
+          text_prefix(r.local),
+          text_prefix(r.remote),
+          r.rank,
+          static_cast<uint32_t>(std::min<size_t>(r.local.size(), UINT32_MAX)),
+          static_cast<uint32_t>(std::min<size_t>(r.remote.size(), UINT32_MAX))};
+}
+
+// A row's ss key with its sock_id and index, as sort_ss sorts them: the rows themselves (~450
+// bytes each, 45 MB at 100k) are read only on ties of the keys' texts.
+struct Keyed {
+  SsKey key;
+  int64_t id;
+  uint32_t idx;
+};
+
+// Memory each thread keeps between snapshot reads, as large as the largest snapshot it read:
+// fresh pages cost more than what is done in them (the 9 MB of 100k sort keys took ~25 ms to
+// fault in on the 2-core VM, the sort itself 13 ms).
+std::vector<Keyed>& scratch_keys() {
+  thread_local std::vector<Keyed> keys;
+  return keys;
+}
+
+// The runs of a read whose runs all end with it (which its view does not keep), for the next.
+std::vector<RowRun>& spare_runs() {
+  thread_local std::vector<RowRun> runs;
+  return runs;
+}
 } // namespace
 
 std::string opt_text(const std::optional<int64_t>& v) {
@@ -240,41 +299,6 @@ template <class T> void permute(std::vector<T>& rows, std::vector<uint32_t>& ord
   }
 }
 
-// The first 16 bytes of `s` as two big-endian words (zero padded): comparing the words orders
-// as comparing the texts does, until both are equal.
-std::array<uint64_t, 2> text_prefix(const std::string& s) {
-  std::array<uint64_t, 2> w{0, 0};
-  const size_t n = std::min<size_t>(s.size(), 16);
-  for (size_t i = 0; i < n; ++i) {
-    w[i / 8] |= uint64_t{static_cast<unsigned char>(s[i])} << (8 * (7 - i % 8));
-  }
-  return w;
-}
-
-// ss order; a total order (sock_id last), so the SQL's row order does not matter. Compared on
-// compact keys (numbers and the texts' first bytes); the rows' texts only on ties.
-struct SsKey {
-  uint64_t netns;
-  int64_t family;
-  int64_t port;
-  std::array<uint64_t, 2> local;
-  std::array<uint64_t, 2> remote;
-  int rank;
-  uint32_t local_size;
-  uint32_t remote_size;
-};
-
-SsKey ss_key(const SocketRow& r) {
-  return {r.netns,
-          r.family,
-          r.local_port.value_or(0),
-          text_prefix(r.local),
-          text_prefix(r.remote),
-          r.rank,
-          static_cast<uint32_t>(std::min<size_t>(r.local.size(), UINT32_MAX)),
-          static_cast<uint32_t>(std::min<size_t>(r.remote.size(), UINT32_MAX))};
-}
-
 // Equal prefixes of texts of at most 16 bytes: the shorter one (padded with NULs) first.
 int text_order(const std::array<uint64_t, 2>& pa,
                uint32_t na,
@@ -328,18 +352,13 @@ bool ss_less(const SsKey& ka,
 
 // Sorts `rows` in ss order; `runs`, when not empty, is one per row and moved with them.
 void sort_ss(std::vector<SocketRow>& rows, std::vector<RowRun>& runs) {
-  struct Keyed {
-    SsKey key;
-    uint32_t idx;
-  };
-
-  std::vector<Keyed> keys(rows.size());
+  std::vector<Keyed>& keys = scratch_keys();
+  keys.resize(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
-    keys[i] = {ss_key(rows[i]), static_cast<uint32_t>(i)};
+    keys[i] = {ss_key(rows[i]), rows[i].sock_id, static_cast<uint32_t>(i)};
   }
   std::sort(keys.begin(), keys.end(), [&rows](const Keyed& a, const Keyed& b) {
-    return ss_less(
-        a.key, rows[a.idx], rows[a.idx].sock_id, b.key, rows[b.idx], rows[b.idx].sock_id);
+    return ss_less(a.key, rows[a.idx], a.id, b.key, rows[b.idx], b.id);
   });
   std::vector<uint32_t> order(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -527,8 +546,16 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
     if (m.netns.empty()) {
       m.load_netns();
     }
-    snap.rows.reserve(static_cast<size_t>(std::max<int64_t>(info.sockets, 0)));
+    // Grown with an eighth to spare, so that `reuse` (the rows memory of a snapshot read
+    // before, usually of about as many sockets) takes the next one without a new allocation:
+    // 100k fresh rows cost ~11k page faults, more than half of the read.
+    if (const auto want = static_cast<size_t>(std::max<int64_t>(info.sockets, 0));
+        snap.rows.capacity() < want) {
+      snap.rows.reserve(want + want / 8);
+    }
     if (runs) {
+      snap.runs.swap(spare_runs());
+      snap.runs.clear();
       snap.runs.reserve(std::max(snap.rows.capacity(), snap.rows.size()));
     }
     int64_t min_id = INT64_MAX;
@@ -587,7 +614,8 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
         })) {
       // Every run ends here (a file as the collector writes it: a run per socket and
       // snapshot): nothing for the next snapshot to take over, no memory kept for it.
-      std::vector<RowRun>().swap(snap.runs);
+      spare_runs() = std::move(snap.runs);
+      snap.runs = std::vector<RowRun>();
       snap.runs_end = true;
     }
     // The (few) further owners, in (sock_id, pid, fd) order, after each socket's first owner.
