@@ -173,6 +173,97 @@ TEST_CASE("replay: sorting by queues, state, owner and port", "[replay]") {
   CHECK(names == std::vector<std::string>{"ss", "Recv-Q", "Send-Q", "state", "owner", "port"});
 }
 
+TEST_CASE("replay: each sort key orders as a stable sort on the texts shown would", "[replay]") {
+  // visible_rows sorts integer keys (a text's rank among the texts); the reference here is the
+  // plain definition: a stable sort of the ss order by the shown value. Owners share comms
+  // across pids, some pids have no comm ("?"), some names are not ASCII, some sockets have no
+  // owner (last); queues and ports are missing in some rows.
+  SnapshotView v;
+  v.comm = {{1, "nginx"}, {2, "nginx"}, {3, "redis-server"}, {4, "\xc3\xa9t\xc3\xa9"}, {5, "a"}};
+  const std::vector<int64_t> states{analyze::k_listen,
+                                    analyze::k_established,
+                                    analyze::k_close_wait,
+                                    analyze::k_time_wait,
+                                    2 /* SYN-SENT */,
+                                    7 /* UNCONN */};
+  uint64_t x = 12345;
+  const auto next = [&x](uint64_t n) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (x >> 33) % n;
+  };
+  for (int64_t i = 0; i < 2000; ++i) {
+    const auto q = [&]() -> std::optional<int64_t> {
+      return next(5) == 0 ? std::nullopt
+                          : std::optional<int64_t>(static_cast<int64_t>(next(4)) * 100);
+    };
+    std::vector<analyze::RowOwner> owners;
+    if (next(4) != 0) {
+      owners.push_back({static_cast<int64_t>(1 + next(7)), 3}); // pids 6 and 7: no comm
+    }
+    SocketRow r = row(
+        i + 1, states[next(states.size())], 80 + static_cast<int64_t>(next(3)), q(), q(), owners);
+    if (next(6) == 0) {
+      r.local_port.reset();
+    }
+    v.rows.push_back(std::move(r));
+  }
+  const auto owner_text = [&v](const SocketRow& r) {
+    if (r.owners.empty()) {
+      return std::string();
+    }
+    const auto it = v.comm.find(r.owners.front().pid);
+    return it == v.comm.end() ? std::string("?") : it->second;
+  };
+  const auto reference = [&](SortKey key, const Filter& f, bool reverse) {
+    std::vector<size_t> idx;
+    for (size_t i = 0; i < v.rows.size(); ++i) {
+      if (f.empty() || matches(v.rows[i], v.comm, f)) {
+        idx.push_back(i);
+      }
+    }
+    const auto less = [&](size_t ia, size_t ib) {
+      const SocketRow& a = v.rows[ia];
+      const SocketRow& b = v.rows[ib];
+      switch (key) {
+      case SortKey::ss:
+        return false;
+      case SortKey::recv_q:
+        return a.rx_queue.value_or(-1) > b.rx_queue.value_or(-1);
+      case SortKey::send_q:
+        return a.tx_queue.value_or(-1) > b.tx_queue.value_or(-1);
+      case SortKey::state:
+        return analyze::row_state_text(a) < analyze::row_state_text(b);
+      case SortKey::owner:
+        if (a.owners.empty() || b.owners.empty()) {
+          return !a.owners.empty() && b.owners.empty();
+        }
+        return std::make_pair(owner_text(a), a.owners.front().pid)
+               < std::make_pair(owner_text(b), b.owners.front().pid);
+      case SortKey::port:
+        return a.local_port.value_or(-1) < b.local_port.value_or(-1);
+      }
+      return false;
+    };
+    std::stable_sort(idx.begin(), idx.end(), less);
+    if (reverse) {
+      std::reverse(idx.begin(), idx.end());
+    }
+    return idx;
+  };
+  SortKey k = SortKey::ss;
+  for (size_t n = 0; n < k_sort_keys; ++n, k = next_sort(k)) {
+    for (const bool rev : {false, true}) {
+      for (const char* f : {"", "state:ESTAB", "nginx"}) {
+        INFO("sort " << sort_name(k) << (rev ? " reversed" : "") << ", filter '" << f << "'");
+        const Filter filter = parse_filter(f);
+        const std::vector<size_t> got = visible_rows(v, filter, k, rev);
+        CHECK(got == reference(k, filter, rev));
+        CHECK(got.size() > (filter.empty() ? 1999U : 100U));
+      }
+    }
+  }
+}
+
 TEST_CASE("replay: the snapshot diff counts new and gone sockets and counter deltas", "[replay]") {
   const std::vector<uint64_t> prev{1, 2, 3, 7};
   const std::vector<uint64_t> cur{2, 3, 8, 9, 10};
