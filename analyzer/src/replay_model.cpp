@@ -364,10 +364,10 @@ Model::Loaded Model::load(size_t pos, Dbs& dbs, const Base& base) {
   }
   Loaded l;
   l.pos = pos;
-  std::vector<SocketRow> spare;
+  ViewMemory spare;
   {
     const std::lock_guard<std::mutex> lock(m_mutex);
-    spare.swap(m_spare);
+    std::swap(spare, m_spare);
   }
   l.view =
       std::make_shared<SnapshotView>(base ? handle->reader.read_next(info, *base, std::move(spare))
@@ -446,7 +446,7 @@ Model::Loaded Model::take(size_t pos, const Base& base) {
 }
 
 void Model::recycle(std::shared_ptr<SnapshotView>&& view) {
-  std::vector<SocketRow> rows;
+  ViewMemory mem;
   {
     const std::lock_guard<std::mutex> lock(m_mutex);
     // Only the model holds it (the worker drops its base before it takes the lock): its
@@ -454,18 +454,19 @@ void Model::recycle(std::shared_ptr<SnapshotView>&& view) {
     if (!view || view.use_count() != 1) {
       return;
     }
-    rows = std::move(view->rows);
-  }
-  if (rows.capacity() == 0) {
-    return;
+    mem.rows = std::move(view->rows);
+    mem.runs = std::move(view->runs);
   }
   {
     const std::lock_guard<std::mutex> lock(m_mutex);
-    if (m_spare.capacity() < rows.capacity()) {
-      m_spare.swap(rows);
+    if (m_spare.rows.capacity() < mem.rows.capacity()) {
+      m_spare.rows.swap(mem.rows);
+    }
+    if (m_spare.runs.capacity() < mem.runs.capacity()) {
+      m_spare.runs.swap(mem.runs);
     }
   }
-  // `rows` (the smaller) is freed here, outside the lock.
+  // `mem` (the smaller) is freed here, outside the lock.
 }
 
 void Model::keep_ready(Loaded&& l) {

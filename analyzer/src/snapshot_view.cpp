@@ -85,7 +85,8 @@ std::vector<Keyed>& scratch_keys() {
   return keys;
 }
 
-// The runs of a read whose runs all end with it (which its view does not keep), for the next.
+// The runs of a read whose runs all end with it (which its view does not keep), for the next
+// read of the thread.
 std::vector<RowRun>& spare_runs() {
   thread_local std::vector<RowRun> runs;
   return runs;
@@ -455,23 +456,21 @@ SnapshotReader::SnapshotReader(store::Db& db) : m_impl(std::make_unique<Impl>(db
 
 SnapshotReader::~SnapshotReader() = default;
 
-SnapshotView SnapshotReader::read(const SnapshotInfo& info, std::vector<SocketRow>&& reuse) {
+SnapshotView SnapshotReader::read(const SnapshotInfo& info, ViewMemory&& reuse) {
   return read_rows(info, nullptr, std::move(reuse));
 }
 
-SnapshotView SnapshotReader::read_next(const SnapshotInfo& info,
-                                       const SnapshotView& base,
-                                       std::vector<SocketRow>&& reuse) {
+SnapshotView
+SnapshotReader::read_next(const SnapshotInfo& info, const SnapshotView& base, ViewMemory&& reuse) {
   return read_rows(info, &base, std::move(reuse));
 }
 
-SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
-                                       const SnapshotView* base,
-                                       std::vector<SocketRow>&& reuse) {
+SnapshotView
+SnapshotReader::read_rows(const SnapshotInfo& info, const SnapshotView* base, ViewMemory&& reuse) {
   Impl& m = *m_impl;
   SnapshotView snap;
   snap.info = info;
-  snap.rows = std::move(reuse); // its memory: 100k rows are ~45 MB, fresh pages cost
+  snap.rows = std::move(reuse.rows); // its memory: 100k rows are ~45 MB, fresh pages cost
   snap.rows.clear();
   bool merged = false; // the rows came out sorted (a step that carries runs over)
   try {
@@ -554,7 +553,12 @@ SnapshotView SnapshotReader::read_rows(const SnapshotInfo& info,
       snap.rows.reserve(want + want / 8);
     }
     if (runs) {
-      snap.runs.swap(spare_runs());
+      // The runs memory of a snapshot no longer shown, or of the last read whose runs all
+      // ended (which its view did not keep), whichever is larger.
+      snap.runs = std::move(reuse.runs);
+      if (snap.runs.capacity() < spare_runs().capacity()) {
+        snap.runs.swap(spare_runs());
+      }
       snap.runs.clear();
       snap.runs.reserve(std::max(snap.rows.capacity(), snap.rows.size()));
     }

@@ -652,8 +652,10 @@ TEST_CASE("replay: schema-3 rows read from the run tables equal the sockets view
       }
       CHECK(a.comm == b.comm);
       rows += a.rows.size();
-      // A reused rows memory gives the same rows.
-      const SnapshotView c = runs.read(info, analyze::SnapshotView(b).rows);
+      // A reused rows and runs memory gives the same rows.
+      analyze::SnapshotView used(b);
+      const SnapshotView c =
+          runs.read(info, analyze::ViewMemory{std::move(used.rows), std::move(used.runs)});
       REQUIRE(c.rows.size() == a.rows.size());
       for (size_t i = 0; i < a.rows.size(); ++i) {
         REQUIRE(row_fields(c.rows[i]) == row_fields(a.rows[i]));
@@ -748,8 +750,10 @@ TEST_CASE("replay: a step that takes rows over from the snapshot before reads wh
     size_t counted_down = 0;
     for (size_t k = 1; k < index.size(); ++k) {
       INFO("snapshot " << k);
-      // The rows memory of the snapshot before the base is reused (as the model does).
-      SnapshotView next = step.read_next(index[k], prev, std::move(older.rows));
+      // The rows and runs memory of the snapshot before the base is reused (as the model
+      // does).
+      SnapshotView next = step.read_next(
+          index[k], prev, analyze::ViewMemory{std::move(older.rows), std::move(older.runs)});
       const SnapshotView want = full.read(index[k]);
       REQUIRE(next.rows.size() == want.rows.size());
       REQUIRE(all_fields(next) == all_fields(want));

@@ -163,7 +163,8 @@ private:
   using Base = std::shared_ptr<const SnapshotView>;
   // Reads `pos`; from `base` (the snapshot before it) where the file allows.
   Loaded load(size_t pos, Dbs& dbs, const Base& base);
-  // Keeps the larger rows memory as m_spare (when no read-ahead still reads the view).
+  // Keeps the larger rows and runs memory in m_spare (when no read-ahead still reads the
+  // view).
   void recycle(std::shared_ptr<SnapshotView>&& view);
   // From the read-ahead when it holds `pos`, else read now (from `base`, if given).
   Loaded take(size_t pos, const Base& base = nullptr);
@@ -188,7 +189,7 @@ private:
   Base m_want_base; // the snapshot before m_want, when the model holds it
   std::optional<size_t> m_busy;
   std::unique_ptr<Loaded> m_ready;
-  std::vector<SocketRow> m_spare; // rows memory of a snapshot no longer shown, for a read
+  ViewMemory m_spare; // the memory of a snapshot no longer shown, for a read
   bool m_stop = false;
   std::thread m_worker; // last: started once the rest is constructed
   std::vector<Finding> m_findings;

@@ -77,6 +77,13 @@ struct SnapshotView {
   int64_t boottime_ns = 0; // the snapshot's CLOCK_BOOTTIME (as its snapshots row has it)
 };
 
+// The memory of a snapshot no longer shown, for a read to build the next one in (fresh pages
+// cost more than the rows written into them: 100k rows and runs are ~50 MB).
+struct ViewMemory {
+  std::vector<SocketRow> rows;
+  std::vector<RowRun> runs;
+};
+
 // Kernel counters of one snapshot: (netns inode, name) -> value.
 using CounterValues = std::map<std::pair<uint64_t, std::string>, int64_t>;
 
@@ -95,16 +102,15 @@ public:
   SnapshotReader& operator=(SnapshotReader&&) = delete;
 
   // The snapshot `info` names (info.file is the reader's file). Throws LoadError. The rows
-  // are built in `reuse`'s memory (the rows of a snapshot no longer shown), if given.
-  SnapshotView read(const SnapshotInfo& info, std::vector<SocketRow>&& reuse = {});
+  // are built in `reuse`'s memory (that of a snapshot no longer shown), if given.
+  SnapshotView read(const SnapshotInfo& info, ViewMemory&& reuse = {});
   // The same rows as read(info), taken from `base` where it can: when `base` is the snapshot
   // just before `info` in the same file and run block (schema 3), the rows whose run goes on
   // are taken over from it (their sock_id and expires_ms moved by the sockets view's rules)
   // and only the runs that start at `info` are read; otherwise read(info). `base` may have
   // been read by another reader of the same file; `reuse` is not base's rows.
-  SnapshotView read_next(const SnapshotInfo& info,
-                         const SnapshotView& base,
-                         std::vector<SocketRow>&& reuse = {});
+  SnapshotView
+  read_next(const SnapshotInfo& info, const SnapshotView& base, ViewMemory&& reuse = {});
   CounterValues counters(const SnapshotInfo& info);
 
   // Reads the rows through the `sockets` view even in a schema-3 file (for the tests: the
@@ -112,8 +118,7 @@ public:
   void use_view(bool on) { m_use_view = on; }
 
 private:
-  SnapshotView
-  read_rows(const SnapshotInfo& info, const SnapshotView* base, std::vector<SocketRow>&& reuse);
+  SnapshotView read_rows(const SnapshotInfo& info, const SnapshotView* base, ViewMemory&& reuse);
 
   struct Impl;
   std::unique_ptr<Impl> m_impl;
